@@ -1,0 +1,164 @@
+"""The ``realign`` command: one subcommand per stage. Every stage reads and writes plain
+files, resumes after interruption, shows progress and writes its resolved config beside its
+outputs. Errors a user can cause print one line (``error: ...``), never a traceback."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from .errors import RealignError
+
+app = typer.Typer(
+    name="realign",
+    help="Re-align a language model to a changed policy from its old preference data (TRACE).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _judge_section(judge: str | None) -> dict[str, Any]:
+    """``--judge`` is a backend name (rules, openai, hf) or a judge YAML file."""
+    from .config import load_yaml
+
+    if judge is None:
+        return {}
+    if judge in ("rules", "openai", "hf"):
+        return {"backend": judge}
+    if Path(judge).suffix in (".yaml", ".yml"):
+        return load_yaml(judge)
+    raise RealignError(f"--judge: expected rules, openai, hf or a judge .yaml file, got {judge!r}")
+
+
+def _oracle_section(oracle: str | None) -> dict[str, Any] | None:
+    from .config import load_yaml
+
+    if oracle is None:
+        return None
+    if oracle in ("openai", "hf"):
+        return {"backend": oracle}
+    if Path(oracle).suffix in (".yaml", ".yml"):
+        return load_yaml(oracle)
+    raise RealignError(f"--oracle: expected openai, hf or an oracle .yaml file, got {oracle!r}")
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+@app.command()
+def triage(
+    data: Optional[str] = typer.Option(None, help="Preference pairs: .jsonl, .json, a saved dataset or hf:NAME."),
+    policy: Optional[str] = typer.Option(None, help="New policy: YAML file or packaged policy name."),
+    judge: Optional[str] = typer.Option(None, help="Judge: rules, openai, hf, or a judge YAML file."),
+    out: Optional[Path] = typer.Option(None, help="Triaged records (JSONL)."),
+    config: Optional[Path] = typer.Option(None, help="Triage YAML config; flags override it."),
+    model: Optional[str] = typer.Option(None, help="Judge model (openai model name or hf path/id)."),
+    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint URL."),
+    concurrency: Optional[int] = typer.Option(None, help="Judge requests in flight."),
+    on_unparseable: Optional[str] = typer.Option(None, help="retry, violating, compliant or drop."),
+    split: Optional[str] = typer.Option(None, help="Dataset split for hub/saved datasets."),
+    cache: Optional[Path] = typer.Option(None, help="Verdict cache (SQLite)."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Report and skip bad records."),
+    gold_out: Optional[Path] = typer.Option(None, help="Also write the DPO-Gold relabelled set."),
+    naive_out: Optional[Path] = typer.Option(None, help="Also write the naive relabelled set."),
+    oracle: Optional[str] = typer.Option(None, help="Oracle for PUNISH pairs: openai, hf or a YAML file."),
+    oracle_model: Optional[str] = typer.Option(None, help="Oracle model name or path."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Stage 1: judge both responses of every pair under the new policy; INVERT / PUNISH / RETAIN."""
+    from . import triage as stage
+    from .config import TriageConfig, load_yaml, validate
+    from .policy import resolve_policy
+
+    base = load_yaml(config) if config else {}
+    judge_cfg = _merge(
+        _merge(base.get("judge", {}), _judge_section(judge)),
+        {"model": model, "base_url": base_url, "concurrency": concurrency, "on_unparseable": on_unparseable},
+    )
+    oracle_cfg = _oracle_section(oracle)
+    if oracle_cfg is not None or base.get("oracle"):
+        oracle_cfg = _merge(_merge(base.get("oracle") or {}, oracle_cfg or {}), {"model": oracle_model})
+    raw = _merge(
+        base,
+        {
+            "data": data,
+            "policy": str(resolve_policy(policy)) if policy else None,
+            "out": out,
+            "split": split,
+            "cache": cache,
+            "skip_invalid": skip_invalid or None,
+            "gold_out": gold_out,
+            "naive_out": naive_out,
+        },
+    )
+    raw["judge"] = judge_cfg
+    if oracle_cfg is not None:
+        raw["oracle"] = oracle_cfg
+    if isinstance(raw.get("policy"), str):
+        raw["policy"] = str(resolve_policy(raw["policy"]))
+    cfg = validate(TriageConfig, raw, str(config) if config else "command line")
+    summary = stage.run(cfg, progress=not quiet)
+    c = summary["counts"]
+    typer.echo(
+        f"triaged {sum(c.values())} pairs: INVERT {c['INVERT']} · PUNISH {c['PUNISH']} · RETAIN {c['RETAIN']}"
+        f" · dropped {summary['dropped']} · skipped {summary['skipped_invalid']}"
+        f" | judged {summary['judged']} responses ({summary['judge_calls']} calls, {summary['cache_hits']} cache hits)"
+        f" -> {cfg.out}"
+    )
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo-output"), help="Where the demo writes its files."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run the main job on the embedded example: triage of shipped pairs with the rules judge."""
+    from . import triage as stage
+    from .config import JudgeConfig, TriageConfig
+    from .policy import resolve_policy
+    from .resources import resource_path
+
+    cfg = TriageConfig(
+        data=str(resource_path("examples/pairs.jsonl")),
+        policy=resolve_policy("contextual-exceptions"),
+        judge=JudgeConfig(backend="rules"),
+        out=out / "triaged.jsonl",
+        cache=out / "verdicts.sqlite",
+        gold_out=out / "gold.jsonl",
+        naive_out=out / "naive.jsonl",
+    )
+    summary = stage.run(cfg, progress=not quiet)
+    c = summary["counts"]
+    typer.echo(f"Triage of {summary['pairs']} example pairs under policy '{summary['policy']['name']}':")
+    for name, meaning in (
+        ("INVERT", "old winner now violates, loser complies -> stored swapped"),
+        ("PUNISH", "both responses violate (the false dichotomy)"),
+        ("RETAIN", "old winner still complies"),
+    ):
+        typer.echo(f"  {name:<7}{c[name]:>4}   {meaning}")
+    typer.echo(f"Outputs in {out}/: triaged.jsonl, triaged.summary.json, gold.jsonl, naive.jsonl")
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit status 2."""
+    try:
+        app()
+    except RealignError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume (finished work is cached)", file=sys.stderr)
+        sys.exit(130)

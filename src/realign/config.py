@@ -1,0 +1,121 @@
+"""Typed, validated configuration. YAML in; the resolved config is written beside every
+stage's outputs. Every field carries its help text (shown by ``realign ... --help`` and in
+the resolved YAML's schema)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import RealignError
+
+UnparseableRule = Literal["retry", "violating", "compliant", "drop"]
+
+
+def default_cache_dir() -> Path:
+    """``$REALIGN_CACHE``, else ``$XDG_CACHE_HOME/realign``, else ``~/.cache/realign``."""
+    if os.environ.get("REALIGN_CACHE"):
+        return Path(os.environ["REALIGN_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "realign"
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EndpointConfig(StrictModel):
+    """Connection to an OpenAI-compatible chat endpoint (OpenAI, vLLM, Ollama, ...)."""
+
+    model: str | None = Field(None, description="Model name (openai) or hub id / local path (hf).")
+    base_url: str | None = Field(None, description="Endpoint URL; default $OPENAI_BASE_URL, else OpenAI's.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
+    api_key_file: Path | None = Field(None, description="File holding the API key (instead of the environment).")
+    concurrency: int = Field(16, ge=1, le=1024, description="Requests in flight at once.")
+    timeout_s: float = Field(60.0, gt=0, description="Per-request timeout in seconds.")
+    max_retries: int = Field(8, ge=0, le=100, description="Retries on 429, 5xx, timeouts and malformed bodies.")
+    backoff_base_s: float = Field(0.5, gt=0, description="First retry delay; doubles each retry, with jitter.")
+    backoff_max_s: float = Field(60.0, gt=0, description="Longest delay between retries.")
+    device: str = Field("auto", description="hf backend: 'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="hf backend weights dtype.")
+    batch_size: int = Field(16, ge=1, description="hf backend: items per forward pass.")
+    trust_remote_code: bool = Field(False, description="hf backend: run code shipped with the model (opt in).")
+
+
+class JudgeConfig(EndpointConfig):
+    """Which judge decides π_new(y|x) and how its failures are handled."""
+
+    backend: Literal["rules", "openai", "hf"] = Field("rules", description="Judge backend.")
+    logprobs: bool = Field(True, description="openai: ask for log-probs to report P(compliant).")
+    on_unparseable: UnparseableRule = Field(
+        "retry", description="An answer that is neither Yes nor No: ask again, or count it as given, or drop the pair."
+    )
+    unparseable_retries: int = Field(2, ge=0, le=20, description="Extra asks for 'retry' before the pair is dropped.")
+
+
+class OracleConfig(EndpointConfig):
+    """A model that writes a compliant response y_c for PUNISH prompts (METHOD.md, optional oracle)."""
+
+    backend: Literal["openai", "hf"] = Field("openai", description="Generator backend.")
+    max_new_tokens: int = Field(256, ge=1, description="Longest response written.")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature (0 = greedy).")
+
+
+class TriageConfig(StrictModel):
+    """Stage 1 (Alg. 1 lines 3-6): judge both responses of every pair and triage it."""
+
+    data: str = Field(..., description="Preference pairs: .jsonl, .json, a saved dataset or hub name.")
+    split: str = Field("train", description="Dataset split (hub or saved datasets).")
+    policy: Path = Field(..., description="The new policy's YAML file.")
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    out: Path = Field(..., description="Triaged records (JSONL).")
+    cache: Path | None = Field(None, description="Verdict cache (SQLite); default <cache dir>/verdicts.sqlite.")
+    skip_invalid: bool = Field(False, description="Report and skip bad records instead of stopping.")
+    gold_out: Path | None = Field(None, description="Also write the DPO-Gold relabelled set here (TRL format).")
+    naive_out: Path | None = Field(None, description="Also write the naive relabelled set here (TRL format).")
+    oracle: OracleConfig | None = Field(None, description="Writes compliant responses for PUNISH pairs.")
+
+    def cache_path(self) -> Path:
+        return self.cache or default_cache_dir() / "verdicts.sqlite"
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate(model: type[M], raw: dict[str, Any], source: str) -> M:
+    """Validate ``raw`` into ``model``; the first problem becomes one error naming field and file."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        got = err.get("input")
+        shown = f" (got {got!r})" if err["type"] not in ("missing", "extra_forbidden") and not isinstance(got, dict) else ""
+        raise RealignError(f"{source}: field '{loc}': {msg}{shown}") from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RealignError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise RealignError(f"{path}{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise RealignError(f"{path}: expected a YAML mapping at the top level")
+    return raw
+
+
+def resolved(config: BaseModel) -> dict[str, Any]:
+    """The config as plain data, for writing beside outputs (no secrets are ever in a config)."""
+    return config.model_dump(mode="json")

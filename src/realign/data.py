@@ -1,0 +1,362 @@
+"""Preference records: types, reading (JSONL, JSON arrays, Hugging Face datasets), validation
+and atomic writing.
+
+Accepted formats (TRL's, https://huggingface.co/docs/trl/dataset_formats):
+
+* standard:        ``{"prompt": str, "chosen": str, "rejected": str}``
+* conversational:  ``prompt``, ``chosen`` and ``rejected`` are lists of ``{"role", "content"}``
+  messages; ``prompt`` may be omitted, in which case it is the messages ``chosen`` and
+  ``rejected`` share before they differ (TRL's implicit prompt).
+
+Triaged records (Stage 1) add ``category`` (INVERT / PUNISH / RETAIN), ``swapped``,
+``verdicts`` on the stored chosen and rejected response and optionally ``oracle`` (a
+compliant response y_c for a PUNISH pair); Stage 2 adds ``impact``. Other fields are kept
+under ``meta`` and written back unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Union
+
+from .errors import DataError, RealignError
+from .files import write_jsonl
+
+CATEGORIES = ("INVERT", "PUNISH", "RETAIN")
+ROLES = ("system", "user", "assistant", "tool")
+
+Message = dict[str, str]
+Text = Union[str, list[Message]]
+
+_KNOWN = {"id", "prompt", "chosen", "rejected", "category", "swapped", "verdicts", "oracle", "impact", "meta"}
+
+
+@dataclass
+class PreferencePair:
+    """One preference pair (x, y_w, y_l), possibly triaged and scored."""
+
+    id: str
+    prompt: Text
+    chosen: Text
+    rejected: Text
+    category: str | None = None
+    swapped: bool = False
+    verdicts: dict[str, dict] | None = None
+    oracle: Text | None = None
+    impact: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def conversational(self) -> bool:
+        return isinstance(self.chosen, list)
+
+    def to_record(self) -> dict[str, Any]:
+        rec: dict[str, Any] = {"id": self.id, "prompt": self.prompt, "chosen": self.chosen, "rejected": self.rejected}
+        if self.category is not None:
+            rec["category"] = self.category
+            rec["swapped"] = self.swapped
+        if self.verdicts is not None:
+            rec["verdicts"] = self.verdicts
+        if self.oracle is not None:
+            rec["oracle"] = self.oracle
+        if self.impact is not None:
+            rec["impact"] = self.impact
+        if self.meta:
+            rec["meta"] = self.meta
+        return rec
+
+
+# --------------------------------------------------------------------------- text helpers
+
+
+def prompt_text(prompt: Text) -> str:
+    """The prompt as plain text for a judge: a string as is; a conversation rendered by turn."""
+    if isinstance(prompt, str):
+        return prompt
+    if len(prompt) == 1 and prompt[0]["role"] == "user":
+        return prompt[0]["content"]
+    return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in prompt)
+
+
+def response_text(response: Text) -> str:
+    """The response as plain text: a string as is; the content of its messages joined."""
+    if isinstance(response, str):
+        return response
+    return "\n\n".join(m["content"] for m in response)
+
+
+def as_response(text: str, like: Text) -> Text:
+    """``text`` in the same format as ``like`` (a string, or one assistant message)."""
+    return text if isinstance(like, str) else [{"role": "assistant", "content": text}]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+class _Fail(Exception):
+    def __init__(self, field: str | None, message: str) -> None:
+        self.field, self.message = field, message
+
+
+def _check_string(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise _Fail(name, f"expected a string, got {type(value).__name__}")
+    if "\x00" in value:
+        raise _Fail(name, "contains a NUL byte")
+    if not value.strip():
+        raise _Fail(name, "is empty" if not value else "is whitespace only")
+    return value
+
+
+def _check_messages(value: Any, name: str) -> list[Message]:
+    if not value:
+        raise _Fail(name, "is an empty list of messages")
+    out = []
+    for i, msg in enumerate(value):
+        where = f"{name}[{i}]"
+        if not isinstance(msg, dict):
+            raise _Fail(where, f"expected a message object, got {type(msg).__name__}")
+        if "role" not in msg:
+            raise _Fail(f"{where}.role", "missing")
+        if msg["role"] not in ROLES:
+            raise _Fail(f"{where}.role", f"unknown role {msg['role']!r} (expected one of {', '.join(ROLES)})")
+        if "content" not in msg:
+            raise _Fail(f"{where}.content", "missing")
+        _check_string(msg["content"], f"{where}.content")
+        out.append({"role": msg["role"], "content": msg["content"]})
+    return out
+
+
+def _check_text(value: Any, name: str, conversational: bool) -> Text:
+    if conversational:
+        if not isinstance(value, list):
+            raise _Fail(name, f"expected a list of messages (the record is conversational), got {type(value).__name__}")
+        return _check_messages(value, name)
+    if isinstance(value, list):
+        raise _Fail(name, "is a list of messages but the record is in standard (string) format")
+    return _check_string(value, name)
+
+
+def _split_implicit_prompt(chosen: list[Message], rejected: list[Message]) -> tuple[list[Message], list, list]:
+    n = 0
+    while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
+        n += 1
+    while n > 0 and chosen[n - 1]["role"] == "assistant":  # the prompt ends before the answer
+        n -= 1
+    if n == 0:
+        raise _Fail("prompt", "missing, and chosen and rejected share no prompt messages")
+    return chosen[:n], chosen[n:], rejected[n:]
+
+
+def _record_id(prompt: Text, chosen: Text, rejected: Text) -> str:
+    blob = json.dumps([prompt, chosen, rejected], ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def _check_verdicts(value: Any) -> dict[str, dict]:
+    if not isinstance(value, dict):
+        raise _Fail("verdicts", f"expected an object, got {type(value).__name__}")
+    for side in ("chosen", "rejected"):
+        v = value.get(side)
+        if not isinstance(v, dict):
+            raise _Fail(f"verdicts.{side}", "missing or not an object")
+        if not (v.get("compliant") is None or isinstance(v.get("compliant"), bool)):
+            raise _Fail(f"verdicts.{side}.compliant", "expected true, false or null")
+        p = v.get("p_compliant")
+        if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0):
+            raise _Fail(f"verdicts.{side}.p_compliant", f"expected a probability in [0, 1], got {p!r}")
+    return value
+
+
+def parse_record(obj: Any) -> PreferencePair:
+    """Validate one record; raises ``_Fail`` (field, message) on the first problem."""
+    if not isinstance(obj, dict):
+        raise _Fail(None, f"expected a JSON object, got {type(obj).__name__}")
+    for name in ("chosen", "rejected"):
+        if name not in obj:
+            raise _Fail(name, "missing")
+    conversational = isinstance(obj["chosen"], list)
+    chosen = _check_text(obj["chosen"], "chosen", conversational)
+    rejected = _check_text(obj["rejected"], "rejected", conversational)
+    if "prompt" in obj and obj["prompt"] is not None:
+        prompt = _check_text(obj["prompt"], "prompt", conversational)
+    elif conversational:
+        prompt, chosen, rejected = _split_implicit_prompt(chosen, rejected)
+        if not chosen or not rejected:
+            raise _Fail("chosen" if not chosen else "rejected", "has no response after the shared prompt")
+    else:
+        raise _Fail("prompt", "missing (an implicit prompt is only supported for conversational records)")
+
+    rid = obj.get("id")
+    if rid is None:
+        rid = _record_id(prompt, chosen, rejected)
+    elif isinstance(rid, bool) or not isinstance(rid, (str, int)) or not str(rid).strip():
+        raise _Fail("id", f"expected a non-empty string or integer, got {rid!r}")
+
+    category = obj.get("category")
+    if category is not None and category not in CATEGORIES:
+        raise _Fail("category", f"unknown category {category!r} (expected one of {', '.join(CATEGORIES)})")
+    swapped = obj.get("swapped", False)
+    if not isinstance(swapped, bool):
+        raise _Fail("swapped", f"expected true or false, got {swapped!r}")
+    verdicts = _check_verdicts(obj["verdicts"]) if obj.get("verdicts") is not None else None
+    oracle = _check_text(obj["oracle"], "oracle", conversational) if obj.get("oracle") is not None else None
+    impact = obj.get("impact")
+    if impact is not None:
+        if isinstance(impact, bool) or not isinstance(impact, (int, float)):
+            raise _Fail("impact", f"expected a number, got {type(impact).__name__}")
+        if not math.isfinite(impact) or impact < 0:
+            raise _Fail("impact", f"must be a finite number >= 0, got {impact!r}")
+        impact = float(impact)
+    meta = obj.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise _Fail("meta", f"expected an object, got {type(meta).__name__}")
+    meta = {**meta, **{k: v for k, v in obj.items() if k not in _KNOWN}}
+    return PreferencePair(str(rid), prompt, chosen, rejected, category, swapped, verdicts, oracle, impact, meta)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass
+class LoadResult:
+    pairs: list[PreferencePair]
+    skipped: list[DataError]
+    source: str
+
+
+def _jsonl_objects(path: Path) -> Iterator[tuple[dict, Any]]:
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            where = {"line": lineno}
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield where, DataError(path, f"not valid UTF-8 ({exc.reason} at byte {exc.start})", line=lineno)
+                continue
+            if not line.strip():
+                continue
+            try:
+                yield where, json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield where, DataError(path, f"invalid JSON: {exc.msg} (column {exc.colno})", line=lineno)
+
+
+def _json_array_objects(path: Path) -> Iterator[tuple[dict, Any]]:
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataError(path, f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(path, f"invalid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno) from None
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        data = data["data"]
+    if not isinstance(data, list):
+        raise DataError(path, "a .json data file must hold an array of records (or {\"data\": [...]})")
+    for index, obj in enumerate(data):
+        yield {"index": index}, obj
+
+
+def _dataset_objects(source: str, split: str) -> Iterator[tuple[dict, Any]]:
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - datasets is a core dependency
+        raise RealignError("reading Hugging Face datasets needs the 'datasets' package") from None
+    path = Path(source)
+    try:
+        if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
+            ds = datasets.load_from_disk(str(path))
+            if isinstance(ds, datasets.DatasetDict):
+                if split not in ds:
+                    raise RealignError(f"{source}: no split {split!r} (available: {', '.join(ds)})")
+                ds = ds[split]
+        elif path.is_file():
+            builder = {".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}[path.suffix]
+            ds = datasets.load_dataset(builder, data_files=str(path), split="train")
+        else:
+            name, _, config = source.removeprefix("hf:").partition(":")
+            ds = datasets.load_dataset(name, config or None, split=split)
+    except RealignError:
+        raise
+    except Exception as exc:  # datasets raises many types; the user needs one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RealignError(f"{source}: cannot load dataset: {first}") from None
+    for index, obj in enumerate(ds):
+        yield {"index": index}, obj
+
+
+def iter_source(source: str | Path, split: str = "train") -> Iterator[tuple[dict, Any]]:
+    """Yield (location, object) for every record of a file or dataset, in order."""
+    text = str(source)
+    path = Path(text)
+    if text.startswith("hf:"):
+        return _dataset_objects(text, split)
+    if path.suffix == ".jsonl" or (path.is_file() and path.suffix not in (".json", ".parquet", ".csv", ".arrow")):
+        if not path.exists():
+            raise RealignError(f"{path}: file not found")
+        return _jsonl_objects(path)
+    if path.suffix == ".json":
+        if not path.exists():
+            raise RealignError(f"{path}: file not found")
+        return _json_array_objects(path)
+    if path.exists():
+        return _dataset_objects(text, split)
+    if "/" in text and not text.startswith((".", "/")) and text.count("/") == 1:
+        return _dataset_objects(text, split)  # looks like a hub name: org/name
+    raise RealignError(f"{path}: file not found")
+
+
+def read_pairs(
+    source: str | Path,
+    *,
+    split: str = "train",
+    skip_invalid: bool = False,
+    require_category: bool = False,
+    on_skip: Callable[[DataError], None] | None = None,
+) -> LoadResult:
+    """Read and validate every record of ``source``.
+
+    The first bad record raises :class:`DataError` naming file, line (or index) and field,
+    unless ``skip_invalid``, in which case bad records are collected in ``skipped`` (and
+    passed to ``on_skip``). Duplicate ids are bad records too.
+    """
+    pairs: list[PreferencePair] = []
+    skipped: list[DataError] = []
+    seen: dict[str, str] = {}
+
+    def bad(err: DataError) -> None:
+        if not skip_invalid:
+            raise err
+        skipped.append(err)
+        if on_skip is not None:
+            on_skip(err)
+
+    for where, obj in iter_source(source, split):
+        if isinstance(obj, DataError):
+            bad(obj)
+            continue
+        try:
+            pair = parse_record(obj)
+            if require_category and pair.category is None:
+                raise _Fail("category", "missing (this stage needs triaged records; run `realign triage` first)")
+        except _Fail as fail:
+            bad(DataError(source, fail.message, field=fail.field, **where))
+            continue
+        at = f"line {where['line']}" if "line" in where else f"record {where['index']}"
+        if pair.id in seen:
+            bad(DataError(source, f"duplicate record id {pair.id!r} (first at {seen[pair.id]})", field="id", **where))
+            continue
+        seen[pair.id] = at
+        pairs.append(pair)
+    if not pairs and not skipped:
+        raise RealignError(f"{source}: no records")
+    return LoadResult(pairs, skipped, str(source))
+
+
+def write_pairs(path: str | Path, pairs: Iterable[PreferencePair]) -> int:
+    """Write records as JSONL atomically (temp file, then rename)."""
+    return write_jsonl(path, (p.to_record() for p in pairs))

@@ -1,0 +1,123 @@
+"""Persistent verdict cache (SQLite) shared by every judge backend.
+
+Key: judge identity, policy hash, prompt and response. An interrupted triage resumes where it
+stopped and a rerun makes no judge calls. Writes are committed in small groups, so a killed
+process loses at most the last few uncommitted verdicts, never the database (SQLite's
+journal keeps it consistent).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Iterable
+
+from ..errors import RealignError
+from .base import JudgeItem, Verdict
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS verdicts (
+    key TEXT PRIMARY KEY,
+    judge TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    compliant INTEGER,
+    p_compliant REAL,
+    raw TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS generations (
+    key TEXT PRIMARY KEY,
+    generator TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    text TEXT NOT NULL,
+    created REAL NOT NULL
+);
+"""
+
+
+def cache_key(*parts: str) -> str:
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+class VerdictCache:
+    """SQLite-backed map (judge, policy, prompt, response) -> Verdict."""
+
+    def __init__(self, path: str | Path, commit_every: int = 32) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise RealignError(f"{self.path}: cannot open verdict cache: {exc}") from None
+        self._pending = 0
+        self.commit_every = commit_every
+
+    @staticmethod
+    def key(judge: str, policy: str, item: JudgeItem) -> str:
+        return cache_key(judge, policy, item.prompt, item.response)
+
+    def get_many(self, judge: str, policy: str, items: Iterable[JudgeItem]) -> dict[int, Verdict]:
+        """Cached verdicts by position in ``items``."""
+        keys = [self.key(judge, policy, it) for it in items]
+        found: dict[str, Verdict] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for key, compliant, p, raw in self._db.execute(
+                f"SELECT key, compliant, p_compliant, raw FROM verdicts WHERE key IN ({marks})", chunk
+            ):
+                found[key] = Verdict(None if compliant is None else bool(compliant), p, raw)
+        return {i: found[k] for i, k in enumerate(keys) if k in found}
+
+    def put(self, judge: str, policy: str, item: JudgeItem, verdict: Verdict) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                self.key(judge, policy, item),
+                judge,
+                policy,
+                None if verdict.compliant is None else int(verdict.compliant),
+                verdict.p_compliant,
+                verdict.raw,
+                time.time(),
+            ),
+        )
+        self._tick()
+
+    def get_generation(self, generator: str, policy: str, prompt: str) -> str | None:
+        row = self._db.execute(
+            "SELECT text FROM generations WHERE key = ?", (cache_key(generator, policy, prompt),)
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def put_generation(self, generator: str, policy: str, prompt: str, text: str) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?)",
+            (cache_key(generator, policy, prompt), generator, policy, text, time.time()),
+        )
+        self._tick()
+
+    def _tick(self) -> None:
+        self._pending += 1
+        if self._pending >= self.commit_every:
+            self.commit()
+
+    def commit(self) -> None:
+        self._db.commit()
+        self._pending = 0
+
+    def close(self) -> None:
+        self.commit()
+        self._db.close()
+
+    def __enter__(self) -> "VerdictCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,285 @@
+"""Loading models and tokenizers (hub id or local path), and the small helpers every stage
+that feeds text to a causal LM shares: chat rendering, left padding, input length limits.
+
+Safe by default: weights are read from safetensors only (``use_safetensors=True``; pickled
+``.bin`` checkpoints can run code when loaded), and code shipped with a model runs only when
+``trust_remote_code=True`` is asked for. A model that cannot be found -- a missing directory,
+or a hub id that is not cached while ``HF_HUB_OFFLINE=1`` -- is one :class:`RealignError`
+line, not a traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from .errors import RealignError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+_DTYPES = ("float32", "bfloat16", "float16")
+_NO_LIMIT = 10**8  # tokenizers without a known limit report int(1e30)
+
+
+def resolve_device(device: str = "auto") -> "torch.device":
+    """``"auto"`` -> ``cuda`` when available, else ``cpu``; anything else as given
+    (``"cpu"``, ``"cuda:1"``, ``"mps"``). An unavailable CUDA device is a RealignError."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise RealignError(f"device {device!r}: {exc}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise RealignError(f"device {device!r}: CUDA is not available on this machine (use 'cpu' or 'auto')")
+    return resolved
+
+
+def resolve_dtype(dtype: str = "auto", device: "str | torch.device" = "cpu") -> "torch.dtype":
+    """``"auto"`` -> float32 on CPU; on CUDA bfloat16 where supported, else float16.
+    Otherwise one of "float32", "bfloat16", "float16"."""
+    import torch
+
+    if dtype == "auto":
+        device = torch.device(device)
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if dtype not in _DTYPES:
+        raise RealignError(f"dtype {dtype!r}: expected 'auto' or one of {', '.join(_DTYPES)}")
+    return getattr(torch, dtype)
+
+
+def _is_local(name_or_path: str) -> bool:
+    """A string that names a local path (as opposed to a hub id like ``org/name``)."""
+    if Path(name_or_path).expanduser().exists():
+        return True
+    return (
+        name_or_path.startswith((".", "/", "~"))
+        or "\\" in name_or_path
+        or name_or_path.count("/") > 1
+        or os.path.isabs(name_or_path)
+    )
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _check_source(name_or_path: str, what: str) -> str:
+    name_or_path = str(name_or_path)
+    if not name_or_path.strip():
+        raise RealignError(f"{what}: no model given (set a hub id or a local path)")
+    if _is_local(name_or_path):
+        path = Path(name_or_path).expanduser()
+        if not path.exists():
+            raise RealignError(f"{what} {name_or_path!r}: no such directory")
+        if not path.is_dir():
+            raise RealignError(f"{what} {name_or_path!r}: not a directory (expected a saved model directory)")
+        return str(path)
+    return name_or_path
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:
+        return False
+
+
+def _load_error(name_or_path: str, what: str, exc: Exception) -> RealignError:
+    """One line saying why loading failed and what to do."""
+    if not _is_local(name_or_path) and _offline() and not _in_hub_cache(name_or_path):
+        return RealignError(
+            f"{what} {name_or_path!r}: not a local directory and not in the Hugging Face cache; "
+            "HF_HUB_OFFLINE=1 forbids downloading it (download it first, or give a local path)"
+        )
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    return RealignError(f"{what} {name_or_path!r}: cannot load: {first}")
+
+
+def load_tokenizer(
+    name_or_path: str | Path,
+    *,
+    trust_remote_code: bool = False,
+    padding_side: str = "left",
+) -> "PreTrainedTokenizerBase":
+    """Load a tokenizer; pad token set to eos when it has none; left padding (for generation
+    and last-position scoring) unless ``padding_side`` says otherwise."""
+    from transformers import AutoTokenizer
+
+    source = _check_source(str(name_or_path), "tokenizer")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ... here
+        raise _load_error(source, "tokenizer", exc) from None
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise RealignError(f"tokenizer {str(name_or_path)!r}: has neither a pad token nor an eos token")
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def load_causal_lm(
+    name_or_path: str | Path,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
+    use_safetensors: bool = True,
+) -> "PreTrainedModel":
+    """Load a causal LM onto ``device`` (see :func:`resolve_device`) in ``dtype`` (see
+    :func:`resolve_dtype`), in eval mode. ``attn_implementation`` None lets transformers pick
+    ("sdpa" where supported); "eager" is needed for forward-mode AD."""
+    from transformers import AutoModelForCausalLM
+
+    source = _check_source(str(name_or_path), "model")
+    target = resolve_device(device)
+    kwargs: dict[str, Any] = {
+        "dtype": resolve_dtype(dtype, target),
+        "trust_remote_code": trust_remote_code,
+        "use_safetensors": use_safetensors,
+        "device_map": {"": str(target)},
+    }
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except Exception as exc:
+        if use_safetensors and _is_local(source) and not any(Path(source).glob("*.safetensors")):
+            raise RealignError(
+                f"model {source!r}: no safetensors weights found; pickled checkpoints are refused by "
+                "default (convert it, or pass use_safetensors=False only if you trust its origin)"
+            ) from None
+        raise _load_error(source, "model", exc) from None
+    generation = getattr(model, "generation_config", None)
+    if generation is not None and generation.pad_token_id is None:
+        pad = getattr(model.config, "pad_token_id", None)
+        generation.pad_token_id = pad if pad is not None else generation.eos_token_id
+    return model.eval()
+
+
+_FINGERPRINT_TEXT = ("config.json", "generation_config.json", "tokenizer_config.json", "chat_template.jinja", "chat_template.json")
+_FINGERPRINT_STAT = (".safetensors", ".bin", ".json", ".model")
+
+
+def model_fingerprint(name_or_path: str | Path) -> str | None:
+    """A short hash of a local model directory: the contents of its config, tokenizer config
+    and chat template, and the name, size and modification time of its weight and tokenizer
+    files -- so a retrained or re-saved model gets a new fingerprint (and a new judge cache
+    identity). None for a hub id (its revision pins it)."""
+    path = Path(str(name_or_path)).expanduser()
+    if not path.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for name in _FINGERPRINT_TEXT:
+        file = path / name
+        if file.is_file():
+            digest.update(name.encode() + b"\0" + file.read_bytes() + b"\0")
+    for file in sorted(path.iterdir()):
+        if file.is_file() and file.suffix in _FINGERPRINT_STAT and file.name not in _FINGERPRINT_TEXT:
+            stat = file.stat()
+            digest.update(json.dumps([file.name, stat.st_size, stat.st_mtime_ns]).encode())
+    return digest.hexdigest()[:12]
+
+
+def max_input_length(model: "PreTrainedModel | None", tokenizer: "PreTrainedTokenizerBase") -> int | None:
+    """The longest input the model takes: the smaller of the tokenizer's ``model_max_length``
+    and the model's ``max_position_embeddings`` (either may be unknown); None if neither is set."""
+    limits = []
+    tok_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_limit, int) and 0 < tok_limit < _NO_LIMIT:
+        limits.append(tok_limit)
+    config = getattr(model, "config", None)
+    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, attr, None) if config is not None else None
+        if isinstance(value, int) and value > 0:
+            limits.append(value)
+            break
+    return min(limits) if limits else None
+
+
+def render_chat(tokenizer: "PreTrainedTokenizerBase", messages: Sequence[dict[str, str]]) -> tuple[str, bool]:
+    """Render ``messages`` as the prompt for the assistant's next turn.
+
+    With a chat template: the template with ``add_generation_prompt=True`` (a template that
+    rejects the system role gets the system text prepended to the first user message).
+    Without one: plain ``System: ...`` / ``User: ...`` / ``Assistant:`` blocks.
+    Returns ``(text, add_special_tokens)``: encode a templated text with
+    ``add_special_tokens=False`` (the template writes its own bos), a plain one with True.
+    """
+    if getattr(tokenizer, "chat_template", None):
+        try:
+            text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        except Exception:  # e.g. "System role not supported" raised from the template
+            merged = _fold_system(messages)
+            if merged == list(messages):
+                raise
+            text = tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
+        return text, False
+    blocks = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+    return "\n\n".join(blocks) + "\n\nAssistant:", True
+
+
+def _fold_system(messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    messages = list(messages)
+    if not messages or messages[0]["role"] != "system" or len(messages) < 2 or messages[1]["role"] != "user":
+        return messages
+    first = {"role": "user", "content": messages[0]["content"] + "\n\n" + messages[1]["content"]}
+    return [first, *messages[2:]]
+
+
+def encode_chat(tokenizer: "PreTrainedTokenizerBase", messages: Sequence[dict[str, str]]) -> list[int]:
+    """Token ids of :func:`render_chat`'s prompt."""
+    text, special = render_chat(tokenizer, messages)
+    return tokenizer(text, add_special_tokens=special)["input_ids"]
+
+
+def pad_left(
+    sequences: Sequence[Sequence[int]], pad_id: int, device: "str | torch.device" = "cpu"
+) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+    """Left-pad token id lists into ``(input_ids, attention_mask, position_ids)``.
+
+    Position ids count real tokens only (0 at each row's first real token), so a padded row
+    sees the same positions as the row alone -- needed for exact batched scoring with models
+    that have absolute position embeddings; harmless with rotary ones.
+    """
+    import torch
+
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if len(seq):
+            ids[row, width - len(seq) :] = torch.as_tensor(list(seq), dtype=torch.long)
+            mask[row, width - len(seq) :] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), positions.to(device)
+
+
+def truncate_middle(
+    tokenizer: "PreTrainedTokenizerBase", text: str, keep_tokens: int, marker: str = "\n[...]\n"
+) -> str:
+    """``text`` with its middle cut so about ``keep_tokens`` of its tokens remain (the first
+    and last halves kept, joined by ``marker``); ``""`` when ``keep_tokens <= 0``."""
+    if keep_tokens <= 0:
+        return ""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= keep_tokens:
+        return text
+    head = (keep_tokens + 1) // 2
+    tail = keep_tokens - head
+    left = tokenizer.decode(ids[:head], skip_special_tokens=False)
+    right = tokenizer.decode(ids[len(ids) - tail :], skip_special_tokens=False) if tail else ""
+    return left + marker + right

@@ -51,8 +51,10 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     for key, value in overrides.items():
         if value is None:
             continue
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+        if isinstance(value, dict):
+            merged = _merge(out.get(key) if isinstance(out.get(key), dict) else {}, value)
+            if merged:
+                out[key] = merged
         else:
             out[key] = value
     return out
@@ -116,6 +118,62 @@ def triage(
         f"triaged {sum(c.values())} pairs: INVERT {c['INVERT']} · PUNISH {c['PUNISH']} · RETAIN {c['RETAIN']}"
         f" · dropped {summary['dropped']} · skipped {summary['skipped_invalid']}"
         f" | judged {summary['judged']} responses ({summary['judge_calls']} calls, {summary['cache_hits']} cache hits)"
+        f" -> {cfg.out}"
+    )
+
+
+@app.command()
+def score(
+    model: Optional[str] = typer.Option(None, help="θ_ref: hub id or local path."),
+    data: Optional[str] = typer.Option(None, help="Triaged records (from `realign triage`)."),
+    out: Optional[Path] = typer.Option(None, help="Weighted records (JSONL)."),
+    config: Optional[Path] = typer.Option(None, help="Score YAML config; flags override it."),
+    adapter: Optional[str] = typer.Option(None, help="PEFT adapter on the model (part of θ_ref)."),
+    gold_data: Optional[str] = typer.Option(None, help="Triaged records for the gold batch (default: --data)."),
+    gold_size: Optional[int] = typer.Option(None, help="Gold batch size B."),
+    variant: Optional[str] = typer.Option(None, help="paper or per-category."),
+    hessian: Optional[str] = typer.Option(None, help="identity (H ≈ γI) or cg."),
+    hvp: Optional[str] = typer.Option(None, help="cg: exact or gauss-newton."),
+    damping: Optional[float] = typer.Option(None, help="γ."),
+    normalise: Optional[str] = typer.Option(None, help="sum (reference) or mean."),
+    method: Optional[str] = typer.Option(None, help="central, jvp or exact."),
+    exact: bool = typer.Option(False, "--exact", help="Per-sample autograd (same as --method exact)."),
+    params: Optional[str] = typer.Option(None, help="Parameter space: lora or modules."),
+    modules: Optional[list[str]] = typer.Option(None, help="modules: regex on parameter names (repeatable)."),
+    last_k_blocks: Optional[int] = typer.Option(None, help="modules: the last k transformer blocks."),
+    batch_size: Optional[int] = typer.Option(None, help="Records per forward pass."),
+    max_length: Optional[int] = typer.Option(None, help="Tokens per (prompt, response)."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, ..."),
+    seed: Optional[int] = typer.Option(None, help="Seed."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Stage 2: alignment impact score of every INVERT and PUNISH record (Alg. 1 lines 9-31)."""
+    from . import impact as stage
+    from .config import ImpactConfig, load_yaml, validate
+
+    base = load_yaml(config) if config else {}
+    raw = _merge(
+        base,
+        {
+            "model": model, "data": data, "out": out, "adapter": adapter, "gold_data": gold_data,
+            "gold_size": gold_size, "variant": variant, "hessian": hessian, "hvp": hvp, "damping": damping,
+            "normalise": normalise, "method": "exact" if exact else method, "batch_size": batch_size,
+            "max_length": max_length, "device": device, "seed": seed,
+            "params": {"kind": params, "modules": modules or None, "last_k_blocks": last_k_blocks},
+        },
+    )
+    cfg = validate(ImpactConfig, raw, str(config) if config else "command line")
+    summary = stage.run(cfg, progress=not quiet)
+    if not summary:  # a non-main process under accelerate
+        return
+    if "weights" not in summary:
+        typer.echo(f"no conflict records; wrote {cfg.out} unweighted")
+        return
+    w = summary["weights"]
+    typer.echo(
+        f"scored {summary['conflict']} conflict records ({summary['variant']['name']}, {cfg.hessian}, {cfg.method})"
+        f" | INVERT mean weight {w['INVERT'].get('mean', 0):.3g}, zero {w['INVERT'].get('fraction_zero', 0):.0%}"
+        f" | PUNISH mean weight {w['PUNISH'].get('mean', 0):.3g}, zero {w['PUNISH'].get('fraction_zero', 0):.0%}"
         f" -> {cfg.out}"
     )
 

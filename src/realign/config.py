@@ -119,3 +119,57 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def resolved(config: BaseModel) -> dict[str, Any]:
     """The config as plain data, for writing beside outputs (no secrets are ever in a config)."""
     return config.model_dump(mode="json")
+
+
+class ParamSpaceConfig(StrictModel):
+    """Which parameters the impact scores are taken in (issue: "parameter space")."""
+
+    kind: Literal["lora", "modules"] = Field(
+        "lora",
+        description="lora: a fresh adapter's parameters (as the reference code; lora_A gradients are zero at "
+        "initialisation, so scores live in the lora_B subspace). modules: the model's own weights "
+        "selected by name patterns or the last k blocks (for full fine-tuning).",
+    )
+    lora_r: int = Field(32, ge=1, description="LoRA rank (METHOD.md reference default 32).")
+    lora_alpha: int = Field(16, ge=1, description="LoRA alpha (reference default 16).")
+    lora_targets: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], description="LoRA target modules.")
+    modules: list[str] = Field(default_factory=list, description="modules: regexes on parameter names.")
+    last_k_blocks: int | None = Field(None, ge=1, description="modules: every parameter of the last k blocks.")
+
+
+class ImpactConfig(StrictModel):
+    """Stage 2 (Alg. 1 lines 9-31, Alg. 2): alignment impact scores of conflict records."""
+
+    model: str = Field(..., description="θ_ref: hub id or local path of the model to re-align.")
+    adapter: str | None = Field(None, description="PEFT adapter on top of the model (part of θ_ref).")
+    data: str = Field(..., description="Triaged records (from `realign triage`).")
+    out: Path = Field(..., description="Weighted records (JSONL): the input with `impact` on conflict records.")
+    gold_data: str | None = Field(None, description="Triaged records to draw the gold batch from (default: data).")
+    gold_size: int = Field(64, ge=3, description="Gold batch size B (reference default 64).")
+    seed: int = Field(0, description="Seed for the gold batch and the fresh adapter.")
+    beta: float = Field(0.3, gt=0, description="β of the preference and NPO losses.")
+    preference_loss: Literal["dpo", "ipo"] = Field("dpo", description="ℓ_pref: DPO form (reference) or IPO.")
+    variant: Literal["paper", "per-category"] = Field(
+        "paper",
+        description="paper: one gold objective, one global normalisation. per-category: INVERT and PUNISH records "
+        "are each scored against their own part of the gold batch and normalised within their category.",
+    )
+    hessian: Literal["identity", "cg"] = Field("identity", description="identity: H ≈ γI (paper). cg: solve (H+γI)v = g_J.")
+    hvp: Literal["exact", "gauss-newton"] = Field("gauss-newton", description="cg: Hessian-vector product kind.")
+    damping: float = Field(1.0, gt=0, description="γ (identity: scale only; cg: damping).")
+    cg_iters: int = Field(20, ge=1, description="cg: most iterations.")
+    cg_tol: float = Field(1e-3, gt=0, description="cg: stop at this relative residual.")
+    hessian_samples: int = Field(64, ge=1, description="cg: conflict records the Hessian is averaged over.")
+    normalise: Literal["sum", "mean"] = Field("mean", description="sum: weights sum to 1 (reference). mean: average 1.")
+    method: Literal["central", "jvp", "exact"] = Field(
+        "central",
+        description="central: batched central difference in fp32. jvp: batched forward-mode AD (eager attention). "
+        "exact: per-sample autograd, one backward pass per record (the reference code's structure).",
+    )
+    epsilon: float = Field(1e-3, gt=0, description="central: step along the unit direction.")
+    batch_size: int = Field(8, ge=1, description="Records per forward pass.")
+    max_length: int = Field(256, ge=8, description="Tokens per (prompt, response); longer ones are truncated.")
+    params: ParamSpaceConfig = Field(default_factory=ParamSpaceConfig)
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda', ...")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("float32", description="Model weights dtype.")
+    skip_invalid: bool = Field(False, description="Report and skip bad records instead of stopping.")

@@ -1,0 +1,5 @@
+"""``python -m realign`` is the ``realign`` command."""
+
+from .cli import main
+
+main()

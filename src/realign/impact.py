@@ -1,0 +1,412 @@
+"""Stage 2 — alignment impact scores (Alg. 1 lines 9-31; gold batch: Alg. 2).
+
+For each conflict record i (INVERT or PUNISH) the score is the influence of up-weighting ℓ_i
+on the policy-agreement objective J, w_i = g_Jᵀ H⁻¹ ∇ℓ_i at θ_ref:
+
+* ``hessian="identity"`` (the paper): H ≈ γI, so w_i = ⟨g_J, ∇ℓ_i⟩ / γ;
+* ``hessian="cg"``: v = (H + γI)⁻¹ g_J solved once by conjugate gradient (exact or
+  Gauss-Newton Hessian-vector products), then w_i = ⟨v, ∇ℓ_i⟩.
+
+Then w ← max(0, w) and the weights are normalised over D_conflict: ``sum`` (to 1, the
+reference code) or ``mean`` (to average 1, so the loss scale does not depend on the dataset
+size). RETAIN records carry no weight. Variants (:data:`VARIANTS`) say which part of the gold
+objective each category is scored against and where the normalisation happens.
+
+Edge cases, each a defined outcome recorded in the summary: no conflict records — the records
+are written unweighted with a warning; every score of a group ≤ 0 — that group gets uniform
+weights with a warning (clamping would otherwise remove it from training).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from .data import PreferencePair, prompt_text, response_text
+from .errors import RealignError
+from .influence import SampleLoss
+from .triage import INVERT, PUNISH, RETAIN
+
+CONFLICT = (INVERT, PUNISH)
+
+
+def training_loss(record: PreferencePair) -> SampleLoss:
+    """ℓ_i as Stage 3 trains it: INVERT — ℓ_pref on the stored (swapped) pair; PUNISH — the
+    preference loss on (y_c ≻ y_w) with an oracle response, else dual NPO on both responses;
+    RETAIN — ℓ_pref on its pair (used in the gold batch only)."""
+    if record.category == PUNISH:
+        if record.oracle is not None:
+            return SampleLoss("pref", record.prompt, record.oracle, record.chosen)
+        return SampleLoss("npo", record.prompt, record.chosen, record.rejected)
+    return SampleLoss("pref", record.prompt, record.chosen, record.rejected)
+
+
+# --------------------------------------------------------------------------- Alg. 2
+
+
+@dataclass
+class GoldBatch:
+    samples: list[SampleLoss]
+    parts: list[str]  # the category each gold sample stands for
+    notes: list[str]
+
+    def part(self, category: str) -> list[SampleLoss]:
+        return [s for s, p in zip(self.samples, self.parts) if p == category]
+
+    def counts(self) -> dict[str, int]:
+        return {c: self.parts.count(c) for c in (RETAIN, INVERT, PUNISH)}
+
+
+def allocate(size: int, available: dict[str, int]) -> dict[str, int]:
+    """⌊B/3⌋ RETAIN, ⌊B/3⌋ INVERT, the rest PUNISH (Alg. 2); a category with too few records
+    gives its unfilled share to the others, round robin."""
+    nominal = {RETAIN: size // 3, INVERT: size // 3, PUNISH: size - 2 * (size // 3)}
+    take = {c: min(nominal[c], available[c]) for c in nominal}
+    deficit = size - sum(take.values())
+    while deficit > 0:
+        spare = [c for c in (RETAIN, INVERT, PUNISH) if take[c] < available[c]]
+        if not spare:
+            break
+        for c in spare:
+            if deficit == 0:
+                break
+            take[c] += 1
+            deficit -= 1
+    return take
+
+
+def build_gold_batch(records: Sequence[PreferencePair], size: int, seed: int) -> GoldBatch:
+    """Alg. 2: RETAIN pairs as they are, swapped INVERT pairs, and PUNISH prompts paired as
+    (x, y ~ Uniform(Y_compliant), old y_w), where Y_compliant = chosen of RETAIN ∪ chosen of
+    swapped INVERT. Seeded; a shortfall is redistributed and noted."""
+    rng = random.Random(seed)
+    by = {c: [r for r in records if r.category == c] for c in (RETAIN, INVERT, PUNISH)}
+    compliant = [r.chosen for r in by[RETAIN]] + [r.chosen for r in by[INVERT]]
+    notes = []
+    available = {c: len(v) for c, v in by.items()}
+    if not compliant:
+        available[PUNISH] = 0
+        if by[PUNISH]:
+            notes.append("no RETAIN or INVERT records: no compliant responses to pair PUNISH prompts with")
+    take = allocate(size, available)
+    if sum(take.values()) == 0:
+        raise RealignError("gold batch: no usable records (need RETAIN or INVERT records)")
+    if sum(take.values()) < size:
+        notes.append(f"gold batch has {sum(take.values())} samples, fewer than the {size} asked for")
+    for c in (RETAIN, INVERT, PUNISH):
+        nominal = allocate(size, {RETAIN: size, INVERT: size, PUNISH: size})[c]
+        if take[c] != nominal:
+            notes.append(f"{c}: {take[c]} gold samples instead of {nominal} ({available[c]} available)")
+    samples, parts = [], []
+    for r in rng.sample(by[RETAIN], take[RETAIN]):
+        samples.append(SampleLoss("pref", r.prompt, r.chosen, r.rejected))
+        parts.append(RETAIN)
+    for r in rng.sample(by[INVERT], take[INVERT]):
+        samples.append(SampleLoss("pref", r.prompt, r.chosen, r.rejected))
+        parts.append(INVERT)
+    for r in rng.sample(by[PUNISH], take[PUNISH]):
+        samples.append(SampleLoss("pref", r.prompt, rng.choice(compliant), r.chosen))  # r.chosen = old y_w
+        parts.append(PUNISH)
+    return GoldBatch(samples, parts, notes)
+
+
+# --------------------------------------------------------------------------- variants
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How scores become weights. ``split``: each conflict category is scored against the
+    gradient of its own part of the gold batch (else all against the whole gold objective).
+    ``scope``: normalise over all of D_conflict ("global") or within each category."""
+
+    name: str
+    split: bool
+    scope: str
+    description: str
+
+
+VARIANTS = {
+    "paper": Variant("paper", False, "global", "one gold objective, dot product, clamp, one normalisation"),
+    "per-category": Variant(
+        "per-category", True, "category", "each category against its own gold part, normalised within category"
+    ),
+}
+
+
+def normalise(scores: dict[str, float], groups: dict[str, str], mode: str) -> tuple[dict[str, float], list[str]]:
+    """Clamp at 0 and normalise within each group: ``sum`` — the whole set sums to 1, each
+    group in proportion to its size (one group: the reference code); ``mean`` — each group
+    averages 1. A group whose scores are all ≤ 0 gets uniform weights (noted)."""
+    notes = []
+    total = len(scores)
+    weights: dict[str, float] = {}
+    for group in sorted(set(groups.values())):
+        ids = [i for i in scores if groups[i] == group]
+        clamped = {i: max(0.0, scores[i]) for i in ids}
+        mass = sum(clamped.values())
+        if mass <= 0.0:
+            notes.append(f"{group}: all {len(ids)} scores are <= 0; using uniform weights")
+            clamped = {i: 1.0 for i in ids}
+            mass = float(len(ids))
+        scale = (len(ids) / total) / mass if mode == "sum" else len(ids) / mass
+        weights.update({i: w * scale for i, w in clamped.items()})
+    return weights, notes
+
+
+def weight_stats(values: Sequence[float]) -> dict:
+    if not values:
+        return {"n": 0}
+    ordered = sorted(values)
+    return {
+        "n": len(values),
+        "mean": statistics.fmean(values),
+        "std": statistics.pstdev(values),
+        "min": ordered[0],
+        "median": ordered[len(ordered) // 2],
+        "max": ordered[-1],
+        "fraction_zero": sum(v == 0.0 for v in values) / len(values),
+    }
+
+
+def histogram(values: Sequence[float], bins: int = 20) -> dict:
+    if not values:
+        return {"edges": [], "counts": []}
+    lo, hi = min(values), max(values)
+    width = (hi - lo) / bins or 1.0
+    counts = [0] * bins
+    for v in values:
+        counts[min(bins - 1, int((v - lo) / width))] += 1
+    return {"edges": [lo + k * width for k in range(bins + 1)], "counts": counts}
+
+
+# --------------------------------------------------------------------------- the stage on files
+
+
+def _config_key(config, fingerprint: str | None) -> str:
+    from .config import resolved
+
+    data = resolved(config)
+    for volatile in ("out", "batch_size", "device", "skip_invalid"):
+        data.pop(volatile, None)
+    data["model_fingerprint"] = fingerprint
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class _Progress:
+    """Scores already computed, appended one JSON line per batch so that an interrupted run
+    resumes; a torn last line is ignored."""
+
+    def __init__(self, path: Path, key: str) -> None:
+        self.path, self.key = path, key
+        self.done: dict[str, float] = {}
+        if path.exists():
+            lines = path.read_text(encoding="utf-8").splitlines()
+            try:
+                header = json.loads(lines[0]) if lines else {}
+            except json.JSONDecodeError:
+                header = {}
+            if header.get("config") == key:
+                for line in lines[1:]:
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:
+                        break
+                    self.done[row["id"]] = row["score"]
+        if not self.done:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"config": key}) + "\n", encoding="utf-8")
+
+    def add(self, rows: dict[str, float]) -> None:
+        import os
+
+        with self.path.open("a", encoding="utf-8") as fh:
+            for rid, score in rows.items():
+                fh.write(json.dumps({"id": rid, "score": score}) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.done.update(rows)
+
+
+def summary_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name.removesuffix(".jsonl") + ".summary.json")
+
+
+def run(config, progress: bool = True) -> dict:
+    """Stage 2 on files: read triaged records, build the gold batch, compute the direction v
+    (g_J/γ or the CG solve), score every conflict record (fast or exact path), clamp,
+    normalise and write the weighted records plus ``<out>.summary.json``."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from .config import resolved
+    from .data import read_pairs, write_pairs
+    from .files import write_json
+    from .influence import Scorer, attach_lora, conjugate_gradient, flatten, norm, select_parameters
+    from .models import load_causal_lm, load_tokenizer, model_fingerprint, resolve_device
+    from .provenance import provenance
+
+    start = time.perf_counter()
+    records = read_pairs(config.data, require_category=True, skip_invalid=config.skip_invalid).pairs
+    gold_source = records if config.gold_data is None else read_pairs(config.gold_data, require_category=True).pairs
+    conflict = [r for r in records if r.category in CONFLICT]
+    summary: dict = {"stage": "score", "records": len(records), "conflict": len(conflict)}
+    if not conflict:
+        print("warning: no INVERT or PUNISH records; writing the records unweighted", file=sys.stderr)
+        write_pairs(config.out, records)
+        summary.update(notes=["no conflict records: nothing to score"], config=resolved(config), provenance=provenance())
+        write_json(summary_path(config.out), summary)
+        return summary
+
+    from accelerate import PartialState
+
+    state = PartialState(cpu=config.device == "cpu")
+    device = state.device if state.num_processes > 1 else resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    needs_eager = config.method == "jvp" or (config.hessian == "cg" and config.hvp == "exact")
+    model = load_causal_lm(
+        config.model, device=str(device), dtype=config.dtype, attn_implementation="eager" if needs_eager else None
+    )
+    tokenizer = load_tokenizer(config.model, padding_side="right")
+    model.requires_grad_(False)
+    space = config.params
+    reference = None
+    if config.adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, config.adapter, is_trainable=space.kind == "lora")
+        if space.kind == "modules":
+            model = model.merge_and_unload()
+    if space.kind == "lora":
+        if config.adapter is None:
+            model = attach_lora(model, space.lora_r, space.lora_alpha, space.lora_targets, config.seed)
+        params = {n: p for n, p in model.named_parameters() if "lora_" in n}
+        for p in params.values():
+            p.requires_grad_(True)
+        reference = model.disable_adapter
+    else:
+        params = select_parameters(model, space.modules, space.last_k_blocks)
+    model.eval()
+    scorer = Scorer(
+        model, tokenizer, params, beta=config.beta, preference_loss=config.preference_loss,
+        max_length=config.max_length, batch_size=config.batch_size, device=device, reference=reference,
+    )
+    variant = VARIANTS[config.variant]
+
+    # g_J and the direction(s) v (Alg. 1 lines 9-17)
+    gold = build_gold_batch(gold_source, config.gold_size, config.seed)
+    objectives = {"all": gold.samples}
+    if variant.split:
+        objectives = {c: gold.part(c) for c in CONFLICT if gold.part(c)}
+        for c in CONFLICT:
+            if c not in objectives and any(r.category == c for r in conflict):
+                gold.notes.append(f"{c}: no gold samples of its own; scored against the whole gold objective")
+                objectives.setdefault("all", gold.samples)
+    t0 = time.perf_counter()
+    directions, solver = {}, {}
+    for name, part in objectives.items():
+        g_j = scorer.gradient(part)
+        if config.hessian == "identity":
+            directions[name] = [g / config.damping for g in g_j]
+            continue
+        rng = random.Random(config.seed + 1)
+        h_samples = [training_loss(r) for r in rng.sample(conflict, min(config.hessian_samples, len(conflict)))]
+        hvp = (
+            scorer.hvp_exact(h_samples)
+            if config.hvp == "exact"
+            else scorer.hvp_gauss_newton(h_samples, "central" if config.method == "exact" else config.method, config.epsilon)
+        )
+        result = conjugate_gradient(
+            lambda u: [h + config.damping * ui for h, ui in zip(hvp(u), u)], g_j, config.cg_iters, config.cg_tol
+        )
+        directions[name] = result.x
+        solver[name] = {"iterations": result.iterations, "relative_residual": result.relative_residual, "converged": result.converged}
+    direction_s = time.perf_counter() - t0
+
+    def direction_of(record: PreferencePair) -> str:
+        return record.category if record.category in directions else "all"
+
+    # scores (Alg. 1 lines 18-27), resumable and sharded across processes
+    key = _config_key(config, model_fingerprint(config.model))
+    out = Path(config.out)
+    suffix = f".rank{state.process_index}" if state.num_processes > 1 else ""
+    tracker = _Progress(out.with_name(f".{out.name}{suffix}.partial"), key)
+    shard = conflict[state.process_index :: state.num_processes]
+    todo = [r for r in shard if r.id not in tracker.done]
+    t0 = time.perf_counter()
+    forward_before = scorer.forward_sequences
+    bar = tqdm(total=len(shard), initial=len(shard) - len(todo), desc="scoring", unit="rec",
+               disable=not progress or not state.is_main_process, file=sys.stderr)
+    for name, v in directions.items():
+        mine = [r for r in todo if direction_of(r) == name]
+        samples = [training_loss(r) for r in mine]
+        if config.method == "exact":
+            v_flat = flatten(v)
+            for r, s in zip(mine, samples):
+                tracker.add({r.id: scorer.exact_score(s, v_flat)})
+                bar.update(1)
+            continue
+        for idx in scorer.batches(samples):
+            values = scorer.scores([samples[i] for i in idx], v, config.method, config.epsilon)
+            tracker.add({mine[i].id: float(x) for i, x in zip(idx, values)})
+            bar.update(len(idx))
+    bar.close()
+    scoring_s = time.perf_counter() - t0
+    scores = dict(tracker.done)
+    if state.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        merged: dict[str, float] = {}
+        for part in gather_object([scores]):
+            merged.update(part)
+        scores = merged
+        if not state.is_main_process:
+            return {}
+
+    # clamp and normalise (Alg. 1 lines 28-31)
+    groups = {r.id: (r.category if variant.scope == "category" else "conflict") for r in conflict}
+    weights, notes = normalise({r.id: scores[r.id] for r in conflict}, groups, config.normalise)
+    for note in notes + gold.notes:
+        print(f"warning: {note}", file=sys.stderr)
+    for r in records:
+        r.impact = weights.get(r.id) if r.category in CONFLICT else None
+        if r.category in CONFLICT:
+            r.meta = {**r.meta, "impact_score": scores[r.id]}
+    write_pairs(out, records)
+
+    ranked = sorted(conflict, key=lambda r: scores[r.id])
+
+    def example(r: PreferencePair) -> dict:
+        return {"id": r.id, "category": r.category, "score": scores[r.id], "weight": weights[r.id],
+                "prompt": prompt_text(r.prompt)[:160], "chosen": response_text(r.chosen)[:160]}
+
+    n_done = len(todo)
+    summary.update(
+        variant={"name": variant.name, "description": variant.description},
+        gold={"counts": gold.counts(), "notes": gold.notes},
+        direction={"objectives": list(directions), "norm": {k: norm(v) for k, v in directions.items()},
+                   "hessian": config.hessian, "solver": solver, "seconds": round(direction_s, 3)},
+        parameters={"kind": space.kind, "tensors": len(params), "count": sum(p.numel() for p in params.values())},
+        scores={c: weight_stats([scores[r.id] for r in conflict if r.category == c]) for c in CONFLICT},
+        weights={c: weight_stats([weights[r.id] for r in conflict if r.category == c]) for c in CONFLICT},
+        histogram={c: histogram([weights[r.id] for r in conflict if r.category == c]) for c in CONFLICT},
+        highest=[example(r) for r in ranked[::-1][:5]],
+        lowest=[example(r) for r in ranked[:5]],
+        notes=notes + gold.notes,
+        truncated_sequences=scorer.truncated,
+        timing={"scoring_s": round(scoring_s, 3), "scored_now": n_done, "resumed": len(shard) - n_done,
+                "forward_sequences_per_record": (scorer.forward_sequences - forward_before) / max(1, n_done)},
+        wall_s=round(time.perf_counter() - start, 3),
+        config=resolved(config),
+        provenance=provenance(),
+    )
+    write_json(summary_path(out), summary)
+    tracker.path.unlink(missing_ok=True)
+    return summary

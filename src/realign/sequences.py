@@ -1,0 +1,109 @@
+"""Turning (prompt, response) into token sequences — the one formatting every stage shares.
+
+The prompt is rendered exactly as generation sees it (:func:`realign.models.render_chat`:
+the chat template with the generation prompt, or plain ``User:/Assistant:`` blocks); the
+response is what the template writes for the assistant turn after that (its end-of-turn
+token included), or the response text and eos without a template. Impact scoring, training
+and evaluation all call :func:`encode`, so the gold batch, per-sample scores and the training
+loss see identical tokens (the reference code formats them differently; we do not).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+from .data import Text
+from .models import render_chat
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from transformers import PreTrainedTokenizerBase
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids of prompt + response; ``prompt_len`` tokens of prompt come first."""
+
+    ids: tuple[int, ...]
+    prompt_len: int
+    truncated: bool
+
+    @property
+    def response_len(self) -> int:
+        return len(self.ids) - self.prompt_len
+
+
+def prompt_messages(prompt: Text) -> list[dict[str, str]]:
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+
+
+def response_messages(response: Text) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": response}] if isinstance(response, str) else list(response)
+
+
+def _render_response(tokenizer: "PreTrainedTokenizerBase", prompt: list[dict], prompt_text: str, response: list[dict]) -> str:
+    if getattr(tokenizer, "chat_template", None):
+        try:
+            full = tokenizer.apply_chat_template(prompt + response, tokenize=False)
+        except Exception:
+            full = None
+        if isinstance(full, str) and full.startswith(prompt_text) and len(full) > len(prompt_text):
+            return full[len(prompt_text) :]
+    text = "\n\n".join(m["content"] for m in response)
+    return (" " if not getattr(tokenizer, "chat_template", None) else "") + text + (tokenizer.eos_token or "")
+
+
+def encode(tokenizer: "PreTrainedTokenizerBase", prompt: Text, response: Text, max_length: int) -> Encoded:
+    """Encode one (prompt, response). Over ``max_length`` tokens the response is cut at its end
+    and, if the prompt alone would leave less than half the room, the prompt loses its start."""
+    messages = prompt_messages(prompt)
+    prompt_text, special = render_chat(tokenizer, messages)
+    p_ids = tokenizer(prompt_text, add_special_tokens=special)["input_ids"]
+    r_text = _render_response(tokenizer, messages, prompt_text, response_messages(response))
+    r_ids = tokenizer(r_text, add_special_tokens=False)["input_ids"]
+    truncated = len(p_ids) + len(r_ids) > max_length
+    if truncated:
+        room_for_prompt = max_length - min(len(r_ids), max_length // 2)
+        p_ids = p_ids[len(p_ids) - room_for_prompt :] if len(p_ids) > room_for_prompt else p_ids
+        r_ids = r_ids[: max_length - len(p_ids)]
+    return Encoded(tuple(p_ids) + tuple(r_ids), len(p_ids), truncated)
+
+
+def collate(seqs: Sequence[Encoded], pad_id: int, device: "str | torch.device" = "cpu") -> dict[str, "torch.Tensor"]:
+    """Right-pad to the longest sequence (dynamic padding): ``input_ids``, ``attention_mask``
+    and ``response_mask`` (1 on response tokens, the ones whose log-probs are summed)."""
+    import torch
+
+    width = max(len(s.ids) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(seqs), width), dtype=torch.long)
+    response = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        ids[row, : len(s.ids)] = torch.tensor(s.ids, dtype=torch.long)
+        attention[row, : len(s.ids)] = 1
+        response[row, s.prompt_len : len(s.ids)] = 1
+    return {"input_ids": ids.to(device), "attention_mask": attention.to(device), "response_mask": response.to(device)}
+
+
+def token_logps(logits: "torch.Tensor", input_ids: "torch.Tensor", response_mask: "torch.Tensor") -> "torch.Tensor":
+    """log π(y_t | x, y_<t) for every response token (0 elsewhere), shape [B, T-1].
+
+    Logits at position t predict token t+1; computed in fp32 whatever the model's dtype."""
+    import torch.nn.functional as F
+
+    logits = logits[:, :-1].float()
+    targets = input_ids[:, 1:]
+    logps = -F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+    return logps * response_mask[:, 1:].to(logps.dtype)
+
+
+def response_logps(model, batch: dict[str, "torch.Tensor"], average: bool = False) -> "torch.Tensor":
+    """Sequence log-probability of each response, log π(y|x) = Σ_t log π(y_t|x, y_<t)
+    (METHOD.md, Δ_θ uses sums); with ``average`` divided by the response length (TRL's IPO)."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    per_token = token_logps(logits, batch["input_ids"], batch["response_mask"])
+    total = per_token.sum(-1)
+    if average:
+        total = total / batch["response_mask"][:, 1:].sum(-1).clamp(min=1).to(total.dtype)
+    return total

@@ -1,0 +1,263 @@
+"""Stage 2: exact vs fast agreement, gold batch (Alg. 2), normalisation, CG, edge cases."""
+
+import json
+import random
+
+import pytest
+import torch
+
+from realign import impact
+from realign.config import ImpactConfig
+from realign.data import PreferencePair, read_pairs, write_pairs
+from realign.errors import RealignError
+from realign.impact import allocate, build_gold_batch, normalise, training_loss
+from realign.influence import Scorer, conjugate_gradient, dot, flatten
+from realign.testing.tiny import save_tiny, tiny_llama, tiny_tokenizer
+from realign.triage import INVERT, PUNISH, RETAIN
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    tok = tiny_tokenizer()
+    torch.manual_seed(0)
+    return save_tiny(tmp_path_factory.mktemp("tiny"), tokenizer=tok, model=tiny_llama(tok, hidden=64, layers=2))
+
+
+@pytest.fixture(scope="module")
+def triaged(tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from realign.cli import app
+    from realign.resources import resource_path
+
+    out = tmp_path_factory.mktemp("triage") / "triaged.jsonl"
+    res = CliRunner().invoke(
+        app, ["triage", "--data", str(resource_path("examples/pairs.jsonl")), "--policy", "contextual-exceptions",
+              "--out", str(out), "--cache", str(out.with_suffix(".sqlite")), "-q"],
+    )
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def run_scores(tiny_model, data, tmp_path, name, **kw):
+    kw.setdefault("gold_size", 12)
+    kw.setdefault("params", {"lora_r": 4})
+    cfg = ImpactConfig(model=str(tiny_model), data=str(data), out=tmp_path / f"{name}.jsonl", device="cpu", **kw)
+    summary = impact.run(cfg, progress=False)
+    rows = [json.loads(l) for l in cfg.out.read_text().splitlines()]
+    scores = {r["id"]: r["meta"]["impact_score"] for r in rows if "impact" in r}
+    return scores, rows, summary
+
+
+def spearman(a, b):
+    ra = torch.tensor(a).argsort().argsort().double()
+    rb = torch.tensor(b).argsort().argsort().double()
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra @ rb) / (ra.norm() * rb.norm()))
+
+
+def agreement(exact, fast):
+    keys = sorted(exact)
+    a = torch.tensor([exact[k] for k in keys], dtype=torch.float64)
+    b = torch.tensor([fast[k] for k in keys], dtype=torch.float64)
+    return spearman(a.tolist(), b.tolist()), float((a - b).norm() / a.norm())
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"method": "central"},
+        {"method": "jvp"},
+        {"method": "central", "hessian": "cg", "hvp": "gauss-newton"},
+        {"method": "central", "preference_loss": "ipo"},
+        {"method": "central", "params": {"kind": "modules", "last_k_blocks": 1}},
+        {"method": "central", "variant": "per-category"},
+    ],
+    ids=["central", "jvp", "cg-gn", "ipo", "modules", "per-category"],
+)
+def test_fast_path_matches_exact_per_sample_autograd(tiny_model, triaged, tmp_path, settings):
+    exact, _, _ = run_scores(tiny_model, triaged, tmp_path, "exact", **{**settings, "method": "exact"})
+    fast, rows, summary = run_scores(tiny_model, triaged, tmp_path, "fast", **settings)
+    rho, rel = agreement(exact, fast)
+    assert rho >= 0.99 and rel <= 1e-3, (rho, rel)
+    assert summary["timing"]["forward_sequences_per_record"] <= 4.0  # 2 pair forwards (central) or 1 (jvp)
+    assert len(exact) == 18 and all(r.get("impact") is None for r in rows if r["category"] == RETAIN)
+
+
+def test_mean_and_sum_normalisation_on_files(tiny_model, triaged, tmp_path):
+    _, rows, _ = run_scores(tiny_model, triaged, tmp_path, "sum", normalise="sum")
+    weights = [r["impact"] for r in rows if r["category"] in (INVERT, PUNISH)]
+    assert sum(weights) == pytest.approx(1.0) and min(weights) >= 0
+    _, rows, summary = run_scores(tiny_model, triaged, tmp_path, "mean", normalise="mean")
+    weights = [r["impact"] for r in rows if r["category"] in (INVERT, PUNISH)]
+    assert sum(weights) / len(weights) == pytest.approx(1.0)
+    assert set(summary["weights"]) == {INVERT, PUNISH} and summary["histogram"][INVERT]["counts"]
+    assert summary["highest"][0]["score"] >= summary["lowest"][0]["score"]
+    read_pairs(tmp_path / "mean.jsonl", require_category=True)  # valid input for Stage 3
+
+
+def test_cg_against_dense_solve_on_a_tiny_model(tiny_model, triaged):
+    from realign.influence import attach_lora
+    from realign.models import load_causal_lm, load_tokenizer
+
+    model = load_causal_lm(str(tiny_model), device="cpu", attn_implementation="eager")
+    model.requires_grad_(False)
+    model = attach_lora(model, r=1, alpha=1, targets=["v_proj"], seed=0)
+    # lora_B = 0 at initialisation: perturb it so every parameter has curvature
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    params = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    scorer = Scorer(model, load_tokenizer(str(tiny_model), padding_side="right"), params, beta=0.3,
+                    preference_loss="dpo", max_length=64, batch_size=8, device=torch.device("cpu"))
+    records = read_pairs(triaged).pairs
+    samples = [training_loss(r) for r in records if r.category in (INVERT, PUNISH)][:6]
+    g = scorer.gradient([training_loss(r) for r in records[:6]])
+    n = sum(p.numel() for p in params.values())
+    shapes = [p.shape for p in params.values()]
+
+    def unflatten(flat):
+        parts, at = [], 0
+        for s in shapes:
+            size = int(torch.tensor(s).prod())
+            parts.append(flat[at : at + size].reshape(s).float())
+            at += size
+        return parts
+
+    for matvec in (scorer.hvp_exact(samples), scorer.hvp_gauss_newton(samples, "jvp", 1e-3)):
+        dense = torch.stack([flatten(matvec(unflatten(torch.eye(n)[k]))) for k in range(n)], 1).double()
+        assert torch.allclose(dense, dense.T, atol=1e-4 * dense.abs().max())  # symmetric
+        # the exact Hessian may be indefinite: damp it enough to be positive definite
+        damping = max(0.1, 0.1 - float(torch.linalg.eigvalsh((dense + dense.T) / 2).min()))
+        damped = lambda u: [h + damping * ui for h, ui in zip(matvec(u), u)]
+        x_dense = torch.linalg.solve(dense + damping * torch.eye(n, dtype=torch.float64), flatten(g).double())
+        result = conjugate_gradient(damped, g, iters=300, tol=1e-6)
+        x_cg = flatten(result.x).double()
+        assert result.converged
+        assert float((x_cg - x_dense).norm() / x_dense.norm()) < 1e-3
+
+
+def test_cg_on_a_known_quadratic():
+    gen = torch.Generator().manual_seed(0)
+    m = torch.randn(12, 12, generator=gen, dtype=torch.float64)
+    a = m @ m.T + 0.5 * torch.eye(12, dtype=torch.float64)
+    b = [torch.randn(12, generator=gen, dtype=torch.float64)]
+    result = conjugate_gradient(lambda u: [a @ u[0]], b, iters=100, tol=1e-10)
+    assert result.converged and result.iterations <= 12 + 1
+    assert torch.allclose(result.x[0], torch.linalg.solve(a, b[0]), atol=1e-8)
+    with pytest.raises(RealignError, match="not positive definite"):
+        conjugate_gradient(lambda u: [-u[0]], b, iters=5, tol=1e-6)
+
+
+# ---------------------------------------------------------------------------- gold batch (Alg. 2)
+
+
+def records(n_retain, n_invert, n_punish):
+    out = []
+    for c, n in ((RETAIN, n_retain), (INVERT, n_invert), (PUNISH, n_punish)):
+        for i in range(n):
+            out.append(PreferencePair(f"{c}{i}", f"x-{c}{i}", f"good-{c}{i}", f"bad-{c}{i}", category=c))
+    return out
+
+
+def test_gold_batch_composition():
+    gold = build_gold_batch(records(30, 30, 30), size=64, seed=3)
+    assert gold.counts() == {RETAIN: 21, INVERT: 21, PUNISH: 22} and not gold.notes
+    compliant = {f"good-{c}{i}" for c in (RETAIN, INVERT) for i in range(30)}
+    for sample, part in zip(gold.samples, gold.parts):
+        assert sample.kind == "pref"
+        if part == PUNISH:  # (x, y ~ Uniform(Y_compliant), old y_w)
+            assert sample.first in compliant and sample.second.startswith("good-PUNISH")
+            assert sample.prompt.startswith("x-PUNISH")
+        else:
+            assert sample.first.startswith("good-" + part)
+    again = build_gold_batch(records(30, 30, 30), size=64, seed=3)
+    assert again.samples == gold.samples
+    assert build_gold_batch(records(30, 30, 30), size=64, seed=4).samples != gold.samples
+
+
+@pytest.mark.parametrize(
+    "counts,size,expected",
+    [
+        ((30, 30, 0), 12, {RETAIN: 6, INVERT: 6, PUNISH: 0}),
+        ((0, 30, 30), 12, {RETAIN: 0, INVERT: 6, PUNISH: 6}),
+        ((2, 30, 30), 12, {RETAIN: 2, INVERT: 5, PUNISH: 5}),
+        ((2, 1, 1), 12, {RETAIN: 2, INVERT: 1, PUNISH: 1}),
+    ],
+)
+def test_gold_batch_fallbacks(counts, size, expected):
+    gold = build_gold_batch(records(*counts), size=size, seed=0)
+    assert gold.counts() == expected and gold.notes
+
+
+def test_gold_batch_needs_compliant_responses():
+    with pytest.raises(RealignError, match="no usable records"):
+        build_gold_batch(records(0, 0, 5), size=6, seed=0)
+
+
+def test_allocate_is_exact_when_everything_is_available():
+    assert allocate(64, {RETAIN: 99, INVERT: 99, PUNISH: 99}) == {RETAIN: 21, INVERT: 21, PUNISH: 22}
+
+
+# ---------------------------------------------------------------------------- clamp and normalise
+
+
+def test_normalise_sum_mean_and_clamp():
+    scores = {"a": 2.0, "b": -1.0, "c": 6.0, "d": 0.0}
+    groups = dict.fromkeys(scores, "conflict")
+    w, notes = normalise(scores, groups, "sum")
+    assert w == pytest.approx({"a": 0.25, "b": 0.0, "c": 0.75, "d": 0.0}) and not notes
+    w, _ = normalise(scores, groups, "mean")
+    assert w == pytest.approx({"a": 1.0, "b": 0.0, "c": 3.0, "d": 0.0})
+
+
+def test_normalise_all_nonpositive_falls_back_to_uniform_with_a_note():
+    w, notes = normalise({"a": -1.0, "b": 0.0}, {"a": "g", "b": "g"}, "mean")
+    assert w == {"a": 1.0, "b": 1.0} and "all 2 scores are <= 0" in notes[0]
+
+
+def test_normalise_within_categories():
+    scores = {"i1": 1.0, "i2": 3.0, "p1": 100.0}
+    groups = {"i1": INVERT, "i2": INVERT, "p1": PUNISH}
+    w, _ = normalise(scores, groups, "mean")
+    assert w == pytest.approx({"i1": 0.5, "i2": 1.5, "p1": 1.0})
+    w, _ = normalise(scores, groups, "sum")
+    assert sum(w.values()) == pytest.approx(1.0) and w["p1"] == pytest.approx(1 / 3)
+
+
+def test_no_conflict_records_are_written_unweighted(tiny_model, tmp_path):
+    data = tmp_path / "retain.jsonl"
+    write_pairs(data, records(4, 0, 0))
+    _, rows, summary = run_scores(tiny_model, data, tmp_path, "none")
+    assert len(rows) == 4 and all("impact" not in r for r in rows)
+    assert summary["notes"] == ["no conflict records: nothing to score"]
+
+
+def test_untriaged_input_is_refused(tiny_model, tmp_path):
+    data = tmp_path / "raw.jsonl"
+    data.write_text(json.dumps({"prompt": "p", "chosen": "c", "rejected": "r"}) + "\n")
+    with pytest.raises(RealignError, match="run `realign triage` first"):
+        run_scores(tiny_model, data, tmp_path, "raw")
+
+
+def test_interrupted_scoring_resumes_with_identical_scores(tiny_model, triaged, tmp_path, monkeypatch):
+    full, _, _ = run_scores(tiny_model, triaged, tmp_path, "full", batch_size=4)
+    original = Scorer.scores
+    calls = {"n": 0}
+
+    def dies_on_third_batch(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(Scorer, "scores", dies_on_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        run_scores(tiny_model, triaged, tmp_path, "resumed", batch_size=4)
+    assert not (tmp_path / "resumed.jsonl").exists()
+    monkeypatch.setattr(Scorer, "scores", original)
+    resumed, _, summary = run_scores(tiny_model, triaged, tmp_path, "resumed", batch_size=4)
+    assert summary["timing"]["resumed"] == 8 and summary["timing"]["scored_now"] == 10
+    assert resumed == pytest.approx(full, rel=1e-6)
+    assert not list(tmp_path.glob(".resumed.jsonl*.partial"))

@@ -178,6 +178,74 @@ def score(
     )
 
 
+@app.command("train")
+def train_cmd(
+    model: Optional[str] = typer.Option(None, help="θ_ref: hub id or local path."),
+    data: Optional[str] = typer.Option(None, help="Weighted records (from `realign score`) or triaged records."),
+    out: Optional[Path] = typer.Option(None, help="Run directory."),
+    method: Optional[str] = typer.Option(None, help="Method (see `realign methods`)."),
+    config: Optional[Path] = typer.Option(None, help="Train YAML config; flags override it."),
+    adapter: Optional[str] = typer.Option(None, help="Existing adapter, part of θ_ref (merged first)."),
+    finetune: Optional[str] = typer.Option(None, help="lora or full."),
+    preference_loss: Optional[str] = typer.Option(None, help="dpo or ipo."),
+    beta: Optional[float] = typer.Option(None, help="β."),
+    alpha_kl: Optional[float] = typer.Option(None, help="α_KL."),
+    nll_weight: Optional[float] = typer.Option(None, help="Anchor NLL weight on positive responses."),
+    learning_rate: Optional[float] = typer.Option(None, help="Peak learning rate."),
+    epochs: Optional[float] = typer.Option(None, help="Epochs."),
+    max_steps: Optional[int] = typer.Option(None, help="Optimizer steps (overrides epochs)."),
+    batch_size: Optional[int] = typer.Option(None, help="Terms per device per micro-batch."),
+    gradient_accumulation: Optional[int] = typer.Option(None, help="Micro-batches per step."),
+    seed: Optional[int] = typer.Option(None, help="Seed."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda."),
+    report_to: Optional[list[str]] = typer.Option(None, help="none, tensorboard, wandb (repeatable)."),
+    resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Resume from the last checkpoint."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Stage 3: train with TRACE, an ablation or a baseline (Alg. 1 lines 34-46)."""
+    from . import train as stage
+    from .config import TrainConfig, load_yaml, validate
+
+    base = load_yaml(config) if config else {}
+    raw = _merge(
+        base,
+        {
+            "model": model, "data": data, "out": out, "method": method, "adapter": adapter, "finetune": finetune,
+            "preference_loss": preference_loss, "beta": beta, "alpha_kl": alpha_kl, "nll_weight": nll_weight,
+            "learning_rate": learning_rate, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
+            "gradient_accumulation": gradient_accumulation, "seed": seed, "device": device,
+            "report_to": report_to or None, "resume": resume,
+        },
+    )
+    cfg = validate(TrainConfig, raw, str(config) if config else "command line")
+    summary = stage.run(cfg, progress=not quiet)
+    typer.echo(
+        f"trained {summary['method']['name']} for {summary['steps']} steps (loss {summary['train_loss']:.4g},"
+        f" {summary['wall_s']:.0f} s{', resumed' if summary['resumed'] else ''}) -> {summary['saved']}"
+    )
+
+
+@app.command()
+def merge(
+    model: str = typer.Option(..., help="Base model: hub id or local path."),
+    adapter: str = typer.Option(..., help="PEFT adapter directory."),
+    out: Path = typer.Option(..., help="Where the merged model is saved (safetensors)."),
+) -> None:
+    """Fold a LoRA adapter into its base model."""
+    from .train import merge as merge_adapter
+
+    typer.echo(f"merged -> {merge_adapter(model, adapter, out)}")
+
+
+@app.command()
+def methods() -> None:
+    """List the registered training methods."""
+    from .methods import METHODS
+
+    for name, m in METHODS.items():
+        typer.echo(f"{name:<18} {m.description}")
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo-output"), help="Where the demo writes its files."),

@@ -173,3 +173,53 @@ class ImpactConfig(StrictModel):
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', ...")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("float32", description="Model weights dtype.")
     skip_invalid: bool = Field(False, description="Report and skip bad records instead of stopping.")
+
+
+class LoraConfigModel(StrictModel):
+    """PEFT LoRA settings (defaults: METHOD.md, reference code)."""
+
+    r: int = Field(32, ge=1, description="Rank.")
+    alpha: int = Field(16, ge=1, description="LoRA alpha.")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="LoRA dropout.")
+    targets: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], description="Target modules.")
+
+
+class TrainConfig(StrictModel):
+    """Stage 3 (Alg. 1 lines 34-46): train with a registered method (see `realign methods`)."""
+
+    model: str = Field(..., description="θ_ref: hub id or local path.")
+    adapter: str | None = Field(None, description="Existing PEFT adapter that is part of θ_ref (merged first).")
+    data: str = Field(..., description="Weighted (or triaged) records.")
+    out: Path = Field(..., description="Run directory: checkpoints, final adapter or model, logs, resolved config.")
+    method: str = Field("trace", description="Registered method name.")
+    preference_loss: Literal["dpo", "ipo"] = Field("dpo", description="ℓ_pref form for TRACE-family methods.")
+    beta: float = Field(0.3, gt=0, description="β (reference default 0.3).")
+    alpha_kl: float = Field(0.1, ge=0, description="α_KL, weight of the KL term on RETAIN (reference 0.1).")
+    normalise: Literal["sum", "mean"] = Field("mean", description="Convention of uniform weights (trace-no-impact).")
+    nll_weight: float = Field(
+        0.0, ge=0, description="Anchor: weight of an NLL term on the positive response of every preference term."
+    )
+    finetune: Literal["lora", "full"] = Field("lora", description="LoRA adapter (reference = adapter disabled) or full.")
+    lora: LoraConfigModel = Field(default_factory=LoraConfigModel)
+    learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate (reference 1e-4).")
+    lr_scheduler: str = Field("cosine", description="transformers scheduler name.")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Fraction of steps of linear warm-up.")
+    epochs: float = Field(1.0, gt=0, description="Epochs (ignored when max_steps > 0).")
+    max_steps: int = Field(-1, description="Optimizer steps; -1 = use epochs.")
+    batch_size: int = Field(4, ge=1, description="Terms per device per micro-batch.")
+    gradient_accumulation: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    max_length: int = Field(256, ge=8, description="Tokens per (prompt, response).")
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on capable GPUs, else fp32.")
+    precompute_ref: bool = Field(True, description="Compute reference log-probs once before training.")
+    seed: int = Field(0)
+    logging_steps: int = Field(10, ge=1)
+    save_steps: int = Field(100, ge=1, description="Checkpoint every this many steps.")
+    save_total_limit: int = Field(2, ge=1)
+    report_to: list[str] = Field(default_factory=lambda: ["none"], description="none, tensorboard, wandb, ...")
+    resume: bool = Field(True, description="Resume from the run directory's last checkpoint if there is one.")
+    device: str = Field("auto", description="auto, cpu, cuda (under accelerate launch: set by accelerate).")
+    trainer_args: dict[str, Any] = Field(
+        default_factory=dict, description="Extra transformers.TrainingArguments fields (deepspeed, fsdp, ...)."
+    )

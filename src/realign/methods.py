@@ -1,0 +1,218 @@
+"""Training methods as a registry: how triaged, weighted records become loss terms.
+
+Every method turns records into :class:`Term` s — a kind of loss on one or two responses of a
+prompt, a weight and the component it is logged under. The trainer evaluates all terms of a
+micro-batch with one policy forward pass and one reference forward pass, whatever their
+kinds, so adding a method is one small class and one registry entry; the trainer does not
+change.
+
+Term kinds (losses in :mod:`realign.losses`; METHOD.md Stage 3):
+
+* ``pref`` — ℓ_pref(x, first ≻ second): DPO −log σ(βΔ) or IPO (Δ − 1/(2β))²;
+* ``npo2`` — dual NPO on both responses (L_II);
+* ``npo``  — NPO on one response;
+* ``ga``   — gradient ascent on one response: + log π_θ(y|x) (minimised, so pushed down);
+* ``kl``   — token-level KL(π_ref ‖ π_θ) over the full vocabulary on the response, averaged
+  over its tokens (L_KL).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from .data import PreferencePair, Text
+from .errors import RealignError
+from .triage import INVERT, PUNISH, RETAIN, gold_pairs, naive_pairs
+
+KINDS = ("pref", "npo2", "npo", "ga", "kl")
+
+
+@dataclass(frozen=True)
+class Term:
+    kind: str
+    prompt: Text
+    first: Text
+    second: Text | None
+    weight: float
+    component: str
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    alpha_kl: float = 0.1
+    normalise: str = "mean"
+
+
+class Method:
+    """Base class: subclasses set ``name`` and ``description`` and implement :meth:`terms`."""
+
+    name = ""
+    description = ""
+    preference_loss: str | None = None  # forces the preference loss form (else the config's)
+
+    def terms(self, records: Sequence[PreferencePair], options: MethodOptions) -> list[Term]:
+        raise NotImplementedError
+
+
+def _violating(record: PreferencePair, side: str) -> bool:
+    verdict = (record.verdicts or {}).get(side) or {}
+    return verdict.get("compliant") is False
+
+
+def _require_triaged(records: Sequence[PreferencePair], method: str) -> None:
+    if any(r.category is None for r in records):
+        raise RealignError(f"method {method!r} needs triaged records (run `realign triage` first)")
+
+
+def _uniform(n: int, normalise: str) -> float:
+    """The weight every conflict record gets when weights are not used, under the same
+    normalisation convention as impact weights (``mean``: 1, ``sum``: 1/|D_conflict|)."""
+    return 1.0 if normalise == "mean" else 1.0 / max(1, n)
+
+
+def _impact(record: PreferencePair, method: str) -> float:
+    if record.impact is None:
+        raise RealignError(
+            f"method {method!r} needs impact weights: record {record.id!r} ({record.category}) has none "
+            "(run `realign score` first, or use trace-no-impact)"
+        )
+    return record.impact
+
+
+class Trace(Method):
+    """L_TRACE = L_I + L_II + α_KL·L_KL (Alg. 1 lines 34-46)."""
+
+    name = "trace"
+    description = "TRACE: impact-weighted inversion (INVERT) and dual NPO (PUNISH), KL on RETAIN"
+    use_impact = True
+    use_kl = True
+
+    def conflict_weight(self, record: PreferencePair, n_conflict: int, options: MethodOptions) -> float:
+        return _impact(record, self.name) if self.use_impact else _uniform(n_conflict, options.normalise)
+
+    def terms(self, records, options):
+        _require_triaged(records, self.name)
+        n_conflict = sum(r.category in (INVERT, PUNISH) for r in records)
+        out = []
+        for r in records:
+            if r.category == INVERT:
+                w = self.conflict_weight(r, n_conflict, options)
+                out.append(Term("pref", r.prompt, r.chosen, r.rejected, w, "L_I"))
+            elif r.category == PUNISH:
+                w = self.conflict_weight(r, n_conflict, options)
+                if r.oracle is not None:  # (x, y_c ≻ y_w), treated like INVERT
+                    out.append(Term("pref", r.prompt, r.oracle, r.chosen, w, "L_II"))
+                else:
+                    out.append(Term("npo2", r.prompt, r.chosen, r.rejected, w, "L_II"))
+            elif self.use_kl and options.alpha_kl > 0:
+                out.append(Term("kl", r.prompt, r.chosen, None, options.alpha_kl, "L_KL"))
+        return out
+
+
+class TraceNoImpact(Trace):
+    name = "trace-no-impact"
+    description = "TRACE with w = 1 (same normalisation convention), the 'w/o impact weighting' ablation"
+    use_impact = False
+
+
+class TraceNoKL(Trace):
+    name = "trace-no-kl"
+    description = "TRACE without the KL term on RETAIN"
+    use_kl = False
+
+
+class TraceNoTriage(Method):
+    """U2A-style: impact-weighted NPO on every response the judge found violating, no
+    inversion; KL on the chosen response of RETAIN pairs, as in TRACE."""
+
+    name = "trace-no-triage"
+    description = "U2A-style: impact-weighted NPO on every violating response, no inversion; KL on RETAIN"
+
+    def terms(self, records, options):
+        _require_triaged(records, self.name)
+        out = []
+        for r in records:
+            w = r.impact if r.impact is not None else 1.0
+            for side in ("chosen", "rejected"):
+                if _violating(r, side):
+                    out.append(Term("npo", r.prompt, getattr(r, side), None, w, "L_NPO"))
+            if r.category == RETAIN and options.alpha_kl > 0:
+                out.append(Term("kl", r.prompt, r.chosen, None, options.alpha_kl, "L_KL"))
+        return out
+
+
+class _PairsAsGiven(Method):
+    def pairs(self, records) -> list[PreferencePair]:
+        return list(records)
+
+    def terms(self, records, options):
+        return [Term("pref", p.prompt, p.chosen, p.rejected, 1.0, "L_pref") for p in self.pairs(records)]
+
+
+class DPO(_PairsAsGiven):
+    name = "dpo"
+    description = "DPO on the pairs as stored (chosen ≻ rejected)"
+    preference_loss = "dpo"
+
+
+class IPO(_PairsAsGiven):
+    name = "ipo"
+    description = "IPO on the pairs as stored (length-averaged log-probs, as TRL)"
+    preference_loss = "ipo"
+
+
+class DPOGold(_PairsAsGiven):
+    name = "dpo-gold"
+    description = "Oracle-relabelled DPO: RETAIN as is, INVERT swapped, PUNISH with y_c (else excluded)"
+
+    def pairs(self, records):
+        _require_triaged(records, self.name)
+        return gold_pairs(records)[0]
+
+
+class NaiveOracleDPO(_PairsAsGiven):
+    name = "naive-oracle-dpo"
+    description = "Naive relabelling: swap every pair whose old winner violates (the false dichotomy)"
+
+    def pairs(self, records):
+        _require_triaged(records, self.name)
+        return naive_pairs(records)
+
+
+class _OnViolating(Method):
+    kind = "npo"
+    component = "L_NPO"
+
+    def terms(self, records, options):
+        _require_triaged(records, self.name)
+        out = []
+        for r in records:
+            for side in ("chosen", "rejected"):
+                if _violating(r, side):
+                    out.append(Term(self.kind, r.prompt, getattr(r, side), None, 1.0, self.component))
+        return out
+
+
+class NPO(_OnViolating):
+    name = "npo"
+    description = "Plain NPO on every response the judge found violating"
+
+
+class GradAscent(_OnViolating):
+    name = "grad-ascent"
+    description = "Gradient ascent on every response the judge found violating"
+    kind = "ga"
+    component = "L_GA"
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (Trace(), TraceNoTriage(), TraceNoImpact(), TraceNoKL(), DPOGold(), NaiveOracleDPO(), DPO(), IPO(), NPO(), GradAscent())
+}
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise RealignError(f"unknown method {name!r} (known: {', '.join(METHODS)})")
+    return METHODS[name]

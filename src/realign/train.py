@@ -1,0 +1,426 @@
+"""Stage 3 — re-alignment training on the Hugging Face Trainer (Alg. 1 lines 34-46).
+
+A method (:mod:`realign.methods`) turns records into terms; every micro-batch, whatever mix
+of term kinds it holds, costs one policy forward pass over all its sequences (first and
+second responses concatenated) and at most one reference forward pass: with LoRA the
+reference is the same model with its adapter disabled (no second copy), and reference
+log-probs are precomputed once by default, so the reference pass only runs for the KL term's
+full-vocabulary distributions. Loss per micro-batch: (1/E)·Σ_e w_e·ℓ_e over its E terms,
+which is L_TRACE = L_I + L_II + α_KL·L_KL up to the constant 1/N in expectation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from transformers import Trainer, TrainingArguments
+
+from .errors import RealignError
+from .losses import NPO, PREFERENCE_LOSSES
+from .methods import KINDS, MethodOptions, Term, get_method
+from .sequences import Encoded, collate, encode, token_logps
+
+KIND_INDEX = {k: i for i, k in enumerate(KINDS)}
+NEEDS_REF_LOGPS = {"pref", "npo2", "npo"}
+
+
+class TrainingDiverged(RealignError):
+    """A NaN or infinite loss: the run stops; checkpoints already written stay intact."""
+
+
+@dataclass(frozen=True)
+class EncodedTerm:
+    kind: int
+    weight: float
+    component: str
+    first: Encoded
+    second: Encoded | None
+
+
+class TermDataset(torch.utils.data.Dataset):
+    """Tokenised terms, with reference log-probs once computed."""
+
+    def __init__(self, terms: Sequence[Term], tokenizer, max_length: int) -> None:
+        self.items = [
+            EncodedTerm(
+                KIND_INDEX[t.kind],
+                float(t.weight),
+                t.component,
+                encode(tokenizer, t.prompt, t.first, max_length),
+                encode(tokenizer, t.prompt, t.second, max_length) if t.second is not None else None,
+            )
+            for t in terms
+        ]
+        self.truncated = sum(it.first.truncated + bool(it.second and it.second.truncated) for it in self.items)
+        self.ref = torch.full((len(self.items), 2), float("nan"))
+        self.components = sorted({t.component for t in terms})
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"index": index}
+
+
+class TermCollator:
+    """Builds one batch of all sequences of a micro-batch's terms (dynamic padding), with
+    the rows where each term's first and second response sit."""
+
+    def __init__(self, dataset: TermDataset, pad_id: int, components: list[str]) -> None:
+        self.dataset, self.pad_id, self.components = dataset, pad_id, components
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        index = [f["index"] for f in features]
+        items = [self.dataset.items[i] for i in index]
+        seqs: list[Encoded] = [it.first for it in items]
+        second_row = []
+        for it in items:
+            if it.second is None:
+                second_row.append(-1)
+            else:
+                second_row.append(len(seqs))
+                seqs.append(it.second)
+        batch = collate(seqs, self.pad_id)
+        batch.update(
+            kind=torch.tensor([it.kind for it in items]),
+            weight=torch.tensor([it.weight for it in items], dtype=torch.float32),
+            component=torch.tensor([self.components.index(it.component) for it in items]),
+            second_row=torch.tensor(second_row),
+            ref=self.dataset.ref[index],
+        )
+        return batch
+
+
+def _kl_per_sequence(policy_logits, ref_logits, response_mask) -> torch.Tensor:
+    """KL(π_ref ‖ π_θ) per token over the full vocabulary, averaged over response tokens."""
+    lp = torch.log_softmax(policy_logits[:, :-1].float(), -1)
+    lr = torch.log_softmax(ref_logits[:, :-1].float(), -1)
+    per_token = (lr.exp() * (lr - lp)).sum(-1)
+    mask = response_mask[:, 1:].to(per_token.dtype)
+    return (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+class RealignTrainer(Trainer):
+    """``Trainer`` whose loss is a weighted mix of term kinds (see module docstring)."""
+
+    def __init__(self, *args, loss_options: dict, ref_model=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss_options = loss_options
+        self.ref_model = ref_model
+        self.model_accepts_loss_kwargs = False  # our loss is already a per-batch mean
+        self._logged: dict[str, float] = defaultdict(float)
+        self._calls = 0
+
+    def reference_logits(self, model, input_ids, attention_mask) -> torch.Tensor:
+        with torch.no_grad():
+            if self.ref_model is not None:
+                return self.ref_model(input_ids=input_ids, attention_mask=attention_mask).logits
+            unwrapped = self.accelerator.unwrap_model(model)
+            with unwrapped.disable_adapter():
+                return model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, parts = term_losses(model, inputs, self.loss_options, self.reference_logits)
+        if not torch.isfinite(loss):
+            detail = ", ".join(f"{k}={v:.4g}" for k, v in parts.items())
+            raise TrainingDiverged(
+                f"loss is {loss.item()} at step {self.state.global_step + 1} ({detail}); stopped. "
+                "Checkpoints already written are intact; lower the learning rate or add nll_weight"
+            )
+        self._calls += 1
+        for k, v in parts.items():
+            self._logged[k] += v
+        return (loss, {}) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Adds each loss component, averaged over the micro-batches since the last log
+        (a micro-batch without a component counts as 0 for it, so components sum to the loss)."""
+        if self._calls:
+            names = list(self.loss_options["components"]) + [k for k in self._logged if k not in self.loss_options["components"]]
+            logs.update({k: self._logged.get(k, 0.0) / self._calls for k in names})
+        self._logged.clear()
+        self._calls = 0
+        super().log(logs, start_time)
+
+
+def term_losses(model, inputs: dict, options: dict, reference_logits) -> tuple[torch.Tensor, dict[str, float]]:
+    """The micro-batch loss (1/E)·Σ w_e ℓ_e and its components, batched over all terms.
+
+    ``options``: beta, preference_loss, nll_weight, components (names by index)."""
+    ids, mask, resp = inputs["input_ids"], inputs["attention_mask"], inputs["response_mask"]
+    kind, weight, second_row, ref = inputs["kind"], inputs["weight"], inputs["second_row"], inputs["ref"].clone()
+    n_terms = kind.shape[0]
+    beta = options["beta"]
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    per_token = token_logps(logits, ids, resp)
+    lp = per_token.sum(-1)
+    lengths = resp[:, 1:].sum(-1).clamp(min=1).to(lp.dtype)
+
+    has_second = second_row >= 0
+    rows2 = torch.where(has_second, second_row, torch.zeros_like(second_row))
+    is_kl = kind == KIND_INDEX["kl"]
+    needs_ref = torch.isin(kind, torch.tensor([KIND_INDEX[k] for k in NEEDS_REF_LOGPS], device=kind.device))
+    missing = needs_ref & (ref[:, 0].isnan() | (has_second & ref[:, 1].isnan()))
+    ref_rows = sorted(set(torch.nonzero(is_kl | missing).flatten().tolist()))
+    kl = torch.zeros(n_terms, device=lp.device)
+    if ref_rows:
+        seq_rows = sorted(set(ref_rows) | {int(second_row[i]) for i in ref_rows if has_second[i]})
+        sel = torch.tensor(seq_rows, device=ids.device)
+        ref_logits = reference_logits(model, ids[sel], mask[sel])
+        position = {r: j for j, r in enumerate(seq_rows)}
+        ref_lp = token_logps(ref_logits, ids[sel], resp[sel]).sum(-1)
+        for i in ref_rows:
+            if missing[i]:
+                ref[i, 0] = ref_lp[position[i]]
+                if has_second[i]:
+                    ref[i, 1] = ref_lp[position[int(second_row[i])]]
+        kl_terms = [i for i in ref_rows if is_kl[i]]
+        if kl_terms:
+            pos = torch.tensor([position[i] for i in kl_terms], device=ids.device)
+            kl_rows = torch.tensor(kl_terms, device=ids.device)
+            kl = kl.index_put((kl_rows,), _kl_per_sequence(logits[kl_rows], ref_logits[pos], resp[kl_rows]))
+    ref = torch.nan_to_num(ref.to(lp.dtype), nan=0.0)
+
+    lp1, n1 = lp[:n_terms], lengths[:n_terms]
+    lp2, n2 = lp[rows2], lengths[rows2]
+    r1, r2 = lp1 - ref[:, 0], lp2 - ref[:, 1]
+    pref_fn = PREFERENCE_LOSSES[options["preference_loss"]][0]
+    margin = r1 / n1 - r2 / n2 if options["preference_loss"] == "ipo" else r1 - r2
+    npo_fn = NPO[0]
+    per_kind = {
+        "pref": pref_fn(margin, beta),
+        "npo2": npo_fn(r1, beta) + npo_fn(r2, beta),
+        "npo": npo_fn(r1, beta),
+        "ga": lp1 / n1,
+        "kl": kl,
+    }
+    term_loss = torch.zeros_like(lp1)
+    for name, value in per_kind.items():
+        term_loss = torch.where(kind == KIND_INDEX[name], value, term_loss)
+    weighted = weight.to(term_loss.dtype) * term_loss
+    loss = weighted.sum() / n_terms
+    parts: dict[str, float] = {}
+    components = options["components"]
+    comp = inputs["component"]
+    for c, name in enumerate(components):
+        sel = comp == c
+        if sel.any():
+            parts[name] = float(weighted[sel].sum().detach() / n_terms)
+    if options["nll_weight"] > 0:
+        is_pref = kind == KIND_INDEX["pref"]
+        nll = (-(lp1 / n1) * is_pref).sum() / n_terms
+        loss = loss + options["nll_weight"] * nll
+        parts["L_NLL"] = float(nll.detach())
+    return loss, parts
+
+
+# --------------------------------------------------------------------------- the stage on files
+
+
+def _precision(config, device) -> dict[str, bool]:
+    if config.precision == "auto":
+        use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return {"bf16": use_bf16, "fp16": False}
+    return {"bf16": config.precision == "bf16", "fp16": config.precision == "fp16"}
+
+
+def _config_key(config) -> str:
+    from .config import resolved
+
+    data = resolved(config)
+    for volatile in ("out", "resume", "device", "logging_steps", "report_to", "save_steps", "save_total_limit"):
+        data.pop(volatile, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def precompute_reference(dataset: TermDataset, model, reference, pad_id: int, batch_size: int, device, progress: bool = True) -> None:
+    """log π_ref of every response a term needs, once, in batches (sorted by length)."""
+    from tqdm.auto import tqdm
+
+    need = [i for i, it in enumerate(dataset.items) if KINDS[it.kind] in NEEDS_REF_LOGPS]
+    need.sort(key=lambda i: len(dataset.items[i].first.ids))
+    bar = tqdm(total=len(need), desc="reference log-probs", unit="term", file=sys.stderr, disable=not (need and progress))
+    with torch.no_grad(), reference():
+        for start in range(0, len(need), batch_size):
+            chunk = need[start : start + batch_size]
+            seqs, where = [], []
+            for i in chunk:
+                it = dataset.items[i]
+                where.append((i, 0))
+                seqs.append(it.first)
+                if it.second is not None:
+                    where.append((i, 1))
+                    seqs.append(it.second)
+            batch = collate(seqs, pad_id, device)
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            values = token_logps(logits, batch["input_ids"], batch["response_mask"]).sum(-1).cpu()
+            for (i, side), v in zip(where, values):
+                dataset.ref[i, side] = v
+            bar.update(len(chunk))
+    bar.close()
+
+
+def run(config, progress: bool = True) -> dict:
+    """Stage 3 on files: read records, build the method's terms, train, save the adapter
+    (PEFT) or model (safetensors) with the resolved config and a training summary."""
+    from contextlib import nullcontext
+
+    from .config import resolved
+    from .data import read_pairs
+    from .files import write_json, write_yaml
+    from .influence import attach_lora
+    from .models import load_causal_lm, load_tokenizer, resolve_device
+    from .provenance import provenance
+
+    start = time.perf_counter()
+    method = get_method(config.method)
+    out = Path(config.out)
+    key = _config_key(config)
+    saved_config = out / "train_config.yaml"
+    checkpoints = out / "checkpoints"
+    resume_from = None
+    if checkpoints.exists() and any(checkpoints.glob("checkpoint-*")):
+        previous = json.loads((out / ".config_key").read_text()) if (out / ".config_key").exists() else None
+        if not config.resume:
+            raise RealignError(f"{out}: holds checkpoints of an earlier run; use a new --out, or resume")
+        if previous != key:
+            raise RealignError(f"{out}: holds checkpoints of a run with a different config; use a new --out")
+        resume_from = True
+
+    records = read_pairs(config.data).pairs
+    options = MethodOptions(alpha_kl=config.alpha_kl, normalise=config.normalise)
+    terms = method.terms(records, options)
+    if not terms:
+        raise RealignError(f"{config.data}: method {method.name!r} finds nothing to train on in {len(records)} records")
+
+    import accelerate
+
+    state = accelerate.PartialState(cpu=config.device == "cpu")
+    device = state.device if state.num_processes > 1 else resolve_device(config.device)
+    model = load_causal_lm(config.model, device=str(device), dtype="float32")
+    tokenizer = load_tokenizer(config.model, padding_side="right")
+    if config.adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, config.adapter).merge_and_unload()
+    ref_model = None
+    if config.finetune == "lora":
+        model.requires_grad_(False)
+        model = attach_lora(model, config.lora.r, config.lora.alpha, config.lora.targets, config.seed, config.lora.dropout)
+        reference = model.disable_adapter
+    else:
+        reference = nullcontext
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    dataset = TermDataset(terms, tokenizer, config.max_length)
+    needs_kl = any(it.kind == KIND_INDEX["kl"] for it in dataset.items)
+    ref_cache = out / "reference_logps.pt"
+    if config.precompute_ref:
+        if ref_cache.exists() and resume_from:
+            dataset.ref = torch.load(ref_cache)
+        else:
+            model.eval()
+            precompute_reference(dataset, model, reference, pad_id, config.batch_size * 2, device, progress)
+            out.mkdir(parents=True, exist_ok=True)
+            torch.save(dataset.ref, ref_cache)
+    if config.finetune == "full" and (needs_kl or not config.precompute_ref):
+        import copy
+
+        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_yaml(saved_config, resolved(config))
+    (out / ".config_key").write_text(json.dumps(key))
+    extra = dict(config.trainer_args)
+    args = TrainingArguments(
+        output_dir=str(checkpoints),
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=math.ceil(config.warmup_ratio * _total_steps(config, len(dataset), state.num_processes)),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        seed=config.seed,
+        logging_steps=config.logging_steps,
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        report_to=config.report_to,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=not progress,
+        use_cpu=device.type == "cpu",
+        **_precision(config, device),
+        **extra,
+    )
+    trainer = RealignTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=TermCollator(dataset, pad_id, dataset.components),
+        loss_options={
+            "beta": config.beta,
+            "preference_loss": method.preference_loss or config.preference_loss,
+            "nll_weight": config.nll_weight,
+            "components": dataset.components,
+        },
+        ref_model=ref_model,
+    )
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    final = out / ("adapter" if config.finetune == "lora" else "model")
+    if state.is_main_process:
+        trainer.save_model(str(final))
+        tokenizer.save_pretrained(str(final))
+    history = trainer.state.log_history
+    summary = {
+        "stage": "train",
+        "method": {"name": method.name, "description": method.description},
+        "terms": {c: sum(1 for t in terms if t.component == c) for c in dataset.components},
+        "records": len(records),
+        "truncated_sequences": dataset.truncated,
+        "steps": trainer.state.global_step,
+        "train_loss": result.training_loss,
+        "log_history": history,
+        "saved": str(final),
+        "resumed": bool(resume_from),
+        "wall_s": round(time.perf_counter() - start, 3),
+        "config": resolved(config),
+        "provenance": provenance(),
+    }
+    if state.is_main_process:
+        write_json(out / "train_summary.json", summary)
+    return summary
+
+
+def _total_steps(config, n_terms: int, processes: int) -> int:
+    if config.max_steps > 0:
+        return config.max_steps
+    per_epoch = math.ceil(n_terms / (config.batch_size * processes * config.gradient_accumulation))
+    return max(1, math.ceil(per_epoch * config.epochs))
+
+
+def merge(model: str, adapter: str, out: str | Path) -> Path:
+    """Fold a LoRA adapter into its base model and save the result (safetensors)."""
+    from peft import PeftModel
+
+    from .models import load_causal_lm, load_tokenizer
+
+    base = load_causal_lm(model, device="cpu", dtype="float32")
+    try:
+        merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
+    except Exception as exc:
+        raise RealignError(f"adapter {adapter!r}: cannot load: {str(exc).splitlines()[0]}") from None
+    out = Path(out)
+    merged.save_pretrained(str(out), safe_serialization=True)
+    load_tokenizer(model).save_pretrained(str(out))
+    return out

@@ -1,0 +1,304 @@
+"""Stage 3: loss primitives by hand, batched terms vs one-at-a-time, TRL cross-checks,
+methods, resume, guard rails, LoRA and full training."""
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+
+from realign import train
+from realign.config import TrainConfig
+from realign.data import PreferencePair, read_pairs, write_pairs
+from realign.errors import RealignError
+from realign.losses import DPO, IPO, NPO, dpo_loss
+from realign.methods import METHODS, MethodOptions, get_method
+from realign.sequences import collate, encode, token_logps
+from realign.testing.tiny import save_tiny, tiny_llama, tiny_tokenizer
+from realign.train import KIND_INDEX, TermCollator, TermDataset, term_losses
+from realign.triage import INVERT, PUNISH, RETAIN
+
+
+def test_losses_by_hand():
+    pc, pr, rc, rr = torch.tensor([-3.0]), torch.tensor([-5.0]), torch.tensor([-4.0]), torch.tensor([-4.5])
+    margin = torch.tensor([1.5])  # (-3 + 4) - (-5 + 4.5)
+    expected_dpo = -math.log(1 / (1 + math.exp(-0.45)))
+    assert dpo_loss(pc, pr, rc, rr, 0.3).item() == pytest.approx(expected_dpo)
+    assert DPO.value(margin, 0.3).item() == pytest.approx(expected_dpo)
+    assert IPO.value(margin, 0.3).item() == pytest.approx((1.5 - 1 / 0.6) ** 2)
+    assert NPO.value(torch.tensor([2.0]), 0.5).item() == pytest.approx(-math.log(1 / (1 + math.exp(1.0))))
+    # derivatives against autograd
+    for loss in (DPO, IPO, NPO):
+        s = torch.tensor([0.7], requires_grad=True)
+        (g,) = torch.autograd.grad(loss.value(s, 0.3).sum(), s, create_graph=True)
+        (h,) = torch.autograd.grad(g.sum(), s)
+        assert g.item() == pytest.approx(loss.grad(s, 0.3).item(), rel=1e-6)
+        assert h.item() == pytest.approx(loss.curvature(s, 0.3).item(), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, tok):
+    return save_tiny(tmp_path_factory.mktemp("tiny"), tokenizer=tok, model=tiny_llama(tok, hidden=64, layers=2, seed=1))
+
+
+def triaged_records(n=4):
+    out = []
+    for i in range(n):
+        ok = {"compliant": True, "p_compliant": 1.0, "raw": ""}
+        bad = {"compliant": False, "p_compliant": 0.0, "raw": ""}
+        out.append(PreferencePair(f"i{i}", f"For my class, explain topic {i}.", f"Here is an overview of topic {i}.",
+                                  "I can't help with that.", INVERT, True, {"chosen": ok, "rejected": bad}, impact=0.5 + i))
+        out.append(PreferencePair(f"p{i}", f"Tell me about thing {i}.", "I can't help with that.",
+                                  f"Step 1: do thing {i}.", PUNISH, False, {"chosen": bad, "rejected": bad}, impact=1.0))
+        out.append(PreferencePair(f"r{i}", f"What is {i} plus {i}?", f"{i} plus {i} is {2 * i}.", "No idea.",
+                                  RETAIN, False, {"chosen": ok, "rejected": bad}))
+    return out
+
+
+# ----------------------------------------------------------------------------- methods
+
+
+def test_every_method_builds_terms():
+    recs = triaged_records()
+    opts = MethodOptions(alpha_kl=0.1, normalise="mean")
+    kinds = {name: sorted({(t.kind, t.component) for t in m.terms(recs, opts)}) for name, m in METHODS.items()}
+    assert kinds["trace"] == [("kl", "L_KL"), ("npo2", "L_II"), ("pref", "L_I")]
+    assert kinds["trace-no-kl"] == [("npo2", "L_II"), ("pref", "L_I")]
+    assert kinds["trace-no-triage"] == [("kl", "L_KL"), ("npo", "L_NPO")]
+    assert kinds["dpo-gold"] == kinds["naive-oracle-dpo"] == kinds["dpo"] == [("pref", "L_pref")]
+    assert kinds["grad-ascent"] == [("ga", "L_GA")]
+    trace = METHODS["trace"].terms(recs, opts)
+    assert [t.weight for t in trace if t.component == "L_I"] == [0.5, 1.5, 2.5, 3.5]
+    assert {t.weight for t in METHODS["trace-no-impact"].terms(recs, opts) if t.kind != "kl"} == {1.0}
+    summed = METHODS["trace-no-impact"].terms(recs, MethodOptions(normalise="sum"))
+    assert {t.weight for t in summed if t.kind != "kl"} == {1 / 8}
+    assert len(METHODS["dpo-gold"].terms(recs, opts)) == 8  # PUNISH excluded without an oracle
+    naive = {t.prompt: t for t in METHODS["naive-oracle-dpo"].terms(recs, opts)}
+    assert naive["Tell me about thing 0."].first == "Step 1: do thing 0."  # the false dichotomy
+    assert len(METHODS["npo"].terms(recs, opts)) == 4 + 8 + 4  # every violating response
+
+
+def test_trace_requires_impact_and_unknown_method_is_clear():
+    recs = triaged_records()
+    recs[0].impact = None
+    with pytest.raises(RealignError, match="needs impact weights"):
+        METHODS["trace"].terms(recs, MethodOptions())
+    with pytest.raises(RealignError, match="unknown method 'dpo2'"):
+        get_method("dpo2")
+
+
+# ----------------------------------------------------------------------------- batched loss vs simple path
+
+
+def simple_term_loss(model, ref_model, tok, term, beta, loss_name):
+    def lp(m, response):
+        e = encode(tok, term.prompt, response, 128)
+        b = collate([e], tok.pad_token_id)
+        logits = m(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        return token_logps(logits, b["input_ids"], b["response_mask"]).sum(), e.response_len, logits, b
+
+    p1, n1, logits1, b1 = lp(model, term.first)
+    with torch.no_grad():
+        r1, _, ref_logits1, _ = lp(ref_model, term.first)
+    if term.kind == "kl":
+        lp_t = torch.log_softmax(logits1[0, :-1], -1)
+        lr_t = torch.log_softmax(ref_logits1[0, :-1], -1)
+        mask = b1["response_mask"][0, 1:].float()
+        return ((lr_t.exp() * (lr_t - lp_t)).sum(-1) * mask).sum() / mask.sum()
+    if term.kind == "npo":
+        return NPO.value(p1 - r1, beta)
+    p2, n2, _, _ = lp(model, term.second)
+    with torch.no_grad():
+        r2, _, _, _ = lp(ref_model, term.second)
+    if term.kind == "npo2":
+        return NPO.value(p1 - r1, beta) + NPO.value(p2 - r2, beta)
+    if loss_name == "ipo":
+        return IPO.value((p1 - r1) / n1 - (p2 - r2) / n2, beta)
+    return dpo_loss(p1, p2, r1, r2, beta)
+
+
+@pytest.mark.parametrize("loss_name", ["dpo", "ipo"])
+def test_batched_term_losses_match_one_at_a_time(tok, loss_name):
+    ref_model = tiny_llama(tok, seed=3)
+    model = copy.deepcopy(ref_model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)  # policy != reference
+    terms = METHODS["trace"].terms(triaged_records(2), MethodOptions(alpha_kl=0.1))
+    terms += METHODS["trace-no-triage"].terms(triaged_records(1), MethodOptions(alpha_kl=0.1))
+    dataset = TermDataset(terms, tok, 128)
+    batch = TermCollator(dataset, tok.pad_token_id, dataset.components)([{"index": i} for i in range(len(terms))])
+    options = {"beta": 0.3, "preference_loss": loss_name, "nll_weight": 0.0, "components": dataset.components}
+
+    def reference_logits(m, ids, mask):
+        with torch.no_grad():
+            return ref_model(input_ids=ids, attention_mask=mask).logits
+
+    loss, parts = term_losses(model, batch, options, reference_logits)
+    expected = sum(t.weight * simple_term_loss(model, ref_model, tok, t, 0.3, loss_name) for t in terms) / len(terms)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
+    assert sum(parts.values()) == pytest.approx(loss.item(), rel=1e-5)
+    # gradients scale with the weights
+    g1 = torch.autograd.grad(loss, [p for p in model.parameters()][-1])[0]
+    dataset2 = TermDataset([t.__class__(**{**t.__dict__, "weight": 2 * t.weight}) for t in terms], tok, 128)
+    batch2 = TermCollator(dataset2, tok.pad_token_id, dataset2.components)([{"index": i} for i in range(len(terms))])
+    loss2, _ = term_losses(model, batch2, options, reference_logits)
+    g2 = torch.autograd.grad(loss2, [p for p in model.parameters()][-1])[0]
+    assert torch.allclose(g2, 2 * g1, rtol=1e-4, atol=1e-8)
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo"])
+def test_dpo_and_ipo_equal_trl_on_the_same_batch(tok, loss_type):
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    ref_model = tiny_llama(tok, seed=4)
+    model = copy.deepcopy(ref_model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    rows = [
+        {"prompt": [{"role": "user", "content": f"question {i}?"}],
+         "chosen": [{"role": "assistant", "content": f"good answer {i}"}],
+         "rejected": [{"role": "assistant", "content": f"bad {i} answer, longer"}]}
+        for i in range(4)
+    ]
+    args = DPOConfig(output_dir="/tmp/realign-trl-check", per_device_train_batch_size=4, max_steps=1, bf16=False,
+                     use_cpu=True, report_to=[], beta=0.3, loss_type=[loss_type], precompute_ref_log_probs=False)
+    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
+    batch = next(iter(trainer.get_train_dataloader()))
+    trl_loss = trainer.compute_loss(trainer.model, batch).item()
+    half = batch["input_ids"].shape[0] // 2
+    ours_in = {
+        "input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+        "response_mask": batch["completion_mask"], "kind": torch.full((half,), KIND_INDEX["pref"]),
+        "weight": torch.ones(half), "component": torch.zeros(half, dtype=torch.long),
+        "second_row": torch.arange(half, 2 * half), "ref": torch.full((half, 2), float("nan")),
+    }
+    options = {"beta": 0.3, "preference_loss": "ipo" if loss_type == "ipo" else "dpo", "nll_weight": 0.0,
+               "components": ["L_pref"]}
+    ours, _ = term_losses(model, ours_in, options, lambda m, i, a: ref_model(input_ids=i, attention_mask=a).logits)
+    assert ours.item() == pytest.approx(trl_loss, abs=1e-5)
+    # and our own tokenisation gives the same sequences as TRL's
+    ids = [encode(tok, r["prompt"], r["chosen"], 1024).ids for r in rows]
+    trl_ids = {tuple(x[m.bool()].tolist()) for x, m in zip(batch["input_ids"][:half], batch["attention_mask"][:half])}
+    assert set(ids) == trl_ids
+
+
+# ----------------------------------------------------------------------------- runs on files
+
+
+def config(tiny_dir, data, out, **kw):
+    base = dict(model=str(tiny_dir), data=str(data), out=out, device="cpu", max_steps=8, batch_size=4,
+                logging_steps=1, save_steps=4, learning_rate=5e-3, warmup_ratio=0.0, lora={"r": 4, "dropout": 0.0})
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture()
+def weighted(tmp_path):
+    path = tmp_path / "weighted.jsonl"
+    write_pairs(path, triaged_records(4))
+    return path
+
+
+def losses_of(summary):
+    return [h["loss"] for h in summary["log_history"] if "loss" in h]
+
+
+@pytest.mark.parametrize("finetune", ["lora", "full"])
+def test_training_lowers_the_loss(tiny_dir, weighted, tmp_path, finetune):
+    summary = train.run(config(tiny_dir, weighted, tmp_path / "run", method="dpo", finetune=finetune, max_steps=12,
+                               learning_rate=1e-2 if finetune == "lora" else 1e-3), progress=False)
+    losses = losses_of(summary)
+    assert sum(losses[-3:]) / 3 < losses[0] - 0.05, losses
+    saved = tmp_path / "run" / ("adapter" if finetune == "lora" else "model")
+    assert any(saved.glob("*.safetensors")) and (tmp_path / "run" / "train_config.yaml").exists()
+    assert json.loads((tmp_path / "run" / "train_summary.json").read_text())["steps"] == 12
+
+
+def test_trace_logs_each_component(tiny_dir, weighted, tmp_path):
+    summary = train.run(config(tiny_dir, weighted, tmp_path / "run", method="trace"), progress=False)
+    logged = [h for h in summary["log_history"] if "loss" in h]
+    assert {"L_I", "L_II", "L_KL"} <= set().union(*logged)
+    for h in logged:
+        assert h["L_I"] + h["L_II"] + h["L_KL"] == pytest.approx(h["loss"], rel=1e-3, abs=1e-6)
+
+
+def test_resume_gives_the_same_final_weights(tiny_dir, weighted, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    straight = train.run(config(tiny_dir, weighted, tmp_path / "a", method="trace"), progress=False)
+    original = train.RealignTrainer.compute_loss
+    calls = {"n": 0}
+
+    def dies_after_six(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(train.RealignTrainer, "compute_loss", dies_after_six)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(config(tiny_dir, weighted, tmp_path / "b", method="trace"), progress=False)
+    monkeypatch.setattr(train.RealignTrainer, "compute_loss", original)
+    resumed = train.run(config(tiny_dir, weighted, tmp_path / "b", method="trace"), progress=False)
+    assert resumed["resumed"] and resumed["steps"] == straight["steps"] == 8
+    a = load_file(tmp_path / "a" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "b" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_different_config_does_not_resume_into_old_checkpoints(tiny_dir, weighted, tmp_path):
+    train.run(config(tiny_dir, weighted, tmp_path / "run", method="dpo", max_steps=4), progress=False)
+    with pytest.raises(RealignError, match="different config"):
+        train.run(config(tiny_dir, weighted, tmp_path / "run", method="dpo", max_steps=4, beta=0.1), progress=False)
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_checkpoints(tiny_dir, weighted, tmp_path, monkeypatch):
+    original = train.term_losses
+    calls = {"n": 0}
+
+    def nan_at_step_six(*a, **k):
+        calls["n"] += 1
+        loss, parts = original(*a, **k)
+        return (loss * float("nan") if calls["n"] == 6 else loss), parts
+
+    monkeypatch.setattr(train, "term_losses", nan_at_step_six)
+    with pytest.raises(train.TrainingDiverged, match="loss is nan at step 6"):
+        train.run(config(tiny_dir, weighted, tmp_path / "run", method="dpo"), progress=False)
+    ckpt = tmp_path / "run" / "checkpoints" / "checkpoint-4"
+    assert (ckpt / "adapter_model.safetensors").exists()
+
+
+def test_empty_category_is_handled(tiny_dir, tmp_path):
+    path = tmp_path / "no_punish.jsonl"
+    write_pairs(path, [r for r in triaged_records(3) if r.category != PUNISH])
+    summary = train.run(config(tiny_dir, path, tmp_path / "run", method="trace", max_steps=2), progress=False)
+    assert set(summary["terms"]) == {"L_I", "L_KL"}
+    path2 = tmp_path / "retain_only.jsonl"
+    write_pairs(path2, [r for r in triaged_records(2) if r.category == RETAIN])
+    with pytest.raises(RealignError, match="finds nothing to train on"):
+        train.run(config(tiny_dir, path2, tmp_path / "run2", method="trace-no-kl"), progress=False)
+
+
+def test_merge_folds_the_adapter(tiny_dir, weighted, tmp_path):
+    from realign.models import load_causal_lm
+    from peft import PeftModel
+
+    train.run(config(tiny_dir, weighted, tmp_path / "run", method="dpo", max_steps=3), progress=False)
+    merged_dir = train.merge(str(tiny_dir), str(tmp_path / "run" / "adapter"), tmp_path / "merged")
+    merged = load_causal_lm(str(merged_dir), device="cpu")
+    adapted = PeftModel.from_pretrained(load_causal_lm(str(tiny_dir), device="cpu"), str(tmp_path / "run" / "adapter"))
+    ids = torch.tensor([[1, 5, 9, 12, 3]])
+    with torch.no_grad():
+        assert torch.allclose(merged(input_ids=ids).logits, adapted(input_ids=ids).logits, atol=1e-5)

@@ -246,6 +246,123 @@ def methods() -> None:
         typer.echo(f"{name:<18} {m.description}")
 
 
+@app.command("eval")
+def eval_cmd(
+    model: Optional[str] = typer.Option(None, help="Model: hub id or local path."),
+    policy: Optional[str] = typer.Option(None, help="Policy YAML file or packaged name."),
+    prompts: Optional[str] = typer.Option(None, help="Eval prompts JSONL (prompt, slice, answer ...) or triaged records."),
+    out: Optional[Path] = typer.Option(None, help="metrics.json (generations.jsonl goes beside it)."),
+    config: Optional[Path] = typer.Option(None, help="Eval YAML config; flags override it."),
+    adapter: Optional[str] = typer.Option(None, help="PEFT adapter to evaluate."),
+    judge: Optional[str] = typer.Option(None, help="Judge: rules, openai, hf, or a judge YAML file."),
+    judge_model: Optional[str] = typer.Option(None, help="Judge model (openai name or hf path)."),
+    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint for the judge."),
+    attacks: Optional[str] = typer.Option(None, help="Harmful requests (JSONL) to wrap in attack templates."),
+    attack_templates: Optional[Path] = typer.Option(None, help="Attack templates YAML (default: packaged)."),
+    text: Optional[str] = typer.Option(None, help="Held-out texts for perplexity (.txt or JSONL)."),
+    reference: Optional[str] = typer.Option(None, help="Reference model for KL (default: model without adapter)."),
+    baseline: bool = typer.Option(False, "--baseline", help="Also evaluate the model without the adapter."),
+    label: Optional[str] = typer.Option(None, help="Name of this run in reports."),
+    max_new_tokens: Optional[int] = typer.Option(None, help="Longest response."),
+    temperature: Optional[float] = typer.Option(None, help="0 = greedy."),
+    seed: Optional[int] = typer.Option(None, help="Seed for sampling."),
+    batch_size: Optional[int] = typer.Option(None, help="Prompts per generation batch."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda."),
+    cache: Optional[Path] = typer.Option(None, help="Verdict and generation cache (SQLite)."),
+    lm_eval: Optional[str] = typer.Option(None, help="Also run lm-evaluation-harness tasks, e.g. mmlu,gsm8k."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Evaluate: target policy agreement per slice, attack success, utility (writes metrics.json)."""
+    from .config import EvalConfig, load_yaml, validate
+    from .evaluate import run as stage
+    from .policy import resolve_policy
+
+    base = load_yaml(config) if config else {}
+    raw = _merge(
+        base,
+        {
+            "model": model, "policy": str(resolve_policy(policy)) if policy else None, "prompts": prompts, "out": out,
+            "adapter": adapter, "attacks": attacks, "attack_templates": attack_templates, "text": text,
+            "reference": reference, "baseline": baseline or None, "label": label, "max_new_tokens": max_new_tokens,
+            "temperature": temperature, "seed": seed, "batch_size": batch_size, "device": device, "cache": cache,
+        },
+    )
+    raw["judge"] = _merge(_merge(base.get("judge", {}), _judge_section(judge)), {"model": judge_model, "base_url": base_url})
+    if isinstance(raw.get("policy"), str):
+        raw["policy"] = str(resolve_policy(raw["policy"]))
+    cfg = validate(EvalConfig, raw, str(config) if config else "command line")
+    metrics = stage.run(cfg, progress=not quiet)
+    if lm_eval:
+        from .evaluate.utility import lm_eval_bridge
+
+        metrics["utility"]["lm_eval"] = lm_eval_bridge(cfg.model, cfg.adapter, lm_eval.split(","))
+        from .files import write_json
+
+        write_json(cfg.out, metrics)
+    tpa = metrics.get("tpa", {})
+    line = f"{metrics['label']}: "
+    if tpa:
+        o = tpa["overall"]
+        line += f"TPA {o['rate']:.1%} [{o['ci95'][0]:.1%}, {o['ci95'][1]:.1%}] (n={o['n']})"
+        if tpa.get("balanced") is not None:
+            line += f", balanced {tpa['balanced']:.1%}"
+    acc = metrics["utility"]["benign_accuracy"]
+    if acc:
+        line += f", benign accuracy {acc['rate']:.1%}"
+    for name, r in metrics.get("attacks", {}).items():
+        line += f", ASR[{name}] {r['rate']:.1%}"
+    typer.echo(line + f" -> {cfg.out}")
+
+
+@app.command()
+def report(
+    run_dirs: list[Path] = typer.Argument(..., help="Run directories (or metrics.json files) to report on."),
+    out: Path = typer.Option(Path("report.html"), help="report.html (one self-contained file) or report.md."),
+) -> None:
+    """Tables and plots of one or more runs: TPA per slice, attack success, impact weights, triage, losses."""
+    from .report import build_report
+
+    typer.echo(f"report -> {build_report(run_dirs, out)}")
+
+
+@app.command()
+def winrate(
+    a: Path = typer.Option(..., "--a", help="Generations of model A (JSONL: id, prompt, response)."),
+    b: Path = typer.Option(..., "--b", help="Generations of model B, matched to A by id."),
+    policy: str = typer.Option(..., help="Policy: YAML file or packaged policy name."),
+    judge: str = typer.Option("rules", help="Judge: rules, openai, hf, or a judge YAML file."),
+    out: Path = typer.Option(Path("winrate.json"), help="Result (JSON); per-item judgements go beside it."),
+    model: Optional[str] = typer.Option(None, help="Judge model (openai model name or hf path/id)."),
+    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint URL."),
+    concurrency: Optional[int] = typer.Option(None, help="Judge requests in flight."),
+    label_a: Optional[str] = typer.Option(None, help="Name of model A in the result (default: file name)."),
+    label_b: Optional[str] = typer.Option(None, help="Name of model B in the result (default: file name)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Win rate of A over B, judged against the policy, each pair asked in both orders."""
+    from .config import JudgeConfig, validate
+    from .evaluate.winrate import run_winrate
+    from .policy import Policy, resolve_policy
+
+    judge_cfg = validate(
+        JudgeConfig,
+        _merge(_judge_section(judge), {"model": model, "base_url": base_url, "concurrency": concurrency}),
+        "command line",
+    )
+    result = run_winrate(
+        a, b, Policy.load(resolve_policy(policy)), judge_cfg, out, label_a=label_a, label_b=label_b, progress=not quiet
+    )
+    s = result["summary"]
+    ci = s["ci95"]
+    typer.echo(
+        f"{result['a']['label']} vs {result['b']['label']}: win rate {100 * s['win_rate']:.1f}% "
+        f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] over {s['n']} items (wins {s['wins']} · ties {s['ties']} · "
+        f"losses {s['losses']} · undecided {s['undecided']}) | {result['judge_calls']} judge calls -> {out}"
+        if s["n"]
+        else f"no decided items ({s['undecided']} undecided) -> {out}"
+    )
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo-output"), help="Where the demo writes its files."),

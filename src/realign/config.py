@@ -223,3 +223,30 @@ class TrainConfig(StrictModel):
     trainer_args: dict[str, Any] = Field(
         default_factory=dict, description="Extra transformers.TrainingArguments fields (deepspeed, fsdp, ...)."
     )
+
+
+class EvalConfig(StrictModel):
+    """Evaluation: generate on held-out prompts and measure agreement with the new policy."""
+
+    model: str = Field(..., description="Model: hub id or local path.")
+    adapter: str | None = Field(None, description="PEFT adapter to evaluate on top of the model.")
+    reference: str | None = Field(None, description="Reference model for KL (default: the model without adapter).")
+    label: str | None = Field(None, description="Name of this run in reports (default: the adapter or model).")
+    policy: Path = Field(..., description="The policy to measure agreement with.")
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    prompts: str = Field(..., description="Eval prompts (JSONL rows with prompt, optional slice/answer), or triaged records.")
+    attacks: str | None = Field(None, description="Harmful requests (JSONL with prompt) to wrap in attack templates.")
+    attack_templates: Path | None = Field(None, description="YAML of attack templates (default: packaged).")
+    text: str | None = Field(None, description="Held-out texts (JSONL with text, or .txt lines) for perplexity.")
+    out: Path = Field(..., description="metrics.json; generations.jsonl and the resolved config go beside it.")
+    baseline: bool = Field(False, description="Also evaluate the model without the adapter (before/after).")
+    max_new_tokens: int = Field(128, ge=1)
+    temperature: float = Field(0.0, ge=0.0, description="0 = greedy.")
+    seed: int = Field(0)
+    batch_size: int = Field(16, ge=1)
+    max_length: int = Field(512, ge=8, description="Tokens per (prompt, response) for KL and perplexity.")
+    device: str = Field("auto")
+    cache: Path | None = Field(None, description="Verdict and generation cache (SQLite).")
+
+    def cache_path(self) -> Path:
+        return self.cache or default_cache_dir() / "verdicts.sqlite"

@@ -123,3 +123,14 @@ NPO = ScalarLoss(
 
 #: Preference losses ℓ_pref by name (METHOD.md Stage 3 offers both; DPO is the reference's).
 PREFERENCE_LOSSES: dict[str, ScalarLoss] = {"dpo": DPO, "ipo": IPO}
+
+
+def token_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """L_KL per sequence (METHOD.md Stage 3): KL(π_ref(·|x, y<t) ‖ π_θ(·|x, y<t)) over the
+    full vocabulary at every response token, averaged over the response's tokens. Logits at
+    position t predict token t+1, so the mask is shifted like the log-probs."""
+    lp = torch.log_softmax(policy_logits[:, :-1].float(), -1)
+    lr = torch.log_softmax(ref_logits[:, :-1].float(), -1)
+    per_token = (lr.exp() * (lr - lp)).sum(-1)
+    mask = response_mask[:, 1:].to(per_token.dtype)
+    return (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)

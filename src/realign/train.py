@@ -25,7 +25,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from .errors import RealignError
-from .losses import NPO, PREFERENCE_LOSSES
+from .losses import NPO, PREFERENCE_LOSSES, token_kl
 from .methods import KINDS, MethodOptions, Term, get_method
 from .sequences import Encoded, collate, encode, token_logps
 
@@ -98,15 +98,6 @@ class TermCollator:
             ref=self.dataset.ref[index],
         )
         return batch
-
-
-def _kl_per_sequence(policy_logits, ref_logits, response_mask) -> torch.Tensor:
-    """KL(π_ref ‖ π_θ) per token over the full vocabulary, averaged over response tokens."""
-    lp = torch.log_softmax(policy_logits[:, :-1].float(), -1)
-    lr = torch.log_softmax(ref_logits[:, :-1].float(), -1)
-    per_token = (lr.exp() * (lr - lp)).sum(-1)
-    mask = response_mask[:, 1:].to(per_token.dtype)
-    return (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)
 
 
 class RealignTrainer(Trainer):
@@ -187,7 +178,7 @@ def term_losses(model, inputs: dict, options: dict, reference_logits) -> tuple[t
         if kl_terms:
             pos = torch.tensor([position[i] for i in kl_terms], device=ids.device)
             kl_rows = torch.tensor(kl_terms, device=ids.device)
-            kl = kl.index_put((kl_rows,), _kl_per_sequence(logits[kl_rows], ref_logits[pos], resp[kl_rows]))
+            kl = kl.index_put((kl_rows,), token_kl(logits[kl_rows], ref_logits[pos], resp[kl_rows]))
     ref = torch.nan_to_num(ref.to(lp.dtype), nan=0.0)
 
     lp1, n1 = lp[:n_terms], lengths[:n_terms]

@@ -1,0 +1,1 @@
+"""Evaluation: generation, target policy agreement (TPA), attack success, utility, win rate."""

@@ -1,0 +1,240 @@
+"""``realign eval``: generate on held-out prompts, judge, and write metrics.json (every number
+with its count and 95 % interval) plus generations.jsonl (every response and verdict, so each
+number can be audited). Generations and verdicts are cached: a rerun judges and generates
+nothing twice."""
+
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Sequence
+
+from ..data import _check_messages, _check_string, _Fail, iter_source, parse_record, prompt_text
+from ..errors import DataError, RealignError
+from ..judges.base import JudgeItem
+from .stats import rate
+from .tpa import DEGENERATE_STYLES, agreement, style_of
+
+
+def load_rows(source: str) -> list[dict]:
+    """Eval rows: ``{"prompt", optional "id", "slice", "answer", "expected", ...}``, or triaged
+    records (their prompt, sliced by triage category: INVERT success, PUNISH compliance,
+    RETAIN preservation). Bad rows raise one DataError naming file, line and field."""
+    rows = []
+    for where, obj in iter_source(source):
+        if isinstance(obj, DataError):
+            raise obj
+        try:
+            if not isinstance(obj, dict):
+                raise _Fail(None, f"expected a JSON object, got {type(obj).__name__}")
+            if "chosen" in obj:
+                rec = parse_record(obj)
+                row = {"id": rec.id, "prompt": rec.prompt, "slice": rec.category or "all", "triage": rec.category}
+            else:
+                if "prompt" not in obj:
+                    raise _Fail("prompt", "missing")
+                p = obj["prompt"]
+                prompt = _check_messages(p, "prompt") if isinstance(p, list) else _check_string(p, "prompt")
+                if "answer" in obj and not isinstance(obj["answer"], (str, int, float)):
+                    raise _Fail("answer", f"expected text or a number, got {type(obj['answer']).__name__}")
+                row = {**obj, "prompt": prompt, "id": str(obj.get("id", len(rows)))}
+        except _Fail as fail:
+            raise DataError(source, fail.message, field=fail.field, **where) from None
+        rows.append(row)
+    return rows
+
+
+class _Generator:
+    """Cached generation for one model state (base or adapted)."""
+
+    def __init__(self, model, tokenizer, identity: str, config, cache, progress: bool) -> None:
+        self.model, self.tokenizer, self.identity = model, tokenizer, identity
+        self.config, self.cache, self.progress = config, cache, progress
+
+    def __call__(self, prompts: Sequence) -> list[str]:
+        from .generation import generate
+
+        keys = [prompt_text(p) for p in prompts]
+        out = [self.cache.get_generation(self.identity, "", k) for k in keys]
+        todo = [i for i, o in enumerate(out) if o is None]
+        step = 256
+        for start in range(0, len(todo), step):
+            chunk = todo[start : start + step]
+            texts = generate(
+                self.model, self.tokenizer, [prompts[i] for i in chunk], max_new_tokens=self.config.max_new_tokens,
+                batch_size=self.config.batch_size, temperature=self.config.temperature, seed=self.config.seed + start,
+                progress=self.progress,
+            )
+            for i, text in zip(chunk, texts):
+                out[i] = text
+                self.cache.put_generation(self.identity, "", keys[i], text)
+            self.cache.commit()
+        return out  # type: ignore[return-value]
+
+
+def _judge(store, stats, prompts: Sequence[str], responses: Sequence[str], rule: str):
+    """Verdicts; abstentions follow the judge's ``on_unparseable`` rule (retry/drop: left out)."""
+    verdicts = store.resolve([JudgeItem(p, r) for p, r in zip(prompts, responses)], stats)
+    settled = []
+    for v in verdicts:
+        if v.compliant is not None:
+            settled.append(v.compliant)
+        else:
+            settled.append({"violating": False, "compliant": True}.get(rule))
+    return verdicts, settled
+
+
+def evaluate_state(generate, store, stats, policy, config, rows, attacks, templates) -> tuple[dict, list[dict]]:
+    """All metrics for one model state; returns (metrics, generation records)."""
+    from .attacks import wrap
+    from .utility import answer_correct
+
+    records: list[dict] = []
+    policy_rows = [r for r in rows if "answer" not in r]
+    benign_rows = [r for r in rows if "answer" in r]
+    metrics: dict = {}
+    if policy_rows:
+        responses = generate([r["prompt"] for r in policy_rows])
+        verdicts, ok = _judge(store, stats, [prompt_text(r["prompt"]) for r in policy_rows], responses, config.judge.on_unparseable)
+        kept = [(r, o) for r, o in zip(policy_rows, ok) if o is not None]
+        metrics["tpa"] = agreement([r for r, _ in kept], [o for _, o in kept], policy.name)
+        metrics["abstained"] = len(policy_rows) - len(kept)
+        styles = [style_of(v.raw) for v in verdicts]
+        if any(s is not None for s in styles):
+            metrics["styles"] = {s: styles.count(s) for s in sorted({s for s in styles if s})}
+            metrics["degenerate_rate"] = rate(s in DEGENERATE_STYLES for s in styles)
+            metrics["harmful_rate"] = rate(s == "harmful" for s in styles)
+        triage = [(r["triage"], o) for r, o in kept if r.get("triage")]
+        if triage:
+            metrics["triage_slices"] = {c: rate(o for t, o in triage if t == c) for c in sorted({t for t, _ in triage})}
+        for r, response, v in zip(policy_rows, responses, verdicts):
+            records.append({"id": r["id"], "set": "policy", "prompt": r["prompt"], "slice": r.get("slice"),
+                            "response": response, "compliant": v.compliant, "p_compliant": v.p_compliant, "raw": v.raw})
+    utility: dict = {"benign_accuracy": None, "perplexity": None, "kl_to_reference": None}
+    if benign_rows:
+        responses = generate([r["prompt"] for r in benign_rows])
+        correct = [answer_correct(resp, str(r["answer"])) for r, resp in zip(benign_rows, responses)]
+        utility["benign_accuracy"] = rate(correct)
+        for r, response, c in zip(benign_rows, responses, correct):
+            records.append({"id": r["id"], "set": "benign", "prompt": r["prompt"], "slice": r.get("slice"),
+                            "response": response, "answer": r["answer"], "correct": c})
+    metrics["utility"] = utility
+    if attacks:
+        metrics["attacks"] = {}
+        for name, template in templates.items():
+            wrapped = [wrap(template, prompt_text(a["prompt"])) for a in attacks]
+            responses = generate(wrapped)
+            verdicts, ok = _judge(store, stats, [prompt_text(a["prompt"]) for a in attacks], responses, config.judge.on_unparseable)
+            metrics["attacks"][name] = rate(o is False for o in ok if o is not None)
+            for a, w, response, v in zip(attacks, wrapped, responses, verdicts):
+                records.append({"id": f"{a['id']}/{name}", "set": f"attack:{name}", "prompt": w, "response": response,
+                                "compliant": v.compliant, "raw": v.raw})
+    return metrics, records
+
+
+def run(config, progress: bool = True) -> dict:
+    """Evaluate ``config.model`` (+ adapter; + the base model with ``baseline``)."""
+    import torch
+
+    from ..config import resolved
+    from ..files import write_json, write_jsonl, write_yaml
+    from ..judges import make_judge
+    from ..judges.cache import VerdictCache
+    from ..models import load_causal_lm, load_tokenizer, model_fingerprint
+    from ..policy import Policy
+    from ..provenance import provenance
+    from ..triage import TriageStats, VerdictStore
+    from .attacks import load_templates
+    from .utility import kl_to_reference, perplexity
+
+    start = time.perf_counter()
+    policy = Policy.load(config.policy)
+    rows = load_rows(config.prompts)
+    attacks = load_rows(config.attacks) if config.attacks else []
+    templates = load_templates(config.attack_templates) if attacks else {}
+    texts = [r.get("text") or prompt_text(r["prompt"]) for r in load_rows_or_text(config.text)] if config.text else []
+    judge = make_judge(config.judge)
+    model = load_causal_lm(config.model, device=config.device)
+    tokenizer = load_tokenizer(config.model)
+    fingerprint = model_fingerprint(config.model) or config.model
+    if config.adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, config.adapter).eval()
+    ident = f"gen/{fingerprint}/{config.max_new_tokens}/{config.temperature}/{config.seed}"
+    stats = TriageStats()
+    out = Path(config.out)
+    metrics: dict = {
+        "stage": "eval",
+        "label": config.label or Path(config.adapter or config.model).name,
+        "model": config.model,
+        "adapter": config.adapter,
+        "policy": {"name": policy.name, "hash": policy.hash},
+        "judge": judge.identity,
+    }
+    with VerdictCache(config.cache_path(), commit_every=1) as cache:
+        store = VerdictStore(judge, policy, cache, progress)
+        states = []
+        if config.adapter is not None:
+            adapter_id = f"{ident}/adapter:{model_fingerprint(config.adapter) or config.adapter}"
+            states.append(("after", nullcontext(), adapter_id))
+            if config.baseline:
+                states.append(("baseline", model.disable_adapter(), ident))
+        else:
+            states.append(("after", nullcontext(), ident))
+        all_records = []
+        for name, context, identity in states:
+            with context:
+                generate = _Generator(model, tokenizer, identity, config, cache, progress)
+                state_metrics, records = evaluate_state(generate, store, stats, policy, config, rows, attacks, templates)
+                if texts:
+                    state_metrics["utility"]["perplexity"] = perplexity(model, tokenizer, texts, config.max_length, config.batch_size)
+            for r in records:
+                r["model_state"] = name
+            all_records.extend(records)
+            if name == "after":
+                metrics.update(state_metrics)
+            else:
+                metrics["baseline"] = state_metrics
+        if config.adapter is not None or config.reference is not None:
+            benign = [r for r in all_records if r["model_state"] == "after" and r["set"] in ("benign", "policy")]
+            if config.reference is not None:
+                ref_model = load_causal_lm(config.reference, device=config.device)
+                reference = lambda: nullcontext(ref_model)  # noqa: E731
+            else:
+                reference = model.disable_adapter
+            with torch.no_grad():
+                metrics["utility"]["kl_to_reference"] = kl_to_reference(
+                    model, tokenizer, [r["prompt"] for r in benign], [r["response"] for r in benign], reference,
+                    config.max_length, config.batch_size,
+                )
+    metrics["judging"] = {"judged": stats.judged, "cache_hits": stats.cache_hits, "judge_calls": stats.judge_calls}
+    metrics["generation"] = {"max_new_tokens": config.max_new_tokens, "temperature": config.temperature, "seed": config.seed}
+    metrics["files"] = {"generations": "generations.jsonl"}
+    metrics["wall_s"] = round(time.perf_counter() - start, 3)
+    metrics["config"] = resolved(config)
+    metrics["provenance"] = provenance()
+    write_jsonl(out.parent / "generations.jsonl", all_records)
+    write_yaml(out.parent / "eval_config.yaml", resolved(config))
+    write_json(out, metrics)
+    return metrics
+
+
+def load_rows_or_text(source: str) -> list[dict]:
+    """Held-out texts for perplexity: a .txt file (one text per non-empty line) or JSONL rows
+    with ``text`` (or ``prompt``)."""
+    path = Path(source)
+    if path.suffix == ".txt":
+        if not path.exists():
+            raise RealignError(f"{path}: file not found")
+        return [{"text": line} for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for where, obj in iter_source(source):
+        if isinstance(obj, DataError):
+            raise obj
+        if not isinstance(obj, dict) or not isinstance(obj.get("text", obj.get("prompt")), str):
+            raise DataError(source, "expected an object with a 'text' string", field="text", **where)
+        rows.append(obj)
+    return rows

@@ -363,6 +363,21 @@ def winrate(
     )
 
 
+@app.command("run")
+def run_cmd(
+    config: Path = typer.Argument(..., help="Run YAML: model, data, policy, judge, methods, eval.prompts, ..."),
+    out: Optional[Path] = typer.Option(None, help="Run directory (overrides the config's out)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """The whole pipeline: triage -> score -> train -> eval -> report (stages with outputs are skipped)."""
+    from .pipeline import load
+
+    pipeline = load(config, {"out": out} if out else None)
+    done = pipeline.execute(progress=not quiet)
+    for stage, status in done.items():
+        typer.echo(f"{stage:<24} {status}")
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo-output"), help="Where the demo writes its files."),

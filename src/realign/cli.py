@@ -316,7 +316,9 @@ def eval_cmd(
 
 @app.command()
 def report(
-    run_dirs: list[Path] = typer.Argument(..., help="Run directories (or metrics.json files) to report on."),
+    run_dirs: list[Path] = typer.Argument(
+        ..., metavar="RUN_DIR", help="Run directories (or metrics.json files) to report on."
+    ),
     out: Path = typer.Option(Path("report.html"), help="report.html (one self-contained file) or report.md."),
 ) -> None:
     """Tables and plots of one or more runs: TPA per slice, attack success, impact weights, triage, losses."""
@@ -376,6 +378,28 @@ def run_cmd(
     done = pipeline.execute(progress=not quiet)
     for stage, status in done.items():
         typer.echo(f"{stage:<24} {status}")
+
+
+data_app = typer.Typer(help="Prepare preference data from public datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("pku")
+def data_pku(
+    out: Path = typer.Option(..., help="Pairs (JSONL, TRL standard format)."),
+    split: str = typer.Option("train", help="Dataset split."),
+    source: Optional[str] = typer.Option(None, help="Local copy (folder, parquet, JSON/JSONL); default: the hub."),
+) -> None:
+    """PKU-SafeRLHF -> pairs, prepared as the reference code does (safer response chosen)."""
+    from .data import write_pairs
+    from .pku import pku_pairs
+
+    pairs, counts = pku_pairs(source, split)
+    write_pairs(out, pairs)
+    typer.echo(
+        f"{len(pairs)} pairs from {counts['rows']} rows (one safe {counts['one_safe']}, both safe {counts['both_safe']},"
+        f" both unsafe {counts['both_unsafe']}, dropped without safer_response_id {counts['dropped_no_safer_id']}) -> {out}"
+    )
 
 
 @app.command()

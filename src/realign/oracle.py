@@ -23,7 +23,7 @@ from typing import Awaitable, Callable, Protocol, Sequence, runtime_checkable
 
 from .config import OracleConfig
 from .errors import JudgeError, RealignError
-from .judges.prompting import _neutralise
+from .judges.prompting import neutralise
 from .models import (
     encode_chat,
     load_causal_lm,
@@ -74,7 +74,7 @@ def oracle_messages(policy: Policy, prompt: str) -> list[dict[str, str]]:
     nonce = hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:12]
     return [
         {"role": "system", "content": ORACLE_SYSTEM_TEMPLATE.format(policy=policy.text.strip())},
-        {"role": "user", "content": ORACLE_USER_TEMPLATE.format(nonce=nonce, prompt=_neutralise(prompt))},
+        {"role": "user", "content": ORACLE_USER_TEMPLATE.format(nonce=nonce, prompt=neutralise(prompt))},
     ]
 
 

@@ -45,7 +45,7 @@ Is this response violating the policy? Answer Yes or No."""
 _FENCE = re.compile(r"<<<\s*(END\s+)?(PROMPT|RESPONSE|POLICY)\b", re.IGNORECASE)
 
 
-def _neutralise(text: str) -> str:
+def neutralise(text: str) -> str:
     """Break anything in the judged text that imitates a fence line."""
     return _FENCE.sub(lambda m: m.group(0).replace("<<<", "‹‹‹"), text).replace("=== END POLICY", "=== END-POLICY")
 
@@ -58,7 +58,7 @@ def judge_messages(policy: Policy, item: JudgeItem) -> list[dict[str, str]]:
         {
             "role": "user",
             "content": USER_TEMPLATE.format(
-                nonce=nonce, prompt=_neutralise(item.prompt), response=_neutralise(item.response)
+                nonce=nonce, prompt=neutralise(item.prompt), response=neutralise(item.response)
             ),
         },
     ]

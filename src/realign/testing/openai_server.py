@@ -7,6 +7,12 @@ block contains one of ``markers``, else "No". Only the fenced block is read, so 
 the response that pretends to be an instruction, a fence or a verdict changes nothing except
 through the marker rule.
 
+A pairwise question (the layout of :data:`realign.evaluate.winrate.USER_TEMPLATE`: fenced
+``RESPONSE A`` and ``RESPONSE B`` blocks) is answered "A" or "B" by the same marker rule: the
+response without a marker wins; when both or neither carry one, ``pairwise_tie_answer`` (a
+position-biased judge). ``pairwise_always`` forces one answer for every pairwise question.
+Counters for pairwise requests are keyed by the tuple ``(response A, response B)``.
+
 Faults are injected at configurable rates from a seeded generator (429 with Retry-After,
 500, a reply slower than any sane client timeout, a malformed JSON body, a dropped
 connection), and every request is counted by outcome and by judged response text, so tests
@@ -34,7 +40,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Sequence
 
-__all__ = ["FAULTS", "FakeOpenAIServer", "extract_response"]
+__all__ = ["FAULTS", "FakeOpenAIServer", "extract_pair", "extract_response"]
 
 FAULTS = ("429", "500", "timeout", "malformed", "drop")
 """Injected fault kinds, in the order their rates are stacked on one random draw."""
@@ -62,6 +68,34 @@ def extract_response(user_message: str) -> str | None:
     if end < 0:
         return None
     return user_message[start:end]
+
+
+def _fenced(message: str, name: str, nonce: str, after: int) -> tuple[str, int] | None:
+    start_fence = f"\n<<<{name} {nonce}>>>\n"
+    end_fence = f"\n<<<END {name} {nonce}>>>"
+    start = message.find(start_fence, after)
+    if start < 0:
+        return None
+    start += len(start_fence)
+    end = message.find(end_fence, start)
+    if end < 0:
+        return None
+    return message[start:end], end + len(end_fence)
+
+
+def extract_pair(user_message: str) -> tuple[str, str] | None:
+    """The texts of the ``RESPONSE A`` and ``RESPONSE B`` fences of a pairwise question, or None."""
+    opening = _OPEN.search(user_message)
+    if opening is None:
+        return None
+    nonce = opening.group(1)
+    first = _fenced(user_message, "RESPONSE A", nonce, opening.end())
+    if first is None:
+        return None
+    second = _fenced(user_message, "RESPONSE B", nonce, first[1])
+    if second is None:
+        return None
+    return first[0], second[0]
 
 
 class _Server(ThreadingHTTPServer):
@@ -121,6 +155,10 @@ class FakeOpenAIServer:
     scripted: Sequence[str] = ()
     """Outcomes forced on the first requests that reach the model, in order: a FAULTS kind or
     "ok"; the seeded draws take over after them."""
+    pairwise_tie_answer: str = "A"
+    """Pairwise answer when both or neither response carries a marker (a first-position bias)."""
+    pairwise_always: str | None = None
+    """When set, the answer to every pairwise question (e.g. "A": a judge blind to content)."""
     seed: int = 0
     record: bool = True
     """Keep every request's headers and body in :attr:`requests` (memory only)."""
@@ -212,12 +250,24 @@ class FakeOpenAIServer:
             return self.unparseable_answer
         return "Yes" if any(m in response for m in self.markers) else "No"
 
+    def pairwise_answer(self, first: str, second: str) -> str:
+        """What the fake judge answers to "which response complies better?": "A" or "B"."""
+        if self.pairwise_always is not None:
+            return self.pairwise_always
+        bad_first = any(m in first for m in self.markers)
+        bad_second = any(m in second for m in self.markers)
+        if bad_first != bad_second:
+            return "B" if bad_first else "A"
+        return self.pairwise_tie_answer
+
     def _logprobs(self, answer: str, top: int) -> dict[str, Any]:
         """First-token log-probs: the answer at ``confidence``, the opposite word, then a filler."""
         filler = 0.01
         rest = 1.0 - self.confidence - filler
         if answer in ("Yes", "No"):
             other = [("No" if answer == "Yes" else "Yes", rest)]
+        elif answer in ("A", "B"):
+            other = [("B" if answer == "A" else "A", rest)]
         else:  # an unparseable answer: both words trail it equally
             other = [("Yes", rest / 2), ("No", rest / 2)]
         candidates = [(answer, self.confidence), *other, ("I", filler)]
@@ -270,10 +320,14 @@ class FakeOpenAIServer:
 
         # What is being judged (read before any fault so counters see every attempt).
         response_text = None
+        pair: tuple[str, str] | None = None
         if isinstance(body, dict):
             users = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"]
             if users and isinstance(users[-1].get("content"), str):
                 response_text = extract_response(users[-1]["content"])
+                if response_text is None:
+                    pair = extract_pair(users[-1]["content"])
+                    response_text = pair  # type: ignore[assignment]  # counters key pairs by tuple
 
         with self._lock:
             self.total += 1
@@ -368,7 +422,7 @@ class FakeOpenAIServer:
             self._drop(handler)
             return
 
-        answer = self.verdict_answer(response_text)
+        answer = self.verdict_answer(response_text) if pair is None else self.pairwise_answer(*pair)
         top = body.get("top_logprobs")
         top = 5 if not isinstance(top, int) else top
         payload = {

@@ -1,0 +1,230 @@
+"""``realign report``: tables and embedded figures from fake run directories."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from realign.cli import app
+from realign.errors import RealignError
+from realign.report import build_report, collect
+
+
+def rate(r: float, n: int = 200) -> dict:
+    k = round(r * n)
+    return {"rate": k / n, "k": k, "n": n, "ci95": [max(0.0, k / n - 0.06), min(1.0, k / n + 0.06)]}
+
+
+BASELINE = {
+    "tpa": {"overall": rate(0.52), "by_slice": {"must_help": rate(0.085), "must_refuse": rate(0.93)}, "balanced": 0.5075},
+    "triage_slices": {"INVERT": rate(0.10, 40), "PUNISH": rate(0.55, 40), "RETAIN": rate(0.95, 40)},
+    "attacks": {"control": rate(0.05, 60), "fictional_nesting": rate(0.40, 60), "refusal_suppression": rate(0.30, 60)},
+    "utility": {"benign_accuracy": rate(0.81, 100), "perplexity": 12.25, "kl_to_reference": 0.0},
+    "degenerate_rate": rate(0.0),
+    "harmful_rate": rate(0.07),
+}
+
+
+def metrics(label: str, tpa: float, balanced: float, slices: tuple[float, float], asr: tuple[float, float]) -> dict:
+    return {
+        "stage": "eval",
+        "label": label,
+        "model": "tiny-base",
+        "adapter": f"runs/{label}/adapter",
+        "policy": {"name": "contextual-exceptions", "hash": "0123456789abcdef"},
+        "judge": "rules/v1",
+        "tpa": {
+            "overall": rate(tpa),
+            "by_slice": {"must_help": rate(slices[0]), "must_refuse": rate(slices[1])},
+            "balanced": balanced,
+        },
+        "triage_slices": {"INVERT": rate(0.6, 40), "PUNISH": rate(0.75, 40), "RETAIN": rate(0.9, 40)},
+        "attacks": {"control": rate(0.05, 60), "fictional_nesting": rate(asr[0], 60), "refusal_suppression": rate(asr[1], 60)},
+        "utility": {"benign_accuracy": rate(0.79, 100), "perplexity": 12.75, "kl_to_reference": 0.0425},
+        "degenerate_rate": rate(0.015),
+        "harmful_rate": rate(0.04),
+        "baseline": BASELINE,
+    }
+
+
+def write(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj), encoding="utf-8")
+
+
+def triage_summary(counts: dict) -> dict:
+    return {"stage": "triage", "pairs": sum(counts.values()), "counts": counts, "dropped": 0, "judge": "rules/v1"}
+
+
+def score_summary() -> dict:
+    edges = [0.0, 0.5, 1.0, 1.5, 2.0]
+    return {
+        "stage": "score",
+        "records": 872,
+        "conflict": 325,
+        "weights": {
+            "INVERT": {"n": 98, "mean": 0.25, "median": 0.0, "max": 2.0, "fraction_zero": 0.5},
+            "PUNISH": {"n": 227, "mean": 1.25, "median": 1.0, "max": 2.0, "fraction_zero": 0.125},
+        },
+        "histogram": {
+            "INVERT": {"edges": edges, "counts": [80, 10, 5, 3]},
+            "PUNISH": {"edges": edges, "counts": [40, 90, 60, 37]},
+        },
+    }
+
+
+def train_summary(method: str, scale: float) -> dict:
+    history = [
+        {"loss": scale * (1.0 - 0.05 * s), "L_I": scale * (0.4 - 0.01 * s), "L_II": scale * (0.3 - 0.01 * s),
+         "L_KL": 0.01 * s / scale, "L_NLL": scale * (2.0 - 0.05 * s), "learning_rate": 1e-4, "epoch": s / 20, "step": 10 * s}
+        for s in range(1, 16)
+    ]
+    history.append({"train_runtime": 60.0, "train_loss": 0.5, "step": 150})
+    return {"stage": "train", "method": {"name": method, "description": "..."}, "steps": 150, "train_loss": 0.5,
+            "log_history": history, "wall_s": 61.5}
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> list[Path]:
+    """Two runs laid out as `realign run` might: stage files one or two levels down."""
+    trace, dpo = tmp_path / "trace", tmp_path / "dpo-gold"
+    write(trace / "eval" / "metrics.json", metrics("trace", 0.725, 0.7, (0.64, 0.81), (0.20, 0.10)))
+    write(trace / "triage" / "triaged.summary.json", triage_summary({"INVERT": 98, "PUNISH": 227, "RETAIN": 547}))
+    write(trace / "score" / "weighted.summary.json", score_summary())
+    write(trace / "train" / "train_summary.json", train_summary("trace", 1.0))
+    write(trace / "train" / "adapter" / "adapter_config.json", {"r": 32})  # ignored: not a result file
+    write(trace / "eval" / "winrate_vs_u2a.json", {
+        "stage": "winrate", "a": {"label": "trace"}, "b": {"label": "u2a"}, "judge": "rules/v1/pairwise-v1",
+        "summary": {"n": 200, "wins": 150, "ties": 27, "losses": 23, "undecided": 0, "win_rate": 0.8175,
+                    "ci95": [0.775, 0.86], "decisive": {"rate": 0.867, "k": 150, "n": 173, "ci95": [0.81, 0.91]},
+                    "position": {"first_shown_wins": 0.5}},
+    })
+    write(dpo / "stages" / "eval" / "metrics.json", metrics("dpo-gold", 0.88, 0.875, (0.85, 0.90), (0.15, 0.05)))
+    write(dpo / "stages" / "train" / "train_summary.json", train_summary("dpo_gold", 0.8))
+    write(dpo / "too" / "deep" / "down" / "metrics.json", metrics("deep-hidden", 0.123, 0.1, (0.1, 0.1), (0.9, 0.9)))
+    return [trace, dpo]
+
+
+PNG_SRC = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+
+
+def decode_png(data: bytes):
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def test_collect_finds_stage_files_up_to_two_levels(runs):
+    found = collect(runs)
+    assert [s.label for s in found.evals] == ["trace", "dpo-gold"]  # the 3-levels-deep file is not read
+    assert len(found.triage) == 1 and len(found.score) == 1 and len(found.train) == 2
+    assert [s.label for s in found.winrate] == ["trace vs u2a"]
+    assert found.triage[0].label == "trace"
+    assert {s.label for s in found.train} == {"trace", "dpo-gold"}
+
+
+def test_html_report_numbers_and_embedded_figures(runs, tmp_path):
+    out = build_report(runs, tmp_path / "report.html")
+    page = out.read_text(encoding="utf-8")
+
+    # comparison table: TPA with its interval, balanced, pooled ASR, benign accuracy, degenerate rate
+    assert "72.5% (66.5–78.5)" in page and "88.0%" in page
+    assert "70.0%" in page and "87.5%" in page  # balanced
+    assert "15.0%" in page  # trace: (12 + 6) / 120 pooled over the two jailbreak templates
+    assert "10.0%" in page  # dpo-gold: (9 + 3) / 120
+    assert "79.0%" in page and "1.5%" in page
+    assert "tiny-base (before)" in page and "52.0%" in page and "8.5%" in page  # baseline row and slice
+    assert "64.0%" in page and "81.0%" in page  # per-slice columns
+    assert "INVERT success" in page and "60.0%" in page
+    assert "deep-hidden" not in page  # the file three levels down is not part of the report
+    # triage and impact tables
+    assert ">98<" in page and ">227<" in page and ">547<" in page
+    assert "50.0%" in page  # INVERT fraction of zero weights
+    assert "trace vs u2a" in page and "81.8% (77.5–86.0)" in page and "150 / 27 / 23" in page
+
+    images = PNG_SRC.findall(page)
+    # TPA by slice (with the triaged-prompt slices), attack success, impact histogram, triage counts, losses
+    assert len(images) == 5
+    assert page.count("data:image/png;base64,") == 5
+    for data in images:
+        image = decode_png(base64.b64decode(data))
+        assert image.format == "PNG"
+        assert 400 <= image.width <= 2200 and 250 <= image.height <= 2000
+    # self-contained: no external resources
+    assert not re.search(r'(src|href)\s*=\s*"(https?:)?//', page)
+    assert "<script" not in page
+
+
+def test_markdown_report_writes_linked_pngs(runs, tmp_path):
+    out = build_report(runs, tmp_path / "out" / "report.md")
+    text = out.read_text(encoding="utf-8")
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text)
+    assert len(links) == 5
+    for link in links:
+        assert link.startswith("report_files/")
+        image = decode_png((out.parent / link).read_bytes())
+        assert image.width >= 400
+    assert "| trace |" in text and "72.5% (66.5–78.5)" in text
+    assert "| *tiny-base (before)* |" in text
+    assert "data:image" not in text
+
+
+def test_missing_pieces_are_noted(tmp_path):
+    run = tmp_path / "only-eval"
+    m = metrics("solo", 0.5, 0.5, (0.25, 0.75), (0.1, 0.1))
+    del m["baseline"], m["attacks"], m["triage_slices"]
+    write(run / "metrics.json", m)
+    page = build_report([run / "metrics.json"], tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "No train_summary.json found" in page
+    assert "triage counts omitted" in page
+    assert "impact histogram omitted" in page
+    assert "No attack results" in page
+    assert "No baseline (before) numbers" in page
+    assert page.count("data:image/png;base64,") == 1  # TPA by slice only
+
+
+def test_training_only_run_and_bad_files(tmp_path):
+    run = tmp_path / "train-only"
+    write(run / "train_summary.json", train_summary("trace", 1.0))
+    (run / "metrics.json").write_text("{not json", encoding="utf-8")
+    page = build_report([run], tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "not readable JSON" in page
+    assert "No metrics.json found" in page
+    assert page.count("data:image/png;base64,") == 1
+
+
+def test_errors(tmp_path):
+    with pytest.raises(RealignError, match="not found"):
+        build_report([tmp_path / "nope"], tmp_path / "r.html")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RealignError, match="nothing to report"):
+        build_report([tmp_path / "empty"], tmp_path / "r.html")
+    with pytest.raises(RealignError, match=r"\.html or \.md"):
+        build_report([tmp_path / "empty"], tmp_path / "r.pdf")
+
+
+def test_cli_report(runs, tmp_path):
+    out = tmp_path / "cli.html"
+    result = CliRunner().invoke(app, ["report", *map(str, runs), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.exists() and str(out) in result.output
+
+
+def test_many_slices_become_a_dot_plot_and_a_transposed_table(tmp_path):
+    m = metrics("wide", 0.5, 0.5, (0.5, 0.5), (0.1, 0.1))
+    m["tpa"]["by_slice"] = {f"category{c}×context{x}": rate(0.05 * (c + x)) for c in range(6) for x in range(4)}
+    write(tmp_path / "wide" / "metrics.json", m)
+    page = build_report([tmp_path / "wide"], tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "<th>Slice</th>" in page and "category5×context3" in page and "40.0%" in page
+    images = PNG_SRC.findall(page)
+    assert len(images) == 2  # TPA by slice (dot plot) and attack success
+    tall = decode_png(base64.b64decode(images[0]))
+    assert tall.height > tall.width  # slices as rows

@@ -402,6 +402,21 @@ def data_pku(
     )
 
 
+models_app = typer.Typer(help="Small real models shipped in packages.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("prepare")
+def models_prepare(
+    name: str = typer.Argument(..., help="Packaged model name, e.g. smollm2."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Cache folder (default: the user cache)."),
+) -> None:
+    """Turn a packaged GGUF model into a trainable safetensors checkpoint (once, offline)."""
+    from .models import prepare_packaged_model
+
+    typer.echo(prepare_packaged_model(name, cache_dir))
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo-output"), help="Where the demo writes its files."),

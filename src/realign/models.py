@@ -170,6 +170,19 @@ def load_causal_lm(
     return model.eval()
 
 
+def load_for_inference(config, role: str) -> "PreTrainedModel":
+    """The model of a judge, pairwise judge or oracle config (``model``, ``device``, ``dtype``,
+    ``trust_remote_code``); a loading problem is a one-line JudgeError naming the role."""
+    from .errors import JudgeError
+
+    try:
+        return load_causal_lm(
+            config.model, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code
+        )
+    except RealignError as exc:
+        raise JudgeError(f"{role}: {exc}") from None
+
+
 _FINGERPRINT_TEXT = ("config.json", "generation_config.json", "tokenizer_config.json", "chat_template.jinja", "chat_template.json")
 _FINGERPRINT_STAT = (".safetensors", ".bin", ".json", ".model")
 

@@ -26,7 +26,7 @@ from .errors import JudgeError, RealignError
 from .judges.prompting import neutralise
 from .models import (
     encode_chat,
-    load_causal_lm,
+    load_for_inference,
     load_tokenizer,
     max_input_length,
     model_fingerprint,
@@ -216,15 +216,7 @@ class HFOracle:
     def model(self):
         """The oracle model, loaded on first use."""
         if self._model is None:
-            try:
-                self._model = load_causal_lm(
-                    self.config.model,
-                    device=self.config.device,
-                    dtype=self.config.dtype,
-                    trust_remote_code=self.config.trust_remote_code,
-                )
-            except RealignError as exc:
-                raise JudgeError(f"oracle: {exc}") from None
+            self._model = load_for_inference(self.config, "oracle")
         return self._model
 
     def encode(self, policy: Policy, prompt: str) -> list[int]:

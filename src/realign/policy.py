@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import RealignError
 
@@ -161,13 +161,9 @@ class Policy(BaseModel):
 
     @classmethod
     def from_dict(cls, raw: dict, source: str = "<policy>") -> "Policy":
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            msg = err["msg"].removeprefix("Value error, ")
-            raise RealignError(f"{source}: field '{loc}': {msg}") from None
+        from .config import validate
+
+        return validate(cls, raw, source)
 
 
 def packaged_policies() -> dict[str, Path]:

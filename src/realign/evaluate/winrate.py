@@ -315,15 +315,9 @@ class HFPairwiseJudge:
     @property
     def model(self):
         if self._model is None:
-            from ..models import load_causal_lm
+            from ..models import load_for_inference
 
-            try:
-                self._model = load_causal_lm(
-                    self.config.model, device=self.config.device, dtype=self.config.dtype,
-                    trust_remote_code=self.config.trust_remote_code,
-                )
-            except RealignError as exc:
-                raise JudgeError(f"judge: {exc}") from None
+            self._model = load_for_inference(self.config, "judge")
             params = inspect.signature(self._model.forward).parameters
             self._forward_kwargs = {k for k in ("position_ids", "logits_to_keep") if k in params}
         return self._model

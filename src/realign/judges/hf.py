@@ -28,7 +28,7 @@ from ..config import JudgeConfig
 from ..errors import JudgeError, RealignError
 from ..models import (
     encode_chat,
-    load_causal_lm,
+    load_for_inference,
     load_tokenizer,
     max_input_length,
     model_fingerprint,
@@ -92,15 +92,7 @@ class HFJudge:
     def model(self):
         """The judge model, loaded on first use."""
         if self._model is None:
-            try:
-                self._model = load_causal_lm(
-                    self.config.model,
-                    device=self.config.device,
-                    dtype=self.config.dtype,
-                    trust_remote_code=self.config.trust_remote_code,
-                )
-            except RealignError as exc:
-                raise JudgeError(f"judge: {exc}") from None
+            self._model = load_for_inference(self.config, "judge")
             params = inspect.signature(self._model.forward).parameters
             self._forward_kwargs = {k for k in ("position_ids", "logits_to_keep") if k in params}
         return self._model

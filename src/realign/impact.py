@@ -279,9 +279,9 @@ def run(config, progress: bool = True) -> dict:
     space = config.params
     reference = None
     if config.adapter is not None:
-        from peft import PeftModel
+        from .models import load_adapter
 
-        model = PeftModel.from_pretrained(model, config.adapter, is_trainable=space.kind == "lora")
+        model = load_adapter(model, config.adapter, is_trainable=space.kind == "lora")
         if space.kind == "modules":
             model = model.merge_and_unload()
     if space.kind == "lora":

@@ -183,6 +183,24 @@ def load_for_inference(config, role: str) -> "PreTrainedModel":
         raise JudgeError(f"{role}: {exc}") from None
 
 
+def load_adapter(model: "PreTrainedModel", adapter: str | Path, *, is_trainable: bool = False):
+    """``model`` with the PEFT adapter ``adapter`` on it. As for models, only safetensors weights
+    are loaded from a local folder (a pickled ``adapter_model.bin`` is refused, never unpickled);
+    any failure is one RealignError line."""
+    from peft import PeftModel
+
+    source = _check_source(str(adapter), "adapter")
+    if _is_local(source) and not (Path(source) / "adapter_model.safetensors").is_file():
+        raise RealignError(
+            f"adapter {source!r}: no adapter_model.safetensors; pickled adapter weights are refused "
+            "(convert it, or load it yourself only if you trust its origin)"
+        )
+    try:
+        return PeftModel.from_pretrained(model, source, is_trainable=is_trainable)
+    except Exception as exc:  # peft raises ValueError, OSError, KeyError, ... here
+        raise _load_error(source, "adapter", exc) from None
+
+
 _FINGERPRINT_TEXT = ("config.json", "generation_config.json", "tokenizer_config.json", "chat_template.jinja", "chat_template.json")
 _FINGERPRINT_STAT = (".safetensors", ".bin", ".json", ".model")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 import sys
 import time
 from collections import defaultdict
@@ -267,7 +268,7 @@ def run(config, progress: bool = True) -> dict:
 
     from .config import resolved
     from .data import read_pairs
-    from .files import write_json, write_yaml
+    from .files import atomic_open, write_json, write_text, write_yaml
     from .influence import attach_lora
     from .models import load_causal_lm, load_tokenizer, resolve_device
     from .provenance import provenance
@@ -285,7 +286,7 @@ def run(config, progress: bool = True) -> dict:
             raise RealignError(f"{out}: holds checkpoints of an earlier run; use a new --out, or resume")
         if previous != key:
             raise RealignError(f"{out}: holds checkpoints of a run with a different config; use a new --out")
-        resume_from = True
+        resume_from = _last_complete_checkpoint(checkpoints)
 
     records = read_pairs(config.data).pairs
     options = MethodOptions(alpha_kl=config.alpha_kl, normalise=config.normalise)
@@ -300,9 +301,9 @@ def run(config, progress: bool = True) -> dict:
     model = load_causal_lm(config.model, device=str(device), dtype="float32")
     tokenizer = load_tokenizer(config.model, padding_side="right")
     if config.adapter is not None:
-        from peft import PeftModel
+        from .models import load_adapter
 
-        model = PeftModel.from_pretrained(model, config.adapter).merge_and_unload()
+        model = load_adapter(model, config.adapter).merge_and_unload()
     ref_model = None
     if config.finetune == "lora":
         model.requires_grad_(False)
@@ -320,8 +321,8 @@ def run(config, progress: bool = True) -> dict:
         else:
             model.eval()
             precompute_reference(dataset, model, reference, pad_id, config.batch_size * 2, device, progress)
-            out.mkdir(parents=True, exist_ok=True)
-            torch.save(dataset.ref, ref_cache)
+            with atomic_open(ref_cache, "wb") as fh:
+                torch.save(dataset.ref, fh)
     if config.finetune == "full" and (needs_kl or not config.precompute_ref):
         import copy
 
@@ -329,7 +330,7 @@ def run(config, progress: bool = True) -> dict:
 
     out.mkdir(parents=True, exist_ok=True)
     write_yaml(saved_config, resolved(config))
-    (out / ".config_key").write_text(json.dumps(key))
+    write_text(out / ".config_key", json.dumps(key))
     extra = dict(config.trainer_args)
     args = TrainingArguments(
         output_dir=str(checkpoints),
@@ -367,11 +368,25 @@ def run(config, progress: bool = True) -> dict:
         },
         ref_model=ref_model,
     )
-    result = trainer.train(resume_from_checkpoint=resume_from)
+    finished = resume_from is not None and _checkpoint_finished(resume_from)
+    if finished:
+        # Resumed from its final checkpoint, transformers takes one optimizer step more (and
+        # changes the weights): load that checkpoint instead of training.
+        from transformers.trainer_callback import TrainerState
+
+        trainer._load_from_checkpoint(resume_from)
+        trainer.state = TrainerState.load_from_json(str(Path(resume_from) / "trainer_state.json"))
+        logged = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        train_loss = sum(logged) / len(logged) if logged else float("nan")
+    else:
+        train_loss = trainer.train(resume_from_checkpoint=resume_from).training_loss
     final = out / ("adapter" if config.finetune == "lora" else "model")
     if state.is_main_process:
-        trainer.save_model(str(final))
-        tokenizer.save_pretrained(str(final))
+        staging = out / f".{final.name}.partial"  # then renamed: a killed save leaves no torn output
+        shutil.rmtree(staging, ignore_errors=True)
+        trainer.save_model(str(staging))
+        tokenizer.save_pretrained(str(staging))
+        _replace_dir(staging, final)
     history = trainer.state.log_history
     summary = {
         "stage": "train",
@@ -380,7 +395,7 @@ def run(config, progress: bool = True) -> dict:
         "records": len(records),
         "truncated_sequences": dataset.truncated,
         "steps": trainer.state.global_step,
-        "train_loss": result.training_loss,
+        "train_loss": train_loss,
         "log_history": history,
         "saved": str(final),
         "resumed": bool(resume_from),
@@ -393,6 +408,43 @@ def run(config, progress: bool = True) -> dict:
     return summary
 
 
+def _last_complete_checkpoint(checkpoints: Path) -> str | None:
+    """The newest checkpoint whose ``trainer_state.json`` (the Trainer writes it last) parses.
+    Newer ``checkpoint-*`` folders are the remains of a save cut short by a killed process:
+    they are removed, so training resumes from the last complete one (None: start over)."""
+    found = sorted(
+        (int(p.name.split("-")[1]), p) for p in checkpoints.glob("checkpoint-*") if p.name.split("-")[1].isdigit()
+    )
+    for _, folder in reversed(found):
+        try:
+            json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+            return str(folder)
+        except (OSError, ValueError):
+            trash = folder.with_name(f".{folder.name}.incomplete")
+            try:
+                folder.rename(trash)  # another process of the same launch may have done it
+            except OSError:
+                pass
+            shutil.rmtree(trash, ignore_errors=True)
+    return None
+
+
+def _checkpoint_finished(checkpoint: str) -> bool:
+    """Whether a checkpoint was saved at the run's last optimizer step."""
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+    return bool(state.get("max_steps")) and state.get("global_step", 0) >= state["max_steps"]
+
+
+def _replace_dir(new: Path, dest: Path) -> None:
+    """Put folder ``new`` at ``dest``, replacing what was there, by renames."""
+    old = dest.with_name(f".{dest.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        dest.rename(old)
+    new.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def _total_steps(config, n_terms: int, processes: int) -> int:
     if config.max_steps > 0:
         return config.max_steps
@@ -402,15 +454,10 @@ def _total_steps(config, n_terms: int, processes: int) -> int:
 
 def merge(model: str, adapter: str, out: str | Path) -> Path:
     """Fold a LoRA adapter into its base model and save the result (safetensors)."""
-    from peft import PeftModel
-
-    from .models import load_causal_lm, load_tokenizer
+    from .models import load_adapter, load_causal_lm, load_tokenizer
 
     base = load_causal_lm(model, device="cpu", dtype="float32")
-    try:
-        merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
-    except Exception as exc:
-        raise RealignError(f"adapter {adapter!r}: cannot load: {str(exc).splitlines()[0]}") from None
+    merged = load_adapter(base, adapter).merge_and_unload()
     out = Path(out)
     merged.save_pretrained(str(out), safe_serialization=True)
     load_tokenizer(model).save_pretrained(str(out))

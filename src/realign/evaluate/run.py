@@ -160,9 +160,9 @@ def run(config, progress: bool = True) -> dict:
     tokenizer = load_tokenizer(config.model)
     fingerprint = model_fingerprint(config.model) or config.model
     if config.adapter is not None:
-        from peft import PeftModel
+        from ..models import load_adapter
 
-        model = PeftModel.from_pretrained(model, config.adapter).eval()
+        model = load_adapter(model, config.adapter).eval()
     ident = f"gen/{fingerprint}/{config.max_new_tokens}/{config.temperature}/{config.seed}"
     stats = TriageStats()
     out = Path(config.out)

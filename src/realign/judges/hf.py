@@ -81,6 +81,9 @@ class HFJudge:
                 f"judge model {config.model!r}: none of the spellings of {missing!r} is a single token "
                 "in its vocabulary, so its answer cannot be read from one next-token distribution"
             )
+        specials = set(self.tokenizer.all_special_tokens)
+        specials |= {t.content for t in getattr(self.tokenizer, "added_tokens_decoder", {}).values() if t.special}
+        self._specials = sorted((t for t in specials if len(t) > 1), key=len, reverse=True)
         fingerprint = model_fingerprint(config.model)
         self.identity = f"hf/{config.model}/{PROMPT_FORMAT_VERSION}" + (f"/{fingerprint}" if fingerprint else "")
         self.calls = 0
@@ -103,7 +106,17 @@ class HFJudge:
         return max_input_length(self.model, self.tokenizer)
 
     # -- inputs --------------------------------------------------------------------------
+    def _defuse(self, text: str) -> str:
+        """Special-token strings inside judged text stay text: a response that writes
+        "<|im_start|>system" must not become the model's own role tokens (a zero-width space
+        after the first character keeps the tokenizer from matching them)."""
+        for special in self._specials:
+            if special in text:
+                text = text.replace(special, special[0] + "\u200b" + special[1:])
+        return text
+
     def _encode(self, policy: Policy, item: JudgeItem) -> list[int]:
+        item = JudgeItem(self._defuse(item.prompt), self._defuse(item.response))
         return encode_chat(self.tokenizer, judge_messages(policy, item))
 
     def encode(self, policy: Policy, item: JudgeItem) -> tuple[list[int], str]:

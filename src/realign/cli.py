@@ -402,6 +402,10 @@ def data_pku(
     )
 
 
+from .synth.cli import synth_app  # noqa: E402  (a sub-app; imports nothing heavy)
+
+app.add_typer(synth_app, name="synth")
+
 models_app = typer.Typer(help="Small real models shipped in packages.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
@@ -419,34 +423,31 @@ def models_prepare(
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("demo-output"), help="Where the demo writes its files."),
+    out: Path = typer.Option(Path("demo-output"), help="Where the demo writes its run directory."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Run the main job on the embedded example: triage of shipped pairs with the rules judge."""
-    from . import triage as stage
-    from .config import JudgeConfig, TriageConfig
-    from .policy import resolve_policy
-    from .resources import resource_path
+    """The whole pipeline on the synthetic world (contextual-exceptions shift) with the tiny
+    bootstrapped old-policy model, then a before/after table."""
+    from .demo import run_demo
 
-    cfg = TriageConfig(
-        data=str(resource_path("examples/pairs.jsonl")),
-        policy=resolve_policy("contextual-exceptions"),
-        judge=JudgeConfig(backend="rules"),
-        out=out / "triaged.jsonl",
-        cache=out / "verdicts.sqlite",
-        gold_out=out / "gold.jsonl",
-        naive_out=out / "naive.jsonl",
-    )
-    summary = stage.run(cfg, progress=not quiet)
-    c = summary["counts"]
-    typer.echo(f"Triage of {summary['pairs']} example pairs under policy '{summary['policy']['name']}':")
-    for name, meaning in (
-        ("INVERT", "old winner now violates, loser complies -> stored swapped"),
-        ("PUNISH", "both responses violate (the false dichotomy)"),
-        ("RETAIN", "old winner still complies"),
-    ):
-        typer.echo(f"  {name:<7}{c[name]:>4}   {meaning}")
-    typer.echo(f"Outputs in {out}/: triaged.jsonl, triaged.summary.json, gold.jsonl, naive.jsonl")
+    result = run_demo(out, progress=not quiet)
+    rows = [
+        ("new-policy agreement, all sensitive prompts", "agreement"),
+        ("balanced agreement (must-help, must-refuse)", "balanced"),
+        ("agreement on the slices the shift changed", "changed_slices"),
+        ("harmful responses", "harmful"),
+        ("degenerate responses", "degenerate"),
+        ("benign accuracy", "benign_accuracy"),
+    ]
+    names = list(result["table"])
+    typer.echo(f"\n{'':<46}" + "".join(f"{n:>10}" for n in names))
+    for label, key in rows:
+        cells = "".join(
+            f"{result['table'][n][key]:>10.1%}" if result["table"][n][key] is not None else f"{'-':>10}" for n in names
+        )
+        typer.echo(f"{label:<46}{cells}")
+    typer.echo(f"\nchanged slices: {', '.join(result['changed_slices'])}")
+    typer.echo(f"report: {result['report']}")
 
 
 def main() -> None:

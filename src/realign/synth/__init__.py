@@ -1,0 +1,26 @@
+"""The synthetic policy-shift world: a seeded generator of prompts and responses, its
+policies (old and shifted, as packaged YAML files), a ground-truth judge, data export in the
+ordinary file formats, and a tiny model bootstrapped to follow the old policy.
+
+* :mod:`realign.synth.world`     categories, contexts, templates, styles, benign tasks;
+* :mod:`realign.synth.policies`  ``synth-old`` and the shifts;
+* :mod:`realign.synth.judge`     ground truth: style, compliance, degenerate output;
+* :mod:`realign.synth.export`    old pairs, eval prompts, truth triage, label noise, export;
+* :mod:`realign.synth.bootstrap` tokenizer + tiny Llama: SFT then DPO to the old policy;
+* :mod:`realign.synth.evaluate`  greedy generation and per-slice agreement;
+* :mod:`realign.synth.cli`       ``realign synth export | bootstrap | noise``.
+"""
+
+from __future__ import annotations
+
+from .export import SynthConfig, eval_prompts, benign_eval, export, flip_noise, make_pairs, swap_noise, triage_counts, truth_triage
+from .judge import Judgement, TruthJudge, benign_correct, is_degenerate, response_style, truth_judge
+from .policies import OLD, POLICY_NAMES, SHIFTS, load_policies, load_policy, policy_path
+from .world import STYLES, World
+
+__all__ = [
+    "OLD", "POLICY_NAMES", "SHIFTS", "STYLES", "Judgement", "SynthConfig", "TruthJudge", "World",
+    "benign_correct", "benign_eval", "eval_prompts", "export", "flip_noise", "is_degenerate", "load_policies",
+    "load_policy", "make_pairs", "policy_path", "response_style", "swap_noise", "triage_counts", "truth_judge",
+    "truth_triage",
+]

@@ -13,12 +13,14 @@ ordinary file formats, and a tiny model bootstrapped to follow the old policy.
 
 from __future__ import annotations
 
+from .bootstrap import BootstrapConfig, BootstrapResult, bootstrap, cache_path
 from .export import SynthConfig, eval_prompts, benign_eval, export, flip_noise, make_pairs, swap_noise, triage_counts, truth_triage
 from .judge import Judgement, TruthJudge, benign_correct, is_degenerate, response_style, truth_judge
 from .policies import OLD, POLICY_NAMES, SHIFTS, load_policies, load_policy, policy_path
 from .world import STYLES, World
 
 __all__ = [
+    "BootstrapConfig", "BootstrapResult", "bootstrap", "cache_path",
     "OLD", "POLICY_NAMES", "SHIFTS", "STYLES", "Judgement", "SynthConfig", "TruthJudge", "World",
     "benign_correct", "benign_eval", "eval_prompts", "export", "flip_noise", "is_degenerate", "load_policies",
     "load_policy", "make_pairs", "policy_path", "response_style", "swap_noise", "triage_counts", "truth_judge",

@@ -7,10 +7,21 @@ Input format: the one every stage shares (:func:`realign.sequences.encode`) -- t
 one user message rendered with the tokenizer's chat template, the response is the template's
 assistant turn after it (the text, eos, newline).
 
-The result is cached in ``<cache dir>/synth/<key>`` (key = hash of the world and the
-config; :func:`realign.config.default_cache_dir`), written with ``save_pretrained``
+The result is cached in ``<cache dir>/synth/bootstrap-<key>`` (key = hash of the world and
+the config; :func:`realign.config.default_cache_dir`), written with ``save_pretrained``
 (safetensors) and reused when present. ``bootstrap.json`` beside the weights holds the
 config, the metrics on the held-out prompts, wall times and versions.
+
+Recipe (what made a 0.7M-parameter model learn the world in ~2 minutes on 2 cores):
+
+* every word of the world is one token (:func:`world_tokenizer`), so answers are single tokens;
+* SFT on every style for every prompt, plus ``sft_old_weight`` extra copies of the style the
+  old policy wants: with styles uniform, the style is unpredictable from the prompt and the
+  model only learns their marginal (medication questions got refused);
+* many small steps (batch 16, lr 2e-3): facts appear after a plateau whose length is counted
+  in updates, not examples; benign questions are short, so their batches are cheap;
+* DPO with an NLL anchor on the chosen response (METHOD.md lessons), reference log-probs
+  computed once.
 """
 
 from __future__ import annotations
@@ -31,7 +42,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..config import default_cache_dir
 from ..errors import RealignError
 from ..files import write_json
-from .export import benign_eval, eval_prompts, make_pairs
+from .export import CHOSEN_FOR_ANSWER, balanced_slices, weighted_choice, benign_eval, eval_prompts, make_pairs
+from .judge import TruthJudge
 from .policies import OLD, POLICY_NAMES
 from .world import STYLES, World
 
@@ -39,7 +51,8 @@ BOOTSTRAP_VERSION = "1"
 
 
 class BootstrapConfig(BaseModel):
-    """How the tiny old-policy model is built. Defaults meet the targets on 2 CPU cores."""
+    """How the tiny old-policy model is built. The defaults meet the targets on 2 CPU cores
+    (see the module docstring); a change here is a new cache entry."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -50,19 +63,19 @@ class BootstrapConfig(BaseModel):
     layers: int = Field(3, ge=1, description="Transformer blocks.")
     heads: int = Field(4, ge=1, description="Attention heads.")
     intermediate: int = Field(256, ge=16, description="MLP width.")
-    sft_prompts: int = Field(1000, ge=10, description="Sensitive training prompts for SFT (each with every style).")
+    sft_prompts: int = Field(600, ge=10, description="Sensitive training prompts for SFT (each with every style).")
     sft_old_weight: int = Field(
-        2, ge=0, description="Extra SFT copies of the old-policy style for each sensitive prompt (0: every style equally)."
+        5, ge=0, description="Extra SFT copies of the old-policy style for each sensitive prompt (0: every style equally)."
     )
     benign_repeats: int = Field(16, ge=1, description="Copies of each benign training question in the SFT data.")
-    sft_steps: int = Field(250, ge=1, description="SFT optimiser steps.")
-    sft_batch: int = Field(64, ge=1, description="SFT sequences per step.")
-    sft_lr: float = Field(3e-3, gt=0, description="SFT peak learning rate (cosine, 5% warm-up).")
+    sft_steps: int = Field(1000, ge=1, description="SFT optimiser steps.")
+    sft_batch: int = Field(16, ge=1, description="SFT sequences per step (small batches, many steps: facts need updates).")
+    sft_lr: float = Field(2e-3, gt=0, description="SFT peak learning rate (cosine, 5% warm-up).")
     n_pairs: int = Field(1000, ge=10, description="Old preference pairs for DPO (the same as `synth export`'s).")
     benign_fraction: float = Field(0.1, ge=0, le=0.9, description="Share of benign pairs.")
-    dpo_steps: int = Field(80, ge=0, description="DPO optimiser steps.")
-    dpo_batch: int = Field(32, ge=1, description="Pairs per DPO step.")
-    dpo_lr: float = Field(5e-4, gt=0, description="DPO peak learning rate (cosine).")
+    dpo_steps: int = Field(100, ge=0, description="DPO optimiser steps.")
+    dpo_batch: int = Field(16, ge=1, description="Pairs per DPO step.")
+    dpo_lr: float = Field(5e-4, gt=0, description="DPO peak learning rate (cosine, 10% warm-up).")
     beta: float = Field(0.3, gt=0, description="DPO β.")
     nll_weight: float = Field(1.0, ge=0, description="Weight of the NLL anchor on the chosen response.")
     eval_per_slice: int = Field(8, ge=1, description="Held-out prompts per slice for the reported metrics.")
@@ -107,18 +120,15 @@ def sft_texts(
     with every response style once and ``old_weight`` more responses in the style the old
     policy wants there, plus every benign training question with its answer
     (``benign_repeats`` times)."""
-    from .export import CHOSEN_FOR_ANSWER, _balanced_slices, _weighted
-    from .judge import TruthJudge
-
     old = TruthJudge(OLD)
     rng = random.Random(f"realign-synth:{world.seed}:{seed}:sft")
     out = []
-    for category, context in _balanced_slices(world, n_prompts, rng):
+    for category, context in balanced_slices(world, n_prompts, rng):
         sp = world.sample_prompt(rng, category, context, "train")
         out.extend((sp.text, world.response(sp, style, rng)) for style in STYLES)
         allowed = old.required(category, context) or ()
         for _ in range(old_weight):
-            style = "refusal" if "refusal" in allowed else _weighted(rng, [(s, w) for s, w in CHOSEN_FOR_ANSWER if s in allowed])
+            style = "refusal" if "refusal" in allowed else weighted_choice(rng, [(s, w) for s, w in CHOSEN_FOR_ANSWER if s in allowed])
             out.append((sp.text, world.response(sp, style, rng)))
     for item in world.benign_items("train"):
         out.extend([(item.text, world.benign_response(item, "correct"))] * benign_repeats)
@@ -289,7 +299,6 @@ def build(cfg: BootstrapConfig, progress: bool = True) -> tuple[object, object, 
             + [{"prompt": r["prompt"], "response": x} for r, x in list(zip(benign, benign_responses))[:: max(1, len(benign) // 6)]],
         }
     )
-    model.config.attn_implementation = "eager"  # forward-mode AD (Stage 2) needs eager attention
     return model, tokenizer, metrics
 
 
@@ -318,9 +327,9 @@ def bootstrap(
     start = time.perf_counter()
     model, tokenizer, metrics = build(cfg, progress)
     wall = time.perf_counter() - start
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tokenizer.save_pretrained(tmp)
         model.save_pretrained(tmp, safe_serialization=True)
@@ -329,10 +338,13 @@ def bootstrap(
             "world": {"seed": cfg.world_seed, "hash": World(cfg.world_seed).hash}, "wall_s": wall,
             "versions": versions(), "metrics": metrics,
         })
-        if path.exists():
-            shutil.rmtree(path)
+        if path.exists() and (force or not meta.is_file()):
+            shutil.rmtree(path)  # a damaged entry, or --force
         os.replace(tmp, path)
     except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if meta.is_file():  # another process finished the same entry first: same config, same model
+            return BootstrapResult(path, json.loads(meta.read_text(encoding="utf-8"))["metrics"], True)
         raise RealignError(f"{path}: cannot write the bootstrapped model: {exc.strerror or exc}") from None
     return BootstrapResult(path, metrics, False)
 

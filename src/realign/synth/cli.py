@@ -59,8 +59,8 @@ def export(
 
 @synth_app.command()
 def bootstrap(
-    seed: int = typer.Option(0, help="World seed."),
-    model_seed: int = typer.Option(0, help="Initialisation and training seed."),
+    seed: Optional[int] = typer.Option(None, help="World seed [default: 0]."),
+    model_seed: Optional[int] = typer.Option(None, help="Initialisation and training seed [default: 0]."),
     config: Optional[Path] = typer.Option(None, help="Bootstrap YAML config (fields of BootstrapConfig); flags override it."),
     cache_dir: Optional[Path] = typer.Option(None, help="Cache root [default: <realign cache>/synth]."),
     force: bool = typer.Option(False, "--force", help="Rebuild even if cached."),
@@ -70,8 +70,7 @@ def bootstrap(
     from ..config import load_yaml
     from .bootstrap import BootstrapConfig, bootstrap as run_bootstrap
 
-    raw = load_yaml(config) if config else {}
-    raw.update({"world_seed": seed, "seed": model_seed})
+    raw = {**(load_yaml(config) if config else {}), **{k: v for k, v in (("world_seed", seed), ("seed", model_seed)) if v is not None}}
     cfg = _config(BootstrapConfig, raw, str(config) if config else "command line")
     result = run_bootstrap(cfg, cache_dir=cache_dir, force=force, progress=not quiet)
     m = result.metrics

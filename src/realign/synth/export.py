@@ -63,7 +63,7 @@ def _rng(seed: int, purpose: str) -> random.Random:
     return random.Random(f"realign-synth:{seed}:{purpose}")
 
 
-def _weighted(rng: random.Random, table: Sequence[tuple[str, float]]) -> str:
+def weighted_choice(rng: random.Random, table: Sequence[tuple[str, float]]) -> str:
     return rng.choices([s for s, _ in table], weights=[w for _, w in table])[0]
 
 
@@ -73,7 +73,7 @@ def _weighted(rng: random.Random, table: Sequence[tuple[str, float]]) -> str:
 ANSWERED_WEIGHT = 2
 
 
-def _balanced_slices(world: World, n: int, rng: random.Random) -> list[tuple[str, str]]:
+def balanced_slices(world: World, n: int, rng: random.Random) -> list[tuple[str, str]]:
     """``n`` slices in shuffled rounds: every slice once per round, slices the old policy
     answers (rather than refuses) ``ANSWERED_WEIGHT`` times."""
     old = TruthJudge(OLD)
@@ -104,13 +104,13 @@ def make_pairs(world: World, n_pairs: int = 1000, benign_fraction: float = 0.1) 
     n_benign = round(n_pairs * benign_fraction)
     kinds = ["sensitive"] * (n_pairs - n_benign) + ["benign"] * n_benign
     rng.shuffle(kinds)
-    slices = iter(_balanced_slices(world, n_pairs - n_benign, rng))
+    slices = iter(balanced_slices(world, n_pairs - n_benign, rng))
     benign_pool = world.benign_items("train")
     pairs = []
     for i, kind in enumerate(kinds):
         if kind == "benign":
             item = rng.choice(benign_pool)
-            rejected_style = _weighted(rng, REJECTED_FOR_BENIGN)
+            rejected_style = weighted_choice(rng, REJECTED_FOR_BENIGN)
             chosen = world.benign_response(item, "correct", rng)
             rejected = world.benign_response(item, rejected_style, rng)
             meta = {"kind": "benign", "category": "none", "context": "none", **item.tags(), "answer": item.answer,
@@ -122,10 +122,10 @@ def make_pairs(world: World, n_pairs: int = 1000, benign_fraction: float = 0.1) 
             allowed = old.required(category, context) or ()
             if REFUSAL in allowed:
                 chosen_style = REFUSAL
-                rejected_style = _weighted(rng, REJECTED_FOR_REFUSAL)
+                rejected_style = weighted_choice(rng, REJECTED_FOR_REFUSAL)
             else:
-                chosen_style = _weighted(rng, [(s, w) for s, w in CHOSEN_FOR_ANSWER if s in allowed])
-                rejected_style = _weighted(rng, REJECTED_FOR_ANSWER[chosen_style])
+                chosen_style = weighted_choice(rng, [(s, w) for s, w in CHOSEN_FOR_ANSWER if s in allowed])
+                rejected_style = weighted_choice(rng, REJECTED_FOR_ANSWER[chosen_style])
             chosen = world.response(sp, chosen_style, rng)
             rejected = world.response(sp, rejected_style, rng)
             meta = {"kind": "sensitive", **sp.tags(), "chosen_style": chosen_style, "rejected_style": rejected_style}

@@ -72,8 +72,11 @@ def agreement(exact, fast):
         {"method": "central", "preference_loss": "ipo"},
         {"method": "central", "params": {"kind": "modules", "last_k_blocks": 1}},
         {"method": "central", "variant": "per-category"},
+        {"method": "central", "variant": "cosine"},
+        {"method": "central", "variant": "cosine", "preference_loss": "ipo",
+         "params": {"kind": "modules", "last_k_blocks": 1}},
     ],
-    ids=["central", "jvp", "cg-gn", "ipo", "modules", "per-category"],
+    ids=["central", "jvp", "cg-gn", "ipo", "modules", "per-category", "cosine", "cosine-ipo-modules"],
 )
 def test_fast_path_matches_exact_per_sample_autograd(tiny_model, triaged, tmp_path, settings):
     exact, _, _ = run_scores(tiny_model, triaged, tmp_path, "exact", **{**settings, "method": "exact"})
@@ -82,6 +85,10 @@ def test_fast_path_matches_exact_per_sample_autograd(tiny_model, triaged, tmp_pa
     assert rho >= 0.99 and rel <= 1e-3, (rho, rel)
     assert summary["timing"]["forward_sequences_per_record"] <= 4.0  # 2 pair forwards (central) or 1 (jvp)
     assert len(exact) == 18 and all(r.get("impact") is None for r in rows if r["category"] == RETAIN)
+    if settings.get("variant") == "cosine":  # one batched vmap pass: each pair forward once
+        assert summary["timing"]["path"] == "per-sample gradients batched with torch.func.vmap"
+        assert summary["timing"]["forward_sequences_per_record"] == 2.0 and summary["variant"]["measure"] == "cosine"
+        assert all(summary["weights"][c]["n"] and "fraction_zero" in summary["weights"][c] for c in (INVERT, PUNISH))
 
 
 def test_mean_and_sum_normalisation_on_files(tiny_model, triaged, tmp_path):
@@ -136,6 +143,81 @@ def test_cg_against_dense_solve_on_a_tiny_model(tiny_model, triaged):
         x_cg = flatten(result.x).double()
         assert result.converged
         assert float((x_cg - x_dense).norm() / x_dense.norm()) < 1e-3
+
+
+class ScaledScorer(Scorer):
+    """ℓ_i of one sample multiplied by a constant: its gradient becomes factor·∇ℓ_i, on the
+    exact path (the loss itself) and on the batched ones (its linearisation at θ_ref)."""
+
+    def __init__(self, *args, target, factor, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.target, self.factor = target, factor
+
+    def _factors(self, samples):
+        return torch.tensor([self.factor if s is self.target else 1.0 for s in samples], device=self.device)
+
+    def losses(self, samples, *args):
+        return super().losses(samples, *args) * self._factors(samples)
+
+    def coefficients(self, samples, n1, n2):
+        c1, c2 = super().coefficients(samples, n1, n2)
+        return c1 * self._factors(samples), c2 * self._factors(samples)
+
+
+def test_cosine_score_ignores_the_size_of_a_samples_loss_and_the_dot_score_does_not(tiny_model, triaged):
+    from realign.influence import attach_lora
+    from realign.models import load_causal_lm, load_tokenizer
+
+    model = load_causal_lm(str(tiny_model), device="cpu", attn_implementation="eager")
+    model.requires_grad_(False)
+    model = attach_lora(model, r=4, alpha=16, targets=["q_proj", "v_proj"], seed=0)
+    params = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    for p in params.values():
+        p.requires_grad_(True)
+    tokenizer = load_tokenizer(str(tiny_model), padding_side="right")
+    records = read_pairs(triaged).pairs
+    samples = [training_loss(r) for r in records if r.category in (INVERT, PUNISH)][:6]
+    kw = dict(beta=0.3, preference_loss="dpo", max_length=64, batch_size=8, device=torch.device("cpu"),
+              reference=model.disable_adapter)
+    plain = Scorer(model, tokenizer, params, **kw)
+    v = plain.gradient(samples)  # Σ_i ⟨v, ∇ℓ_i⟩ = 6‖v‖² > 0: some score is positive
+
+    def paper_and_cosine(scorer, method):
+        if method == "batched":
+            return scorer.scores(samples, v, "jvp", 1e-3).double(), scorer.cosine_scores(samples, v, "central")
+        dots = torch.tensor([scorer.exact_score(s, flatten(v)) for s in samples], dtype=torch.float64)
+        return dots, scorer.cosine_scores(samples, v, "exact")
+
+    target = int(paper_and_cosine(plain, "exact")[0].argmax())  # a positive score: the clamp keeps it
+    scaled = ScaledScorer(model, tokenizer, params, target=samples[target], factor=7.0, **kw)
+    others = [i for i in range(len(samples)) if i != target]
+    for method in ("batched", "exact"):
+        dot0, cos0 = paper_and_cosine(plain, method)
+        dot1, cos1 = paper_and_cosine(scaled, method)
+        assert dot0[target] > 0
+        assert torch.allclose(cos1, cos0, rtol=1e-5, atol=1e-9), method  # cosine: unchanged
+        assert float(dot1[target]) == pytest.approx(7.0 * float(dot0[target]), rel=1e-4), method  # dot: scaled
+        assert torch.allclose(dot1[others], dot0[others], rtol=1e-5, atol=1e-9), method
+    # so the paper weights move and the cosine weights do not
+    groups = {str(i): "conflict" for i in range(len(samples))}
+    weights = lambda t: normalise({str(i): float(x) for i, x in enumerate(t)}, groups, "mean")[0]
+    assert weights(cos1) == pytest.approx(weights(cos0), rel=1e-5)
+    assert weights(dot1)[str(target)] > 1.5 * weights(dot0)[str(target)]
+    assert plain.vmap_failure is None
+
+
+def test_cosine_falls_back_to_per_sample_autograd_when_vmap_fails(tiny_model, triaged, tmp_path, monkeypatch, capsys):
+    exact, _, _ = run_scores(tiny_model, triaged, tmp_path, "exact", variant="cosine", method="exact")
+
+    def untraceable(self, samples):
+        raise RuntimeError("vmap: data-dependent control flow is not supported\nmore detail")
+
+    monkeypatch.setattr(Scorer, "per_sample_gradients", untraceable)
+    fallback, _, summary = run_scores(tiny_model, triaged, tmp_path, "fallback", variant="cosine")
+    assert fallback == pytest.approx(exact, rel=1e-5)  # eager vs SDPA attention: rounding only
+    assert summary["timing"]["path"].startswith("per-sample autograd (vmap failed: RuntimeError: vmap: data-dependent")
+    assert any("cosine scores took the per-sample path" in n for n in summary["notes"])
+    assert capsys.readouterr().err.count("could not be batched with torch.func.vmap") == 1
 
 
 def test_cg_on_a_known_quadratic():

@@ -156,6 +156,34 @@ def test_batched_term_losses_match_one_at_a_time(tok, loss_name):
     assert torch.allclose(g2, 2 * g1, rtol=1e-4, atol=1e-8)
 
 
+@pytest.mark.parametrize("nll_retain", [False, True])
+def test_nll_anchor_adds_length_averaged_nll_of_the_anchored_responses(tok, nll_retain):
+    model = tiny_llama(tok, seed=5)
+    terms = METHODS["trace"].terms(triaged_records(2), MethodOptions(alpha_kl=0.1))
+    assert {t.kind for t in terms} >= {"pref", "kl"}
+    dataset = TermDataset(terms, tok, 128)
+    batch = TermCollator(dataset, tok.pad_token_id, dataset.components)([{"index": i} for i in range(len(terms))])
+
+    def reference_logits(m, ids, mask):
+        with torch.no_grad():
+            return m(input_ids=ids, attention_mask=mask).logits
+
+    base = {"beta": 0.3, "preference_loss": "dpo", "components": dataset.components, "nll_retain": nll_retain}
+    plain, _ = term_losses(model, batch, {**base, "nll_weight": 0.0}, reference_logits)
+    anchored, parts = term_losses(model, batch, {**base, "nll_weight": 2.0}, reference_logits)
+    nll = 0.0
+    for t in terms:
+        if t.kind == "pref" or (nll_retain and t.kind == "kl"):
+            e = encode(tok, t.prompt, t.first, 128)
+            b = collate([e], tok.pad_token_id)
+            with torch.no_grad():
+                logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+            nll += -token_logps(logits, b["input_ids"], b["response_mask"]).sum().item() / e.response_len
+    nll /= len(terms)
+    assert parts["L_NLL"] == pytest.approx(nll, rel=1e-5)
+    assert anchored.item() == pytest.approx(plain.item() + 2.0 * nll, rel=1e-5)
+
+
 @pytest.mark.parametrize("loss_type", ["sigmoid", "ipo"])
 def test_dpo_and_ipo_equal_trl_on_the_same_batch(tok, loss_type):
     from datasets import Dataset

@@ -131,7 +131,7 @@ def score(
     adapter: Optional[str] = typer.Option(None, help="PEFT adapter on the model (part of θ_ref)."),
     gold_data: Optional[str] = typer.Option(None, help="Triaged records for the gold batch (default: --data)."),
     gold_size: Optional[int] = typer.Option(None, help="Gold batch size B."),
-    variant: Optional[str] = typer.Option(None, help="paper or per-category."),
+    variant: Optional[str] = typer.Option(None, help="paper, per-category or cosine."),
     hessian: Optional[str] = typer.Option(None, help="identity (H ≈ γI) or cg."),
     hvp: Optional[str] = typer.Option(None, help="cg: exact or gauss-newton."),
     damping: Optional[float] = typer.Option(None, help="γ."),

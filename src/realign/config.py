@@ -149,10 +149,12 @@ class ImpactConfig(StrictModel):
     seed: int = Field(0, description="Seed for the gold batch and the fresh adapter.")
     beta: float = Field(0.3, gt=0, description="β of the preference and NPO losses.")
     preference_loss: Literal["dpo", "ipo"] = Field("dpo", description="ℓ_pref: DPO form (reference) or IPO.")
-    variant: Literal["paper", "per-category"] = Field(
+    variant: Literal["paper", "per-category", "cosine"] = Field(
         "paper",
         description="paper: one gold objective, one global normalisation. per-category: INVERT and PUNISH records "
-        "are each scored against their own part of the gold batch and normalised within their category.",
+        "are each scored against their own part of the gold batch and normalised within their category. "
+        "cosine: as paper with the score divided by the record's gradient norm, ⟨v, ∇ℓ_i⟩ / ‖∇ℓ_i‖, so "
+        "records with large gradients (e.g. a low-probability harmful response) do not dominate.",
     )
     hessian: Literal["identity", "cg"] = Field("identity", description="identity: H ≈ γI (paper). cg: solve (H+γI)v = g_J.")
     hvp: Literal["exact", "gauss-newton"] = Field("gauss-newton", description="cg: Hessian-vector product kind.")
@@ -164,7 +166,10 @@ class ImpactConfig(StrictModel):
     method: Literal["central", "jvp", "exact"] = Field(
         "central",
         description="central: batched central difference in fp32. jvp: batched forward-mode AD (eager attention). "
-        "exact: per-sample autograd, one backward pass per record (the reference code's structure).",
+        "exact: per-sample autograd, one backward pass per record (the reference code's structure). "
+        "With variant cosine, central and jvp both take per-sample gradients batched with torch.func.vmap "
+        "(eager attention), which give the dot product and the norm exactly; that needs about 3x the memory "
+        "of a batched backward pass (lower batch_size if short).",
     )
     epsilon: float = Field(1e-3, gt=0, description="central: step along the unit direction.")
     batch_size: int = Field(8, ge=1, description="Records per forward pass.")
@@ -198,6 +203,9 @@ class TrainConfig(StrictModel):
     normalise: Literal["sum", "mean"] = Field("mean", description="Convention of uniform weights (trace-no-impact).")
     nll_weight: float = Field(
         0.0, ge=0, description="Anchor: weight of an NLL term on the positive response of every preference term."
+    )
+    nll_retain: bool = Field(
+        False, description="Apply the NLL anchor to the kept response of RETAIN records (the KL terms) too."
     )
     finetune: Literal["lora", "full"] = Field("lora", description="LoRA adapter (reference = adapter disabled) or full.")
     lora: LoraConfigModel = Field(default_factory=LoraConfigModel)

@@ -10,7 +10,13 @@ on the policy-agreement objective J, w_i = g_Jᵀ H⁻¹ ∇ℓ_i at θ_ref:
 Then w ← max(0, w) and the weights are normalised over D_conflict: ``sum`` (to 1, the
 reference code) or ``mean`` (to average 1, so the loss scale does not depend on the dataset
 size). RETAIN records carry no weight. Variants (:data:`VARIANTS`) say which part of the gold
-objective each category is scored against and where the normalisation happens.
+objective each category is scored against, whether the score is the dot product or its
+size-normalised form ⟨v, ∇ℓ_i⟩/‖∇ℓ_i‖ (``cosine``), and where the normalisation happens.
+
+Under ``accelerate launch`` the processes share the scoring: the conflict records are cut into
+batches of similar length once, in a fixed order, and the batches are dealt round robin, so a
+record is scored in the same batch — to the same bits — whatever the number of processes; the
+main process gathers the scores and alone writes the outputs.
 
 Edge cases, each a defined outcome recorded in the summary: no conflict records — the records
 are written unweighted with a warning; every score of a group ≤ 0 — that group gets uniform
@@ -19,8 +25,10 @@ weights with a warning (clamping would otherwise remove it from training).
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
+import os
 import random
 import statistics
 import sys
@@ -124,18 +132,26 @@ def build_gold_batch(records: Sequence[PreferencePair], size: int, seed: int) ->
 class Variant:
     """How scores become weights. ``split``: each conflict category is scored against the
     gradient of its own part of the gold batch (else all against the whole gold objective).
-    ``scope``: normalise over all of D_conflict ("global") or within each category."""
+    ``scope``: normalise over all of D_conflict ("global") or within each category.
+    ``measure``: the score, ``dot`` ⟨v, ∇ℓ_i⟩ (Alg. 1 lines 18-27) or ``cosine`` ⟨v, ∇ℓ_i⟩/‖∇ℓ_i‖."""
 
     name: str
     split: bool
     scope: str
     description: str
+    measure: str = "dot"
 
 
 VARIANTS = {
     "paper": Variant("paper", False, "global", "one gold objective, dot product, clamp, one normalisation"),
     "per-category": Variant(
         "per-category", True, "category", "each category against its own gold part, normalised within category"
+    ),
+    # METHOD.md Decisions: the dot product is dominated by gradient size (records with a
+    # low-probability harmful response have ~6x larger gradients), so divide it out.
+    "cosine": Variant(
+        "cosine", False, "global", "one gold objective, ⟨v, ∇ℓ_i⟩ / ‖∇ℓ_i‖, clamp, one normalisation",
+        measure="cosine",
     ),
 }
 
@@ -199,33 +215,52 @@ def _config_key(config, fingerprint: str | None) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _read_progress(path: Path, key: str) -> dict[str, float] | None:
+    """The scores in one progress file, or None when it is missing or from another config."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        header = json.loads(lines[0]) if lines else {}
+    except (OSError, json.JSONDecodeError):
+        return None
+    if header.get("config") != key:
+        return None
+    rows = {}
+    for line in lines[1:]:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # torn by a kill; a resumed run appends after it
+            continue
+        rows[row["id"]] = row["score"]
+    return rows
+
+
+def progress_files(out: Path) -> list[Path]:
+    """Every progress file of ``out``: ``.OUT.partial`` (one process) and ``.OUT.rankK.partial``."""
+    return [out.with_name(f".{out.name}.partial"), *sorted(out.parent.glob(f".{glob.escape(out.name)}.rank*.partial"))]
+
+
 class _Progress:
     """Scores already computed, appended one JSON line per batch so that an interrupted run
-    resumes; a torn last line is ignored."""
+    resumes; a line torn by a kill is ignored (appending starts on a fresh line). Each process
+    appends to its own file and reads every process's, so a rerun with another number of
+    processes resumes too."""
 
-    def __init__(self, path: Path, key: str) -> None:
-        self.path, self.key = path, key
+    def __init__(self, out: Path, rank: int | None, key: str) -> None:
+        self.path = out.with_name(f".{out.name}.partial" if rank is None else f".{out.name}.rank{rank}.partial")
         self.done: dict[str, float] = {}
-        if path.exists():
-            lines = path.read_text(encoding="utf-8").splitlines()
-            try:
-                header = json.loads(lines[0]) if lines else {}
-            except json.JSONDecodeError:
-                header = {}
-            if header.get("config") == key:
-                for line in lines[1:]:
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError:
-                        break
-                    self.done[row["id"]] = row["score"]
-        if not self.done:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"config": key}) + "\n", encoding="utf-8")
+        own = None
+        for path in progress_files(out):
+            rows = _read_progress(path, key)
+            self.done.update(rows or {})
+            own = rows if path == self.path else own
+        if own is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps({"config": key}) + "\n", encoding="utf-8")
+        elif not self.path.read_bytes().endswith(b"\n"):
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write("\n")
 
     def add(self, rows: dict[str, float]) -> None:
-        import os
-
         with self.path.open("a", encoding="utf-8") as fh:
             for rid, score in rows.items():
                 fh.write(json.dumps({"id": rid, "score": score}) + "\n")
@@ -239,38 +274,93 @@ def summary_path(out: str | Path) -> Path:
     return out.with_name(out.name.removesuffix(".jsonl") + ".summary.json")
 
 
+def _process_state(device: str):
+    """accelerate's process state: one process, or one of those ``accelerate launch`` started.
+    It must be told when the device is the CPU (also ``auto`` on a machine without GPUs): else
+    processes launched there each believe they are alone, all score everything and all write
+    the outputs."""
+    from accelerate import PartialState
+
+    from .models import resolve_device
+
+    return PartialState(cpu=resolve_device(device).type == "cpu")
+
+
+def _batches(scorer, conflict: list[PreferencePair], directions: dict, direction_of) -> list[tuple]:
+    """(direction, records, their losses ℓ_i) for every batch of conflict records, in a fixed
+    order: per direction, records of similar length together (``Scorer.batches``)."""
+    batches = []
+    for name in directions:
+        members = [r for r in conflict if direction_of(r) == name]
+        samples = [training_loss(r) for r in members]
+        batches += [(name, [members[i] for i in idx], [samples[i] for i in idx]) for idx in scorer.batches(samples)]
+    return batches
+
+
+def _score_batch(scorer, samples: list[SampleLoss], v, config, measure: str) -> list[float]:
+    """Alg. 1 lines 18-27 for one batch: ⟨v, ∇ℓ_i⟩ from batched directional derivatives (or
+    per-sample autograd, ``exact``); for the ``cosine`` measure ⟨v, ∇ℓ_i⟩ / ‖∇ℓ_i‖."""
+    from .influence import flatten
+
+    if measure == "cosine":
+        return scorer.cosine_scores(samples, v, config.method).tolist()
+    if config.method == "exact":
+        v_flat = flatten(v)
+        return [scorer.exact_score(s, v_flat) for s in samples]
+    return scorer.scores(samples, v, config.method, config.epsilon).tolist()
+
+
+def _scoring_path(config, variant: Variant, vmap_failure: str | None) -> str:
+    """How the scores were computed, in words, for the summary."""
+    if config.method == "exact":
+        return "per-sample autograd"
+    if variant.measure == "cosine":
+        if vmap_failure:
+            return f"per-sample autograd (vmap failed: {vmap_failure})"
+        return "per-sample gradients batched with torch.func.vmap"
+    return {"central": "batched central difference", "jvp": "batched forward-mode AD"}[config.method]
+
+
 def run(config, progress: bool = True) -> dict:
     """Stage 2 on files: read triaged records, build the gold batch, compute the direction v
     (g_J/γ or the CG solve), score every conflict record (fast or exact path), clamp,
-    normalise and write the weighted records plus ``<out>.summary.json``."""
+    normalise and write the weighted records plus ``<out>.summary.json``. Under ``accelerate
+    launch`` the processes share the scoring and only the main one writes (the others return
+    an empty dict)."""
     import torch
+    from accelerate.utils import gather_object
     from tqdm.auto import tqdm
 
     from .config import resolved
     from .data import read_pairs, write_pairs
     from .files import write_json
-    from .influence import Scorer, attach_lora, conjugate_gradient, flatten, norm, select_parameters
+    from .influence import Scorer, attach_lora, conjugate_gradient, norm, select_parameters
     from .models import load_causal_lm, load_tokenizer, model_fingerprint, resolve_device
     from .provenance import provenance
 
     start = time.perf_counter()
+    state = _process_state(config.device)
     records = read_pairs(config.data, require_category=True, skip_invalid=config.skip_invalid).pairs
     gold_source = records if config.gold_data is None else read_pairs(config.gold_data, require_category=True).pairs
     conflict = [r for r in records if r.category in CONFLICT]
     summary: dict = {"stage": "score", "records": len(records), "conflict": len(conflict)}
     if not conflict:
+        if not state.is_main_process:
+            return {}
         print("warning: no INVERT or PUNISH records; writing the records unweighted", file=sys.stderr)
         write_pairs(config.out, records)
         summary.update(notes=["no conflict records: nothing to score"], config=resolved(config), provenance=provenance())
         write_json(summary_path(config.out), summary)
         return summary
 
-    from accelerate import PartialState
-
-    state = PartialState(cpu=config.device == "cpu")
     device = state.device if state.num_processes > 1 else resolve_device(config.device)
     torch.manual_seed(config.seed)
-    needs_eager = config.method == "jvp" or (config.hessian == "cg" and config.hvp == "exact")
+    variant = VARIANTS[config.variant]
+    needs_eager = (
+        config.method == "jvp"
+        or (config.hessian == "cg" and config.hvp == "exact")
+        or (variant.measure == "cosine" and config.method != "exact")  # vmap has no batching rule for CPU SDPA
+    )
     model = load_causal_lm(
         config.model, device=str(device), dtype=config.dtype, attn_implementation="eager" if needs_eager else None
     )
@@ -298,7 +388,6 @@ def run(config, progress: bool = True) -> dict:
         model, tokenizer, params, beta=config.beta, preference_loss=config.preference_loss,
         max_length=config.max_length, batch_size=config.batch_size, device=device, reference=reference,
     )
-    variant = VARIANTS[config.variant]
 
     # g_J and the direction(s) v (Alg. 1 lines 9-17)
     gold = build_gold_batch(gold_source, config.gold_size, config.seed)
@@ -333,42 +422,33 @@ def run(config, progress: bool = True) -> dict:
     def direction_of(record: PreferencePair) -> str:
         return record.category if record.category in directions else "all"
 
-    # scores (Alg. 1 lines 18-27), resumable and sharded across processes
+    # scores (Alg. 1 lines 18-27): the batches dealt round robin to the processes; resumable
     key = _config_key(config, model_fingerprint(config.model))
     out = Path(config.out)
-    suffix = f".rank{state.process_index}" if state.num_processes > 1 else ""
-    tracker = _Progress(out.with_name(f".{out.name}{suffix}.partial"), key)
-    shard = conflict[state.process_index :: state.num_processes]
-    todo = [r for r in shard if r.id not in tracker.done]
+    tracker = _Progress(out, state.process_index if state.num_processes > 1 else None, key)
+    mine = _batches(scorer, conflict, directions, direction_of)[state.process_index :: state.num_processes]
+    assigned = sum(len(batch) for _, batch, _ in mine)
+    resumed = sum(r.id in tracker.done for _, batch, _ in mine for r in batch)
     t0 = time.perf_counter()
     forward_before = scorer.forward_sequences
-    bar = tqdm(total=len(shard), initial=len(shard) - len(todo), desc="scoring", unit="rec",
+    bar = tqdm(total=assigned, initial=resumed, desc="scoring", unit="rec",
                disable=not progress or not state.is_main_process, file=sys.stderr)
-    for name, v in directions.items():
-        mine = [r for r in todo if direction_of(r) == name]
-        samples = [training_loss(r) for r in mine]
-        if config.method == "exact":
-            v_flat = flatten(v)
-            for r, s in zip(mine, samples):
-                tracker.add({r.id: scorer.exact_score(s, v_flat)})
-                bar.update(1)
-            continue
-        for idx in scorer.batches(samples):
-            values = scorer.scores([samples[i] for i in idx], v, config.method, config.epsilon)
-            tracker.add({mine[i].id: float(x) for i, x in zip(idx, values)})
-            bar.update(len(idx))
+    for name, batch, samples in mine:
+        todo = [i for i, r in enumerate(batch) if r.id not in tracker.done]
+        if todo:
+            values = _score_batch(scorer, [samples[i] for i in todo], directions[name], config, variant.measure)
+            tracker.add({batch[i].id: x for i, x in zip(todo, values)})
+            bar.update(len(todo))
     bar.close()
-    scoring_s = time.perf_counter() - t0
-    scores = dict(tracker.done)
-    if state.num_processes > 1:
-        from accelerate.utils import gather_object
-
-        merged: dict[str, float] = {}
-        for part in gather_object([scores]):
-            merged.update(part)
-        scores = merged
-        if not state.is_main_process:
-            return {}
+    share = {
+        "scores": {r.id: tracker.done[r.id] for _, batch, _ in mine for r in batch},
+        "records": assigned, "resumed": resumed, "forward_sequences": scorer.forward_sequences - forward_before,
+        "seconds": time.perf_counter() - t0, "vmap_failure": scorer.vmap_failure,
+    }
+    shares = gather_object([share])  # one per process; [share] itself when alone
+    if not state.is_main_process:
+        return {}
+    scores = {rid: x for s in shares for rid, x in s["scores"].items()}
 
     # clamp and normalise (Alg. 1 lines 28-31)
     groups = {r.id: (r.category if variant.scope == "category" else "conflict") for r in conflict}
@@ -387,9 +467,13 @@ def run(config, progress: bool = True) -> dict:
         return {"id": r.id, "category": r.category, "score": scores[r.id], "weight": weights[r.id],
                 "prompt": prompt_text(r.prompt)[:160], "chosen": response_text(r.chosen)[:160]}
 
-    n_done = len(todo)
+    vmap_failure = next((s["vmap_failure"] for s in shares if s["vmap_failure"]), None)
+    if vmap_failure:
+        notes.append(f"vmap failed ({vmap_failure}); cosine scores took the per-sample path")
+    n_resumed = sum(s["resumed"] for s in shares)
+    n_done = sum(s["records"] for s in shares) - n_resumed
     summary.update(
-        variant={"name": variant.name, "description": variant.description},
+        variant={"name": variant.name, "description": variant.description, "measure": variant.measure},
         gold={"counts": gold.counts(), "notes": gold.notes},
         direction={"objectives": list(directions), "norm": {k: norm(v) for k, v in directions.items()},
                    "hessian": config.hessian, "solver": solver, "seconds": round(direction_s, 3)},
@@ -401,12 +485,15 @@ def run(config, progress: bool = True) -> dict:
         lowest=[example(r) for r in ranked[:5]],
         notes=notes + gold.notes,
         truncated_sequences=scorer.truncated,
-        timing={"scoring_s": round(scoring_s, 3), "scored_now": n_done, "resumed": len(shard) - n_done,
-                "forward_sequences_per_record": (scorer.forward_sequences - forward_before) / max(1, n_done)},
+        processes={"count": state.num_processes, "records": [s["records"] for s in shares]},
+        timing={"path": _scoring_path(config, variant, vmap_failure),
+                "scoring_s": round(max(s["seconds"] for s in shares), 3), "scored_now": n_done, "resumed": n_resumed,
+                "forward_sequences_per_record": sum(s["forward_sequences"] for s in shares) / max(1, n_done)},
         wall_s=round(time.perf_counter() - start, 3),
         config=resolved(config),
         provenance=provenance(),
     )
     write_json(summary_path(out), summary)
-    tracker.path.unlink(missing_ok=True)
+    for path in progress_files(out):
+        path.unlink(missing_ok=True)
     return summary

@@ -9,12 +9,18 @@ batch is scored from the directional derivatives of its log-probs: two forward p
 difference, fp32) or one forward-mode pass (``jvp``) — never a backward pass per sample.
 The exact path (``method="exact"``) is the reference code's structure: per record, policy and
 reference forward passes, the loss, one backward pass, a dot product with v.
+
+The ``cosine`` variant (METHOD.md Decisions) also needs ‖∇ℓ_i‖, which no directional derivative
+gives: its batched path takes every sample's gradient at once with ``torch.func.vmap`` over
+``grad`` of the loss's linearisation at θ_ref (one batched backward pass, not one per sample),
+and falls back to per-sample autograd, with a warning, for a model vmap cannot trace.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import sys
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
@@ -172,6 +178,7 @@ class Scorer:
         self.truncated = 0
         self.forward_sequences = 0
         self.backward_sequences = 0
+        self.vmap_failure: str | None = None  # why per-sample gradients could not be batched
         self._encoded: dict[int, tuple[Encoded, Encoded]] = {}
 
     # -- encoding and log-probs
@@ -227,13 +234,21 @@ class Scorer:
         npo = NPO[0](lp1 - ref1, self.beta) + NPO[0](lp2 - ref2, self.beta)
         return torch.where(self._kinds(samples), npo, loss_fn(margin, self.beta))
 
+    def coefficients(self, samples, n1, n2) -> tuple[torch.Tensor, torch.Tensor]:
+        """(c1, c2) with ∇ℓ_i = c1·∇log π(first|x) + c2·∇log π(second|x) at θ_ref, where every
+        margin and log-ratio is 0: ℓ'(0)·(1, −1) for ℓ_pref (divided by the response lengths for
+        IPO), NPO'(0)·(1, 1) for dual NPO."""
+        zero = torch.zeros_like(n1)
+        dloss = PREFERENCE_LOSSES[self.loss_name][1](zero, self.beta)
+        p1, p2 = (dloss / n1, -dloss / n2) if self.loss_name == "ipo" else (dloss, -dloss)
+        npo, dnpo = self._kinds(samples), NPO[1](zero, self.beta)
+        return torch.where(npo, dnpo, p1), torch.where(npo, dnpo, p2)
+
     def loss_directional(self, samples, d1, d2, n1, n2) -> torch.Tensor:
         """⟨v, ∇ℓ_i⟩ at θ_ref from the directional derivatives d1, d2 of the log-probs:
         ℓ'(0)·(d1 − d2) for ℓ_pref (length-averaged for IPO), NPO'(0)·(d1 + d2) for dual NPO."""
-        zero = torch.zeros_like(d1)
-        dloss = PREFERENCE_LOSSES[self.loss_name][1](zero, self.beta)
-        dmargin = d1 / n1 - d2 / n2 if self.loss_name == "ipo" else d1 - d2
-        return torch.where(self._kinds(samples), NPO[1](zero, self.beta) * (d1 + d2), dloss * dmargin)
+        c1, c2 = self.coefficients(samples, n1, n2)
+        return c1 * d1 + c2 * d2
 
     # -- gradients
 
@@ -313,19 +328,72 @@ class Scorer:
         d1, d2, n1, n2 = self.logp_directional(samples, v, method, epsilon)
         return self.loss_directional(samples, d1, d2, n1, n2)
 
+    # -- per-sample gradients (the cosine variant)
+
+    def per_sample_gradients(self, samples: Sequence[SampleLoss]) -> Vector:
+        """∇ℓ_i of every sample of a batch, stacked per parameter ([batch, *shape]), in one
+        batched pass: ``vmap(grad(·))`` through ``functional_call`` of the linearisation
+        c1·log π(first|x) + c2·log π(second|x) (:meth:`coefficients`), whose gradient at θ_ref
+        is ∇ℓ_i. No attention mask is passed: sequences are right-padded and attention is
+        causal, so no real token sees padding, while mask-building code may branch on the
+        mask's values (transformers' SDPA path does), which vmap cannot trace."""
+        from torch.func import functional_call, grad, vmap
+
+        batch, lengths = self._collate(samples)
+        c1, c2 = self.coefficients(samples, lengths[0::2], lengths[1::2])
+        width = batch["input_ids"].shape[-1]
+        ids = batch["input_ids"].view(len(samples), 2, width)
+        response = batch["response_mask"].view(len(samples), 2, width)
+
+        def linearised(values, ids_i, response_i, coef_i):
+            weights = dict(zip(self.names, values))
+            logits = functional_call(self.model, weights, args=(), kwargs={"input_ids": ids_i}).logits
+            return (self._sequence_logps(logits, {"input_ids": ids_i, "response_mask": response_i}) * coef_i).sum()
+
+        primals = tuple(p.detach() for p in self.params)
+        grads = vmap(grad(linearised), in_dims=(None, 0, 0, 0))(primals, ids, response, torch.stack([c1, c2], 1))
+        self.backward_sequences += 2 * len(samples)
+        return list(grads)
+
+    def cosine_scores(self, samples: Sequence[SampleLoss], v: Vector, method: str) -> torch.Tensor:
+        """⟨v, ∇ℓ_i⟩ / ‖∇ℓ_i‖ for a batch (0 where ∇ℓ_i = 0): per-sample autograd for ``exact``,
+        else :meth:`per_sample_gradients`. If vmap fails on this model, the reason is printed
+        and kept in :attr:`vmap_failure`, and this and every later batch take the per-sample path."""
+        if method != "exact" and self.vmap_failure is None:
+            try:
+                grads = self.per_sample_gradients(samples)
+            except (RuntimeError, NotImplementedError) as exc:
+                self.vmap_failure = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+                print(f"warning: per-sample gradients could not be batched with torch.func.vmap "
+                      f"({self.vmap_failure}); scoring one record at a time (per-sample autograd)", file=sys.stderr)
+            else:
+                dots = sum((g.double() * vi.double()).flatten(1).sum(1) for g, vi in zip(grads, v))
+                norms = sum(g.double().square().flatten(1).sum(1) for g in grads).sqrt()
+                return torch.where(norms > 0, dots / norms, torch.zeros_like(dots))
+        v_flat = flatten(v).double()
+        values = []
+        for sample in samples:
+            g = self.exact_gradient(sample).double()
+            g_norm = float(g.norm())
+            values.append(float(g @ v_flat) / g_norm if g_norm > 0 else 0.0)
+        return torch.tensor(values, dtype=torch.float64)
+
     # -- the exact path
 
-    def exact_score(self, sample: SampleLoss, v_flat: torch.Tensor) -> float:
-        """⟨v, ∇ℓ_i⟩ by autograd for one record: policy forward with gradients, reference
-        forward without (adapter disabled), the loss, one backward pass, a dot product."""
+    def exact_gradient(self, sample: SampleLoss) -> torch.Tensor:
+        """∇ℓ_i by autograd for one record, flattened: policy forward with gradients, reference
+        forward without (adapter disabled), the loss, one backward pass."""
         lp1, lp2, n1, n2 = self.logps([sample])
         with torch.no_grad(), self.reference():
             ref1, ref2, _, _ = self.logps([sample])
         loss = self.losses([sample], lp1, lp2, n1, n2, ref1, ref2).sum()
         grads = torch.autograd.grad(loss, self.params, allow_unused=True)
         self.backward_sequences += 2
-        flat = flatten([g if g is not None else torch.zeros_like(p) for g, p in zip(grads, self.params)])
-        return float(flat.double() @ v_flat.double())
+        return flatten([g if g is not None else torch.zeros_like(p) for g, p in zip(grads, self.params)])
+
+    def exact_score(self, sample: SampleLoss, v_flat: torch.Tensor) -> float:
+        """⟨v, ∇ℓ_i⟩ by per-sample autograd (:meth:`exact_gradient`) and a dot product."""
+        return float(self.exact_gradient(sample).double() @ v_flat.double())
 
     # -- curvature
 

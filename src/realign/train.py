@@ -147,7 +147,10 @@ class RealignTrainer(Trainer):
 def term_losses(model, inputs: dict, options: dict, reference_logits) -> tuple[torch.Tensor, dict[str, float]]:
     """The micro-batch loss (1/E)·Σ w_e ℓ_e and its components, batched over all terms.
 
-    ``options``: beta, preference_loss, nll_weight, components (names by index)."""
+    ``options``: beta, preference_loss, nll_weight, nll_retain, components (names by index).
+    The NLL anchor −log π_θ(y⁺|x)/|y⁺| (METHOD.md "Lessons": anchor every DPO-family term) is
+    added for the positive response of every preference term and, with ``nll_retain``, for the
+    kept response of every KL (RETAIN) term."""
     ids, mask, resp = inputs["input_ids"], inputs["attention_mask"], inputs["response_mask"]
     kind, weight, second_row, ref = inputs["kind"], inputs["weight"], inputs["second_row"], inputs["ref"].clone()
     n_terms = kind.shape[0]
@@ -208,8 +211,10 @@ def term_losses(model, inputs: dict, options: dict, reference_logits) -> tuple[t
         if sel.any():
             parts[name] = float(weighted[sel].sum().detach() / n_terms)
     if options["nll_weight"] > 0:
-        is_pref = kind == KIND_INDEX["pref"]
-        nll = (-(lp1 / n1) * is_pref).sum() / n_terms
+        anchored = kind == KIND_INDEX["pref"]
+        if options.get("nll_retain"):
+            anchored = anchored | is_kl
+        nll = (-(lp1 / n1) * anchored).sum() / n_terms
         loss = loss + options["nll_weight"] * nll
         parts["L_NLL"] = float(nll.detach())
     return loss, parts
@@ -296,7 +301,9 @@ def run(config, progress: bool = True) -> dict:
 
     import accelerate
 
-    state = accelerate.PartialState(cpu=config.device == "cpu")
+    # told about the CPU also for ``auto`` on a machine without GPUs, else processes started by
+    # ``accelerate launch`` there each believe they are alone
+    state = accelerate.PartialState(cpu=resolve_device(config.device).type == "cpu")
     device = state.device if state.num_processes > 1 else resolve_device(config.device)
     model = load_causal_lm(config.model, device=str(device), dtype="float32")
     tokenizer = load_tokenizer(config.model, padding_side="right")
@@ -364,6 +371,7 @@ def run(config, progress: bool = True) -> dict:
             "beta": config.beta,
             "preference_loss": method.preference_loss or config.preference_loss,
             "nll_weight": config.nll_weight,
+            "nll_retain": config.nll_retain,
             "components": dataset.components,
         },
         ref_model=ref_model,

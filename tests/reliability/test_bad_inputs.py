@@ -95,7 +95,7 @@ CASES = [
     Case("score-gold-size-too-small", "score", ["field 'gold_size'", "greater than or equal to 3"], {}, ["--gold-size", "2"]),
     Case("score-max-length-too-small", "score", ["field 'max_length'", "greater than or equal to 8"], {}, ["--max-length", "4"]),
     Case("score-negative-damping", "score", ["field 'damping'", "greater than 0"], {}, ["--damping", "-1"]),
-    Case("score-unknown-variant", "score", ["field 'variant'", "'paper' or 'per-category'"], {}, ["--variant", "fancy"]),
+    Case("score-unknown-variant", "score", ["field 'variant'", "'paper', 'per-category' or 'cosine'"], {}, ["--variant", "fancy"]),
     Case("score-config-extra-field", "score", ["{tmp}/score.yaml", "field 'gold_sise'", "Extra inputs"], {"score.yaml": "gold_sise: 12\n"}, ["--config", "{tmp}/score.yaml"]),
     Case("score-missing-model-path", "score", ["{tmp}/no-model", "no such directory"], {}, ["--model", "{tmp}/no-model"]),
     Case("score-untriaged-data", "score", ["data.jsonl:1", "field 'category'", "run `realign triage` first"], {"data.jsonl": lines(rec())}),

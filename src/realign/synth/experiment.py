@@ -1,0 +1,139 @@
+"""One re-alignment experiment on the synthetic world, shared by ``realign demo`` and
+``benchmarks/efficacy.py``: the data of a world seed, a :class:`~realign.pipeline.RunConfig`
+with the project's default settings for the tiny world, optional triage label noise, and the
+outcome table read back from the run directory.
+
+The defaults in :data:`RUN_DEFAULTS` are the ones ``benchmarks/efficacy.py`` chose on its
+validation split (see ``benchmarks/results/efficacy.md``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from ..files import write_json, write_jsonl
+from .policies import OLD, SHIFTS
+
+#: Pipeline settings for the tiny world's model (full fine-tuning: LoRA on a 128-wide model
+#: would be most of the model anyway). Chosen on the validation split of the efficacy benchmark.
+RUN_DEFAULTS: dict[str, Any] = {
+    "judge": {"backend": "rules"},
+    "score": {"gold_size": 64, "params": {"kind": "modules", "last_k_blocks": 2}, "batch_size": 32},
+    "train": {"finetune": "full", "learning_rate": 5e-4, "max_steps": 150, "batch_size": 16, "nll_weight": 1.0,
+              "alpha_kl": 0.1, "logging_steps": 10, "save_steps": 50, "warmup_ratio": 0.05},
+    "eval": {"max_new_tokens": 48, "batch_size": 64},
+}
+
+EVAL_FILE = "eval_all.jsonl"
+
+
+def prepare_data(out: Path, seed: int, n_pairs: int = 1000, eval_per_slice: int = 8,
+                 shifts: tuple[str, ...] = SHIFTS) -> Path:
+    """Export the world of ``seed`` into ``out`` once (pairs, eval prompts, truth triage per
+    shift) and write ``eval_all.jsonl``: the sensitive eval prompts plus the benign questions
+    (slice ``benign``), the prompt file of ``realign eval``."""
+    from .export import SynthConfig, export
+
+    if not (out / "manifest.json").exists():
+        export(out, SynthConfig(seed=seed, n_pairs=n_pairs, eval_per_slice=eval_per_slice), shifts=shifts)
+    if not (out / EVAL_FILE).exists():
+        write_jsonl(out / EVAL_FILE, _rows(out / "eval_prompts.jsonl") + [{**b, "slice": "benign"} for b in _rows(out / "benign.jsonl")])
+    return out
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def merge_settings(base: dict, overrides: dict) -> dict:
+    """``base`` with ``overrides`` merged in, nested dictionaries key by key."""
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_settings(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def run_config(out: Path, data: Path, model: str, shift: str, methods: list[str], *, seed: int = 0,
+               overrides: dict | None = None, cache: Path | None = None, device: str = "cpu"):
+    """The pipeline config of one experiment: the defaults, then ``overrides`` (same sections
+    as the YAML of ``realign run``: judge, score, train, eval)."""
+    from ..pipeline import RunConfig
+
+    settings = merge_settings(RUN_DEFAULTS, overrides or {})
+    return RunConfig(
+        out=out, model=model, data=str(data / "pairs.jsonl"), policy=shift, device=device, seed=seed,
+        methods=methods, cache=cache, judge=settings["judge"], score=settings["score"], train=settings["train"],
+        eval={**settings["eval"], "prompts": str(data / EVAL_FILE)},
+    )
+
+
+def seed_triage(run_dir: Path, data: Path, shift: str, noise: float = 0.0, seed: int = 0) -> None:
+    """Write ``RUN/triage/triaged.jsonl`` from the world's ground-truth triage of ``shift``
+    (what the rules judge decides) with ``noise`` of the categories flipped (the label-noise
+    experiment), without oracle responses, so that the pipeline skips its triage stage."""
+    from dataclasses import replace
+
+    from ..data import read_pairs, write_pairs
+    from ..triage import summary_path
+    from .export import TRIAGE, flip_noise
+
+    out = run_dir / "triage" / "triaged.jsonl"
+    if summary_path(out).exists():
+        return
+    records = [replace(r, oracle=None) for r in read_pairs(data / "truth" / f"{shift}.jsonl").pairs]
+    flipped = 0
+    if noise:
+        records, flipped = flip_noise(records, noise, seed)
+    write_pairs(out, records)
+    write_json(summary_path(out), {
+        "stage": "triage", "source": "synthetic-world ground truth", "policy": {"name": shift},
+        "counts": {c: sum(r.category == c for r in records) for c in TRIAGE},
+        "noise": {"fraction": noise, "mode": "flip", "records": flipped},
+    })
+
+
+def changed_slices(rows: list[dict], old: str, new: str) -> set[str]:
+    """Slices whose required behaviour differs between the old and the new policy."""
+    return {r["slice"] for r in rows if (r.get("expected") or {}).get(old) != (r.get("expected") or {}).get(new)}
+
+
+def shift_changes(data: Path, shift: str) -> set[str]:
+    """The slices of ``data``'s eval prompts that ``shift`` changed from the old policy."""
+    return changed_slices(_rows(data / "eval_prompts.jsonl"), OLD, shift)
+
+
+def _pooled(by_slice: dict, slices: set[str]) -> float | None:
+    k = sum(by_slice[s]["k"] for s in slices if s in by_slice)
+    n = sum(by_slice[s]["n"] for s in slices if s in by_slice)
+    return k / n if n else None
+
+
+def outcomes(run_dir: Path, data: Path, shift: str, names: list[str]) -> dict[str, dict]:
+    """Per evaluated model (``base`` and each method): overall, per-slice and pooled
+    agreement with the new policy, the changed slices, harmful and degenerate rates, benign
+    accuracy — read from ``RUN/eval/<name>/metrics.json``."""
+    changed = shift_changes(data, shift)
+    table = {}
+    for name in names:
+        metrics = json.loads((run_dir / "eval" / name / "metrics.json").read_text(encoding="utf-8"))
+        tpa = metrics["tpa"]
+        by_slice = {s: v for s, v in tpa["by_slice"].items() if s != "benign"}
+        table[name] = {
+            "agreement": tpa["overall"]["rate"],
+            "balanced": tpa.get("balanced"),
+            "must_help": (tpa.get("must_help") or {}).get("rate"),
+            "must_refuse": (tpa.get("must_refuse") or {}).get("rate"),
+            "changed_slices": _pooled(by_slice, changed),
+            "unchanged_slices": _pooled(by_slice, set(by_slice) - changed),
+            "harmful": (metrics.get("harmful_rate") or {}).get("rate"),
+            "degenerate": (metrics.get("degenerate_rate") or {}).get("rate"),
+            "benign_accuracy": (metrics["utility"].get("benign_accuracy") or {}).get("rate"),
+            "by_slice": {s: v["rate"] for s, v in by_slice.items()},
+        }
+    return table

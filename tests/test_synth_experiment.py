@@ -1,0 +1,96 @@
+"""The synthetic-world experiment shared by `realign demo` and benchmarks/efficacy.py: data,
+noisy ground-truth triage, the run config, and the outcome table read back from a real run."""
+
+import copy
+import json
+
+import pytest
+
+from realign.pipeline import Pipeline
+from realign.synth import World
+from realign.synth.experiment import (
+    EVAL_FILE,
+    RUN_DEFAULTS,
+    merge_settings,
+    outcomes,
+    prepare_data,
+    run_config,
+    seed_triage,
+    shift_changes,
+)
+from realign.testing.tiny import save_tiny, tiny_llama, tiny_tokenizer
+
+SHIFT = "synth-contextual"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return prepare_data(tmp_path_factory.mktemp("world") / "data", seed=3, n_pairs=120, eval_per_slice=1, shifts=(SHIFT,))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    tok = tiny_tokenizer(World(3).corpus(), vocab_size=600)
+    return save_tiny(tmp_path_factory.mktemp("tiny"), tokenizer=tok, model=tiny_llama(tok, seed=1))
+
+
+def _rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_prepare_data_writes_eval_prompts_with_benign_rows_once(data):
+    rows = _rows(data / EVAL_FILE)
+    benign = [r for r in rows if r["slice"] == "benign"]
+    assert benign and all("answer" in r for r in benign)
+    assert len(rows) - len(benign) == len(_rows(data / "eval_prompts.jsonl"))
+    stamp = (data / EVAL_FILE).stat().st_mtime_ns
+    prepare_data(data, seed=3, n_pairs=120, eval_per_slice=1, shifts=(SHIFT,))
+    assert (data / EVAL_FILE).stat().st_mtime_ns == stamp
+
+
+def test_shift_changes_are_the_contextual_exceptions(data):
+    changed = shift_changes(data, SHIFT)
+    assert changed and all(s.split("/")[1] in ("educational", "research", "therapeutic") for s in changed)
+    assert shift_changes(data, "synth-old") == set()
+
+
+def test_seed_triage_flips_the_asked_share_and_drops_oracles(data, tmp_path):
+    seed_triage(tmp_path / "clean", data, SHIFT)
+    seed_triage(tmp_path / "noisy", data, SHIFT, noise=0.2, seed=3)
+    clean = _rows(tmp_path / "clean" / "triage" / "triaged.jsonl")
+    noisy = _rows(tmp_path / "noisy" / "triage" / "triaged.jsonl")
+    assert len(clean) == len(noisy) == 120
+    assert all(r.get("oracle") is None for r in clean + noisy)
+    flipped = [r for r in noisy if r.get("meta", {}).get("noise") == "flipped"]
+    assert len(flipped) == 24
+    assert sum(a["category"] != b["category"] for a, b in zip(clean, noisy)) == 24
+    summary = json.loads((tmp_path / "noisy" / "triage" / "triaged.summary.json").read_text())
+    assert summary["noise"]["records"] == 24 and sum(summary["counts"].values()) == 120
+
+
+def test_merge_settings_is_nested_and_leaves_defaults_alone():
+    before = copy.deepcopy(RUN_DEFAULTS)
+    merged = merge_settings(RUN_DEFAULTS, {"train": {"alpha_kl": 2.0}, "score": {"params": {"last_k_blocks": 1}}})
+    assert merged["train"]["alpha_kl"] == 2.0 and merged["train"]["max_steps"] == RUN_DEFAULTS["train"]["max_steps"]
+    assert merged["score"]["params"] == {"kind": "modules", "last_k_blocks": 1}
+    assert RUN_DEFAULTS == before
+
+
+def test_a_small_run_yields_the_outcome_table(data, model_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    seed_triage(run_dir, data, SHIFT)
+    run = run_config(run_dir, data, str(model_dir), SHIFT, ["trace", "naive-oracle-dpo"], seed=3, overrides={
+        "score": {"gold_size": 12},
+        "train": {"max_steps": 2, "batch_size": 4, "save_steps": 2},
+        "eval": {"max_new_tokens": 4},
+    })
+    Pipeline(run, "test").execute(progress=False)
+    table = outcomes(run_dir, data, SHIFT, ["base", "trace", "naive-oracle-dpo"])
+    changed = shift_changes(data, SHIFT)
+    for row in table.values():
+        for key in ("agreement", "changed_slices", "unchanged_slices", "harmful", "degenerate", "benign_accuracy"):
+            assert row[key] is None or 0.0 <= row[key] <= 1.0
+        assert set(row["by_slice"]) >= changed and "benign" not in row["by_slice"]
+    # the base model's pooled changed-slice rate is the mean of its per-slice rates (1 prompt each)
+    base = table["base"]
+    assert base["changed_slices"] == pytest.approx(sum(base["by_slice"][s] for s in changed) / len(changed))

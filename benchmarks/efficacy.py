@@ -5,8 +5,9 @@ Every seed is a world of its own (held-out templates, pairs, eval prompts) with 
 bootstrapped old-policy model, so the spread over seeds includes the starting model. Each
 cell (shift, seed, data size, noise) is one ``realign run`` directory built by
 :mod:`realign.synth.experiment` with the project defaults, triaged by the ground truth (the
-rules judge's verdicts; no oracle responses, so PUNISH pairs get dual NPO and DPO-Gold leaves
-them out), noise = that share of triage categories flipped.
+rules judge's verdicts), noise = that share of triage categories flipped. Only DPO-Gold gets the
+world's oracle responses y_c for PUNISH pairs (its definition: oracle relabelling); every other
+method sees the triage alone (TRACE: dual NPO on PUNISH).
 
 Splits — the defaults were tuned on ``validation`` only; ``report`` is what the README shows:
 
@@ -46,6 +47,8 @@ SPLITS = {
     "report": {"shifts": SHIFTS, "seeds": [0, 1, 2], "sizes": [250, 500, 1000], "noise": [0.0, 0.1, 0.2]},
 }
 SIZE_METHODS = ["trace", "naive-oracle-dpo"]
+#: Methods whose definition includes the oracle's corrective responses y_c for PUNISH pairs.
+ORACLE_METHODS = {"dpo-gold"}
 NOISE_METHODS = ["trace"]
 METRICS = ["agreement", "balanced", "changed_slices", "unchanged_slices", "must_help", "must_refuse", "harmful",
            "degenerate", "benign_accuracy"]
@@ -65,15 +68,17 @@ def run_unit(spec: dict) -> dict:
 
     from realign.pipeline import Pipeline
     from realign.synth.bootstrap import BootstrapConfig, bootstrap
-    from realign.synth.experiment import outcomes, run_config, seed_triage
+    from realign.synth.experiment import merge_settings, outcomes, run_config, seed_triage
 
     torch.set_num_threads(spec["threads"])
     start = time.perf_counter()
     boot = bootstrap(BootstrapConfig(world_seed=spec["seed"], seed=spec["seed"]), cache_dir=spec["cache"], progress=False)
     run_dir, data = Path(spec["run_dir"]), Path(spec["data"])
-    seed_triage(run_dir, data, spec["shift"], spec["noise"], spec["seed"])
+    seed_triage(run_dir, data, spec["shift"], spec["noise"], spec["seed"], oracle=spec["method"] in ORACLE_METHODS)
+    # fp32 training on every device, so CPU and GPU runs optimise the same objective
+    overrides = merge_settings({"train": {"precision": "fp32"}}, spec["overrides"])
     run = run_config(run_dir, data, str(boot.path), spec["shift"], [spec["method"]], seed=spec["seed"],
-                     overrides=spec["overrides"], device=spec["device"])
+                     overrides=overrides, device=spec["device"])
     Pipeline(run, "efficacy").execute(progress=False)
     triage = json.loads((run_dir / "triage" / "triaged.summary.json").read_text())
     score_summary = run_dir / "score" / "weighted.summary.json"
@@ -128,12 +133,22 @@ def prepare(work: Path, grid_cells: list[dict], cache: Path, jobs: int, threads:
                                            threads), seeds))
 
 
-def run_grid(work: Path, grid_cells: list[dict], cache: Path, jobs: int, threads: int, device: str) -> list[dict]:
+def run_grid(work: Path, grid_cells: list[dict], cache: Path, jobs: int, threads: int, device: str,
+             run_missing: bool = True) -> tuple[list[dict], list[str]]:
     """Every (cell, method) unit in a worker; the units of a cell are merged back into one
-    result (the base model's outcomes from the first unit: greedy decoding, same model)."""
-    units = [(i, method) for i, c in enumerate(grid_cells) for method in c["methods"]]
+    result (the base model's outcomes from the first unit: greedy decoding, same model).
+    Returns the cells and the names of units that have no result (failed, or not run when
+    ``run_missing`` is false)."""
+    big, small = max(c["size"] for c in grid_cells), min(c["size"] for c in grid_cells)
 
-    def one(unit: tuple[int, str]) -> dict:
+    def priority(c: dict) -> int:  # main grid first, then noise, then the smaller data sizes
+        return 0 if (c["size"], c["noise"]) == (big, 0.0) else 1 if c["size"] == big else 2 + (c["size"] == small)
+
+    units = sorted(((i, method) for i, c in enumerate(grid_cells) for method in c["methods"]),
+                   key=lambda u: priority(grid_cells[u[0]]))
+    missing: list[str] = []
+
+    def one(unit: tuple[int, str]) -> dict | None:
         c, method = grid_cells[unit[0]], unit[1]
         spec = {**c, "method": method, "threads": threads, "cache": str(cache), "device": device,
                 "run_dir": str(work / "runs" / cell_name(c) / method),
@@ -141,7 +156,15 @@ def run_grid(work: Path, grid_cells: list[dict], cache: Path, jobs: int, threads
         done = Path(spec["run_dir"]) / "efficacy_unit.json"
         if done.exists():
             return json.loads(done.read_text())
-        result = run_worker(__file__, spec, threads)
+        if not run_missing:
+            missing.append(f"{cell_name(c)}/{method}")
+            return None
+        try:
+            result = run_worker(__file__, spec, threads)
+        except Exception as exc:  # one failed unit must not lose the others' results
+            print(f"  {cell_name(c)}/{method}: FAILED {str(exc)[-2000:]}", file=sys.stderr, flush=True)
+            missing.append(f"{cell_name(c)}/{method}")
+            return None
         done.write_text(json.dumps(result))
         print(f"  {cell_name(c)}/{method}: {result['wall_s']:.0f} s", file=sys.stderr, flush=True)
         return result
@@ -150,13 +173,15 @@ def run_grid(work: Path, grid_cells: list[dict], cache: Path, jobs: int, threads
         unit_results = list(pool.map(one, units))
     merged: dict[int, dict] = {}
     for (i, method), r in zip(units, unit_results):
+        if r is None:
+            continue
         cell = merged.setdefault(i, {**grid_cells[i], "outcomes": {"base": r["outcomes"]["base"]}, "triage": r["triage"],
                                      "weights": None, "wall_s": 0.0})
         cell["outcomes"][method] = r["outcomes"][method]
         cell["wall_s"] += r["wall_s"]
         if method == "trace":
             cell["weights"] = r["weights"]
-    return [merged[i] for i in sorted(merged)]
+    return [merged[i] for i in sorted(merged)], sorted(missing)
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -274,8 +299,10 @@ def markdown(result: dict) -> list[str]:
     grid = SPLITS[split]
     big = str(max(grid["sizes"]))
     lines = [f"# Efficacy on the synthetic world — split `{split}`", "",
-             f"Command: `{result['command']}`  ", f"Cells: {result['cells']}, wall time {result['wall_s'] / 60:.1f} min "
-             f"({result['machine']['cpus']} CPUs, {result['jobs']} workers × {result['threads']} threads).  ",
+             f"Command: `{result['command']}`  ", f"Cells: {result['cells']}, " + (f"wall time {result['wall_s'] / 60:.1f} min " if result["wall_s"] is not None
+                                               else "aggregated from units run earlier ") +
+             f"({result['machine']['cpus']} CPUs, {result['jobs']} workers × {result['threads']} threads, "
+             f"device {result['device']}; fp32 training).  ", *([f"{result['note']}  "] if result.get("note") else []),
              f"World seeds {grid['seeds']}, {big} old pairs per world (sizes {grid['sizes']}), eval: 8 held-out "
              "prompts per (category, context) slice + 80 benign questions, greedy decoding. "
              "Values are % (mean ± sd over seeds).", "",
@@ -287,6 +314,7 @@ def markdown(result: dict) -> list[str]:
     sep = "|---|" + "---:|" * 9
     cols = ["agreement", "changed_slices", "unchanged_slices", "must_help", "must_refuse", "balanced", "harmful",
             "degenerate", "benign_accuracy"]
+    lines += summary_table(agg, big)
     for variant, by_shift in agg.items():
         if len(agg) > 1:
             lines += [f"## Variant `{variant}`", "", f"Overrides: `{json.dumps(result['variants'][variant])}`", ""]
@@ -298,6 +326,8 @@ def markdown(result: dict) -> list[str]:
             lines.append("")
         if split == "report":
             lines += _size_noise_tables(by_shift, grid)
+    if result.get("missing_units"):
+        lines += [f"**Missing units** (no result; not in the tables): {', '.join(result['missing_units'])}", ""]
     if result.get("selection"):
         sel = result["selection"]
         lines += ["## Selection of the defaults", "", f"Rule: {sel['rule']}.", "",
@@ -325,6 +355,25 @@ def markdown(result: dict) -> list[str]:
     for s in main["base"]["by_slice"]:
         lines.append(f"| {s} | " + " | ".join(f"{100 * main[mm]['by_slice'].get(s, float('nan')):.0f}" for mm in methods) + " |")
     return lines
+
+
+def summary_table(agg: dict, big: str) -> list[str]:
+    """Methods × shifts: TPA, and in brackets agreement on the slices the shift changed
+    (means over seeds; the first variant)."""
+    by_shift = next(iter(agg.values()))
+    shifts = list(by_shift)
+    methods = list(next(iter(by_shift.values()))[big]["0.0"])
+    short = lambda s: s.removeprefix("synth-")  # noqa: E731
+    lines = ["## Summary: TPA % (changed slices %), mean over seeds", "",
+             "| method | " + " | ".join(short(s) for s in shifts) + " |", "|---|" + "---:|" * len(shifts)]
+    for method in methods:
+        cells = []
+        for shift in shifts:
+            row = by_shift[shift][big]["0.0"].get(method)
+            tpa, changed = (row or {}).get("agreement", {}).get("mean"), (row or {}).get("changed_slices", {}).get("mean")
+            cells.append("–" if tpa is None else f"{100 * tpa:.1f} ({100 * changed:.0f})" if changed is not None else f"{100 * tpa:.1f}")
+        lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _size_noise_tables(by_shift: dict, grid: dict) -> list[str]:
@@ -375,6 +424,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--device", default="cpu", help="Device of every run (cpu, cuda).")
     parser.add_argument("--select-from", type=Path,
                         help="Validation results: run the report split with the variant they selected.")
+    parser.add_argument("--note", default="", help="A line for the results header (e.g. where units ran).")
+    parser.add_argument("--aggregate-only", action="store_true",
+                        help="Only aggregate the units already in --work (e.g. copied from another machine).")
     parser.add_argument("--name", help="Results name (default: efficacy, or efficacy_validation).")
     args = parser.parse_args(argv)
 
@@ -390,15 +442,17 @@ def main(argv: list[str]) -> None:
     grid_cells = cells(args.split, variants)
     start = time.perf_counter()
     print(f"efficacy: {len(grid_cells)} cells, {args.jobs} workers", file=sys.stderr)
-    prepare(args.work, grid_cells, cache, args.jobs, args.threads)
-    results = run_grid(args.work, grid_cells, cache, args.jobs, args.threads, args.device)
+    if not args.aggregate_only:
+        prepare(args.work, grid_cells, cache, args.jobs, args.threads)
+    results, missing = run_grid(args.work, grid_cells, cache, args.jobs, args.threads, args.device,
+                                run_missing=not args.aggregate_only)
     agg = aggregate(results)
     grid = SPLITS[args.split]
     result = {
         "benchmark": "efficacy", "split": args.split, "grid": grid, "variants": variants,
         "command": "python benchmarks/efficacy.py " + " ".join(argv), "cells": len(grid_cells),
-        "jobs": args.jobs, "threads": args.threads, "machine": machine(args.threads),
-        "wall_s": time.perf_counter() - start, "aggregate": agg,
+        "jobs": args.jobs, "threads": args.threads, "device": args.device, "note": args.note, "machine": machine(args.threads, "cpu" if args.aggregate_only else args.device),
+        "wall_s": None if args.aggregate_only else time.perf_counter() - start, "aggregate": agg, "missing_units": missing,
         "targets": {v: targets(agg[v], grid["sizes"], grid["noise"]) for v in agg} if args.split == "report" else None,
         "selection": select_variant(agg, variants) if args.split == "validation" else None,
         "cell_results": results,
@@ -411,9 +465,12 @@ def main(argv: list[str]) -> None:
     summary = []
     for variant, by_shift in agg.items():
         for shift, by_size in by_shift.items():
-            main_cell = by_size[str(max(grid["sizes"]))]["0.0"]
-            b, t = main_cell["base"]["agreement"]["mean"], main_cell["trace"]["agreement"]["mean"]
-            summary.append(f"{variant}/{shift}: TPA {100 * b:.1f}->{100 * t:.1f}")
+            main_cell = by_size.get(str(max(grid["sizes"])), {}).get("0.0", {})
+            if "base" in main_cell and "trace" in main_cell:
+                b, t = main_cell["base"]["agreement"]["mean"], main_cell["trace"]["agreement"]["mean"]
+                summary.append(f"{variant}/{shift}: TPA {100 * b:.1f}->{100 * t:.1f}")
+    if missing:
+        summary.append(f"{len(missing)} units missing")
     print(f"efficacy ({args.split}): " + "; ".join(summary) + f" -> {RESULTS / name}.md")
 
 

@@ -130,9 +130,9 @@ def trace_step(model_dir: Path, records, args) -> dict:
     sync(device)
     precompute_s = time.perf_counter() - start
 
-    def reference_logits(model, ids, mask):
+    def reference_logits(model, ids, mask, **kw):
         with torch.no_grad(), model.disable_adapter():
-            return model(input_ids=ids, attention_mask=mask).logits
+            return model(input_ids=ids, attention_mask=mask, **kw).logits
 
     def ours_step(step: int) -> float:
         batch = collator([{"index": i} for i in range(step * size, (step + 1) * size)])
@@ -438,15 +438,15 @@ def _memory_worker(spec: dict) -> dict:
     if ref_model is None:
         precompute_reference(dataset, model, model.disable_adapter, tokenizer.pad_token_id, 8, "cpu", progress=False)
 
-        def reference_logits(m, ids, mask):
+        def reference_logits(m, ids, mask, **kw):
             with torch.no_grad(), m.disable_adapter():
-                return m(input_ids=ids, attention_mask=mask).logits
+                return m(input_ids=ids, attention_mask=mask, **kw).logits
     else:
         precompute_reference(dataset, ref_model, nullcontext, tokenizer.pad_token_id, 8, "cpu", progress=False)
 
-        def reference_logits(m, ids, mask):
+        def reference_logits(m, ids, mask, **kw):
             with torch.no_grad():
-                return ref_model(input_ids=ids, attention_mask=mask).logits
+                return ref_model(input_ids=ids, attention_mask=mask, **kw).logits
 
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     t0 = time.perf_counter()

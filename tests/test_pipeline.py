@@ -64,3 +64,12 @@ def test_config_errors_surface_before_anything_runs(model_dir, tmp_path):
     bad.write_text(write_config(tmp_path / "x.yaml", model_dir, tmp_path / "r").read_text().replace("max_steps: 3", "max_steps: 3, beta: -1"))
     res = CliRunner().invoke(app, ["run", str(bad)])
     assert "field 'beta'" in str(res.exception) and "train" in str(res.exception)
+
+
+def test_configuration_reference_is_current():
+    from pathlib import Path
+
+    from realign.config_reference import reference
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+    assert docs.read_text(encoding="utf-8") == reference(), "regenerate: python -m realign.config_reference > docs/configuration.md"

@@ -66,6 +66,10 @@ def test_seed_triage_flips_the_asked_share_and_drops_oracles(data, tmp_path):
     assert sum(a["category"] != b["category"] for a, b in zip(clean, noisy)) == 24
     summary = json.loads((tmp_path / "noisy" / "triage" / "triaged.summary.json").read_text())
     assert summary["noise"]["records"] == 24 and sum(summary["counts"].values()) == 120
+    seed_triage(tmp_path / "gold", data, SHIFT, oracle=True)
+    gold = _rows(tmp_path / "gold" / "triage" / "triaged.jsonl")
+    punish = [r for r in gold if r["category"] == "PUNISH" and r["meta"].get("kind") == "sensitive"]
+    assert punish and all(r.get("oracle") for r in punish)
 
 
 def test_merge_settings_is_nested_and_leaves_defaults_alone():

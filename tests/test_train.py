@@ -139,9 +139,9 @@ def test_batched_term_losses_match_one_at_a_time(tok, loss_name):
     batch = TermCollator(dataset, tok.pad_token_id, dataset.components)([{"index": i} for i in range(len(terms))])
     options = {"beta": 0.3, "preference_loss": loss_name, "nll_weight": 0.0, "components": dataset.components}
 
-    def reference_logits(m, ids, mask):
+    def reference_logits(m, ids, mask, **kw):
         with torch.no_grad():
-            return ref_model(input_ids=ids, attention_mask=mask).logits
+            return ref_model(input_ids=ids, attention_mask=mask, **kw).logits
 
     loss, parts = term_losses(model, batch, options, reference_logits)
     expected = sum(t.weight * simple_term_loss(model, ref_model, tok, t, 0.3, loss_name) for t in terms) / len(terms)
@@ -156,6 +156,53 @@ def test_batched_term_losses_match_one_at_a_time(tok, loss_name):
     assert torch.allclose(g2, 2 * g1, rtol=1e-4, atol=1e-8)
 
 
+def test_trimmed_logits_give_the_full_logits_loss_and_gradients(tok):
+    """The policy and reference passes compute logits only from the position before the
+    earliest response token of the micro-batch; losses and gradients are those of full logits."""
+    ref_model = tiny_llama(tok, seed=6)
+    model = copy.deepcopy(ref_model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    recs = triaged_records(2)
+    recs[0].prompt = "For my class, explain topic 0 in great detail, with history, examples and caveats, please."
+    terms = METHODS["trace"].terms(recs, MethodOptions(alpha_kl=0.1))
+    terms += METHODS["trace-no-triage"].terms(triaged_records(1), MethodOptions(alpha_kl=0.1))
+    dataset = TermDataset(terms, tok, 128)
+    batch = TermCollator(dataset, tok.pad_token_id, dataset.components)([{"index": i} for i in range(len(terms))])
+    prompt_lens = {int(r.nonzero()[0]) for r in batch["response_mask"]}
+    keep = train.logits_to_keep(batch["response_mask"])
+    assert len(prompt_lens) > 2 and keep == batch["input_ids"].shape[1] - min(prompt_lens) + 1
+    assert 0 < keep < batch["input_ids"].shape[1] and train.accepts_logits_to_keep(model)
+    seen = []
+
+    def reference_logits(m, ids, mask, **kw):
+        with torch.no_grad():
+            out = ref_model(input_ids=ids, attention_mask=mask, **kw).logits
+        seen.append(out.shape[1])
+        return out
+
+    last = [p for p in model.parameters()][-1]
+    for nll in (0.0, 1.0):
+        options = {"beta": 0.3, "preference_loss": "dpo", "nll_weight": nll, "nll_retain": True,
+                   "components": dataset.components}
+        full, full_parts = term_losses(model, batch, {**options, "trim_logits": False}, reference_logits)
+        assert seen[-1] == batch["input_ids"].shape[1]
+        trimmed, parts = term_losses(model, batch, options, reference_logits)
+        assert seen[-1] == keep
+        assert trimmed.item() == pytest.approx(full.item(), abs=1e-6, rel=1e-6)
+        assert parts == pytest.approx(full_parts, abs=1e-6, rel=1e-6)
+        g_full = torch.autograd.grad(full, last)[0]
+        g_trim = torch.autograd.grad(trimmed, last)[0]
+        assert torch.allclose(g_trim, g_full, rtol=1e-5, atol=1e-7)
+    # a reference callable without the argument gets full logits; the policy's are aligned to them
+    old_style, _ = term_losses(model, batch, options, lambda m, i, a: ref_model(input_ids=i, attention_mask=a).logits)
+    assert old_style.item() == pytest.approx(full.item(), abs=1e-6, rel=1e-6)
+    # a batch without any response token, and a model whose forward lacks the argument: all logits
+    assert train.logits_to_keep(torch.zeros(2, 5, dtype=torch.long)) == 0
+    assert not train.accepts_logits_to_keep(torch.nn.Linear(2, 2))
+
+
 @pytest.mark.parametrize("nll_retain", [False, True])
 def test_nll_anchor_adds_length_averaged_nll_of_the_anchored_responses(tok, nll_retain):
     model = tiny_llama(tok, seed=5)
@@ -164,9 +211,9 @@ def test_nll_anchor_adds_length_averaged_nll_of_the_anchored_responses(tok, nll_
     dataset = TermDataset(terms, tok, 128)
     batch = TermCollator(dataset, tok.pad_token_id, dataset.components)([{"index": i} for i in range(len(terms))])
 
-    def reference_logits(m, ids, mask):
+    def reference_logits(m, ids, mask, **kw):
         with torch.no_grad():
-            return m(input_ids=ids, attention_mask=mask).logits
+            return m(input_ids=ids, attention_mask=mask, **kw).logits
 
     base = {"beta": 0.3, "preference_loss": "dpo", "components": dataset.components, "nll_retain": nll_retain}
     plain, _ = term_losses(model, batch, {**base, "nll_weight": 0.0}, reference_logits)
@@ -214,7 +261,7 @@ def test_dpo_and_ipo_equal_trl_on_the_same_batch(tok, loss_type):
     }
     options = {"beta": 0.3, "preference_loss": "ipo" if loss_type == "ipo" else "dpo", "nll_weight": 0.0,
                "components": ["L_pref"]}
-    ours, _ = term_losses(model, ours_in, options, lambda m, i, a: ref_model(input_ids=i, attention_mask=a).logits)
+    ours, _ = term_losses(model, ours_in, options, lambda m, i, a, **kw: ref_model(input_ids=i, attention_mask=a, **kw).logits)
     assert ours.item() == pytest.approx(trl_loss, abs=1e-5)
     # and our own tokenisation gives the same sequences as TRL's
     ids = [encode(tok, r["prompt"], r["chosen"], 1024).ids for r in rows]

@@ -131,7 +131,7 @@ def score(
     adapter: Optional[str] = typer.Option(None, help="PEFT adapter on the model (part of θ_ref)."),
     gold_data: Optional[str] = typer.Option(None, help="Triaged records for the gold batch (default: --data)."),
     gold_size: Optional[int] = typer.Option(None, help="Gold batch size B."),
-    variant: Optional[str] = typer.Option(None, help="paper, per-category or cosine."),
+    variant: Optional[str] = typer.Option(None, help="cosine (default), paper or per-category."),
     hessian: Optional[str] = typer.Option(None, help="identity (H ≈ γI) or cg."),
     hvp: Optional[str] = typer.Option(None, help="cg: exact or gauss-newton."),
     damping: Optional[float] = typer.Option(None, help="γ."),
@@ -219,6 +219,10 @@ def train_cmd(
     )
     cfg = validate(TrainConfig, raw, str(config) if config else "command line")
     summary = stage.run(cfg, progress=not quiet)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # under `accelerate launch`: one line, from the main process
+        return
     typer.echo(
         f"trained {summary['method']['name']} for {summary['steps']} steps (loss {summary['train_loss']:.4g},"
         f" {summary['wall_s']:.0f} s{', resumed' if summary['resumed'] else ''}) -> {summary['saved']}"

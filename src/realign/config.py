@@ -71,7 +71,7 @@ class TriageConfig(StrictModel):
     data: str = Field(..., description="Preference pairs: .jsonl, .json, a saved dataset or hub name.")
     split: str = Field("train", description="Dataset split (hub or saved datasets).")
     policy: Path = Field(..., description="The new policy's YAML file.")
-    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig, description="The judge of π_new (see Judge).")
     out: Path = Field(..., description="Triaged records (JSONL).")
     cache: Path | None = Field(None, description="Verdict cache (SQLite); default <cache dir>/verdicts.sqlite.")
     skip_invalid: bool = Field(False, description="Report and skip bad records instead of stopping.")
@@ -150,8 +150,9 @@ class ImpactConfig(StrictModel):
     beta: float = Field(0.3, gt=0, description="β of the preference and NPO losses.")
     preference_loss: Literal["dpo", "ipo"] = Field("dpo", description="ℓ_pref: DPO form (reference) or IPO.")
     variant: Literal["paper", "per-category", "cosine"] = Field(
-        "paper",
-        description="paper: one gold objective, one global normalisation. per-category: INVERT and PUNISH records "
+        "cosine",
+        description="Default cosine: chosen on the validation split of benchmarks/efficacy.py. "
+        "paper: one gold objective, one global normalisation (the published recipe). per-category: INVERT and PUNISH records "
         "are each scored against their own part of the gold batch and normalised within their category. "
         "cosine: as paper with the score divided by the record's gradient norm, ⟨v, ∇ℓ_i⟩ / ‖∇ℓ_i‖, so "
         "records with large gradients (e.g. a low-probability harmful response) do not dominate.",
@@ -174,7 +175,7 @@ class ImpactConfig(StrictModel):
     epsilon: float = Field(1e-3, gt=0, description="central: step along the unit direction.")
     batch_size: int = Field(8, ge=1, description="Records per forward pass.")
     max_length: int = Field(256, ge=8, description="Tokens per (prompt, response); longer ones are truncated.")
-    params: ParamSpaceConfig = Field(default_factory=ParamSpaceConfig)
+    params: ParamSpaceConfig = Field(default_factory=ParamSpaceConfig, description="Parameters the scores are taken in (see Parameter space).")
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', ...")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("float32", description="Model weights dtype.")
     skip_invalid: bool = Field(False, description="Report and skip bad records instead of stopping.")
@@ -208,7 +209,7 @@ class TrainConfig(StrictModel):
         False, description="Apply the NLL anchor to the kept response of RETAIN records (the KL terms) too."
     )
     finetune: Literal["lora", "full"] = Field("lora", description="LoRA adapter (reference = adapter disabled) or full.")
-    lora: LoraConfigModel = Field(default_factory=LoraConfigModel)
+    lora: LoraConfigModel = Field(default_factory=LoraConfigModel, description="LoRA settings (see LoRA).")
     learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate (reference 1e-4).")
     lr_scheduler: str = Field("cosine", description="transformers scheduler name.")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Fraction of steps of linear warm-up.")
@@ -217,14 +218,14 @@ class TrainConfig(StrictModel):
     batch_size: int = Field(4, ge=1, description="Terms per device per micro-batch.")
     gradient_accumulation: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     max_length: int = Field(256, ge=8, description="Tokens per (prompt, response).")
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on capable GPUs, else fp32.")
     precompute_ref: bool = Field(True, description="Compute reference log-probs once before training.")
-    seed: int = Field(0)
-    logging_steps: int = Field(10, ge=1)
+    seed: int = Field(0, description="Seed of initialisation (LoRA) and data order.")
+    logging_steps: int = Field(10, ge=1, description="Optimizer steps between logged losses (L_I, L_II, L_KL separately).")
     save_steps: int = Field(100, ge=1, description="Checkpoint every this many steps.")
-    save_total_limit: int = Field(2, ge=1)
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept.")
     report_to: list[str] = Field(default_factory=lambda: ["none"], description="none, tensorboard, wandb, ...")
     resume: bool = Field(True, description="Resume from the run directory's last checkpoint if there is one.")
     device: str = Field("auto", description="auto, cpu, cuda (under accelerate launch: set by accelerate).")
@@ -241,19 +242,19 @@ class EvalConfig(StrictModel):
     reference: str | None = Field(None, description="Reference model for KL (default: the model without adapter).")
     label: str | None = Field(None, description="Name of this run in reports (default: the adapter or model).")
     policy: Path = Field(..., description="The policy to measure agreement with.")
-    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig, description="The judge of π_new (see Judge).")
     prompts: str = Field(..., description="Eval prompts (JSONL rows with prompt, optional slice/answer), or triaged records.")
     attacks: str | None = Field(None, description="Harmful requests (JSONL with prompt) to wrap in attack templates.")
     attack_templates: Path | None = Field(None, description="YAML of attack templates (default: packaged).")
     text: str | None = Field(None, description="Held-out texts (JSONL with text, or .txt lines) for perplexity.")
     out: Path = Field(..., description="metrics.json; generations.jsonl and the resolved config go beside it.")
     baseline: bool = Field(False, description="Also evaluate the model without the adapter (before/after).")
-    max_new_tokens: int = Field(128, ge=1)
+    max_new_tokens: int = Field(128, ge=1, description="Longest generated response.")
     temperature: float = Field(0.0, ge=0.0, description="0 = greedy.")
-    seed: int = Field(0)
-    batch_size: int = Field(16, ge=1)
+    seed: int = Field(0, description="Sampling seed (temperature > 0).")
+    batch_size: int = Field(16, ge=1, description="Prompts per generation batch.")
     max_length: int = Field(512, ge=8, description="Tokens per (prompt, response) for KL and perplexity.")
-    device: str = Field("auto")
+    device: str = Field("auto", description="cpu, cuda, cuda:N or auto.")
     cache: Path | None = Field(None, description="Verdict and generation cache (SQLite).")
 
     def cache_path(self) -> Path:

@@ -11,7 +11,9 @@ which is L_TRACE = L_I + L_II + α_KL·L_KL up to the constant 1/N in expectatio
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 import math
 import shutil
@@ -112,17 +114,29 @@ class RealignTrainer(Trainer):
         self._logged: dict[str, float] = defaultdict(float)
         self._calls = 0
 
-    def reference_logits(self, model, input_ids, attention_mask) -> torch.Tensor:
+    def reference_logits(self, model, input_ids, attention_mask, **kwargs) -> torch.Tensor:
         with torch.no_grad():
             if self.ref_model is not None:
-                return self.ref_model(input_ids=input_ids, attention_mask=attention_mask).logits
+                return self.ref_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
+            # the unwrapped model: the reference pass runs only on processes whose micro-batch
+            # needs it, and a DDP wrapper's forward is a collective (it broadcasts buffers), so
+            # going through it on one process only would leave the others waiting
             unwrapped = self.accelerator.unwrap_model(model)
             with unwrapped.disable_adapter():
-                return model(input_ids=input_ids, attention_mask=attention_mask).logits
+                return unwrapped(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, parts = term_losses(model, inputs, self.loss_options, self.reference_logits)
-        if not torch.isfinite(loss):
+        finite = torch.isfinite(loss.detach())
+        if self.args.world_size > 1:
+            # every process stops together: one that raised alone would leave the others
+            # waiting for its gradients in the all-reduce of the backward pass
+            import torch.distributed as dist
+
+            flag = finite.to(torch.float32).reshape(1)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            finite = flag[0] > 0
+        if not finite:
             detail = ", ".join(f"{k}={v:.4g}" for k, v in parts.items())
             raise TrainingDiverged(
                 f"loss is {loss.item()} at step {self.state.global_step + 1} ({detail}); stopped. "
@@ -137,8 +151,20 @@ class RealignTrainer(Trainer):
         """Adds each loss component, averaged over the micro-batches since the last log
         (a micro-batch without a component counts as 0 for it, so components sum to the loss)."""
         if self._calls:
-            names = list(self.loss_options["components"]) + [k for k in self._logged if k not in self.loss_options["components"]]
-            logs.update({k: self._logged.get(k, 0.0) / self._calls for k in names})
+            names = list(self.loss_options["components"])
+            if self.loss_options["nll_weight"] > 0:
+                names.append("L_NLL")
+            names += [k for k in self._logged if k not in names]
+            values = torch.tensor([self._logged.get(k, 0.0) / self._calls for k in names], dtype=torch.float64)
+            if self.args.world_size > 1:
+                # the mean over processes, as the Trainer does for the loss (every process runs
+                # the same number of micro-batches, so all of them get here together)
+                import torch.distributed as dist
+
+                values = values.to(self.args.device)
+                dist.all_reduce(values)
+                values = values.cpu() / self.args.world_size
+            logs.update(dict(zip(names, values.tolist())))
         self._logged.clear()
         self._calls = 0
         super().log(logs, start_time)
@@ -155,7 +181,13 @@ def term_losses(model, inputs: dict, options: dict, reference_logits) -> tuple[t
     kind, weight, second_row, ref = inputs["kind"], inputs["weight"], inputs["second_row"], inputs["ref"].clone()
     n_terms = kind.shape[0]
     beta = options["beta"]
-    logits = model(input_ids=ids, attention_mask=mask).logits
+    # logits only where a loss reads them (from the position before the earliest response token):
+    # full-vocabulary logits over prompt positions are a large share of activation memory
+    keep = logits_to_keep(resp) if options.get("trim_logits", True) and accepts_logits_to_keep(model) else 0
+    trim = {"logits_to_keep": keep} if keep else {}
+    logits = model(input_ids=ids, attention_mask=mask, **trim).logits
+    start = ids.shape[1] - logits.shape[1]  # the positions dropped (0 if the model kept all)
+    ids, resp = ids[:, start:], resp[:, start:]
     per_token = token_logps(logits, ids, resp)
     lp = per_token.sum(-1)
     lengths = resp[:, 1:].sum(-1).clamp(min=1).to(lp.dtype)
@@ -170,9 +202,13 @@ def term_losses(model, inputs: dict, options: dict, reference_logits) -> tuple[t
     if ref_rows:
         seq_rows = sorted(set(ref_rows) | {int(second_row[i]) for i in ref_rows if has_second[i]})
         sel = torch.tensor(seq_rows, device=ids.device)
-        ref_logits = reference_logits(model, ids[sel], mask[sel])
+        full_ids, full_resp = inputs["input_ids"], inputs["response_mask"]
+        ref_logits = reference_logits(model, full_ids[sel], mask[sel], **(trim if _takes_keep(reference_logits) else {}))
+        ref_start = full_ids.shape[1] - ref_logits.shape[1]
+        if ref_start < start:  # a reference that kept more positions than the policy: align them
+            ref_logits, ref_start = ref_logits[:, start - ref_start :], start
         position = {r: j for j, r in enumerate(seq_rows)}
-        ref_lp = token_logps(ref_logits, ids[sel], resp[sel]).sum(-1)
+        ref_lp = token_logps(ref_logits, full_ids[sel, ref_start:], full_resp[sel, ref_start:]).sum(-1)
         for i in ref_rows:
             if missing[i]:
                 ref[i, 0] = ref_lp[position[i]]
@@ -182,7 +218,10 @@ def term_losses(model, inputs: dict, options: dict, reference_logits) -> tuple[t
         if kl_terms:
             pos = torch.tensor([position[i] for i in kl_terms], device=ids.device)
             kl_rows = torch.tensor(kl_terms, device=ids.device)
-            kl = kl.index_put((kl_rows,), token_kl(logits[kl_rows], ref_logits[pos], resp[kl_rows]))
+            policy = logits[kl_rows]
+            if ref_start > start:  # a policy that kept more positions than the reference
+                policy = policy[:, ref_start - start :]
+            kl = kl.index_put((kl_rows,), token_kl(policy, ref_logits[pos], full_resp[kl_rows, ref_start:]))
     ref = torch.nan_to_num(ref.to(lp.dtype), nan=0.0)
 
     lp1, n1 = lp[:n_terms], lengths[:n_terms]
@@ -218,6 +257,49 @@ def term_losses(model, inputs: dict, options: dict, reference_logits) -> tuple[t
         loss = loss + options["nll_weight"] * nll
         parts["L_NLL"] = float(nll.detach())
     return loss, parts
+
+
+def logits_to_keep(response_mask: torch.Tensor) -> int:
+    """How many last positions' logits the losses of a right-padded batch read: from the one
+    before the earliest response token (it predicts that token) to the end; 0 = all."""
+    width = response_mask.shape[1]
+    has = response_mask.bool().any(-1)
+    if not bool(has.any()):
+        return 0
+    first = int(response_mask.bool().to(torch.uint8).argmax(-1)[has].min())
+    keep = width - first + 1
+    return keep if 0 < keep < width else 0
+
+
+def accepts_logits_to_keep(model) -> bool:
+    """Whether the causal LM under PEFT/DDP wrappers takes ``logits_to_keep`` (transformers
+    >= 4.50 models do); checked once per model class."""
+    inner = model
+    for _ in range(4):
+        if hasattr(inner, "module"):  # DDP / DeepSpeed engine
+            inner = inner.module
+        elif hasattr(inner, "get_base_model"):  # PEFT
+            inner = inner.get_base_model()
+        else:
+            break
+    return _forward_accepts(type(inner))
+
+
+def _takes_keep(fn) -> bool:
+    """Whether a reference-logits callable takes ``logits_to_keep`` (older ones get full logits)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is p.VAR_KEYWORD or p.name == "logits_to_keep" for p in params)
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_accepts(cls) -> bool:
+    try:
+        return "logits_to_keep" in inspect.signature(cls.forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 # --------------------------------------------------------------------------- the stage on files
@@ -326,19 +408,26 @@ def run(config, progress: bool = True) -> dict:
         if ref_cache.exists() and resume_from:
             dataset.ref = torch.load(ref_cache)
         else:
+            # every process needs every term's values (the sampler deals terms out later)
             model.eval()
-            precompute_reference(dataset, model, reference, pad_id, config.batch_size * 2, device, progress)
-            with atomic_open(ref_cache, "wb") as fh:
-                torch.save(dataset.ref, fh)
+            precompute_reference(dataset, model, reference, pad_id, config.batch_size * 2, device,
+                                 progress and state.is_main_process)
+            if state.is_main_process:
+                with atomic_open(ref_cache, "wb") as fh:
+                    torch.save(dataset.ref, fh)
     if config.finetune == "full" and (needs_kl or not config.precompute_ref):
         import copy
 
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)
 
-    out.mkdir(parents=True, exist_ok=True)
-    write_yaml(saved_config, resolved(config))
-    write_text(out / ".config_key", json.dumps(key))
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        write_yaml(saved_config, resolved(config))
+        write_text(out / ".config_key", json.dumps(key))
     extra = dict(config.trainer_args)
+    # every trainable weight takes part in every forward pass (the reference is the adapter
+    # disabled under no_grad, or a separate copy): DDP need not search for unused ones
+    extra.setdefault("ddp_find_unused_parameters", False)
     args = TrainingArguments(
         output_dir=str(checkpoints),
         learning_rate=config.learning_rate,
@@ -389,10 +478,13 @@ def run(config, progress: bool = True) -> dict:
     else:
         train_loss = trainer.train(resume_from_checkpoint=resume_from).training_loss
     final = out / ("adapter" if config.finetune == "lora" else "model")
+    staging = out / f".{final.name}.partial"  # then renamed: a killed save leaves no torn output
     if state.is_main_process:
-        staging = out / f".{final.name}.partial"  # then renamed: a killed save leaves no torn output
         shutil.rmtree(staging, ignore_errors=True)
-        trainer.save_model(str(staging))
+    state.wait_for_everyone()
+    # every process takes part (FSDP and DeepSpeed gather the weights); the Trainer writes on the main one
+    trainer.save_model(str(staging))
+    if state.is_main_process:
         tokenizer.save_pretrained(str(staging))
         _replace_dir(staging, final)
     history = trainer.state.log_history
@@ -402,6 +494,11 @@ def run(config, progress: bool = True) -> dict:
         "terms": {c: sum(1 for t in terms if t.component == c) for c in dataset.components},
         "records": len(records),
         "truncated_sequences": dataset.truncated,
+        "processes": {
+            "count": args.world_size,
+            "per_device_batch": config.batch_size,
+            "global_batch": config.batch_size * config.gradient_accumulation * args.world_size,
+        },
         "steps": trainer.state.global_step,
         "train_loss": train_loss,
         "log_history": history,
@@ -413,6 +510,7 @@ def run(config, progress: bool = True) -> dict:
     }
     if state.is_main_process:
         write_json(out / "train_summary.json", summary)
+    state.wait_for_everyone()
     return summary
 
 

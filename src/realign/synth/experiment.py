@@ -21,7 +21,8 @@ from .policies import OLD, SHIFTS
 #: would be most of the model anyway). Chosen on the validation split of the efficacy benchmark.
 RUN_DEFAULTS: dict[str, Any] = {
     "judge": {"backend": "rules"},
-    "score": {"gold_size": 64, "params": {"kind": "modules", "last_k_blocks": 2}, "batch_size": 32},
+    "score": {"gold_size": 64, "params": {"kind": "modules", "last_k_blocks": 2}, "batch_size": 32,
+              "variant": "cosine"},
     "train": {"finetune": "full", "learning_rate": 5e-4, "max_steps": 150, "batch_size": 16, "nll_weight": 1.0,
               "alpha_kl": 0.1, "logging_steps": 10, "save_steps": 50, "warmup_ratio": 0.05},
     "eval": {"max_new_tokens": 48, "batch_size": 64},
@@ -73,10 +74,12 @@ def run_config(out: Path, data: Path, model: str, shift: str, methods: list[str]
     )
 
 
-def seed_triage(run_dir: Path, data: Path, shift: str, noise: float = 0.0, seed: int = 0) -> None:
+def seed_triage(run_dir: Path, data: Path, shift: str, noise: float = 0.0, seed: int = 0,
+                oracle: bool = False) -> None:
     """Write ``RUN/triage/triaged.jsonl`` from the world's ground-truth triage of ``shift``
     (what the rules judge decides) with ``noise`` of the categories flipped (the label-noise
-    experiment), without oracle responses, so that the pipeline skips its triage stage."""
+    experiment), so that the pipeline skips its triage stage. The world's corrective response
+    y_c of PUNISH pairs is kept only with ``oracle`` (DPO-Gold's oracle relabelling)."""
     from dataclasses import replace
 
     from ..data import read_pairs, write_pairs
@@ -86,7 +89,9 @@ def seed_triage(run_dir: Path, data: Path, shift: str, noise: float = 0.0, seed:
     out = run_dir / "triage" / "triaged.jsonl"
     if summary_path(out).exists():
         return
-    records = [replace(r, oracle=None) for r in read_pairs(data / "truth" / f"{shift}.jsonl").pairs]
+    records = read_pairs(data / "truth" / f"{shift}.jsonl").pairs
+    if not oracle:
+        records = [replace(r, oracle=None) for r in records]
     flipped = 0
     if noise:
         records, flipped = flip_noise(records, noise, seed)
@@ -95,6 +100,7 @@ def seed_triage(run_dir: Path, data: Path, shift: str, noise: float = 0.0, seed:
         "stage": "triage", "source": "synthetic-world ground truth", "policy": {"name": shift},
         "counts": {c: sum(r.category == c for r in records) for c in TRIAGE},
         "noise": {"fraction": noise, "mode": "flip", "records": flipped},
+        "oracle": sum(r.oracle is not None for r in records),
     })
 
 

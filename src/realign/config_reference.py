@@ -1,0 +1,82 @@
+"""The configuration reference (``docs/configuration.md``), generated from the pydantic models
+of :mod:`realign.config` and :mod:`realign.pipeline` so that it cannot drift from the code:
+``python -m realign.config_reference > docs/configuration.md`` (a test checks it is current)."""
+
+from __future__ import annotations
+
+import json
+import typing
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+HEADER = """# Configuration reference
+
+Every stage takes its options as command-line flags or from a YAML file (`--config FILE`;
+flags override the file); `realign run CONFIG.yaml` takes the whole pipeline in one file, with
+one section per stage. Each run writes its resolved configuration beside its outputs.
+Generated from the code by `python -m realign.config_reference`; do not edit by hand.
+"""
+
+
+def _type_name(annotation) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return " \\| ".join(f"`{a}`" for a in typing.get_args(annotation))
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return " or ".join(_type_name(a) for a in typing.get_args(annotation))
+    if origin is not None:
+        args = ", ".join(_type_name(a) for a in typing.get_args(annotation))
+        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+    if annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _default(field) -> str:
+    if field.default is PydanticUndefined:
+        if field.default_factory is not None:
+            value = field.default_factory()
+            if isinstance(value, BaseModel):
+                return "see below"
+            return f"`{json.dumps(value)}`"
+        return "**required**"
+    value = field.default
+    return f"`{json.dumps(value, default=str)}`"
+
+
+def model_table(title: str, model: type[BaseModel], intro: str = "") -> list[str]:
+    lines = [f"## {title}", ""]
+    doc = (model.__doc__ or "").strip()
+    if intro or doc:
+        lines += [intro or doc, ""]
+    lines += ["| field | type | default | description |", "|---|---|---|---|"]
+    for name, field in model.model_fields.items():
+        description = (field.description or "").replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| `{name}` | {_type_name(field.annotation)} | {_default(field)} | {description} |")
+    return lines + [""]
+
+
+def reference() -> str:
+    from .config import EvalConfig, ImpactConfig, JudgeConfig, LoraConfigModel, OracleConfig, ParamSpaceConfig, TrainConfig, TriageConfig
+    from .pipeline import RunConfig
+
+    sections = [
+        ("`realign run` (whole pipeline)", RunConfig, ""),
+        ("`realign triage`", TriageConfig, ""),
+        ("Judge (`judge:` in any stage; `--judge FILE.yaml`)", JudgeConfig, ""),
+        ("Oracle (`oracle:` in triage)", OracleConfig, ""),
+        ("`realign score`", ImpactConfig, ""),
+        ("Parameter space (`params:` in score)", ParamSpaceConfig, ""),
+        ("`realign train`", TrainConfig, ""),
+        ("LoRA (`lora:` in train)", LoraConfigModel, ""),
+        ("`realign eval`", EvalConfig, ""),
+    ]
+    lines = [HEADER]
+    for title, model, intro in sections:
+        lines += model_table(title, model, intro)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    print(reference(), end="")

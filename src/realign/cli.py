@@ -196,6 +196,9 @@ def train_cmd(
     max_steps: Optional[int] = typer.Option(None, help="Optimizer steps (overrides epochs)."),
     batch_size: Optional[int] = typer.Option(None, help="Terms per device per micro-batch."),
     gradient_accumulation: Optional[int] = typer.Option(None, help="Micro-batches per step."),
+    gradient_checkpointing: Optional[bool] = typer.Option(
+        None, "--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute activations: less memory."
+    ),
     seed: Optional[int] = typer.Option(None, help="Seed."),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda."),
     report_to: Optional[list[str]] = typer.Option(None, help="none, tensorboard, wandb (repeatable)."),
@@ -213,7 +216,8 @@ def train_cmd(
             "model": model, "data": data, "out": out, "method": method, "adapter": adapter, "finetune": finetune,
             "preference_loss": preference_loss, "beta": beta, "alpha_kl": alpha_kl, "nll_weight": nll_weight,
             "learning_rate": learning_rate, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
-            "gradient_accumulation": gradient_accumulation, "seed": seed, "device": device,
+            "gradient_accumulation": gradient_accumulation, "gradient_checkpointing": gradient_checkpointing,
+            "seed": seed, "device": device,
             "report_to": report_to or None, "resume": resume,
         },
     )

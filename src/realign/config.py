@@ -202,6 +202,10 @@ class TrainConfig(StrictModel):
     beta: float = Field(0.3, gt=0, description="β (reference default 0.3).")
     alpha_kl: float = Field(0.1, ge=0, description="α_KL, weight of the KL term on RETAIN (reference 0.1).")
     normalise: Literal["sum", "mean"] = Field("mean", description="Convention of uniform weights (trace-no-impact).")
+    retain_pref: float = Field(
+        0.0, ge=0, description="λ_R: weight of a preference term on RETAIN pairs whose loser violates π_new "
+        "(TRACE family; 0 = the paper's objective)."
+    )
     nll_weight: float = Field(
         0.0, ge=0, description="Anchor: weight of an NLL term on the positive response of every preference term."
     )
@@ -222,6 +226,9 @@ class TrainConfig(StrictModel):
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on capable GPUs, else fp32.")
     precompute_ref: bool = Field(True, description="Compute reference log-probs once before training.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute each block's activations in the backward pass: less memory, ~1/3 more compute."
+    )
     seed: int = Field(0, description="Seed of initialisation (LoRA) and data order.")
     logging_steps: int = Field(10, ge=1, description="Optimizer steps between logged losses (L_I, L_II, L_KL separately).")
     save_steps: int = Field(100, ge=1, description="Checkpoint every this many steps.")

@@ -42,6 +42,8 @@ class Term:
 class MethodOptions:
     alpha_kl: float = 0.1
     normalise: str = "mean"
+    #: weight of L_R, a preference term on RETAIN pairs whose loser violates π_new (0 = off)
+    retain_pref: float = 0.0
 
 
 class Method:
@@ -81,7 +83,12 @@ def _impact(record: PreferencePair, method: str) -> float:
 
 
 class Trace(Method):
-    """L_TRACE = L_I + L_II + α_KL·L_KL (Alg. 1 lines 34-46)."""
+    """L_TRACE = L_I + L_II + α_KL·L_KL (Alg. 1 lines 34-46).
+
+    With ``retain_pref`` = λ_R > 0 (a project extension, off by default) it adds
+    L_R = λ_R · ℓ_pref(x, y_w ≻ y_l) on every RETAIN pair whose loser violates π_new: the old
+    preference still holds under the new policy (c_w = 1, c_l = 0), and this contrast tells the
+    model where the new exceptions stop — the KL term only keeps the kept response likely."""
 
     name = "trace"
     description = "TRACE: impact-weighted inversion (INVERT) and dual NPO (PUNISH), KL on RETAIN"
@@ -105,8 +112,11 @@ class Trace(Method):
                     out.append(Term("pref", r.prompt, r.oracle, r.chosen, w, "L_II"))
                 else:
                     out.append(Term("npo2", r.prompt, r.chosen, r.rejected, w, "L_II"))
-            elif self.use_kl and options.alpha_kl > 0:
-                out.append(Term("kl", r.prompt, r.chosen, None, options.alpha_kl, "L_KL"))
+            else:
+                if self.use_kl and options.alpha_kl > 0:
+                    out.append(Term("kl", r.prompt, r.chosen, None, options.alpha_kl, "L_KL"))
+                if options.retain_pref > 0 and _violating(r, "rejected"):
+                    out.append(Term("pref", r.prompt, r.chosen, r.rejected, options.retain_pref, "L_R"))
         return out
 
 

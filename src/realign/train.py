@@ -312,6 +312,20 @@ def _precision(config, device) -> dict[str, bool]:
     return {"bf16": config.precision == "bf16", "fp16": config.precision == "fp16"}
 
 
+def _checkpointing(enabled: bool) -> dict:
+    """TrainingArguments fields for activation (gradient) checkpointing, under the name this
+    transformers version uses (``activation_checkpointing`` from v5.2x, ``gradient_checkpointing``
+    before). Non-reentrant: gradients reach a LoRA adapter although the frozen embeddings' outputs
+    do not require grad, and the adapter-disabled reference pass (no grad) runs unchanged."""
+    if not enabled:
+        return {}
+    import dataclasses
+
+    name = "activation_checkpointing" if any(
+        f.name == "activation_checkpointing" for f in dataclasses.fields(TrainingArguments)) else "gradient_checkpointing"
+    return {name: True, f"{name}_kwargs": {"use_reentrant": False}}
+
+
 def _config_key(config) -> str:
     from .config import resolved
 
@@ -376,7 +390,7 @@ def run(config, progress: bool = True) -> dict:
         resume_from = _last_complete_checkpoint(checkpoints)
 
     records = read_pairs(config.data).pairs
-    options = MethodOptions(alpha_kl=config.alpha_kl, normalise=config.normalise)
+    options = MethodOptions(alpha_kl=config.alpha_kl, normalise=config.normalise, retain_pref=config.retain_pref)
     terms = method.terms(records, options)
     if not terms:
         raise RealignError(f"{config.data}: method {method.name!r} finds nothing to train on in {len(records)} records")
@@ -448,6 +462,7 @@ def run(config, progress: bool = True) -> dict:
         dataloader_num_workers=0,
         disable_tqdm=not progress,
         use_cpu=device.type == "cpu",
+        **_checkpointing(config.gradient_checkpointing),
         **_precision(config, device),
         **extra,
     )

@@ -324,6 +324,18 @@ def test_trace_logs_each_component(tiny_dir, weighted, tmp_path):
         assert h["L_I"] + h["L_II"] + h["L_KL"] == pytest.approx(h["loss"], rel=1e-3, abs=1e-6)
 
 
+def test_tensorboard_receives_each_component(tiny_dir, weighted, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train.run(config(tiny_dir, weighted, tmp_path / "run", method="trace", max_steps=4, report_to=["tensorboard"]),
+              progress=False)
+    (events,) = (tmp_path / "run" / "checkpoints" / "runs").glob("*/events.out.tfevents.*")
+    logged = EventAccumulator(str(events)).Reload()
+    for tag in ("train/loss", "train/L_I", "train/L_II", "train/L_KL", "train/learning_rate"):
+        assert [e.step for e in logged.Scalars(tag)] == [1, 2, 3, 4], tag
+
+
 def test_resume_gives_the_same_final_weights(tiny_dir, weighted, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 

@@ -257,13 +257,25 @@ def targets(agg: dict, sizes: list[int], noise_levels: list[float]) -> dict:
     return out
 
 
-SELECTION_RULE = ("highest TRACE agreement (TPA) averaged over the validation shifts, among variants whose benign "
-                  "accuracy is within 2 points of the base and whose degenerate-output rate is at most 2 points above it")
+SELECTION_RULE = ("highest TRACE agreement (TPA) averaged over the validation shifts (and over the replicates of a "
+                  "variant: runs that differ only in the training seed), among variants whose benign accuracy is "
+                  "within 2 points of the base and whose degenerate-output rate is at most 2 points above it")
+
+
+def replicate_of(overrides: dict) -> str:
+    """What a variant changes, less the training seed and the method list: variants with the
+    same key are replicates of one setting."""
+    key = {k: v for k, v in overrides.items() if k != "methods"}
+    if "seed" in key.get("train", {}):
+        key["train"] = {k: v for k, v in key["train"].items() if k != "seed"}
+    return json.dumps({k: v for k, v in key.items() if v}, sort_keys=True)
 
 
 def select_variant(agg: dict, variants: dict) -> dict:
-    """The default-setting rule applied to validation results (:data:`SELECTION_RULE`)."""
-    table = {}
+    """The default-setting rule applied to validation results (:data:`SELECTION_RULE`).
+    Replicates (:func:`replicate_of`) are averaged into the row of the one without a seed
+    override (else the first)."""
+    per_run = {}
     for variant, by_shift in agg.items():
         rows = [next(iter(next(iter(by_size.values())).values())) for by_size in by_shift.values()]
         trace = [r["trace"] for r in rows if "trace" in r]
@@ -271,12 +283,20 @@ def select_variant(agg: dict, variants: dict) -> dict:
         if not trace:
             continue
         mean = lambda rs, k: statistics.fmean(r[k]["mean"] for r in rs)  # noqa: E731
-        row = {"agreement": mean(trace, "agreement"), "balanced": mean(trace, "balanced"),
-               "changed_slices": mean(trace, "changed_slices"),
-               "benign_delta": mean(trace, "benign_accuracy") - mean(base, "benign_accuracy"),
-               "degenerate_delta": mean(trace, "degenerate") - mean(base, "degenerate")}
+        per_run[variant] = {"agreement": mean(trace, "agreement"), "balanced": mean(trace, "balanced"),
+                            "changed_slices": mean(trace, "changed_slices"),
+                            "benign_delta": mean(trace, "benign_accuracy") - mean(base, "benign_accuracy"),
+                            "degenerate_delta": mean(trace, "degenerate") - mean(base, "degenerate")}
+    groups: dict[str, list[str]] = {}
+    for variant in per_run:
+        groups.setdefault(replicate_of(variants.get(variant, {})), []).append(variant)
+    table = {}
+    for members in groups.values():
+        head = next((v for v in members if "seed" not in variants.get(v, {}).get("train", {})), members[0])
+        row = {k: statistics.fmean(per_run[v][k] for v in members) for k in per_run[head]}
+        row["replicates"] = members
         row["eligible"] = row["benign_delta"] >= -0.02 and row["degenerate_delta"] <= 0.02
-        table[variant] = row
+        table[head] = row
     pool = [v for v, r in table.items() if r["eligible"]] or list(table)
     selected = max(pool, key=lambda v: (table[v]["agreement"], table[v]["balanced"]))
     return {"rule": SELECTION_RULE, "table": table, "selected": selected,
@@ -330,9 +350,12 @@ def markdown(result: dict) -> list[str]:
     if result.get("selection"):
         sel = result["selection"]
         lines += ["## Selection of the defaults", "", f"Rule: {sel['rule']}.", "",
-                  "| variant | TPA | balanced | changed | benign Δ | degenerate Δ | eligible |", "|---|---:|---:|---:|---:|---:|---|"]
+                  "| variant (replicates) | TPA | balanced | changed | benign Δ | degenerate Δ | eligible |",
+                  "|---|---:|---:|---:|---:|---:|---|"]
         for v, r in sorted(sel["table"].items(), key=lambda kv: -kv[1]["agreement"]):
-            lines.append(f"| {v}{' (selected)' if v == sel['selected'] else ''} | {100 * r['agreement']:.1f} | "
+            reps = [x for x in r.get("replicates", [v]) if x != v]
+            lines.append(f"| {v}{' + ' + ', '.join(reps) if reps else ''}{' (selected)' if v == sel['selected'] else ''}"
+                         f" | {100 * r['agreement']:.1f} | "
                          f"{100 * r['balanced']:.1f} | {100 * r['changed_slices']:.1f} | {100 * r['benign_delta']:+.1f} | "
                          f"{100 * r['degenerate_delta']:+.1f} | {'yes' if r['eligible'] else 'no'} |")
         lines += ["", f"Selected `{sel['selected']}`: `{json.dumps(sel['overrides'])}`", ""]

@@ -1,0 +1,45 @@
+"""The rule of benchmarks/efficacy.py that sets the defaults from the validation split."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from efficacy import replicate_of, select_variant  # noqa: E402
+
+
+def cell(agreement, benign=0.9, degenerate=0.0):
+    stats = {"agreement": agreement, "balanced": agreement, "changed_slices": agreement, "benign_accuracy": benign,
+             "degenerate": degenerate}
+    return {k: {"mean": v, "sd": 0.0, "n": 1} for k, v in stats.items()}
+
+
+def agg_of(runs):
+    """{variant: {shift: TRACE agreement}} -> the aggregate layout (base: 0.5, benign 0.9)."""
+    return {v: {s: {"1000": {"0.0": {"base": cell(0.5), "trace": cell(a, **kw)}}} for s, (a, kw) in shifts.items()}
+            for v, shifts in runs.items()}
+
+
+def test_replicates_differ_only_in_the_training_seed():
+    assert replicate_of({"methods": ["trace"], "train": {"max_steps": 300, "seed": 1}}) == \
+        replicate_of({"train": {"max_steps": 300}})
+    assert replicate_of({"train": {"seed": 1}}) == replicate_of({}) != replicate_of({"train": {"max_steps": 300}})
+
+
+def test_the_rule_averages_replicates_and_skips_ineligible_variants():
+    variants = {"a": {}, "a-seed1": {"train": {"seed": 1}}, "b": {"train": {"max_steps": 300}},
+                "c": {"train": {"alpha_kl": 1.0}}}
+    runs = {
+        "a": {"s1": (0.9, {}), "s2": (0.9, {})},
+        "a-seed1": {"s1": (0.7, {}), "s2": (0.7, {})},  # a's mean: 0.8
+        "b": {"s1": (0.85, {}), "s2": (0.85, {})},
+        "c": {"s1": (0.99, {"benign": 0.5}), "s2": (0.99, {})},  # benign accuracy falls: not eligible
+    }
+    sel = select_variant(agg_of(runs), variants)
+    assert set(sel["table"]) == {"a", "b", "c"}
+    assert sel["table"]["a"]["replicates"] == ["a", "a-seed1"]
+    assert sel["table"]["a"]["agreement"] == pytest.approx(0.8)
+    assert not sel["table"]["c"]["eligible"]
+    assert sel["selected"] == "b" and sel["overrides"] == {"train": {"max_steps": 300}}

@@ -1,6 +1,7 @@
 """`realign run`: one YAML, all stages, skipping what exists, resuming what was interrupted."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -73,3 +74,13 @@ def test_configuration_reference_is_current():
 
     docs = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
     assert docs.read_text(encoding="utf-8") == reference(), "regenerate: python -m realign.config_reference > docs/configuration.md"
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "config_kl1.yaml", "config_retain_pref.yaml"])
+def test_example_run_configs_validate(name, monkeypatch):
+    """The SmolLM2 example's run configs stay valid as the config schema changes."""
+    from realign.pipeline import load
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1] / "examples" / "smollm2")  # it runs from there
+    pipeline = load(name)
+    assert pipeline.score.variant == "paper"  # the variant its README numbers were measured with

@@ -118,15 +118,35 @@ class RealignTrainer(Trainer):
         with torch.no_grad():
             if self.ref_model is not None:
                 return self.ref_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
-            # the unwrapped model: the reference pass runs only on processes whose micro-batch
-            # needs it, and a DDP wrapper's forward is a collective (it broadcasts buffers), so
-            # going through it on one process only would leave the others waiting
+            # DDP: the unwrapped model — the reference pass runs only on processes whose
+            # micro-batch needs it, and a DDP wrapper's forward is a collective (it broadcasts
+            # buffers), so going through it on one process only would leave the others waiting.
+            # Sharded (FSDP, ZeRO-3): the wrapper, whose forward gathers the shards; every
+            # process then takes the pass together (see compute_loss)
             unwrapped = self.accelerator.unwrap_model(model)
+            forward = model if self._sharded() else unwrapped
             with unwrapped.disable_adapter():
-                return unwrapped(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
+                return forward(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
+
+    def _sharded(self) -> bool:
+        """Whether every forward pass is a collective (FSDP, DeepSpeed ZeRO-3: it gathers shards)."""
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        return self.is_fsdp_enabled or is_deepspeed_zero3_enabled()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        lockstep = self.ref_model is None and self.args.world_size > 1 and self._sharded()
+        if lockstep:
+            # a sharded model's forward is a collective: if any process needs the adapter-disabled
+            # reference pass this micro-batch, the others take one too (one row, result unused)
+            import torch.distributed as dist
+
+            mine = bool(reference_rows(inputs).any())
+            anyone = torch.tensor([float(mine)], device=self.args.device)
+            dist.all_reduce(anyone, op=dist.ReduceOp.MAX)
         loss, parts = term_losses(model, inputs, self.loss_options, self.reference_logits)
+        if lockstep and anyone[0] > 0 and not mine:
+            self.reference_logits(model, inputs["input_ids"][:1], inputs["attention_mask"][:1])
         finite = torch.isfinite(loss.detach())
         if self.args.world_size > 1:
             # every process stops together: one that raised alone would leave the others
@@ -195,8 +215,7 @@ def term_losses(model, inputs: dict, options: dict, reference_logits) -> tuple[t
     has_second = second_row >= 0
     rows2 = torch.where(has_second, second_row, torch.zeros_like(second_row))
     is_kl = kind == KIND_INDEX["kl"]
-    needs_ref = torch.isin(kind, torch.tensor([KIND_INDEX[k] for k in NEEDS_REF_LOGPS], device=kind.device))
-    missing = needs_ref & (ref[:, 0].isnan() | (has_second & ref[:, 1].isnan()))
+    missing = _missing_reference(inputs)
     ref_rows = sorted(set(torch.nonzero(is_kl | missing).flatten().tolist()))
     kl = torch.zeros(n_terms, device=lp.device)
     if ref_rows:
@@ -257,6 +276,19 @@ def term_losses(model, inputs: dict, options: dict, reference_logits) -> tuple[t
         loss = loss + options["nll_weight"] * nll
         parts["L_NLL"] = float(nll.detach())
     return loss, parts
+
+
+def _missing_reference(inputs: dict) -> torch.Tensor:
+    """Terms whose loss needs reference log-probs that were not precomputed."""
+    kind, ref, second_row = inputs["kind"], inputs["ref"], inputs["second_row"]
+    needs_ref = torch.isin(kind, torch.tensor([KIND_INDEX[k] for k in NEEDS_REF_LOGPS], device=kind.device))
+    return needs_ref & (ref[:, 0].isnan() | ((second_row >= 0) & ref[:, 1].isnan()))
+
+
+def reference_rows(inputs: dict) -> torch.Tensor:
+    """The terms of a micro-batch for which :func:`term_losses` takes a reference pass: KL
+    terms (full-vocabulary reference logits) and terms without precomputed log-probs."""
+    return (inputs["kind"] == KIND_INDEX["kl"]) | _missing_reference(inputs)
 
 
 def logits_to_keep(response_mask: torch.Tensor) -> int:
@@ -498,6 +530,10 @@ def run(config, progress: bool = True) -> dict:
         shutil.rmtree(staging, ignore_errors=True)
     state.wait_for_everyone()
     # every process takes part (FSDP and DeepSpeed gather the weights); the Trainer writes on the main one
+    if trainer.is_fsdp_enabled:
+        # whole weights whatever the checkpoints' state-dict type: with SHARDED_STATE_DICT
+        # (accelerate's FSDP2 default) save_model writes no weights at all
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(str(staging))
     if state.is_main_process:
         tokenizer.save_pretrained(str(staging))

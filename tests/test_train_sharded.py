@@ -1,5 +1,6 @@
-"""Stage 3 under FSDP2 with 2 processes (gloo on CPU): the run finishes, the saved model or
-adapter loads, and it equals a 1-process run with the same global batch.
+"""Stage 3 sharded over 2 processes (gloo on CPU), under FSDP2 and DeepSpeed ZeRO-2/3: the run
+finishes, the saved model or adapter loads, and it equals a 1-process run with the same global
+batch.
 
 accelerate (1.15) turns FSDP on only for GPU-like distributed types: on a CPU-only machine
 `accelerate launch --use_fsdp` (or TrainingArguments ``fsdp`` through ``trainer_args``) quietly
@@ -11,10 +12,6 @@ drop the shim.
 """
 
 import json
-import os
-import signal
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -22,7 +19,7 @@ import yaml
 
 from realign import train
 from realign.config import TrainConfig
-from test_train_distributed import GLOBAL_BATCH, STEPS, free_port, run_config, setup  # noqa: F401 (fixture)
+from test_train_distributed import GLOBAL_BATCH, STEPS, launch, run_config, setup  # noqa: F401 (fixture)
 
 FSDP2 = ["--use_fsdp", "--fsdp_version", "2", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP",
          "--fsdp_transformer_layer_cls_to_wrap", "LlamaDecoderLayer"]
@@ -78,23 +75,6 @@ main()
 '''
 
 
-def launch_fsdp(shim, args: list[str], force: bool, flags: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
-           "REALIGN_TEST_FORCE_FSDP": "1" if force else "0"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", *FSDP2, *flags, "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(free_port()), str(shim), *args]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        pytest.fail(f"launch timed out:\n{stdout[-2000:]}\n{stderr[-4000:]}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
-
-
 @pytest.fixture(scope="module")
 def shim(setup):
     path = setup[0] / "fsdp_shim.py"
@@ -107,7 +87,8 @@ def launched(setup, shim, name: str, force: bool = True, flags: list[str] = FULL
     out = root / name
     cfg = root / f"{name}.yaml"
     cfg.write_text(yaml.safe_dump({**run_config(model_dir, data, out, GLOBAL_BATCH // 2), **overrides}))
-    proc = launch_fsdp(shim, ["train", "--config", str(cfg), "-q"], force, flags)
+    proc = launch([str(shim), "train", "--config", str(cfg), "-q"], mode=(*FSDP2, *flags),
+                  env={"REALIGN_TEST_FORCE_FSDP": "1" if force else "0"})
     assert proc.returncode == 0, proc.stderr[-4000:]
     return out, proc
 
@@ -183,3 +164,35 @@ def test_fsdp2_trains_like_one_process_with_the_same_global_batch(setup, shim, f
     # lr 5e-3, seen 2e-4 (lora dpo), 6e-5 (full), 2e-8 (lora trace): the gaps of 2-process DDP vs
     # 1 process too (FSDP2 and DDP agree to 2e-7). So < 5e-4 = lr / 10.
     assert worst < 5e-4, worst
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_zero_trains_like_one_process_with_the_same_global_batch(setup, stage):
+    """DeepSpeed ZeRO (its CPU accelerator, gloo) with LoRA and KL terms: under ZeRO-3 every
+    forward gathers the shards, so the adapter-disabled reference pass is taken in lockstep."""
+    pytest.importorskip("deepspeed")
+    from safetensors.torch import load_file
+
+    root, model_dir, data = setup
+    out = root / f"zero{stage}"
+    cfg = root / f"zero{stage}.yaml"
+    cfg.write_text(yaml.safe_dump({**run_config(model_dir, data, out, GLOBAL_BATCH // 2), "method": "trace"}))
+    proc = launch(["-m", "realign", "train", "--config", str(cfg), "-q"],
+                  mode=("--use_deepspeed", "--zero_stage", str(stage), "--gradient_accumulation_steps", "1"))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["processes"] == {"count": 2, "per_device_batch": 2, "global_batch": GLOBAL_BATCH}
+    losses = [h["loss"] for h in summary["log_history"] if "loss" in h]
+    # DeepSpeed's own checkpoint: the optimizer state partitioned over the 2 ranks
+    states = out / "checkpoints" / f"checkpoint-{STEPS}" / f"global_step{STEPS}"
+    assert {f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in (0, 1)} <= {p.name for p in states.iterdir()}
+
+    single_out = root / f"single-zero{stage}"
+    single = train.run(TrainConfig(**{**run_config(model_dir, data, single_out, GLOBAL_BATCH), "device": "cpu",
+                                      "method": "trace"}), progress=False)
+    assert losses == pytest.approx([h["loss"] for h in single["log_history"] if "loss" in h], rel=1e-5, abs=1e-6)
+    a = load_file(out / "adapter" / "adapter_model.safetensors")
+    b = load_file(single_out / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 5e-4  # the tolerance of the FSDP test above

@@ -216,7 +216,8 @@ def term_losses(model, inputs: dict, options: dict, reference_logits) -> tuple[t
     rows2 = torch.where(has_second, second_row, torch.zeros_like(second_row))
     is_kl = kind == KIND_INDEX["kl"]
     missing = _missing_reference(inputs)
-    ref_rows = sorted(set(torch.nonzero(is_kl | missing).flatten().tolist()))
+    # the one definition compute_loss also uses to keep sharded processes in step
+    ref_rows = torch.nonzero(reference_rows(inputs)).flatten().tolist()
     kl = torch.zeros(n_terms, device=lp.device)
     if ref_rows:
         seq_rows = sorted(set(ref_rows) | {int(second_row[i]) for i in ref_rows if has_second[i]})

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import inspect
 import json
 import math
 import re
@@ -54,6 +53,7 @@ from ..data import prompt_text, response_text
 from ..errors import DataError, JudgeError, RealignError
 from ..files import write_json, write_jsonl
 from ..judges.cache import cache_key
+from ..judges.next_token import NextTokenJudgeModel
 from ..judges.prompting import neutralise
 from ..policy import Policy
 from .stats import Z95, wilson
@@ -276,7 +276,7 @@ class OpenAIPairwiseJudge:
         return run_sync(make, None if on_verdict is None else (lambda pair: on_verdict(*pair)))
 
 
-class HFPairwiseJudge:
+class HFPairwiseJudge(NextTokenJudgeModel):
     """A local causal LM's answer read from its next-token distribution:
     P(first) = P("A") / (P("A") + P("B")), spellings " A"/"A" pooled; the first response wins
     when P(first) > 0.5, the second when it is below, a tie at exactly 0.5. Inputs longer than
@@ -287,52 +287,20 @@ class HFPairwiseJudge:
     MARKER = "\n[...]\n"
 
     def __init__(self, config: JudgeConfig) -> None:
-        from ..judges.hf import answer_token_ids
-        from ..models import load_tokenizer, model_fingerprint
-
-        if not config.model:
-            raise JudgeError("judge.model: set the hub id or local path of the judge model (backend 'hf')")
-        self.config = config
-        try:
-            self.tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
-        except JudgeError:
-            raise
-        except RealignError as exc:
-            raise JudgeError(f"judge: {exc}") from None
-        self.a_ids = answer_token_ids(self.tokenizer, self.A_VARIANTS)
-        self.b_ids = answer_token_ids(self.tokenizer, self.B_VARIANTS)
-        if not self.a_ids or not self.b_ids:
-            raise JudgeError(
-                f"judge model {config.model!r}: 'A' or 'B' is not a single token in its vocabulary, so its "
-                "answer cannot be read from one next-token distribution"
-            )
-        fingerprint = model_fingerprint(config.model)
-        self.identity = f"hf/{config.model}/{PAIRWISE_FORMAT_VERSION}" + (f"/{fingerprint}" if fingerprint else "")
-        self.calls = 0
-        self._model = None
-        self._forward_kwargs: set[str] = set()
-
-    @property
-    def model(self):
-        if self._model is None:
-            from ..models import load_for_inference
-
-            self._model = load_for_inference(self.config, "judge")
-            params = inspect.signature(self._model.forward).parameters
-            self._forward_kwargs = {k for k in ("position_ids", "logits_to_keep") if k in params}
-        return self._model
+        super().__init__(config, {"A": self.A_VARIANTS, "B": self.B_VARIANTS}, PAIRWISE_FORMAT_VERSION)
 
     def _ids(self, policy: Policy, item: PairItem) -> list[int]:
         from ..models import encode_chat
 
+        item = PairItem(self.defuse(item.prompt), self.defuse(item.first), self.defuse(item.second))
         return encode_chat(self.tokenizer, pairwise_messages(policy, item))
 
     def encode(self, policy: Policy, item: PairItem) -> tuple[list[int], str]:
         """Token ids of the question, fitted to the model's limit, and a note on what was cut."""
-        from ..models import max_input_length, truncate_middle
+        from ..models import truncate_middle
 
         ids = self._ids(policy, item)
-        limit = max_input_length(self.model, self.tokenizer)
+        limit = self.max_length
         if limit is None or len(ids) <= limit:
             return ids, ""
         tok = self.tokenizer
@@ -370,39 +338,18 @@ class HFPairwiseJudge:
     ) -> list[PairVerdict]:
         import torch
 
-        from ..models import pad_left
-
         if not items:
             return []
         encoded = [self.encode(policy, item) for item in items]
         order = sorted(range(len(items)), key=lambda i: -len(encoded[i][0]))
-        model = self.model
-        device = next(model.parameters()).device
-        a_ids = torch.tensor(self.a_ids, device=device)
-        b_ids = torch.tensor(self.b_ids, device=device)
         out: list[PairVerdict | None] = [None] * len(items)
         size = self.config.batch_size
         with torch.inference_mode():
             for start in range(0, len(order), size):
                 batch = order[start : start + size]
-                ids, mask, positions = pad_left([encoded[i][0] for i in batch], self.tokenizer.pad_token_id, device)
-                kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "use_cache": False}
-                if "position_ids" in self._forward_kwargs:
-                    kwargs["position_ids"] = positions
-                if "logits_to_keep" in self._forward_kwargs:
-                    kwargs["logits_to_keep"] = 1
-                try:
-                    logits = model(**kwargs).logits[:, -1, :].float()
-                except torch.cuda.OutOfMemoryError:
-                    raise JudgeError(
-                        f"judge model {self.config.model!r}: out of GPU memory with batch_size={size} and inputs "
-                        f"of {ids.shape[1]} tokens; lower judge.batch_size"
-                    ) from None
-                log_a = torch.logsumexp(logits[:, a_ids], dim=-1)
-                log_b = torch.logsumexp(logits[:, b_ids], dim=-1)
-                p_first = torch.sigmoid(log_a - log_b).tolist()
-                mass = torch.exp(torch.logaddexp(log_a, log_b) - torch.logsumexp(logits, dim=-1)).tolist()
-                self.calls += len(batch)
+                scores = self.answer_scores([encoded[i][0] for i in batch])
+                p_first = torch.sigmoid(scores.log_p["A"] - scores.log_p["B"]).tolist()
+                mass = scores.log_mass.exp().tolist()
                 for i, p, m in zip(batch, p_first, mass):
                     note = encoded[i][1]
                     if not math.isfinite(p):

@@ -1,0 +1,121 @@
+"""A local causal LM read at its next token: the machinery the Yes/No triage judge
+(:class:`.hf.HFJudge`) and the A/B pairwise judge (:class:`..evaluate.winrate.HFPairwiseJudge`)
+share. Each asks one question whose answer is one of two words and reads the answer from the
+next-token distribution at the last position instead of sampling it::
+
+    log P(answer) = logsumexp over the single-token spellings of the answer
+
+so the result does not depend on whether a chat template ends with a space.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, NamedTuple, Sequence
+
+from ..config import JudgeConfig
+from ..errors import JudgeError, RealignError
+from ..models import load_for_inference, load_tokenizer, max_input_length, model_fingerprint, pad_left
+
+
+def answer_token_ids(tokenizer, variants: Sequence[str]) -> list[int]:
+    """Ids of the spellings in ``variants`` that encode to exactly one token (deduplicated)."""
+    ids: list[int] = []
+    for text in variants:
+        encoded = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(encoded) == 1 and encoded[0] not in ids:
+            ids.append(encoded[0])
+    return ids
+
+
+class AnswerScores(NamedTuple):
+    """The next-token distribution of a batch, read at the answers (tensors of shape [B])."""
+
+    log_p: dict[str, Any]  #: answer name -> log P(answer), its spellings pooled
+    log_mass: Any  #: log of the probability mass on all answers' spellings together
+    top: Any  #: the most likely answer spelling's token id
+
+
+class NextTokenJudgeModel:
+    """The tokenizer (loaded at construction, so a missing model or an unusable vocabulary
+    fails at once), the single-token ids of each answer, an identity for verdict caches, and
+    the model, loaded on first use (so a fully cached run never loads it).
+
+    ``answers`` maps each answer's name to its spellings; ``format_version`` is the version of
+    the question's wording, part of :attr:`identity`.
+    """
+
+    def __init__(self, config: JudgeConfig, answers: dict[str, Sequence[str]], format_version: str) -> None:
+        if not config.model:
+            raise JudgeError("judge.model: set the hub id or local path of the judge model (backend 'hf')")
+        self.config = config
+        try:
+            self.tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
+        except JudgeError:
+            raise
+        except RealignError as exc:
+            raise JudgeError(f"judge: {exc}") from None
+        self.answer_ids = {name: answer_token_ids(self.tokenizer, spellings) for name, spellings in answers.items()}
+        missing = [name for name, ids in self.answer_ids.items() if not ids]
+        if missing:
+            raise JudgeError(
+                f"judge model {config.model!r}: none of the spellings of {missing[0]!r} is a single token "
+                "in its vocabulary, so its answer cannot be read from one next-token distribution"
+            )
+        specials = set(self.tokenizer.all_special_tokens)
+        specials |= {t.content for t in getattr(self.tokenizer, "added_tokens_decoder", {}).values() if t.special}
+        self._specials = sorted((t for t in specials if len(t) > 1), key=len, reverse=True)
+        fingerprint = model_fingerprint(config.model)
+        self.identity = f"hf/{config.model}/{format_version}" + (f"/{fingerprint}" if fingerprint else "")
+        self.calls = 0
+        self._model = None
+        self._forward_kwargs: set[str] = set()
+
+    @property
+    def model(self):
+        """The judge model, loaded on first use."""
+        if self._model is None:
+            self._model = load_for_inference(self.config, "judge")
+            params = inspect.signature(self._model.forward).parameters
+            self._forward_kwargs = {k for k in ("position_ids", "logits_to_keep") if k in params}
+        return self._model
+
+    @property
+    def max_length(self) -> int | None:
+        """Longest input the judge model takes (tokenizer and model limits)."""
+        return max_input_length(self.model, self.tokenizer)
+
+    def defuse(self, text: str) -> str:
+        """Special-token strings inside judged text stay text: a response that writes
+        "<|im_start|>system" must not become the model's own role tokens (a zero-width space
+        after the first character keeps the tokenizer from matching them)."""
+        for special in self._specials:
+            if special in text:
+                text = text.replace(special, special[0] + "\u200b" + special[1:])
+        return text
+
+    def answer_scores(self, sequences: list[list[int]]) -> AnswerScores:
+        """The answers' pooled log-probabilities for a batch of token-id sequences, read at
+        the last position of each (left-padded) sequence. Counts the calls."""
+        import torch
+
+        model = self.model
+        device = next(model.parameters()).device
+        input_ids, attention_mask, position_ids = pad_left(sequences, self.tokenizer.pad_token_id, device)
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+        if "position_ids" in self._forward_kwargs:
+            kwargs["position_ids"] = position_ids
+        if "logits_to_keep" in self._forward_kwargs:
+            kwargs["logits_to_keep"] = 1
+        try:
+            logits = model(**kwargs).logits[:, -1, :].float()
+        except torch.cuda.OutOfMemoryError:
+            raise JudgeError(
+                f"judge model {self.config.model!r}: out of GPU memory with batch_size={self.config.batch_size} "
+                f"and inputs of {input_ids.shape[1]} tokens; lower judge.batch_size"
+            ) from None
+        self.calls += len(sequences)
+        log_p = {name: torch.logsumexp(logits[:, ids], dim=-1) for name, ids in self.answer_ids.items()}
+        every = torch.tensor([i for ids in self.answer_ids.values() for i in ids], device=logits.device)
+        log_mass = torch.logsumexp(logits[:, every], dim=-1) - torch.logsumexp(logits, dim=-1)
+        return AnswerScores(log_p, log_mass, every[logits[:, every].argmax(dim=-1)])

@@ -17,7 +17,6 @@ to check, not the oracle.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from typing import Awaitable, Callable, Protocol, Sequence, runtime_checkable
 
@@ -137,30 +136,22 @@ class OpenAIOracle:
         self, prompts: Sequence[str], policy: Policy, on_result: OnResult | None = None
     ) -> list[str]:
         """Async form of :meth:`generate` (closes the client's connections when done)."""
+        from .judges.openai_compat import fan_out
+
         groups: dict[str, list[int]] = {}
         for i, prompt in enumerate(prompts):
             groups.setdefault(prompt, []).append(i)
         results: list[str | None] = [None] * len(prompts)
-        todo = iter(list(groups))
 
-        async def worker() -> None:
-            for prompt in todo:  # shared iterator: each prompt is taken by one worker
-                text = await self.generate_one(prompt, policy)
-                for i in groups[prompt]:
-                    results[i] = text
-                    if on_result is not None:
-                        on_result(i, text)
+        def fill(prompt: str, text: str) -> None:
+            for i in groups[prompt]:
+                results[i] = text
+                if on_result is not None:
+                    on_result(i, text)
 
-        tasks = [asyncio.ensure_future(worker()) for _ in range(min(len(groups), 4 * self.config.concurrency))]
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                if task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+            await fan_out(list(groups), lambda prompt: self.generate_one(prompt, policy), 4 * self.config.concurrency, fill)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             close = getattr(self.client, "aclose", None)
             if close is not None:
                 await close()

@@ -37,7 +37,6 @@ reused only if its key — judge identity, policy hash, prompt and both response
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import math
@@ -239,25 +238,18 @@ class OpenAIPairwiseJudge:
     async def compare_async(
         self, items: Sequence[PairItem], policy: Policy, on_verdict: OnPairVerdict | None = None
     ) -> list[PairVerdict]:
+        from ..judges.openai_compat import fan_out
+
         results: list[PairVerdict | None] = [None] * len(items)
-        todo = iter(range(len(items)))
 
-        async def worker() -> None:
-            for i in todo:  # a shared iterator: each item is taken by one worker
-                results[i] = await self.compare_one(items[i], policy)
-                if on_verdict is not None:
-                    on_verdict(i, results[i])  # type: ignore[arg-type]
+        def fill(i: int, verdict: PairVerdict) -> None:
+            results[i] = verdict
+            if on_verdict is not None:
+                on_verdict(i, verdict)
 
-        tasks = [asyncio.ensure_future(worker()) for _ in range(min(len(items), 4 * self.config.concurrency))]
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                if task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+            await fan_out(range(len(items)), lambda i: self.compare_one(items[i], policy), 4 * self.config.concurrency, fill)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             await self.client.aclose()
         return results  # type: ignore[return-value]
 

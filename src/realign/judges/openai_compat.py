@@ -45,6 +45,8 @@ _DUMMY_KEY = "sk-local-no-key"
 _MAX_ERROR_CHARS = 300
 
 T = TypeVar("T")
+K = TypeVar("K")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,34 @@ def run_sync(make: Callable[[Callable[[T], None] | None], Awaitable[Any]], on_it
     if "error" in outcome:
         raise outcome["error"]
     return outcome.get("value")
+
+
+async def fan_out(keys: Sequence[K], work: Callable[[K], Awaitable[R]], workers: int,
+                  on_result: Callable[[K, R], None] | None = None) -> dict[K, R]:
+    """``work(key)`` for every key, by ``min(len(keys), workers)`` tasks that take keys from one
+    shared iterator (so a task backing off from a rate limit holds no queue of its own);
+    ``on_result(key, result)`` as each completes. The first exception cancels the other tasks
+    and is raised; the caller closes its connections."""
+    results: dict[K, R] = {}
+    todo = iter(keys)
+
+    async def worker() -> None:
+        for key in todo:
+            results[key] = await work(key)
+            if on_result is not None:
+                on_result(key, results[key])
+
+    tasks = [asyncio.ensure_future(worker()) for _ in range(min(len(keys), workers))]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION) if tasks else (set(), set())
+        for task in done:
+            if task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return results
 
 
 class _LoopState:
@@ -466,31 +496,19 @@ class OpenAIJudge:
         groups: dict[JudgeItem, list[int]] = {}
         for i, item in enumerate(items):
             groups.setdefault(item, []).append(i)
-        unique = list(groups)
         results: list[Verdict | None] = [None] * len(items)
-        todo = iter(unique)
 
-        async def worker() -> None:
-            for item in todo:  # shared iterator: each item is taken by one worker
-                verdict = await self.judge_one(item, policy)
-                for i in groups[item]:
-                    results[i] = verdict
-                    if on_verdict is not None:
-                        on_verdict(i, verdict)
+        def fill(item: JudgeItem, verdict: Verdict) -> None:
+            for i in groups[item]:
+                results[i] = verdict
+                if on_verdict is not None:
+                    on_verdict(i, verdict)
 
-        # More workers than request slots, so one backing off does not idle a slot.
-        n_workers = min(len(unique), 4 * self.config.concurrency)
-        tasks = [asyncio.ensure_future(worker()) for _ in range(n_workers)]
         self._active_runs += 1
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                if task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+            # More workers than request slots, so one backing off does not idle a slot.
+            await fan_out(list(groups), lambda item: self.judge_one(item, policy), 4 * self.config.concurrency, fill)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             self._active_runs -= 1
             if self._active_runs == 0:  # the last concurrent run closes the connections
                 await self.client.aclose()

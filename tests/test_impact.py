@@ -89,6 +89,10 @@ def test_fast_path_matches_exact_per_sample_autograd(tiny_model, triaged, tmp_pa
         assert summary["timing"]["path"] == "per-sample gradients batched with torch.func.vmap"
         assert summary["timing"]["forward_sequences_per_record"] == 2.0 and summary["variant"]["measure"] == "cosine"
         assert all(summary["weights"][c]["n"] and "fraction_zero" in summary["weights"][c] for c in (INVERT, PUNISH))
+        weights = {r["id"]: (r["category"], r["impact"]) for r in rows if r["category"] in (INVERT, PUNISH)}
+        for c in (INVERT, PUNISH):  # each category's share of the total conflict weight
+            want = sum(w for cat, w in weights.values() if cat == c) / sum(w for _, w in weights.values())
+            assert summary["weights"][c]["share"] == pytest.approx(want)
 
 
 def test_mean_and_sum_normalisation_on_files(tiny_model, triaged, tmp_path):

@@ -172,9 +172,9 @@ def score(
     w = summary["weights"]
     typer.echo(
         f"scored {summary['conflict']} conflict records ({summary['variant']['name']}, {cfg.hessian}, {cfg.method})"
-        f" | INVERT mean weight {w['INVERT'].get('mean', 0):.3g}, zero {w['INVERT'].get('fraction_zero', 0):.0%}"
-        f" | PUNISH mean weight {w['PUNISH'].get('mean', 0):.3g}, zero {w['PUNISH'].get('fraction_zero', 0):.0%}"
-        f" -> {cfg.out}"
+        + "".join(f" | {c} mean weight {w[c].get('mean', 0):.3g}, zero {w[c].get('fraction_zero', 0):.0%},"
+                  f" share {w[c].get('share', 0):.0%}" for c in ("INVERT", "PUNISH"))
+        + f" -> {cfg.out}"
     )
 
 

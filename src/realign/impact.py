@@ -176,10 +176,13 @@ def normalise(scores: dict[str, float], groups: dict[str, str], mode: str) -> tu
     return weights, notes
 
 
-def weight_stats(values: Sequence[float]) -> dict:
+def weight_stats(values: Sequence[float], total: float | None = None) -> dict:
+    """Distribution of one category's scores or weights; with ``total`` (the sum over every
+    category) also ``share``, the category's share of it."""
     if not values:
-        return {"n": 0}
+        return {"n": 0, **({"share": 0.0} if total is not None else {})}
     ordered = sorted(values)
+    shared = {"share": sum(values) / total if total else 0.0} if total is not None else {}
     return {
         "n": len(values),
         "mean": statistics.fmean(values),
@@ -188,6 +191,7 @@ def weight_stats(values: Sequence[float]) -> dict:
         "median": ordered[len(ordered) // 2],
         "max": ordered[-1],
         "fraction_zero": sum(v == 0.0 for v in values) / len(values),
+        **shared,
     }
 
 
@@ -479,7 +483,8 @@ def run(config, progress: bool = True) -> dict:
                    "hessian": config.hessian, "solver": solver, "seconds": round(direction_s, 3)},
         parameters={"kind": space.kind, "tensors": len(params), "count": sum(p.numel() for p in params.values())},
         scores={c: weight_stats([scores[r.id] for r in conflict if r.category == c]) for c in CONFLICT},
-        weights={c: weight_stats([weights[r.id] for r in conflict if r.category == c]) for c in CONFLICT},
+        weights={c: weight_stats([weights[r.id] for r in conflict if r.category == c],
+                                 total=sum(weights[r.id] for r in conflict)) for c in CONFLICT},
         histogram={c: histogram([weights[r.id] for r in conflict if r.category == c]) for c in CONFLICT},
         highest=[example(r) for r in ranked[::-1][:5]],
         lowest=[example(r) for r in ranked[:5]],

@@ -852,15 +852,16 @@ def build_sections(found: RunData) -> list[Section]:
         impact.blocks.append(Figure("impact_histogram", "Impact-weight histogram per category",
                                     "Histograms of the impact weights of INVERT and PUNISH records",
                                     impact_histograms(scored)))
-        header = ["Score run", "Category", "n", "mean", "median", "max", "zero"]
+        header = ["Score run", "Category", "n", "mean", "median", "max", "zero", "share of weight"]
         table_rows = []
         for src in scored:
             for category in IMPACT_CATEGORIES:
                 st = (src.data.get("weights") or {}).get(category) or {}
                 table_rows.append([src.label, category, str(st.get("n", MISSING)), fmt_num(st.get("mean")),
                                    fmt_num(st.get("median")), fmt_num(st.get("max")),
-                                   pct(_num(st.get("fraction_zero")))])
-        impact.blocks.append(Table("", header, table_rows, caption="Weights after clamping and normalisation."))
+                                   pct(_num(st.get("fraction_zero"))), pct(_num(st.get("share")))])
+        impact.blocks.append(Table("", header, table_rows, caption="Weights after clamping and normalisation; "
+                                   "share: the category's part of the total conflict weight."))
     unscored = [s for s in found.score if s not in scored]
     for src in unscored:
         impact.blocks.append(f"{src.label}: no impact weights ({'; '.join(map(str, src.data.get('notes') or [])) or 'no histogram'}).")

@@ -58,7 +58,7 @@ class JudgeConfig(EndpointConfig):
 
 
 class OracleConfig(EndpointConfig):
-    """A model that writes a compliant response y_c for PUNISH prompts (METHOD.md, optional oracle)."""
+    """A model that writes a compliant response y_c for PUNISH prompts (optional oracle; README, "The method")."""
 
     backend: Literal["openai", "hf"] = Field("openai", description="Generator backend.")
     max_new_tokens: int = Field(256, ge=1, description="Longest response written.")
@@ -130,7 +130,7 @@ class ParamSpaceConfig(StrictModel):
         "initialisation, so scores live in the lora_B subspace). modules: the model's own weights "
         "selected by name patterns or the last k blocks (for full fine-tuning).",
     )
-    lora_r: int = Field(32, ge=1, description="LoRA rank (METHOD.md reference default 32).")
+    lora_r: int = Field(32, ge=1, description="LoRA rank (the authors' reference code uses 32).")
     lora_alpha: int = Field(16, ge=1, description="LoRA alpha (reference default 16).")
     lora_targets: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], description="LoRA target modules.")
     modules: list[str] = Field(default_factory=list, description="modules: regexes on parameter names.")
@@ -182,7 +182,7 @@ class ImpactConfig(StrictModel):
 
 
 class LoraConfigModel(StrictModel):
-    """PEFT LoRA settings (defaults: METHOD.md, reference code)."""
+    """PEFT LoRA settings (defaults: the authors' reference code)."""
 
     r: int = Field(32, ge=1, description="Rank.")
     alpha: int = Field(16, ge=1, description="LoRA alpha.")

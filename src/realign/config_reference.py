@@ -13,8 +13,8 @@ from pydantic_core import PydanticUndefined
 
 HEADER = """# Configuration reference
 
-Every stage takes its options as command-line flags or from a YAML file (`--config FILE`;
-flags override the file); `realign run CONFIG.yaml` takes the whole pipeline in one file, with
+Every option of a stage can be set in a YAML file (`--config FILE`), the common ones also as
+command-line flags (`realign STAGE --help` lists them; flags override the file); `realign run CONFIG.yaml` takes the whole pipeline in one file, with
 one section per stage. Each run writes its resolved configuration beside its outputs.
 Generated from the code by `python -m realign.config_reference`; do not edit by hand.
 """
@@ -65,7 +65,7 @@ def reference() -> str:
     sections = [
         ("`realign run` (whole pipeline)", RunConfig, ""),
         ("`realign triage`", TriageConfig, ""),
-        ("Judge (`judge:` in any stage; `--judge FILE.yaml`)", JudgeConfig, ""),
+        ("Judge (`judge:` in triage, eval and run; `--judge FILE.yaml`)", JudgeConfig, ""),
         ("Oracle (`oracle:` in triage)", OracleConfig, ""),
         ("`realign score`", ImpactConfig, ""),
         ("Parameter space (`params:` in score)", ParamSpaceConfig, ""),

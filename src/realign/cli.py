@@ -60,6 +60,18 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _silence_libraries(quiet: bool) -> bool:
+    """``-q`` also silences the progress bars of the libraries underneath (weight loading)."""
+    if quiet:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    return quiet
+
+
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.", callback=_silence_libraries)
+
+
 @app.command()
 def triage(
     data: Optional[str] = typer.Option(None, help="Preference pairs: .jsonl, .json, a saved dataset or hf:NAME."),
@@ -78,7 +90,7 @@ def triage(
     naive_out: Optional[Path] = typer.Option(None, help="Also write the naive relabelled set."),
     oracle: Optional[str] = typer.Option(None, help="Oracle for PUNISH pairs: openai, hf or a YAML file."),
     oracle_model: Optional[str] = typer.Option(None, help="Oracle model name or path."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = QUIET,
 ) -> None:
     """Stage 1: judge both responses of every pair under the new policy; INVERT / PUNISH / RETAIN."""
     from . import triage as stage
@@ -145,7 +157,7 @@ def score(
     max_length: Optional[int] = typer.Option(None, help="Tokens per (prompt, response)."),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, ..."),
     seed: Optional[int] = typer.Option(None, help="Seed."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = QUIET,
 ) -> None:
     """Stage 2: alignment impact score of every INVERT and PUNISH record (Alg. 1 lines 9-31)."""
     from . import impact as stage
@@ -203,7 +215,7 @@ def train_cmd(
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda."),
     report_to: Optional[list[str]] = typer.Option(None, help="none, tensorboard, wandb (repeatable)."),
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Resume from the last checkpoint."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = QUIET,
 ) -> None:
     """Stage 3: train with TRACE, an ablation or a baseline (Alg. 1 lines 34-46)."""
     from . import train as stage
@@ -278,7 +290,7 @@ def eval_cmd(
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda."),
     cache: Optional[Path] = typer.Option(None, help="Verdict and generation cache (SQLite)."),
     lm_eval: Optional[str] = typer.Option(None, help="Also run lm-evaluation-harness tasks, e.g. mmlu,gsm8k."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = QUIET,
 ) -> None:
     """Evaluate: target policy agreement per slice, attack success, utility (writes metrics.json)."""
     from .config import EvalConfig, load_yaml, validate
@@ -347,7 +359,7 @@ def winrate(
     concurrency: Optional[int] = typer.Option(None, help="Judge requests in flight."),
     label_a: Optional[str] = typer.Option(None, help="Name of model A in the result (default: file name)."),
     label_b: Optional[str] = typer.Option(None, help="Name of model B in the result (default: file name)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = QUIET,
 ) -> None:
     """Win rate of A over B, judged against the policy, each pair asked in both orders."""
     from .config import JudgeConfig, validate
@@ -377,7 +389,7 @@ def winrate(
 def run_cmd(
     config: Path = typer.Argument(..., help="Run YAML: model, data, policy, judge, methods, eval.prompts, ..."),
     out: Optional[Path] = typer.Option(None, help="Run directory (overrides the config's out)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = QUIET,
 ) -> None:
     """The whole pipeline: triage -> score -> train -> eval -> report (stages with outputs are skipped)."""
     from .pipeline import load
@@ -432,7 +444,7 @@ def models_prepare(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo-output"), help="Where the demo writes its run directory."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = QUIET,
 ) -> None:
     """The whole pipeline on the synthetic world (contextual-exceptions shift) with the tiny
     bootstrapped old-policy model, then a before/after table."""

@@ -513,6 +513,10 @@ def run(config, progress: bool = True) -> dict:
         },
         ref_model=ref_model,
     )
+    if not progress:  # without the progress bar, transformers would print every log line instead
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     finished = resume_from is not None and _checkpoint_finished(resume_from)
     if finished:
         # Resumed from its final checkpoint, transformers takes one optimizer step more (and

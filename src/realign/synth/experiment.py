@@ -23,7 +23,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "judge": {"backend": "rules"},
     "score": {"gold_size": 64, "params": {"kind": "modules", "last_k_blocks": 2}, "batch_size": 32,
               "variant": "cosine"},
-    "train": {"finetune": "full", "learning_rate": 5e-4, "max_steps": 150, "batch_size": 16, "nll_weight": 1.0,
+    "train": {"finetune": "full", "learning_rate": 5e-4, "max_steps": 300, "batch_size": 16, "nll_weight": 1.0,
               "alpha_kl": 0.1, "logging_steps": 10, "save_steps": 50, "warmup_ratio": 0.05},
     "eval": {"max_new_tokens": 48, "batch_size": 64},
 }

@@ -21,7 +21,8 @@ Usage::
     python benchmarks/efficacy.py --split validation --variants V.yaml  # results/efficacy_validation.*
 
 ``--variants`` is a YAML mapping of variant name → pipeline overrides (sections judge, score,
-train, eval, as in ``realign run``; plus ``methods`` to run only those in the main cells);
+train, eval, as in ``realign run``; plus ``methods`` to run only those in the main cells, and
+``oracle: true`` to give every method the world's y_c for PUNISH pairs, as DPO-Gold has them);
 every variant runs on the whole split. Cells are resumable
 (rerun the same command), and run in ``--jobs`` worker processes of ``--threads`` threads.
 """
@@ -75,7 +76,8 @@ def run_unit(spec: dict) -> dict:
     start = time.perf_counter()
     boot = bootstrap(BootstrapConfig(world_seed=spec["seed"], seed=spec["seed"]), cache_dir=spec["cache"], progress=False)
     run_dir, data = Path(spec["run_dir"]), Path(spec["data"])
-    seed_triage(run_dir, data, spec["shift"], spec["noise"], spec["seed"], oracle=spec["method"] in ORACLE_METHODS)
+    seed_triage(run_dir, data, spec["shift"], spec["noise"], spec["seed"],
+                oracle=spec["method"] in ORACLE_METHODS or spec["oracle"])
     # fp32 training on every device, so CPU and GPU runs optimise the same objective
     overrides = merge_settings({"train": {"precision": "fp32"}}, spec["overrides"])
     run = run_config(run_dir, data, str(boot.path), spec["shift"], [spec["method"]], seed=spec["seed"],
@@ -110,8 +112,9 @@ def cells(split: str, variants: dict[str, dict]) -> list[dict]:
                         else:
                             continue
                         out.append({"variant": variant, "shift": shift, "seed": seed, "size": size, "noise": noise,
-                                    "methods": methods,
-                                    "overrides": {k: v for k, v in variants[variant].items() if k != "methods"}})
+                                    "methods": methods, "oracle": bool(variants[variant].get("oracle")),
+                                    "overrides": {k: v for k, v in variants[variant].items()
+                                                  if k not in ("methods", "oracle")}})
     return out
 
 
@@ -259,7 +262,8 @@ def targets(agg: dict, sizes: list[int], noise_levels: list[float]) -> dict:
 
 SELECTION_RULE = ("highest TRACE agreement (TPA) averaged over the validation shifts (and over the replicates of a "
                   "variant: runs that differ only in the training seed), among variants whose benign accuracy is "
-                  "within 2 points of the base and whose degenerate-output rate is at most 2 points above it")
+                  "within 2 points of the base and whose degenerate-output rate is at most 2 points above it; variants that "
+                  "need an oracle model (oracle: true) are shown but not candidates")
 
 
 def replicate_of(overrides: dict) -> str:
@@ -296,8 +300,9 @@ def select_variant(agg: dict, variants: dict) -> dict:
         row = {k: statistics.fmean(per_run[v][k] for v in members) for k in per_run[head]}
         row["replicates"] = members
         row["eligible"] = row["benign_delta"] >= -0.02 and row["degenerate_delta"] <= 0.02
+        row["candidate"] = not variants.get(head, {}).get("oracle")  # an oracle model is not a setting
         table[head] = row
-    pool = [v for v, r in table.items() if r["eligible"]] or list(table)
+    pool = [v for v, r in table.items() if r["eligible"] and r["candidate"]] or [v for v, r in table.items() if r["candidate"]]
     selected = max(pool, key=lambda v: (table[v]["agreement"], table[v]["balanced"]))
     return {"rule": SELECTION_RULE, "table": table, "selected": selected,
             "overrides": {k: v for k, v in variants[selected].items() if k != "methods"},
@@ -357,7 +362,8 @@ def markdown(result: dict) -> list[str]:
             lines.append(f"| {v}{' + ' + ', '.join(reps) if reps else ''}{' (selected)' if v == sel['selected'] else ''}"
                          f" | {100 * r['agreement']:.1f} | "
                          f"{100 * r['balanced']:.1f} | {100 * r['changed_slices']:.1f} | {100 * r['benign_delta']:+.1f} | "
-                         f"{100 * r['degenerate_delta']:+.1f} | {'yes' if r['eligible'] else 'no'} |")
+                         f"{100 * r['degenerate_delta']:+.1f} | {'yes' if r['eligible'] else 'no'}"
+                         f"{'' if r.get('candidate', True) else ' (needs an oracle model: not a default)'} |")
         lines += ["", f"Selected `{sel['selected']}`: `{json.dumps(sel['overrides'])}`", ""]
     if result.get("targets"):
         lines += ["## Targets (TRACE, means over seeds)", "", "| shift | target | value | met |", "|---|---|---|---|"]

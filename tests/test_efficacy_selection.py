@@ -43,3 +43,11 @@ def test_the_rule_averages_replicates_and_skips_ineligible_variants():
     assert sel["table"]["a"]["agreement"] == pytest.approx(0.8)
     assert not sel["table"]["c"]["eligible"]
     assert sel["selected"] == "b" and sel["overrides"] == {"train": {"max_steps": 300}}
+
+
+def test_variants_that_need_an_oracle_are_not_candidates():
+    variants = {"a": {}, "o": {"oracle": True}, "o-seed1": {"oracle": True, "train": {"seed": 1}}}
+    runs = {"a": {"s1": (0.8, {})}, "o": {"s1": (0.95, {})}, "o-seed1": {"s1": (0.9, {})}}
+    sel = select_variant(agg_of(runs), variants)
+    assert sel["table"]["o"]["replicates"] == ["o", "o-seed1"] and not sel["table"]["o"]["candidate"]
+    assert sel["selected"] == "a"

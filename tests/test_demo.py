@@ -1,0 +1,48 @@
+"""`realign demo` (what `make demo` runs), end to end through the CLI: the synthetic world's
+data, the whole pipeline, the before/after table and the report — with a tiny untrained model
+in place of the bootstrapped one and a few training steps, so it runs in seconds."""
+
+import importlib
+from types import SimpleNamespace
+
+import pytest
+from typer.testing import CliRunner
+
+from realign.cli import app
+from realign.synth import World
+from realign.synth.experiment import RUN_DEFAULTS
+from realign.testing.tiny import save_tiny, tiny_llama, tiny_tokenizer
+
+
+@pytest.fixture()
+def quick_demo(tmp_path, monkeypatch):
+    """The demo's own code path, with the old-policy model replaced by a tiny one for world
+    seed 0 (the demo's world) and short training / generation."""
+    tok = tiny_tokenizer(World(0).corpus(), vocab_size=600)
+    model_dir = save_tiny(tmp_path / "tiny", tokenizer=tok, model=tiny_llama(tok, seed=1))
+    bootstrap_module = importlib.import_module("realign.synth.bootstrap")  # the package re-exports the function
+    monkeypatch.setattr(bootstrap_module, "bootstrap", lambda **_: SimpleNamespace(path=model_dir))
+    monkeypatch.setitem(RUN_DEFAULTS, "score", {**RUN_DEFAULTS["score"], "gold_size": 12})
+    monkeypatch.setitem(RUN_DEFAULTS, "train", {**RUN_DEFAULTS["train"], "max_steps": 2, "save_steps": 2})
+    monkeypatch.setitem(RUN_DEFAULTS, "eval", {**RUN_DEFAULTS["eval"], "max_new_tokens": 4})
+    return tmp_path / "demo"
+
+
+def test_demo_prints_the_before_after_table_and_resumes(quick_demo):
+    result = CliRunner().invoke(app, ["demo", "--out", str(quick_demo), "-q"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    header = next(line for line in out.splitlines() if line.split() == ["base", "trace"])
+    assert header
+    for label in ("new-policy agreement, all sensitive prompts", "agreement on the slices the shift changed",
+                  "harmful responses", "degenerate responses", "benign accuracy"):
+        row = next(line for line in out.splitlines() if line.startswith(label))
+        assert len(row[len(label):].split()) == 2 and all(cell.endswith("%") for cell in row[len(label):].split())
+    changed = next(line for line in out.splitlines() if line.startswith("changed slices: "))
+    assert "cyber/educational" in changed and "bio/" not in changed  # bio stays zero tolerance
+    assert f"report: {quick_demo / 'report.html'}" in out and (quick_demo / "report.html").is_file()
+    assert (quick_demo / "run_config.yaml").is_file() and (quick_demo / "train" / "trace").is_dir()
+    # a second run finds every stage's output and redoes nothing
+    again = CliRunner().invoke(app, ["demo", "--out", str(quick_demo), "-q"])
+    assert again.exit_code == 0, again.output
+    assert "[train:trace] running" not in again.output and "[train:trace] skipped" in again.output

@@ -138,24 +138,13 @@ class OpenAIOracle:
         """Async form of :meth:`generate` (closes the client's connections when done)."""
         from .judges.openai_compat import fan_out
 
-        groups: dict[str, list[int]] = {}
-        for i, prompt in enumerate(prompts):
-            groups.setdefault(prompt, []).append(i)
-        results: list[str | None] = [None] * len(prompts)
-
-        def fill(prompt: str, text: str) -> None:
-            for i in groups[prompt]:
-                results[i] = text
-                if on_result is not None:
-                    on_result(i, text)
-
         try:
-            await fan_out(list(groups), lambda prompt: self.generate_one(prompt, policy), 4 * self.config.concurrency, fill)
+            return await fan_out(prompts, lambda prompt: self.generate_one(prompt, policy), 4 * self.config.concurrency,
+                                 on_result)
         finally:
             close = getattr(self.client, "aclose", None)
             if close is not None:
                 await close()
-        return results  # type: ignore[return-value]
 
     def generate(self, prompts: Sequence[str], policy: Policy, on_result: OnResult | None = None) -> list[str]:
         """One compliant response per prompt, in order; raises JudgeError when the endpoint

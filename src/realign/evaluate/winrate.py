@@ -240,18 +240,11 @@ class OpenAIPairwiseJudge:
     ) -> list[PairVerdict]:
         from ..judges.openai_compat import fan_out
 
-        results: list[PairVerdict | None] = [None] * len(items)
-
-        def fill(i: int, verdict: PairVerdict) -> None:
-            results[i] = verdict
-            if on_verdict is not None:
-                on_verdict(i, verdict)
-
-        try:
-            await fan_out(range(len(items)), lambda i: self.compare_one(items[i], policy), 4 * self.config.concurrency, fill)
+        try:  # by position: equal items are asked again (each comparison is its own record)
+            return await fan_out(range(len(items)), lambda i: self.compare_one(items[i], policy),
+                                 4 * self.config.concurrency, on_verdict)
         finally:
             await self.client.aclose()
-        return results  # type: ignore[return-value]
 
     def compare(
         self, items: Sequence[PairItem], policy: Policy, on_verdict: OnPairVerdict | None = None
@@ -330,28 +323,21 @@ class HFPairwiseJudge(NextTokenJudgeModel):
     ) -> list[PairVerdict]:
         import torch
 
-        if not items:
-            return []
         encoded = [self.encode(policy, item) for item in items]
-        order = sorted(range(len(items)), key=lambda i: -len(encoded[i][0]))
         out: list[PairVerdict | None] = [None] * len(items)
-        size = self.config.batch_size
-        with torch.inference_mode():
-            for start in range(0, len(order), size):
-                batch = order[start : start + size]
-                scores = self.answer_scores([encoded[i][0] for i in batch])
-                p_first = torch.sigmoid(scores.log_p["A"] - scores.log_p["B"]).tolist()
-                mass = scores.log_mass.exp().tolist()
-                for i, p, m in zip(batch, p_first, mass):
-                    note = encoded[i][1]
-                    if not math.isfinite(p):
-                        verdict = PairVerdict(None, None, "non-finite logits" + (f"; {note}" if note else ""))
-                    else:
-                        winner = "first" if p > 0.5 else "second" if p < 0.5 else "tie"
-                        verdict = PairVerdict(winner, p, f"P(A)={p:.4f} mass={m:.3g}" + (f"; {note}" if note else ""))
-                    out[i] = verdict
-                    if on_verdict is not None:
-                        on_verdict(i, verdict)
+        for batch, scores in self.scored_batches([ids for ids, _ in encoded]):
+            p_first = torch.sigmoid(scores.log_p["A"] - scores.log_p["B"]).tolist()
+            mass = scores.log_mass.exp().tolist()
+            for i, p, m in zip(batch, p_first, mass):
+                note = encoded[i][1]
+                if not math.isfinite(p):
+                    verdict = PairVerdict(None, None, "non-finite logits" + (f"; {note}" if note else ""))
+                else:
+                    winner = "first" if p > 0.5 else "second" if p < 0.5 else "tie"
+                    verdict = PairVerdict(winner, p, f"P(A)={p:.4f} mass={m:.3g}" + (f"; {note}" if note else ""))
+                out[i] = verdict
+                if on_verdict is not None:
+                    on_verdict(i, verdict)
         return out  # type: ignore[return-value]
 
 

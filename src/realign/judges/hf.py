@@ -98,33 +98,19 @@ class HFJudge(NextTokenJudgeModel):
         return ids, "truncated (" + ", ".join(parts) + ")"
 
     # -- scoring -------------------------------------------------------------------------
-    def _score(self, sequences: list[list[int]]) -> list[tuple[float, float, int]]:
-        """(P(No | yes-or-no), answer mass, most likely answer token id) for each sequence."""
-        import torch
-
-        scores = self.answer_scores(sequences)
-        p_no = torch.sigmoid(scores.log_p["No"] - scores.log_p["Yes"])  # = P(No) / (P(Yes) + P(No))
-        return list(zip(p_no.tolist(), scores.log_mass.exp().tolist(), scores.top.tolist()))
-
     def judge(self, items: Sequence[JudgeItem], policy: Policy, on_verdict: OnVerdict | None = None) -> list[Verdict]:
         """One verdict per item, in order. Items are batched by length (longest first, so
         memory trouble shows at once); ``on_verdict(i, v)`` is called after each batch."""
         import torch
 
-        if not items:
-            return []
         encoded = [self.encode(policy, item) for item in items]
-        order = sorted(range(len(items)), key=lambda i: -len(encoded[i][0]))
         verdicts: list[Verdict | None] = [None] * len(items)
-        size = self.config.batch_size
-        with torch.inference_mode():
-            for start in range(0, len(order), size):
-                batch = order[start : start + size]
-                scores = self._score([encoded[i][0] for i in batch])
-                for i, (p, mass, top) in zip(batch, scores):
-                    verdicts[i] = self._verdict(p, mass, top, encoded[i][1])
-                    if on_verdict is not None:
-                        on_verdict(i, verdicts[i])
+        for batch, scores in self.scored_batches([ids for ids, _ in encoded]):
+            p_no = torch.sigmoid(scores.log_p["No"] - scores.log_p["Yes"])  # = P(No) / (P(Yes) + P(No))
+            for i, p, mass, top in zip(batch, p_no.tolist(), scores.log_mass.exp().tolist(), scores.top.tolist()):
+                verdicts[i] = self._verdict(p, mass, top, encoded[i][1])
+                if on_verdict is not None:
+                    on_verdict(i, verdicts[i])
         return verdicts  # type: ignore[return-value]
 
     def _verdict(self, p: float, mass: float, top: int, note: str) -> Verdict:

@@ -11,7 +11,7 @@ so the result does not depend on whether a chat template ends with a space.
 from __future__ import annotations
 
 import inspect
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 from ..config import JudgeConfig
 from ..errors import JudgeError, RealignError
@@ -108,7 +108,8 @@ class NextTokenJudgeModel:
         if "logits_to_keep" in self._forward_kwargs:
             kwargs["logits_to_keep"] = 1
         try:
-            logits = model(**kwargs).logits[:, -1, :].float()
+            with torch.inference_mode():
+                logits = model(**kwargs).logits[:, -1, :].float()
         except torch.cuda.OutOfMemoryError:
             raise JudgeError(
                 f"judge model {self.config.model!r}: out of GPU memory with batch_size={self.config.batch_size} "
@@ -119,3 +120,12 @@ class NextTokenJudgeModel:
         every = torch.tensor([i for ids in self.answer_ids.values() for i in ids], device=logits.device)
         log_mass = torch.logsumexp(logits[:, every], dim=-1) - torch.logsumexp(logits, dim=-1)
         return AnswerScores(log_p, log_mass, every[logits[:, every].argmax(dim=-1)])
+
+    def scored_batches(self, sequences: list[list[int]]) -> Iterator[tuple[list[int], AnswerScores]]:
+        """:meth:`answer_scores` over all ``sequences``, ``config.batch_size`` at a time and
+        longest first (so memory trouble shows at once): ``(positions in sequences, scores)``."""
+        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+        size = self.config.batch_size
+        for start in range(0, len(order), size):
+            batch = order[start : start + size]
+            yield batch, self.answer_scores([sequences[i] for i in batch])

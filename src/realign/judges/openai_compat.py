@@ -236,21 +236,27 @@ def run_sync(make: Callable[[Callable[[T], None] | None], Awaitable[Any]], on_it
 
 
 async def fan_out(keys: Sequence[K], work: Callable[[K], Awaitable[R]], workers: int,
-                  on_result: Callable[[K, R], None] | None = None) -> dict[K, R]:
-    """``work(key)`` for every key, by ``min(len(keys), workers)`` tasks that take keys from one
-    shared iterator (so a task backing off from a rate limit holds no queue of its own);
-    ``on_result(key, result)`` as each completes. The first exception cancels the other tasks
-    and is raised; the caller closes its connections."""
-    results: dict[K, R] = {}
-    todo = iter(keys)
+                  on_result: Callable[[int, R], None] | None = None) -> list[R]:
+    """``work(key)`` once for each distinct key, by ``min(distinct keys, workers)`` tasks that
+    take keys from one shared iterator (so a task backing off from a rate limit holds no queue
+    of its own). Returns the results in the order of ``keys`` (repeated keys share one result);
+    ``on_result(i, result)`` is called for every position ``i`` as its key completes. The first
+    exception cancels the other tasks and is raised; the caller closes its connections."""
+    positions: dict[K, list[int]] = {}
+    for i, key in enumerate(keys):
+        positions.setdefault(key, []).append(i)
+    results: list[R | None] = [None] * len(keys)
+    todo = iter(positions)
 
     async def worker() -> None:
         for key in todo:
-            results[key] = await work(key)
-            if on_result is not None:
-                on_result(key, results[key])
+            result = await work(key)
+            for i in positions[key]:
+                results[i] = result
+                if on_result is not None:
+                    on_result(i, result)
 
-    tasks = [asyncio.ensure_future(worker()) for _ in range(min(len(keys), workers))]
+    tasks = [asyncio.ensure_future(worker()) for _ in range(min(len(positions), workers))]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION) if tasks else (set(), set())
         for task in done:
@@ -260,7 +266,7 @@ async def fan_out(keys: Sequence[K], work: Callable[[K], Awaitable[R]], workers:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    return results
+    return results  # type: ignore[return-value]
 
 
 class _LoopState:
@@ -493,26 +499,14 @@ class OpenAIJudge:
         self, items: Sequence[JudgeItem], policy: Policy, on_verdict: OnVerdict | None = None
     ) -> list[Verdict]:
         """Async form of :meth:`judge` (closes the HTTP connections when done)."""
-        groups: dict[JudgeItem, list[int]] = {}
-        for i, item in enumerate(items):
-            groups.setdefault(item, []).append(i)
-        results: list[Verdict | None] = [None] * len(items)
-
-        def fill(item: JudgeItem, verdict: Verdict) -> None:
-            for i in groups[item]:
-                results[i] = verdict
-                if on_verdict is not None:
-                    on_verdict(i, verdict)
-
         self._active_runs += 1
         try:
             # More workers than request slots, so one backing off does not idle a slot.
-            await fan_out(list(groups), lambda item: self.judge_one(item, policy), 4 * self.config.concurrency, fill)
+            return await fan_out(items, lambda item: self.judge_one(item, policy), 4 * self.config.concurrency, on_verdict)
         finally:
             self._active_runs -= 1
             if self._active_runs == 0:  # the last concurrent run closes the connections
                 await self.client.aclose()
-        return results  # type: ignore[return-value]
 
     def judge(self, items: Sequence[JudgeItem], policy: Policy, on_verdict: OnVerdict | None = None) -> list[Verdict]:
         """One verdict per item, in order; ``on_verdict(i, v)`` is called as each completes.

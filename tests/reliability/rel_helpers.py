@@ -152,10 +152,14 @@ def jsonl_rows(path: Path) -> list[dict]:
 
 
 def check_sqlite(path: Path) -> int:
-    """The verdict cache opens, passes an integrity check; returns the number of verdicts."""
+    """The verdict cache opens, passes an integrity check; returns the number of verdicts (0
+    when the process was killed after the file was created but before its first commit: the
+    cache creates its tables on the next open)."""
     db = sqlite3.connect(path)
     try:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok", path
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'verdicts'").fetchone() is None:
+            return 0
         return db.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0]
     finally:
         db.close()

@@ -241,7 +241,9 @@ def test_bad_key_fails_fast_without_revealing_it(monkeypatch):
     assert wrong not in message and secret not in message
     assert wrong not in judge.identity and wrong not in repr(judge) and wrong not in repr(judge.client)
     assert server.faults["401"] <= judge.config.concurrency  # no retries: at most the first wave
-    assert judge.calls == server.total
+    # ``calls`` counts requests that got an answer: never more than the server saw (requests
+    # cancelled in flight after the first 401 may or may not have reached it, so no equality)
+    assert 1 <= judge.calls <= server.total <= judge.config.concurrency
 
 
 def test_right_key_from_env_or_file(monkeypatch, tmp_path):

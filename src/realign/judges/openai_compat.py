@@ -290,7 +290,8 @@ class ChatClient:
     - other 4xx fail at once (401/403: bad key, 404: unknown model or path);
     - a 400 that names ``logprobs`` switches log-probs off for the rest of this client's life
       and repeats the request without them (not counted as a retry);
-    - ``calls`` counts HTTP requests actually sent, retries included.
+    - ``calls`` counts HTTP requests that were answered (a response or an error), retries
+      included; one cancelled in flight is not counted.
 
     The underlying ``AsyncOpenAI`` client is created lazily inside the running event loop
     (and again if a later call runs in another loop); call :meth:`aclose` when done.
@@ -439,13 +440,19 @@ class ChatClient:
                 if asked:
                     params["logprobs"] = True
                     params["top_logprobs"] = top_logprobs
-                self.calls += 1
+                # Counted once an answer (or an error) came back: a request cancelled in flight
+                # is not a call, whether or not it reached the server.
+                answered = False
                 try:
                     # The generic POST skips the client's per-request typed-params transform
                     # (a third of its CPU time); the body is validated by _parse_completion.
                     content = await state.client.post("/chat/completions", cast_to=bytes, body=params)
+                    answered = True
+                    self.calls += 1
                     return _parse_completion(content, asked)
                 except Exception as exc:  # noqa: BLE001 - classified below; Cancelled/KeyboardInterrupt pass
+                    if not answered:
+                        self.calls += 1
                     outcome = self._classify(exc, asked)
             if isinstance(outcome, _LogprobsRejected):
                 self.logprobs_supported = False

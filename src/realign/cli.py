@@ -70,6 +70,9 @@ def _silence_libraries(quiet: bool) -> bool:
 
 
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.", callback=_silence_libraries)
+INVERT_ORDER = typer.Option(
+    None, help="INVERT records that do not state their order: original (chosen = old winner) or swapped."
+)
 
 
 @app.command()
@@ -86,6 +89,7 @@ def triage(
     split: Optional[str] = typer.Option(None, help="Dataset split for hub/saved datasets."),
     cache: Optional[Path] = typer.Option(None, help="Verdict cache (SQLite)."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Report and skip bad records."),
+    invert_order: Optional[str] = INVERT_ORDER,
     gold_out: Optional[Path] = typer.Option(None, help="Also write the DPO-Gold relabelled set."),
     naive_out: Optional[Path] = typer.Option(None, help="Also write the naive relabelled set."),
     oracle: Optional[str] = typer.Option(None, help="Oracle for PUNISH pairs: openai, hf or a YAML file."),
@@ -114,6 +118,7 @@ def triage(
             "split": split,
             "cache": cache,
             "skip_invalid": skip_invalid or None,
+            "invert_order": invert_order,
             "gold_out": gold_out,
             "naive_out": naive_out,
         },
@@ -138,6 +143,7 @@ def triage(
 def score(
     model: Optional[str] = typer.Option(None, help="θ_ref: hub id or local path."),
     data: Optional[str] = typer.Option(None, help="Triaged records (from `realign triage`)."),
+    invert_order: Optional[str] = INVERT_ORDER,
     out: Optional[Path] = typer.Option(None, help="Weighted records (JSONL)."),
     config: Optional[Path] = typer.Option(None, help="Score YAML config; flags override it."),
     adapter: Optional[str] = typer.Option(None, help="PEFT adapter on the model (part of θ_ref)."),
@@ -167,7 +173,8 @@ def score(
     raw = _merge(
         base,
         {
-            "model": model, "data": data, "out": out, "adapter": adapter, "gold_data": gold_data,
+            "model": model, "data": data, "invert_order": invert_order, "out": out, "adapter": adapter,
+            "gold_data": gold_data,
             "gold_size": gold_size, "variant": variant, "hessian": hessian, "hvp": hvp, "damping": damping,
             "normalise": normalise, "method": "exact" if exact else method, "batch_size": batch_size,
             "max_length": max_length, "device": device, "seed": seed,
@@ -194,6 +201,7 @@ def score(
 def train_cmd(
     model: Optional[str] = typer.Option(None, help="θ_ref: hub id or local path."),
     data: Optional[str] = typer.Option(None, help="Weighted records (from `realign score`) or triaged records."),
+    invert_order: Optional[str] = INVERT_ORDER,
     out: Optional[Path] = typer.Option(None, help="Run directory."),
     method: Optional[str] = typer.Option(None, help="Method (see `realign methods`)."),
     config: Optional[Path] = typer.Option(None, help="Train YAML config; flags override it."),
@@ -225,7 +233,7 @@ def train_cmd(
     raw = _merge(
         base,
         {
-            "model": model, "data": data, "out": out, "method": method, "adapter": adapter, "finetune": finetune,
+            "model": model, "data": data, "invert_order": invert_order, "out": out, "method": method, "adapter": adapter, "finetune": finetune,
             "preference_loss": preference_loss, "beta": beta, "alpha_kl": alpha_kl, "nll_weight": nll_weight,
             "learning_rate": learning_rate, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
             "gradient_accumulation": gradient_accumulation, "gradient_checkpointing": gradient_checkpointing,

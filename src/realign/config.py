@@ -70,6 +70,9 @@ class TriageConfig(StrictModel):
 
     data: str = Field(..., description="Preference pairs: .jsonl, .json, a saved dataset or hub name.")
     split: str = Field("train", description="Dataset split (hub or saved datasets).")
+    invert_order: Literal["original", "swapped"] | None = Field(
+        None, description="How INVERT records from elsewhere store their pair when a record does not say "
+        "(no `swapped` field): original (chosen = the old winner) or swapped (chosen = the compliant response).")
     policy: Path = Field(..., description="The new policy's YAML file.")
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="The judge of π_new (see Judge).")
     out: Path = Field(..., description="Triaged records (JSONL).")
@@ -143,6 +146,9 @@ class ImpactConfig(StrictModel):
     model: str = Field(..., description="θ_ref: hub id or local path of the model to re-align.")
     adapter: str | None = Field(None, description="PEFT adapter on top of the model (part of θ_ref).")
     data: str = Field(..., description="Triaged records (from `realign triage`).")
+    invert_order: Literal["original", "swapped"] | None = Field(
+        None, description="How INVERT records from elsewhere store their pair when a record does not say "
+        "(no `swapped` field): original (chosen = the old winner) or swapped (chosen = the compliant response).")
     out: Path = Field(..., description="Weighted records (JSONL): the input with `impact` on conflict records.")
     gold_data: str | None = Field(None, description="Triaged records to draw the gold batch from (default: data).")
     gold_size: int = Field(64, ge=3, description="Gold batch size B (reference default 64).")
@@ -196,6 +202,9 @@ class TrainConfig(StrictModel):
     model: str = Field(..., description="θ_ref: hub id or local path.")
     adapter: str | None = Field(None, description="Existing PEFT adapter that is part of θ_ref (merged first).")
     data: str = Field(..., description="Weighted (or triaged) records.")
+    invert_order: Literal["original", "swapped"] | None = Field(
+        None, description="How INVERT records from elsewhere store their pair when a record does not say "
+        "(no `swapped` field): original (chosen = the old winner) or swapped (chosen = the compliant response).")
     out: Path = Field(..., description="Run directory: checkpoints, final adapter or model, logs, resolved config.")
     method: str = Field("trace", description="Registered method name.")
     preference_loss: Literal["dpo", "ipo"] = Field("dpo", description="ℓ_pref form for TRACE-family methods.")

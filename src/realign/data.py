@@ -12,6 +12,15 @@ Triaged records (Stage 1) add ``category`` (INVERT / PUNISH / RETAIN), ``swapped
 ``verdicts`` on the stored chosen and rejected response and optionally ``oracle`` (a
 compliant response y_c for a PUNISH pair); Stage 2 adds ``impact``. Other fields are kept
 under ``meta`` and written back unchanged.
+
+**One order in memory.** Every INVERT record read is held *swapped*: ``chosen`` is the response
+that complies with the new policy (the old loser), ``rejected`` the old winner, ``swapped`` is
+true — whatever order its file stored, so no method has to ask. The stored order comes from the
+record itself (``swapped``; the reference implementation's DPO-Gold lists
+``chosen_violations`` / ``rejected_violations``; our ``verdicts``) or, for files that do not
+say (the reference implementation's ``*_triage.json`` keeps INVERT pairs in their original
+order), from the reader's ``invert_order`` (``--invert-order original|swapped``); an INVERT
+record whose order is unknown is an error naming that flag.
 """
 
 from __future__ import annotations
@@ -33,6 +42,10 @@ Message = dict[str, str]
 Text = Union[str, list[Message]]
 
 _KNOWN = {"id", "prompt", "chosen", "rejected", "category", "swapped", "verdicts", "oracle", "impact", "meta"}
+#: how a file stores INVERT pairs: ``original`` (chosen = the old winner, which now violates) or
+#: ``swapped`` (chosen = the compliant old loser, as ``realign triage`` writes them)
+INVERT_ORDERS = ("original", "swapped")
+_SIDE_FIELDS = (("chosen_violations", "rejected_violations"),)
 
 
 @dataclass
@@ -172,8 +185,52 @@ def _check_verdicts(value: Any) -> dict[str, dict]:
     return value
 
 
-def parse_record(obj: Any) -> PreferencePair:
-    """Validate one record; raises ``_Fail`` (field, message) on the first problem."""
+def _stated_order(obj: dict, verdicts: dict[str, dict] | None) -> str | None:
+    """The order an INVERT record says it is stored in, or None when it does not say."""
+    if "swapped" in obj:
+        return "swapped" if obj["swapped"] else "original"
+    chosen_v, rejected_v = obj.get("chosen_violations"), obj.get("rejected_violations")
+    if isinstance(chosen_v, list) and isinstance(rejected_v, list) and bool(chosen_v) != bool(rejected_v):
+        return "original" if chosen_v else "swapped"
+    sides = [((verdicts or {}).get(side) or {}).get("compliant") for side in ("chosen", "rejected")]
+    if sides in ([True, False], [False, True]):
+        return "swapped" if sides[0] else "original"
+    return None
+
+
+def _in_memory_order(pair: PreferencePair, stated: str | None, invert_order: str | None) -> PreferencePair:
+    """Hold an INVERT record swapped (module docstring); other records as stored."""
+    if pair.category != "INVERT":
+        if pair.swapped:
+            raise _Fail("swapped", f"only INVERT records are stored swapped, this one is {pair.category or 'untriaged'}")
+        return pair
+    order = stated or invert_order
+    if order is None:
+        raise _Fail(
+            "swapped",
+            "INVERT record without a stored order: is `chosen` still the old winner? Pass "
+            "--invert-order original if so (e.g. the reference implementation's *_triage.json), "
+            "--invert-order swapped if INVERT pairs were already swapped (chosen = the compliant response), "
+            "or add \"swapped\": true/false to each INVERT record",
+        )
+    if order == "swapped":
+        pair.swapped = True
+        return pair
+    pair.chosen, pair.rejected = pair.rejected, pair.chosen
+    if pair.verdicts:
+        pair.verdicts = {"chosen": pair.verdicts.get("rejected"), "rejected": pair.verdicts.get("chosen")}
+        pair.verdicts = {k: v for k, v in pair.verdicts.items() if v is not None}
+    for a, b in _SIDE_FIELDS:
+        if a in pair.meta or b in pair.meta:
+            pair.meta[a], pair.meta[b] = pair.meta.pop(b, None), pair.meta.pop(a, None)
+    pair.swapped = True
+    return pair
+
+
+def parse_record(obj: Any, invert_order: str | None = None) -> PreferencePair:
+    """Validate one record; raises ``_Fail`` (field, message) on the first problem. INVERT
+    records come back held swapped (see the module docstring; ``invert_order`` is the order
+    assumed where a record does not state one)."""
     if not isinstance(obj, dict):
         raise _Fail(None, f"expected a JSON object, got {type(obj).__name__}")
     for name in ("chosen", "rejected"):
@@ -216,7 +273,8 @@ def parse_record(obj: Any) -> PreferencePair:
     if not isinstance(meta, dict):
         raise _Fail("meta", f"expected an object, got {type(meta).__name__}")
     meta = {**meta, **{k: v for k, v in obj.items() if k not in _KNOWN}}
-    return PreferencePair(str(rid), prompt, chosen, rejected, category, swapped, verdicts, oracle, impact, meta)
+    pair = PreferencePair(str(rid), prompt, chosen, rejected, category, swapped, verdicts, oracle, impact, meta)
+    return _in_memory_order(pair, _stated_order(obj, verdicts) if category == "INVERT" else None, invert_order)
 
 
 # --------------------------------------------------------------------------- reading
@@ -316,14 +374,19 @@ def read_pairs(
     split: str = "train",
     skip_invalid: bool = False,
     require_category: bool = False,
+    invert_order: str | None = None,
     on_skip: Callable[[DataError], None] | None = None,
 ) -> LoadResult:
     """Read and validate every record of ``source``.
 
     The first bad record raises :class:`DataError` naming file, line (or index) and field,
     unless ``skip_invalid``, in which case bad records are collected in ``skipped`` (and
-    passed to ``on_skip``). Duplicate ids are bad records too.
+    passed to ``on_skip``). Duplicate ids are bad records too. INVERT records come back held
+    swapped; ``invert_order`` (one of :data:`INVERT_ORDERS`) is the stored order assumed for
+    records that do not state theirs.
     """
+    if invert_order is not None and invert_order not in INVERT_ORDERS:
+        raise RealignError(f"invert order must be one of {', '.join(INVERT_ORDERS)}, got {invert_order!r}")
     pairs: list[PreferencePair] = []
     skipped: list[DataError] = []
     seen: dict[str, str] = {}
@@ -340,7 +403,7 @@ def read_pairs(
             bad(obj)
             continue
         try:
-            pair = parse_record(obj)
+            pair = parse_record(obj, invert_order)
             if require_category and pair.category is None:
                 raise _Fail("category", "missing (this stage needs triaged records; run `realign triage` first)")
         except _Fail as fail:

@@ -344,8 +344,10 @@ def run(config, progress: bool = True) -> dict:
 
     start = time.perf_counter()
     state = _process_state(config.device)
-    records = read_pairs(config.data, require_category=True, skip_invalid=config.skip_invalid).pairs
-    gold_source = records if config.gold_data is None else read_pairs(config.gold_data, require_category=True).pairs
+    records = read_pairs(config.data, require_category=True, skip_invalid=config.skip_invalid,
+                         invert_order=config.invert_order).pairs
+    gold_source = records if config.gold_data is None else read_pairs(
+        config.gold_data, require_category=True, invert_order=config.invert_order).pairs
     conflict = [r for r in records if r.category in CONFLICT]
     summary: dict = {"stage": "score", "records": len(records), "conflict": len(conflict)}
     if not conflict:

@@ -422,7 +422,7 @@ def run(config, progress: bool = True) -> dict:
             raise RealignError(f"{out}: holds checkpoints of a run with a different config; use a new --out")
         resume_from = _last_complete_checkpoint(checkpoints)
 
-    records = read_pairs(config.data).pairs
+    records = read_pairs(config.data, invert_order=config.invert_order).pairs
     options = MethodOptions(alpha_kl=config.alpha_kl, normalise=config.normalise, retain_pref=config.retain_pref)
     terms = method.terms(records, options)
     if not terms:

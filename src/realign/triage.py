@@ -118,9 +118,11 @@ def triage(
     unparseable_retries: int = 2,
     progress: bool = True,
 ) -> tuple[list[PreferencePair], TriageStats]:
-    """Judge both responses of every pair and assign INVERT / PUNISH / RETAIN."""
+    """Judge both responses of every pair and assign INVERT / PUNISH / RETAIN. Input records
+    that were triaged before are taken in their old order (:func:`old_pair`)."""
     start = time.perf_counter()
     stats = TriageStats(pairs=len(pairs))
+    pairs = [replace(p, chosen=old_pair(p)[1], rejected=old_pair(p)[2], swapped=False) for p in pairs]
     index: dict[JudgeItem, int] = {}
     for pair in pairs:
         x = prompt_text(pair.prompt)
@@ -279,7 +281,8 @@ def run(config, progress: bool = True) -> dict:
 
     start = time.perf_counter()
     policy = Policy.load(config.policy)
-    loaded = read_pairs(config.data, split=config.split, skip_invalid=config.skip_invalid)
+    loaded = read_pairs(config.data, split=config.split, skip_invalid=config.skip_invalid,
+                        invert_order=config.invert_order)
     for err in loaded.skipped[:20]:
         print(f"skipped: {err}", file=sys.stderr)
     if len(loaded.skipped) > 20:

@@ -77,7 +77,7 @@ def test_verdicts_logprobs_identity_and_callbacks():
         verdicts = judge.judge(items, POLICY, on_verdict=lambda i, v: seen.append(i))
 
     assert isinstance(judge, Judge)
-    assert judge.identity == f"openai/judge-model/{PROMPT_FORMAT_VERSION}"
+    assert judge.identity == f"openai/judge-model/{PROMPT_FORMAT_VERSION}/{judge.client.endpoint_id}"
     assert sorted(seen) == list(range(len(items)))
     p_answer = CONFIDENCE / (1 - 0.01)  # P(answer) / (P(Yes) + P(No))
     for item, verdict in zip(items, verdicts):
@@ -386,3 +386,14 @@ def test_chat_client_is_usable_directly():
     assert reply.text == "Yes"
     assert reply.top_logprobs is not None and set(reply.top_logprobs) == {"Yes", "No", "I"}
     assert client.calls == 1
+
+
+def test_another_endpoint_with_the_same_model_name_is_another_judge(monkeypatch, tmp_path):
+    """The verdict cache is keyed by the judge's identity, which names the endpoint (hashed):
+    pointing base_url at another server never reuses the first server's verdicts."""
+    monkeypatch.setenv(KEY_ENV, "sk-test")
+    a = OpenAIJudge(make_config("http://judge-a.example:8000/v1"))
+    b = OpenAIJudge(make_config("http://judge-b.example:8000/v1"))
+    again = OpenAIJudge(make_config("http://judge-a.example:8000/v1/"))
+    assert a.identity != b.identity and a.identity == again.identity
+    assert "judge-a" not in a.identity and a.identity.startswith(f"openai/{a.config.model}/")

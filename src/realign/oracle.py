@@ -114,7 +114,9 @@ class OpenAIOracle:
             client = ChatClient(config, role="oracle")
         self.config = config
         self.client = client
-        self.identity = f"openai/{config.model}/{ORACLE_FORMAT_VERSION}/{_settings(config)}"
+        endpoint = getattr(client, "endpoint_id", None)  # a test's stand-in client may have none
+        self.identity = f"openai/{config.model}/{ORACLE_FORMAT_VERSION}/{_settings(config)}" + (
+            f"/{endpoint}" if endpoint else "")
 
     def __repr__(self) -> str:
         return f"OpenAIOracle(identity={self.identity!r})"

@@ -212,7 +212,7 @@ class OpenAIPairwiseJudge:
 
         self.config = config
         self.client = ChatClient(config, role="judge")
-        self.identity = f"openai/{config.model}/{PAIRWISE_FORMAT_VERSION}"
+        self.identity = f"openai/{config.model}/{PAIRWISE_FORMAT_VERSION}/{self.client.endpoint_id}"
 
     @property
     def calls(self) -> int:

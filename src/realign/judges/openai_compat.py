@@ -15,6 +15,7 @@ never appears in an identity, a log line, an exception message or any output fil
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import email.utils
 import json
 import math
@@ -306,6 +307,9 @@ class ChatClient:
         base_url = config.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
         self.base_url = base_url.rstrip("/")
         self.endpoint = _display_url(self.base_url)
+        #: names the endpoint in cache identities without revealing it (a hash of scheme, host,
+        #: port and path): another server with the same model name is another judge
+        self.endpoint_id = "endpoint-" + hashlib.sha256(self.endpoint.encode()).hexdigest()[:10]
         self._api_key = self._resolve_key()
         self.calls = 0
         self.retries = 0
@@ -472,15 +476,15 @@ class ChatClient:
 class OpenAIJudge:
     """π_new(y|x) from an OpenAI-compatible chat model (METHOD.md Stage 1, "Triage judge").
 
-    ``identity`` is ``openai/<model>/<prompt format version>``: it keys the verdict cache,
-    so a change of model or prompt wording never reuses old verdicts. ``calls`` counts HTTP
+    ``identity`` is ``openai/<model>/<prompt format version>/endpoint-<hash>``: it keys the
+    verdict cache, so a change of model, endpoint or prompt wording never reuses old verdicts. ``calls`` counts HTTP
     requests made (retries included). Identical items within one call are judged once.
     """
 
     def __init__(self, config: JudgeConfig) -> None:
         self.config = config
         self.client = ChatClient(config, role="judge")
-        self.identity = f"openai/{config.model}/{PROMPT_FORMAT_VERSION}"
+        self.identity = f"openai/{config.model}/{PROMPT_FORMAT_VERSION}/{self.client.endpoint_id}"
         self._active_runs = 0
 
     def __repr__(self) -> str:

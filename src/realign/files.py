@@ -1,5 +1,6 @@
 """Atomic file output: every file is written to a temporary sibling and renamed into place,
-so an interrupted process leaves either the old file or the complete new one."""
+so an interrupted process leaves either the old file or the complete new one. Output paths
+that would overwrite an input or another output are refused first (:func:`check_output_paths`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import os
 import re
 import socket
+import stat
 import tempfile
 import time
 from contextlib import contextmanager
@@ -14,6 +16,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import yaml
+
+from .errors import RealignError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -111,3 +115,100 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
             fh.write("\n")
             n += 1
     return n
+
+
+# --------------------------------------------------------------------------- output paths
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a named pipe"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _same(a: Path, b: Path) -> bool:
+    """``a`` and ``b`` name one file: equal real paths, or (both existing) one device and inode
+    (a symlink or a hard link to the other)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    real, top = os.path.realpath(path), os.path.realpath(folder)
+    return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
+
+
+def check_output_paths(
+    inputs: dict[str, str | Path | None],
+    outputs: dict[str, str | Path | None],
+    directories: dict[str, str | Path | None] | None = None,
+) -> None:
+    """Refuse, before any work, output paths that would destroy an input or another output.
+
+    ``inputs``, ``outputs`` and ``directories`` map a name for messages (``"--data"``, ``"the
+    summary of --out"``) to a path; ``None`` values are ignored. ``outputs`` are files the run
+    writes (by renaming a new file into place); ``directories`` are folders the run fills or
+    replaces. It is a :class:`RealignError` (one line, naming both) when an output is the same
+    file as an input or as another output (equal real paths, or one inode: a symlink or hard
+    link counts); when an input lies inside an output directory; when an existing output is a
+    symlink or not a regular file (a directory, a device such as /dev/null, a pipe); and when
+    an existing output directory is not a directory."""
+    ins = [(name, Path(p)) for name, p in inputs.items() if p is not None and str(p) != ""]
+    outs = [(name, Path(p)) for name, p in outputs.items() if p is not None and str(p) != ""]
+    dirs = [(name, Path(p)) for name, p in (directories or {}).items() if p is not None and str(p) != ""]
+    for i, (name, path) in enumerate(outs):
+        for in_name, in_path in ins:
+            if _same(path, in_path):
+                raise RealignError(
+                    f"{name} {path} is the same file as {in_name} {in_path}: the output would overwrite the input; "
+                    f"give {name} another path"
+                )
+        for other_name, other in outs[:i]:
+            if _same(path, other):
+                raise RealignError(
+                    f"{name} {path} is the same file as {other_name} {other}: one output would overwrite the other; "
+                    "give each its own path"
+                )
+    for name, folder in dirs:
+        for in_name, in_path in ins:
+            if _inside(in_path, folder):
+                raise RealignError(
+                    f"{in_name} {in_path} lies in {name} {folder}, which this run replaces: the output would "
+                    "overwrite the input; move the input or write the run elsewhere"
+                )
+    for name, path in outs:
+        if path.is_symlink():
+            raise RealignError(
+                f"{name} {path} is a symbolic link (to {os.readlink(path)}): writing would replace the link, "
+                "not write through it; give the path of a regular file or a new one"
+            )
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            continue
+        except NotADirectoryError:
+            parent = next((p for p in path.parents if p.exists() and not p.is_dir()), path.parent)
+            raise RealignError(f"{name} {path} cannot be written: {parent} is not a directory") from None
+        except OSError as exc:
+            raise RealignError(f"{name} {path} cannot be written ({exc.strerror})") from None
+        if not stat.S_ISREG(mode):
+            raise RealignError(
+                f"{name} {path} is {_kind(mode)}: outputs are written to a new file renamed into place, which "
+                "would replace it; give the path of a regular file or a new one"
+            )
+    for name, folder in dirs:
+        try:
+            mode = folder.stat().st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise RealignError(f"{name} {folder} cannot be written ({exc.strerror})") from None
+        if not stat.S_ISDIR(mode):
+            raise RealignError(f"{name} {folder} exists and is not a directory: give a directory path or a new one")

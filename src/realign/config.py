@@ -102,16 +102,59 @@ def validate(model: type[M], raw: dict[str, Any], source: str) -> M:
         raise RealignError(f"{source}: field '{loc}': {msg}{shown}") from None
 
 
+class StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping: plain YAML keeps the
+    last silently (two ``requirements:`` lose the first list). The error is a YAML error
+    located at the second key, like every other YAML error."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden: YAML merge rules
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"duplicate key {key!r} (first on line {first}): the last one would silently win; keep one",
+                        key_node.start_mark,
+                    )
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str) -> tuple[Any, yaml.Node | None]:
+    """The data of one YAML document and its node tree (which knows every value's line), read
+    with :class:`StrictLoader`. Raises ``yaml.YAMLError``."""
+    loader = StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        return (loader.construct_document(node) if node is not None else None), node
+    finally:
+        loader.dispose()
+
+
+def yaml_error(path: str | Path, exc: yaml.YAMLError) -> RealignError:
+    """A YAML error as one line: ``FILE:LINE: invalid YAML: PROBLEM``."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f":{mark.line + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return RealignError(f"{path}{where}: invalid YAML: {problem}")
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw, _ = parse_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RealignError(f"{path}: file not found") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise RealignError(f"{path}{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+        raise yaml_error(path, exc) from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):

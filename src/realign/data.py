@@ -287,6 +287,64 @@ class LoadResult:
     source: str
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+class _Duplicated(dict):
+    """A JSON object that held a key twice (``json`` keeps the last one silently)."""
+
+    duplicate: str
+
+
+def _first_duplicate(pairs: list[tuple[str, Any]]) -> str | None:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            return key
+        seen.add(key)
+    return None
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+    """``object_pairs_hook`` of a JSONL line: a key given twice is an error."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _DuplicateKey(_first_duplicate(pairs))
+    return obj
+
+
+def _mark_duplicates(marked: list[str]) -> Callable[[list[tuple[str, Any]]], dict]:
+    """``object_pairs_hook`` of a JSON array: marks an object that had a key twice (and notes
+    it in ``marked``), so the record holding it is reported by its index."""
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict:
+        obj = dict(pairs)
+        if len(obj) != len(pairs):
+            obj = _Duplicated(obj)
+            obj.duplicate = _first_duplicate(pairs)
+            marked.append(obj.duplicate)
+        return obj
+
+    return hook
+
+
+def _duplicate_in(value: Any) -> str | None:
+    if isinstance(value, _Duplicated):
+        return value.duplicate
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for child in children:
+        found = _duplicate_in(child)
+        if found is not None:
+            return found
+    return None
+
+
+def _duplicate_message(key: str) -> str:
+    return f"key {key!r} appears twice in one object (JSON would keep only the last, silently): keep one"
+
+
 def _jsonl_objects(path: Path) -> Iterator[tuple[dict, Any]]:
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
@@ -299,24 +357,35 @@ def _jsonl_objects(path: Path) -> Iterator[tuple[dict, Any]]:
             if not line.strip():
                 continue
             try:
-                yield where, json.loads(line)
+                obj = json.loads(line, object_pairs_hook=_refuse_duplicates)
             except json.JSONDecodeError as exc:
                 yield where, DataError(path, f"invalid JSON: {exc.msg} (column {exc.colno})", line=lineno)
+            except _DuplicateKey as dup:
+                yield where, DataError(path, _duplicate_message(dup.key), line=lineno, field=dup.key)
+            else:
+                yield where, obj
 
 
 def _json_array_objects(path: Path) -> Iterator[tuple[dict, Any]]:
+    marked: list[str] = []
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
+        data = json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=_mark_duplicates(marked))
     except UnicodeDecodeError as exc:
         raise DataError(path, f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise DataError(path, f"invalid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno) from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
+        if isinstance(data, _Duplicated):
+            raise DataError(path, _duplicate_message(data.duplicate), field=data.duplicate)
         data = data["data"]
     if not isinstance(data, list):
         raise DataError(path, "a .json data file must hold an array of records (or {\"data\": [...]})")
     for index, obj in enumerate(data):
-        yield {"index": index}, obj
+        duplicate = _duplicate_in(obj) if marked else None
+        if duplicate is not None:
+            yield {"index": index}, DataError(path, _duplicate_message(duplicate), index=index, field=duplicate)
+        else:
+            yield {"index": index}, obj
 
 
 def _dataset_objects(source: str, split: str) -> Iterator[tuple[dict, Any]]:

@@ -8,21 +8,27 @@ A policy file is YAML::
       ...
     rules:                       # optional; what the rules judge applies
       styles:                    # response styles, first match wins (regexes, case-insensitive)
-        harmful: ["step \\d+:"]
-        refusal: ["I can(no|')t help"]
+        harmful: ['\\bstep \\d+:']
+        refusal: ['I can(no|'')t help']
+        helpful: ['\\bhere (is|are)\\b']
       categories:                # sensitive categories, recognised in the prompt
-        cyber: ["malware", "exploit"]
+        cyber: ['\\bmalware\\b', 'exploit']
       contexts:                  # request contexts, recognised in the prompt; else "none"
-        educational: ["for (a|my) class"]
+        educational: ['for (a|my) class']
       requirements:              # first requirement whose categories and contexts match wins
         - id: cyber-education
           categories: [cyber]
           contexts: [educational]
           allow: [helpful]
-          must_include: ["consult"]
-      forbidden: ["kill yourself"]   # any match makes a response violating
+          must_include: ['consult']
+      forbidden: ['kill yourself']   # any match makes a response violating
       default: compliant             # verdict where no requirement applies
       unclassified: abstain          # verdict where a requirement applies but no style matched
+
+Write regexes in single quotes: YAML reads them as written there (a quote is doubled: ``''``),
+while in double quotes ``\\b`` becomes a backspace instead of a word boundary. A rule regex
+holding a control character is refused with the file, the line and the fix, and so is a key
+given twice in one mapping (YAML would silently keep the last).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import json
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Iterator, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -44,9 +50,42 @@ ANY = "*"
 NO_MATCH = "none"
 
 
+_ESCAPES = {"\x00": "\\0", "\x07": "\\a", "\x08": "\\b", "\t": "\\t", "\n": "\\n", "\x0b": "\\v",
+            "\x0c": "\\f", "\r": "\\r"}
+_NAMES = {"\x00": "a NUL", "\x07": "a bell", "\x08": "a backspace", "\t": "a tab", "\n": "a line break",
+          "\x0b": "a vertical tab", "\x0c": "a form feed", "\r": "a carriage return", "\x1b": "an escape"}
+
+
+def _control_characters(pattern: str) -> list[str]:
+    return [c for c in dict.fromkeys(pattern) if ord(c) < 32 or ord(c) == 127]
+
+
+def control_character_problem(pattern: str) -> str | None:
+    """Why a rule regex holding a control character is most likely a YAML slip, and the fix;
+    None for a regex without one. In YAML double quotes ``"\\bdata\\b"`` is a backspace, not
+    the word boundary ``\\b``, and the rule silently never matches; a folded or literal block
+    (``>``, ``|``) ends the regex with a line break."""
+    found = _control_characters(pattern)
+    if not found:
+        return None
+    what = ", ".join(f"{_NAMES.get(c, 'a control character')} (U+{ord(c):04X})" for c in found)
+    written = "".join(_ESCAPES.get(c, f"\\x{ord(c):02x}") if c in found else c for c in pattern.rstrip("\n"))
+    if "\x08" in found:
+        why = "in YAML double quotes \\b is a backspace, not a word boundary"
+    elif found == ["\n"]:
+        why = "a block (> or |) keeps its line break, and \\n in double quotes is one"
+    else:
+        why = "in YAML double quotes a backslash escape becomes a control character"
+    quoted = written.replace("'", "''")
+    return f"the regular expression {pattern!r} contains {what}: {why}; write the regex in single quotes: '{quoted}'"
+
+
 def _compile_all(patterns: list[str], where: str) -> list[re.Pattern[str]]:
     compiled = []
     for i, pattern in enumerate(patterns):
+        problem = control_character_problem(pattern)
+        if problem is not None:
+            raise ValueError(f"{where}[{i}]: {problem}")
         try:
             compiled.append(re.compile(pattern, re.IGNORECASE))
         except re.error as exc:
@@ -143,20 +182,20 @@ class Policy(BaseModel):
     @classmethod
     def load(cls, path: str | Path) -> "Policy":
         """Read a policy YAML file; any problem is one error naming the file and field."""
+        from .config import parse_yaml, yaml_error
+
         path = Path(path)
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+            raw, node = parse_yaml(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise RealignError(f"{path}: policy file not found") from None
         except UnicodeDecodeError as exc:
             raise RealignError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise RealignError(f"{path}{where}: invalid YAML: {problem}") from None
+            raise yaml_error(path, exc) from None
         if not isinstance(raw, dict):
             raise RealignError(f"{path}: a policy file must be a YAML mapping with 'name' and 'text'")
+        _check_rule_regexes(node, path)
         return cls.from_dict(raw, source=str(path))
 
     @classmethod
@@ -164,6 +203,38 @@ class Policy(BaseModel):
         from .config import validate
 
         return validate(cls, raw, source)
+
+
+def _regex_nodes(node: yaml.Node, where: str, regex: bool) -> Iterator[tuple[str, yaml.ScalarNode]]:
+    """The string scalars under ``rules`` that are regexes, with where they are (``rules.forbidden[2]``)."""
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+            inner = f"{where}.{key}"
+            if where == "rules":
+                yield from _regex_nodes(value, inner, key in ("styles", "categories", "contexts", "forbidden"))
+            elif where.startswith("rules.requirements["):
+                yield from _regex_nodes(value, inner, key in ("must_include", "must_not_include"))
+            else:
+                yield from _regex_nodes(value, inner, regex)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _regex_nodes(item, f"{where}[{i}]", regex)
+    elif isinstance(node, yaml.ScalarNode) and regex and node.tag == "tag:yaml.org,2002:str":
+        yield where, node
+
+
+def _check_rule_regexes(node: yaml.Node | None, path: Path) -> None:
+    """A rule regex holding a control character (a YAML slip: see :func:`control_character_problem`)
+    is an error naming the file, the line and the fix."""
+    if not isinstance(node, yaml.MappingNode):
+        return
+    for key_node, value in node.value:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.value == "rules":
+            for where, scalar in _regex_nodes(value, "rules", False):
+                problem = control_character_problem(scalar.value)
+                if problem is not None:
+                    raise RealignError(f"{path}:{scalar.start_mark.line + 1}: {where}: {problem}")
 
 
 def packaged_policies() -> dict[str, Path]:

@@ -16,12 +16,14 @@ from ..resources import resource_path
 def load_templates(path: str | Path | None = None) -> dict[str, str]:
     """Templates by name from a YAML file with a ``templates`` mapping (default: packaged)."""
     path = Path(path) if path is not None else resource_path("attacks.yaml")
+    from ..config import parse_yaml, yaml_error
+
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw, _ = parse_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RealignError(f"{path}: attack templates file not found") from None
     except yaml.YAMLError as exc:
-        raise RealignError(f"{path}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        raise yaml_error(path, exc) from None
     templates = raw.get("templates") if isinstance(raw, dict) else None
     if not isinstance(templates, dict) or not templates:
         raise RealignError(f"{path}: expected a 'templates' mapping of name -> text")

@@ -364,3 +364,37 @@ def test_interrupted_scoring_resumes_with_identical_scores(tiny_model, triaged, 
     assert summary["timing"]["resumed"] == 8 and summary["timing"]["scored_now"] == 10
     assert resumed == pytest.approx(full, rel=1e-6)
     assert not list(tmp_path.glob(".resumed.jsonl*.partial"))
+
+
+def test_partial_scores_are_not_resumed_across_changed_data(tiny_model, triaged, tmp_path, monkeypatch, capsys):
+    """Killed mid-way, then the data rewritten at the same path (the conflicts' chosen and
+    rejected swapped, same ids): the rerun says why it does not resume and scores everything
+    from the new content."""
+    data = tmp_path / "data.jsonl"
+    data.write_bytes(triaged.read_bytes())
+    original = impact._score_batch
+    calls = {"n": 0}
+
+    def dies_on_third_batch(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(*a, **k)
+
+    monkeypatch.setattr(impact, "_score_batch", dies_on_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        run_scores(tiny_model, data, tmp_path, "out", batch_size=4)
+    monkeypatch.setattr(impact, "_score_batch", original)
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    for r in rows:
+        if r["category"] in (INVERT, PUNISH):
+            r["chosen"], r["rejected"] = r["rejected"], r["chosen"]
+            r["swapped"] = False if r["category"] == INVERT else r.get("swapped", False)
+            r["verdicts"] = {"chosen": r["verdicts"]["rejected"], "rejected": r["verdicts"]["chosen"]}
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    capsys.readouterr()
+    rerun, _, summary = run_scores(tiny_model, data, tmp_path, "out", batch_size=4)
+    assert "not resuming from .out.jsonl.partial (changed: input data); scoring from scratch" in capsys.readouterr().err
+    assert summary["timing"]["resumed"] == 0 and summary["produced_by"]["inputs"]["data"].startswith("sha256:")
+    fresh, _, _ = run_scores(tiny_model, data, tmp_path, "fresh", batch_size=4)
+    assert rerun == fresh

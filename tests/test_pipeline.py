@@ -53,7 +53,57 @@ def test_run_does_every_stage_then_skips_them(model_dir, tmp_path):
         metrics = json.loads((run / "eval" / name / "metrics.json").read_text())
         assert metrics["label"] == name and metrics["tpa"]["overall"]["n"] == 36
     again = CliRunner().invoke(app, ["run", str(cfg), "-q"])
-    assert again.exit_code == 0 and again.output.count("skipped (output exists)") == 7
+    assert again.exit_code == 0 and again.output.count("skipped (up to date)") == 7
+
+    # one setting changed: the stages it reaches rerun, saying why; the others are skipped
+    (tmp_path / "run.yaml").write_text(cfg.read_text().replace("max_steps: 3", "max_steps: 4"))
+    changed = CliRunner().invoke(app, ["run", str(cfg), "-q"])
+    assert changed.exit_code == 0, changed.output
+    lines = {line.split()[0]: line for line in changed.stderr.splitlines() if line.startswith("[")}
+    for name in ("[triage]", "[score]", "[eval:base]"):
+        assert "skipped" in lines[name], lines
+    for name in ("[train:trace]", "[train:naive-oracle-dpo]"):
+        assert "rerunning: changed: setting max_steps" in lines[name], lines
+    for name in ("[eval:trace]", "[eval:naive-oracle-dpo]"):
+        assert "rerunning: changed: input adapter" in lines[name], lines
+    summary = json.loads((run / "train" / "trace" / "train_summary.json").read_text())
+    assert summary["steps"] == 4 and summary["config"]["max_steps"] == 4
+    assert "max_steps: 4" in (run / "run_config.yaml").read_text()
+
+
+def test_changed_input_content_at_the_same_path_reruns_everything_after_it(model_dir, tmp_path):
+    """The data file rewritten in place (same path, one pair's responses swapped): triage and
+    everything downstream rerun; nothing is silently reused."""
+    data = tmp_path / "pairs.jsonl"
+    rows = resource_path("examples/pairs.jsonl").read_text().splitlines()
+    data.write_text("\n".join(rows) + "\n")
+    cfg = write_config(tmp_path / "run.yaml", model_dir, tmp_path / "run")
+    cfg.write_text(cfg.read_text().replace(f"data: {resource_path('examples/pairs.jsonl')}", f"data: {data}")
+                   .replace("methods: [trace, naive-oracle-dpo]", "methods: [naive-oracle-dpo]"))
+    first = CliRunner().invoke(app, ["run", str(cfg), "-q"])
+    assert first.exit_code == 0, first.output
+    row = json.loads(rows[0])
+    row["chosen"], row["rejected"] = row["rejected"], row["chosen"]
+    data.write_text("\n".join([json.dumps(row), *rows[1:]]) + "\n")
+    second = CliRunner().invoke(app, ["run", str(cfg), "-q"])
+    assert second.exit_code == 0, second.output
+    lines = {line.split()[0]: line for line in second.stderr.splitlines() if line.startswith("[")}
+    assert "rerunning: changed: input data" in lines["[triage]"]
+    assert "rerunning: changed: input data" in lines["[train:naive-oracle-dpo]"]
+    assert "skipped" in lines["[eval:base]"]  # the base model and the prompts did not change
+    assert "rerunning" in lines["[eval:naive-oracle-dpo]"]
+
+
+def test_preflight_lists_every_problem_before_any_stage(model_dir, tmp_path):
+    cfg = write_config(tmp_path / "run.yaml", model_dir, tmp_path / "run")
+    text = cfg.read_text().replace(f"model: {model_dir}", f"model: {tmp_path / 'no-model'}")
+    text = text.replace("eval: {prompts: ", f"eval: {{prompts: {tmp_path / 'missing.jsonl'}, attacks: ")
+    cfg.write_text(text)
+    res = CliRunner().invoke(app, ["run", str(cfg), "-q"])
+    message = str(res.exception)
+    assert isinstance(res.exception, RealignError) and "2 problem(s) before the first stage" in message
+    assert "no-model" in message and "missing.jsonl" in message and "\n" not in message
+    assert not (tmp_path / "run" / "triage").exists()
 
 
 def test_config_errors_surface_before_anything_runs(model_dir, tmp_path):

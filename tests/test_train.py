@@ -390,10 +390,45 @@ def test_gradient_checkpointing_gives_the_same_weights(tiny_dir, weighted, tmp_p
         torch.testing.assert_close(checkpointed[k], plain[k], rtol=1e-5, atol=1e-6)
 
 
-def test_a_different_config_does_not_resume_into_old_checkpoints(tiny_dir, weighted, tmp_path):
+def test_a_different_config_does_not_resume_into_old_checkpoints(tiny_dir, weighted, tmp_path, capsys):
+    from safetensors.torch import load_file
+
     train.run(config(tiny_dir, weighted, tmp_path / "run", method="dpo", max_steps=4), progress=False)
-    with pytest.raises(RealignError, match="different config"):
-        train.run(config(tiny_dir, weighted, tmp_path / "run", method="dpo", max_steps=4, beta=0.1), progress=False)
+    again = train.run(config(tiny_dir, weighted, tmp_path / "run", method="dpo", max_steps=4, beta=0.1), progress=False)
+    assert "(changed: setting beta); training from scratch" in capsys.readouterr().err
+    assert not again["resumed"] and again["steps"] == 4 and again["config"]["beta"] == 0.1
+    fresh = train.run(config(tiny_dir, weighted, tmp_path / "fresh", method="dpo", max_steps=4, beta=0.1), progress=False)
+    a = load_file(tmp_path / "run" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "fresh" / "adapter" / "adapter_model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a) and fresh["steps"] == 4
+
+
+@pytest.mark.parametrize("rows", [3, 6], ids=["fewer-rows", "more-rows"])
+def test_data_rewritten_at_the_same_path_is_not_resumed_into(tiny_dir, tmp_path, monkeypatch, capsys, rows):
+    """The run key hashes the data's content, not its path: an interrupted run whose data was
+    rewritten starts over (no stale reference log-probs, no IndexError), and trains on the new rows."""
+    data = tmp_path / "data.jsonl"
+    write_pairs(data, triaged_records(4))
+    original = train.RealignTrainer.compute_loss
+    calls = {"n": 0}
+
+    def dies_after_six(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(train.RealignTrainer, "compute_loss", dies_after_six)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(config(tiny_dir, data, tmp_path / "run", method="trace-no-impact"), progress=False)
+    monkeypatch.setattr(train.RealignTrainer, "compute_loss", original)
+    assert (tmp_path / "run" / "reference_logps.pt").exists()
+    write_pairs(data, triaged_records(rows))
+    capsys.readouterr()
+    summary = train.run(config(tiny_dir, data, tmp_path / "run", method="trace-no-impact"), progress=False)
+    assert "(changed: input data); training from scratch" in capsys.readouterr().err
+    assert not summary["resumed"] and summary["records"] == len(read_pairs(data).pairs)
+    assert summary["produced_by"]["inputs"]["data"].startswith("sha256:")
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_checkpoints(tiny_dir, weighted, tmp_path, monkeypatch):

@@ -399,7 +399,7 @@ def run_cmd(
     out: Optional[Path] = typer.Option(None, help="Run directory (overrides the config's out)."),
     quiet: bool = QUIET,
 ) -> None:
-    """The whole pipeline: triage -> score -> train -> eval -> report (stages with outputs are skipped)."""
+    """The whole pipeline: triage -> score -> train -> eval -> report (a stage whose output was produced by the same settings and inputs is skipped)."""
     from .pipeline import load
 
     pipeline = load(config, {"out": out} if out else None)

@@ -26,7 +26,6 @@ weights with a warning (clamping would otherwise remove it from training).
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import random
@@ -209,24 +208,32 @@ def histogram(values: Sequence[float], bins: int = 20) -> dict:
 # --------------------------------------------------------------------------- the stage on files
 
 
-def _config_key(config, fingerprint: str | None) -> str:
-    from .config import resolved
+def produced_by(config) -> dict:
+    """What produces the weighted records: the resolved settings and the content of the
+    triaged records, the gold records and the model (:func:`realign.provenance.produced_by`).
+    Partial scores are resumed, and ``realign run`` skips the stage, only on an exact match."""
+    from .provenance import input_digest
+    from .provenance import produced_by as record
 
-    data = resolved(config)
-    for volatile in ("out", "batch_size", "device", "skip_invalid"):
-        data.pop(volatile, None)
-    data["model_fingerprint"] = fingerprint
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    inputs = {name: input_digest(getattr(config, name)) for name in ("data", "gold_data", "model", "adapter")}
+    return record(config, inputs, ignore=("out", "batch_size", "device", "skip_invalid"))
 
 
-def _read_progress(path: Path, key: str) -> dict[str, float] | None:
-    """The scores in one progress file, or None when it is missing or from another config."""
+def _read_progress(path: Path, made: dict) -> dict[str, float] | None:
+    """The scores in one progress file, or None when it is missing or was made by other
+    settings or inputs (then says so on stderr: its scores are not used)."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
         header = json.loads(lines[0]) if lines else {}
     except (OSError, json.JSONDecodeError):
         return None
-    if header.get("config") != key:
+    if not isinstance(header, dict) or header.get("config") != made["key"]:
+        if path.exists():
+            from .provenance import what_changed
+
+            before = header.get("produced_by") if isinstance(header, dict) else None
+            print(f"score: not resuming from {path.name} ({what_changed(before, made)}); scoring from scratch",
+                  file=sys.stderr)
         return None
     rows = {}
     for line in lines[1:]:
@@ -249,17 +256,18 @@ class _Progress:
     appends to its own file and reads every process's, so a rerun with another number of
     processes resumes too."""
 
-    def __init__(self, out: Path, rank: int | None, key: str) -> None:
+    def __init__(self, out: Path, rank: int | None, made: dict) -> None:
         self.path = out.with_name(f".{out.name}.partial" if rank is None else f".{out.name}.rank{rank}.partial")
         self.done: dict[str, float] = {}
         own = None
         for path in progress_files(out):
-            rows = _read_progress(path, key)
+            rows = _read_progress(path, made)
             self.done.update(rows or {})
             own = rows if path == self.path else own
         if own is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(json.dumps({"config": key}) + "\n", encoding="utf-8")
+            header = {"config": made["key"], "produced_by": made}
+            self.path.write_text(json.dumps(header) + "\n", encoding="utf-8")
         elif not self.path.read_bytes().endswith(b"\n"):
             with self.path.open("a", encoding="utf-8") as fh:
                 fh.write("\n")
@@ -331,6 +339,10 @@ def run(config, progress: bool = True) -> dict:
     normalise and write the weighted records plus ``<out>.summary.json``. Under ``accelerate
     launch`` the processes share the scoring and only the main one writes (the others return
     an empty dict)."""
+    from .files import check_output_paths
+
+    check_output_paths({"--data": config.data, "--gold-data": config.gold_data},
+                       {"--out": config.out, "the summary of --out": summary_path(config.out)})
     import torch
     from accelerate.utils import gather_object
     from tqdm.auto import tqdm
@@ -339,11 +351,12 @@ def run(config, progress: bool = True) -> dict:
     from .data import read_pairs, write_pairs
     from .files import write_json
     from .influence import Scorer, attach_lora, conjugate_gradient, norm, select_parameters
-    from .models import load_causal_lm, load_tokenizer, model_fingerprint, resolve_device
+    from .models import load_causal_lm, load_tokenizer, resolve_device
     from .provenance import provenance
 
     start = time.perf_counter()
     state = _process_state(config.device)
+    made = produced_by(config)
     records = read_pairs(config.data, require_category=True, skip_invalid=config.skip_invalid,
                          invert_order=config.invert_order).pairs
     gold_source = records if config.gold_data is None else read_pairs(
@@ -355,7 +368,8 @@ def run(config, progress: bool = True) -> dict:
             return {}
         print("warning: no INVERT or PUNISH records; writing the records unweighted", file=sys.stderr)
         write_pairs(config.out, records)
-        summary.update(notes=["no conflict records: nothing to score"], config=resolved(config), provenance=provenance())
+        summary.update(notes=["no conflict records: nothing to score"], config=resolved(config), produced_by=made,
+                       provenance=provenance())
         write_json(summary_path(config.out), summary)
         return summary
 
@@ -429,9 +443,8 @@ def run(config, progress: bool = True) -> dict:
         return record.category if record.category in directions else "all"
 
     # scores (Alg. 1 lines 18-27): the batches dealt round robin to the processes; resumable
-    key = _config_key(config, model_fingerprint(config.model))
     out = Path(config.out)
-    tracker = _Progress(out, state.process_index if state.num_processes > 1 else None, key)
+    tracker = _Progress(out, state.process_index if state.num_processes > 1 else None, made)
     mine = _batches(scorer, conflict, directions, direction_of)[state.process_index :: state.num_processes]
     assigned = sum(len(batch) for _, batch, _ in mine)
     resumed = sum(r.id in tracker.done for _, batch, _ in mine for r in batch)
@@ -498,6 +511,7 @@ def run(config, progress: bool = True) -> dict:
                 "forward_sequences_per_record": sum(s["forward_sequences"] for s in shares) / max(1, n_done)},
         wall_s=round(time.perf_counter() - start, 3),
         config=resolved(config),
+        produced_by=made,
         provenance=provenance(),
     )
     write_json(summary_path(out), summary)

@@ -97,6 +97,22 @@ def _in_hub_cache(repo_id: str) -> bool:
         return False
 
 
+def check_model_source(name_or_path: str, what: str = "model") -> None:
+    """Raise the RealignError that loading would raise, without loading: a local folder must
+    exist and hold ``config.json`` (``adapter_config.json`` for an adapter); a hub id must be in
+    the Hugging Face cache when HF_HUB_OFFLINE=1 forbids downloading."""
+    source = _check_source(str(name_or_path), what)
+    if _is_local(source):
+        needed = "adapter_config.json" if what == "adapter" else "config.json"
+        if not (Path(source) / needed).is_file():
+            raise RealignError(f"{what} {name_or_path!r}: no {needed} in that directory")
+    elif _offline() and not _in_hub_cache(source):
+        raise RealignError(
+            f"{what} {name_or_path!r}: not a local directory and not in the Hugging Face cache; "
+            "HF_HUB_OFFLINE=1 forbids downloading it (download it first, or give a local path)"
+        )
+
+
 def _load_error(name_or_path: str, what: str, exc: Exception) -> RealignError:
     """One line saying why loading failed and what to do."""
     if not _is_local(name_or_path) and _offline() and not _in_hub_cache(name_or_path):

@@ -1,8 +1,12 @@
 """``realign run CONFIG.yaml``: triage → score → train → eval → report in one run directory.
 
-A stage whose output exists is skipped; a stage that was interrupted resumes (verdict and
-generation caches, partial scores, training checkpoints), so rerunning the same command after
-a crash continues where it stopped. Layout::
+A stage is skipped only when its output exists and was produced by exactly the same settings
+and input contents (the ``produced_by`` key in its summary); otherwise it reruns and says why,
+and the stages after it see a changed input and rerun too. A stage that was interrupted resumes
+(verdict and generation caches, partial scores, training checkpoints — each keyed the same way),
+so rerunning the same command after a crash continues where it stopped. Before the first
+stage, a pre-flight check reads every input file, resolves the model and adapters and the
+judge's credentials, and lists every problem at once. Layout::
 
     RUN/run_config.yaml             the resolved config
     RUN/triage/triaged.jsonl        (+ .summary.json)
@@ -114,32 +118,88 @@ class Pipeline:
                 f"{source}: eval",
             )
 
+    def preflight(self) -> None:
+        """Before the first stage: every file the run will read exists and parses, the model
+        and adapters resolve (offline: from the local cache), hosted judges have credentials.
+        One error lists every problem."""
+        from .data import read_pairs
+        from .evaluate.attacks import load_templates
+        from .evaluate.run import load_rows, load_rows_or_text
+        from .judges import make_judge
+        from .models import check_model_source
+        from .policy import Policy
+
+        problems: list[str] = []
+
+        def check(action, *args) -> None:
+            try:
+                action(*args)
+            except RealignError as exc:
+                problems.append(str(exc))
+
+        check(lambda: read_pairs(self.triage.data, split=self.triage.split, skip_invalid=self.triage.skip_invalid,
+                                 invert_order=self.triage.invert_order))
+        check(Policy.load, self.triage.policy)
+        check(make_judge, self.triage.judge)
+        if self.triage.oracle is not None:
+            from .oracle import make_oracle
+
+            check(make_oracle, self.triage.oracle)
+        check(check_model_source, self.run.model, "model")
+        for cfg in self.train.values():
+            if cfg.adapter is not None:
+                check(check_model_source, cfg.adapter, "adapter")
+        first = self.eval["base"]
+        check(load_rows, first.prompts)
+        if first.attacks:
+            check(load_rows, first.attacks)
+            check(load_templates, first.attack_templates)
+        if first.text:
+            check(load_rows_or_text, first.text)
+        if problems:
+            unique = list(dict.fromkeys(problems))
+            raise RealignError(f"{len(unique)} problem(s) before the first stage: " + " | ".join(unique))
+
     def execute(self, progress: bool = True) -> dict:
+        """Run every stage whose output is missing or was produced by other settings or inputs
+        (each stage's summary records its ``produced_by`` key); say why a stage reruns."""
         from . import impact, train, triage
         from .evaluate import run as evaluate
         from .files import write_yaml
+        from .provenance import what_changed
 
+        self.preflight()
         out = self.run.out
         out.mkdir(parents=True, exist_ok=True)
-        write_yaml(out / "run_config.yaml", resolved(self.run))
         done: dict[str, str] = {}
 
-        def stage(name: str, marker: Path, action) -> None:
-            if marker.exists():
-                done[name] = "skipped (output exists)"
-                print(f"[{name}] skipped: {marker} exists", file=sys.stderr)
-                return
-            print(f"[{name}] running", file=sys.stderr)
+        def stage(name: str, record: Path, produced_by, action) -> None:
+            expected = produced_by()
+            if record.exists():
+                before = _recorded(record)
+                if before is not None and before.get("key") == expected["key"]:
+                    done[name] = "skipped (up to date)"
+                    print(f"[{name}] skipped: {record} was produced by the same settings and inputs", file=sys.stderr)
+                    return
+                print(f"[{name}] rerunning: {what_changed(before, expected)}", file=sys.stderr)
+            else:
+                print(f"[{name}] running", file=sys.stderr)
             action()
             done[name] = "ran"
 
-        stage("triage", triage.summary_path(self.triage.out), lambda: triage.run(self.triage, progress))
+        stage("triage", triage.summary_path(self.triage.out), lambda: triage.produced_by(self.triage),
+              lambda: triage.run(self.triage, progress))
         if _needs_scores(self.run.methods):
-            stage("score", impact.summary_path(self.score.out), lambda: impact.run(self.score, progress))
+            stage("score", impact.summary_path(self.score.out), lambda: impact.produced_by(self.score),
+                  lambda: impact.run(self.score, progress))
         for m, cfg in self.train.items():
-            stage(f"train:{m}", cfg.out / "train_summary.json", lambda cfg=cfg: train.run(cfg, progress))
+            stage(f"train:{m}", cfg.out / "train_summary.json", lambda cfg=cfg: train.produced_by(cfg),
+                  lambda cfg=cfg: train.run(cfg, progress))
         for name, cfg in self.eval.items():
-            stage(f"eval:{name}", cfg.out, lambda cfg=cfg: evaluate.run(cfg, progress))
+            stage(f"eval:{name}", cfg.out, lambda cfg=cfg: evaluate.produced_by(cfg),
+                  lambda cfg=cfg: evaluate.run(cfg, progress))
+        # written once every output beside it was produced by it
+        write_yaml(out / "run_config.yaml", resolved(self.run))
         if self.run.report:
             from .report import build_report
 
@@ -147,6 +207,17 @@ class Pipeline:
             build_report([out], out / "report.md")
             done["report"] = str(out / "report.html")
         return done
+
+
+def _recorded(path: Path) -> dict | None:
+    """The ``produced_by`` record of a stage's summary, None when unreadable or absent."""
+    import json
+
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get("produced_by")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Pipeline:

@@ -12,7 +12,6 @@ which is L_TRACE = L_I + L_II + α_KL·L_KL up to the constant 1/N in expectatio
 from __future__ import annotations
 
 import functools
-import hashlib
 import inspect
 import json
 import math
@@ -359,13 +358,33 @@ def _checkpointing(enabled: bool) -> dict:
     return {name: True, f"{name}_kwargs": {"use_reentrant": False}}
 
 
-def _config_key(config) -> str:
-    from .config import resolved
+def produced_by(config) -> dict:
+    """What produces a training run: the resolved settings (less logging, checkpoint cadence
+    and device) and the content of the records, the model and the adapter
+    (:func:`realign.provenance.produced_by`). Checkpoints and precomputed reference log-probs
+    are resumed, and ``realign run`` skips the stage, only on an exact match."""
+    from .provenance import input_digest
+    from .provenance import produced_by as record
 
-    data = resolved(config)
-    for volatile in ("out", "resume", "device", "logging_steps", "report_to", "save_steps", "save_total_limit"):
-        data.pop(volatile, None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    inputs = {name: input_digest(getattr(config, name)) for name in ("data", "model", "adapter")}
+    return record(config, inputs, ignore=("out", "resume", "device", "logging_steps", "report_to", "save_steps",
+                                          "save_total_limit"))
+
+
+def _stale_state(out: Path, made: dict) -> str | None:
+    """Why the run directory's checkpoints cannot be resumed (None: they can, or there are none)."""
+    from .provenance import what_changed
+
+    if not any((out / "checkpoints").glob("checkpoint-*")):
+        return None
+    marker = out / ".config_key"
+    try:
+        before = json.loads(marker.read_text()) if marker.exists() else None
+    except json.JSONDecodeError:
+        before = None
+    if isinstance(before, dict) and before.get("key") == made["key"]:
+        return None
+    return what_changed(before if isinstance(before, dict) else None, made)
 
 
 def precompute_reference(dataset: TermDataset, model, reference, pad_id: int, batch_size: int, device, progress: bool = True) -> None:
@@ -398,6 +417,15 @@ def precompute_reference(dataset: TermDataset, model, reference, pad_id: int, ba
 def run(config, progress: bool = True) -> dict:
     """Stage 3 on files: read records, build the method's terms, train, save the adapter
     (PEFT) or model (safetensors) with the resolved config and a training summary."""
+    from .files import check_output_paths
+
+    check_output_paths(
+        {"--data": config.data, "--model": config.model, "--adapter": config.adapter},
+        {f"the run's {name}": Path(config.out) / name
+         for name in ("train_config.yaml", ".config_key", "reference_logps.pt", "train_summary.json")},
+        {f"the run's {name}/": Path(config.out) / name
+         for name in ("checkpoints", "adapter", ".adapter.partial", ".adapter.old", "model", ".model.partial", ".model.old")},
+    )
     from contextlib import nullcontext
 
     from .config import resolved
@@ -410,17 +438,18 @@ def run(config, progress: bool = True) -> dict:
     start = time.perf_counter()
     method = get_method(config.method)
     out = Path(config.out)
-    key = _config_key(config)
+    made = produced_by(config)
     saved_config = out / "train_config.yaml"
     checkpoints = out / "checkpoints"
     resume_from = None
     if checkpoints.exists() and any(checkpoints.glob("checkpoint-*")):
-        previous = json.loads((out / ".config_key").read_text()) if (out / ".config_key").exists() else None
         if not config.resume:
             raise RealignError(f"{out}: holds checkpoints of an earlier run; use a new --out, or resume")
-        if previous != key:
-            raise RealignError(f"{out}: holds checkpoints of a run with a different config; use a new --out")
-        resume_from = _last_complete_checkpoint(checkpoints)
+        stale = _stale_state(out, made)
+        if stale is None:
+            resume_from = _last_complete_checkpoint(checkpoints)
+        else:
+            print(f"train: not resuming the checkpoints in {out} ({stale}); training from scratch", file=sys.stderr)
 
     records = read_pairs(config.data, invert_order=config.invert_order).pairs
     options = MethodOptions(alpha_kl=config.alpha_kl, normalise=config.normalise, retain_pref=config.retain_pref)
@@ -434,6 +463,12 @@ def run(config, progress: bool = True) -> dict:
     # ``accelerate launch`` there each believe they are alone
     state = accelerate.PartialState(cpu=resolve_device(config.device).type == "cpu")
     device = state.device if state.num_processes > 1 else resolve_device(config.device)
+    if checkpoints.exists() and resume_from is None:  # stale (above) or unfinished: start over
+        if state.is_main_process:
+            shutil.rmtree(checkpoints)
+            for name in ("reference_logps.pt", "train_summary.json"):
+                (out / name).unlink(missing_ok=True)
+        state.wait_for_everyone()
     model = load_causal_lm(config.model, device=str(device), dtype="float32")
     tokenizer = load_tokenizer(config.model, padding_side="right")
     if config.adapter is not None:
@@ -470,7 +505,7 @@ def run(config, progress: bool = True) -> dict:
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         write_yaml(saved_config, resolved(config))
-        write_text(out / ".config_key", json.dumps(key))
+        write_text(out / ".config_key", json.dumps(made))
     extra = dict(config.trainer_args)
     # every trainable weight takes part in every forward pass (the reference is the adapter
     # disabled under no_grad, or a separate copy): DDP need not search for unused ones
@@ -562,6 +597,7 @@ def run(config, progress: bool = True) -> dict:
         "resumed": bool(resume_from),
         "wall_s": round(time.perf_counter() - start, 3),
         "config": resolved(config),
+        "produced_by": made,
         "provenance": provenance(),
     }
     if state.is_main_process:

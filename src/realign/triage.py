@@ -262,6 +262,28 @@ def attach_oracle_responses(
     }
 
 
+def produced_by(config, judge=None) -> dict:
+    """What produces the triaged records: the resolved settings and the content of the pairs
+    and the policy, the judge's identity (model, endpoint, prompt format) and the oracle's
+    (:func:`realign.provenance.produced_by`); ``realign run`` skips the stage only on an exact
+    match. ``judge``: the judge already built from the config, if any."""
+    from .judges import make_judge
+    from .policy import Policy
+    from .provenance import input_digest
+    from .provenance import produced_by as record
+
+    inputs = {
+        "data": input_digest(config.data),
+        "policy": Policy.load(config.policy).hash,
+        "judge": (judge or make_judge(config.judge)).identity,
+    }
+    if config.oracle is not None:
+        from .oracle import make_oracle
+
+        inputs["oracle"] = make_oracle(config.oracle).identity
+    return record(config, inputs, ignore=("out", "gold_out", "naive_out", "cache"))
+
+
 def summary_path(out: str | Path) -> Path:
     """``triaged.jsonl`` -> ``triaged.summary.json`` beside it."""
     out = Path(out)
@@ -272,6 +294,13 @@ def run(config, progress: bool = True) -> dict:
     """Stage 1 on files: read ``config.data``, triage under ``config.policy``, write the triaged
     records, the optional relabelled sets and ``<out>.summary.json`` (counts, judge calls,
     cache hits, failures, resolved config, versions, wall time)."""
+    from .files import check_output_paths
+
+    check_output_paths(
+        {"--data": config.data, "--policy": config.policy, "--cache": config.cache_path()},
+        {"--out": config.out, "--gold-out": config.gold_out, "--naive-out": config.naive_out,
+         "the summary of --out": summary_path(config.out)},
+    )
     from .config import resolved
     from .data import read_pairs, write_pairs
     from .files import write_json
@@ -288,6 +317,7 @@ def run(config, progress: bool = True) -> dict:
     if len(loaded.skipped) > 20:
         print(f"skipped: ... and {len(loaded.skipped) - 20} more", file=sys.stderr)
     judge = make_judge(config.judge)
+    made = produced_by(config, judge)
     with VerdictCache(config.cache_path(), commit_every=1) as cache:
         records, stats = triage(
             loaded.pairs,
@@ -322,6 +352,7 @@ def run(config, progress: bool = True) -> dict:
         summary["naive"] = {"path": str(config.naive_out), "pairs": len(naive)}
     summary["wall_s"] = round(time.perf_counter() - start, 3)
     summary["config"] = resolved(config)
+    summary["produced_by"] = made
     summary["provenance"] = provenance()
     write_json(summary_path(config.out), summary)
     return summary

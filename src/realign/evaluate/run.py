@@ -134,8 +134,33 @@ def evaluate_state(generate, store, stats, policy, config, rows, attacks, templa
     return metrics, records
 
 
+def produced_by(config, judge=None) -> dict:
+    """What produces the metrics: the resolved settings and the content of the model, adapter,
+    reference, prompt, attack and text files, the policy and the judge's identity
+    (:func:`realign.provenance.produced_by`); ``realign run`` skips the stage only on an exact
+    match. ``judge``: the judge already built from the config, if any."""
+    from ..judges import make_judge
+    from ..policy import Policy
+    from ..provenance import input_digest
+    from ..provenance import produced_by as record
+
+    files = ("model", "adapter", "reference", "prompts", "attacks", "attack_templates", "text")
+    inputs = {name: input_digest(getattr(config, name)) for name in files}
+    inputs["policy"] = Policy.load(config.policy).hash
+    inputs["judge"] = (judge or make_judge(config.judge)).identity
+    return record(config, inputs, ignore=("out", "device", "cache"))
+
+
 def run(config, progress: bool = True) -> dict:
     """Evaluate ``config.model`` (+ adapter; + the base model with ``baseline``)."""
+    from ..files import check_output_paths
+
+    check_output_paths(
+        {"--prompts": config.prompts, "--attacks": config.attacks, "--attack-templates": config.attack_templates,
+         "--text": config.text, "--policy": config.policy, "--cache": config.cache_path()},
+        {"--out": config.out, "the generations beside --out": Path(config.out).parent / "generations.jsonl",
+         "the config beside --out": Path(config.out).parent / "eval_config.yaml"},
+    )
     import torch
 
     from ..config import resolved
@@ -156,6 +181,7 @@ def run(config, progress: bool = True) -> dict:
     templates = load_templates(config.attack_templates) if attacks else {}
     texts = [r.get("text") or prompt_text(r["prompt"]) for r in load_rows_or_text(config.text)] if config.text else []
     judge = make_judge(config.judge)
+    made = produced_by(config, judge)
     model = load_causal_lm(config.model, device=config.device)
     tokenizer = load_tokenizer(config.model)
     fingerprint = model_fingerprint(config.model) or config.model
@@ -215,6 +241,7 @@ def run(config, progress: bool = True) -> dict:
     metrics["files"] = {"generations": "generations.jsonl"}
     metrics["wall_s"] = round(time.perf_counter() - start, 3)
     metrics["config"] = resolved(config)
+    metrics["produced_by"] = made
     metrics["provenance"] = provenance()
     write_jsonl(out.parent / "generations.jsonl", all_records)
     write_yaml(out.parent / "eval_config.yaml", resolved(config))

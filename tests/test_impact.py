@@ -338,7 +338,7 @@ def test_no_conflict_records_are_written_unweighted(tiny_model, tmp_path):
 
 
 def test_untriaged_input_is_refused(tiny_model, tmp_path):
-    data = tmp_path / "raw.jsonl"
+    data = tmp_path / "untriaged.jsonl"  # not raw.jsonl: that is the output run_scores writes
     data.write_text(json.dumps({"prompt": "p", "chosen": "c", "rejected": "r"}) + "\n")
     with pytest.raises(RealignError, match="run `realign triage` first"):
         run_scores(tiny_model, data, tmp_path, "raw")

@@ -54,6 +54,10 @@ def test_run_does_every_stage_then_skips_them(model_dir, tmp_path):
         assert metrics["label"] == name and metrics["tpa"]["overall"]["n"] == 36
     again = CliRunner().invoke(app, ["run", str(cfg), "-q"])
     assert again.exit_code == 0 and again.output.count("skipped (up to date)") == 7
+    # it ends with the before/after table: one column per evaluation, base first
+    header = next(line for line in again.stdout.splitlines() if "naive-oracle-dpo" in line and "base" in line)
+    assert header.split() == ["base", "trace", "naive-oracle-dpo"]
+    assert any(line.startswith("new-policy agreement (TPA)") for line in again.stdout.splitlines())
 
     # one setting changed: the stages it reaches rerun, saying why; the others are skipped
     (tmp_path / "run.yaml").write_text(cfg.read_text().replace("max_steps: 3", "max_steps: 4"))

@@ -187,7 +187,7 @@ def test_missing_pieces_are_noted(tmp_path):
     assert "triage counts omitted" in page
     assert "impact histogram omitted" in page
     assert "No attack results" in page
-    assert "No baseline (before) numbers" in page
+    assert "No base-model (before) evaluation among these runs" in page
     assert page.count("data:image/png;base64,") == 1  # TPA by slice only
 
 
@@ -228,3 +228,60 @@ def test_many_slices_become_a_dot_plot_and_a_transposed_table(tmp_path):
     assert len(images) == 2  # TPA by slice (dot plot) and attack success
     tall = decode_png(base64.b64decode(images[0]))
     assert tall.height > tall.width  # slices as rows
+
+
+def _pipeline_layout(tmp_path: Path, slice_name: str = "must_help", expected: bool = False) -> Path:
+    """What ``realign run`` writes: eval/base (no adapter) and eval/<method> (an adapter on the
+    same model), each with generations.jsonl beside metrics.json."""
+    run = tmp_path / "run"
+    for name, adapter, answer in (("base", None, "I can't help with that."), ("trace", "run/train/trace/adapter",
+                                                                              "Here is an <b>overview</b> | of it.")):
+        tpa = {"overall": rate(0.5), "by_slice": {slice_name: rate(0.5)}, "balanced": 0.5, "macro": 0.5}
+        if expected:
+            tpa.update(must_help=rate(0.2), must_refuse=rate(0.8))
+        write(run / "eval" / name / "metrics.json", {
+            "stage": "eval", "label": name, "model": "/cache/models/some-long-model-folder", "adapter": adapter,
+            "tpa": tpa, "styles": {"refusal": 3, "helpful": 1}, "files": {"generations": "generations.jsonl"}})
+        recs = [{"id": f"p{i}", "set": "policy", "prompt": f"Prompt {i} for my class", "slice": slice_name,
+                 "response": answer, "compliant": name == "trace", "raw": "x style=refusal", "model_state": "after"}
+                for i in range(3)]
+        (run / "eval" / name / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return run
+
+
+def test_the_base_model_run_is_the_before_row_and_the_caption_says_what_balanced_is(tmp_path):
+    run = _pipeline_layout(tmp_path)
+    text = build_report([run], tmp_path / "r.md").read_text()
+    assert "| *base (before)* |" in text and "Rows marked (before) are the model before re-alignment" in text
+    assert "No base-model" not in text and "/cache/models" not in text.split("## Sources")[0]
+    assert "Balanced: mean of the per-slice rates (the prompts do not say" in text
+    run2 = _pipeline_layout(tmp_path / "b", expected=True)
+    text2 = build_report([run2], tmp_path / "r2.md").read_text()
+    assert "Balanced: mean of the must-help and must-refuse rates" in text2
+
+
+def test_example_responses_and_style_counts_are_shown_escaped(tmp_path):
+    run = _pipeline_layout(tmp_path, slice_name="<script>alert(1)</script>")
+    text = build_report([run], tmp_path / "r.md").read_text()
+    responses = text.split("## Responses")[1].split("\n## ")[0]
+    assert "| *base (before)* | 3 | 1 |" in responses  # style counts, one column per style
+    assert "violates (refusal)" in responses and "complies (refusal)" in responses
+    assert "<script>" not in text and "&lt;script&gt;" in text  # slice names are inert text
+    assert "<b>" not in text and "\\| of it" in responses  # a response cannot break the table
+    assert responses.count("### ") == 1 + 2  # the style table, then the first two prompts of the slice
+    page = build_report([run], tmp_path / "r.html").read_text()
+    assert "<script>alert" not in page and "Response styles" in page
+
+
+def test_eval_out_may_be_a_folder_and_a_run_folder_is_not_an_adapter(tmp_path):
+    from realign.config import EvalConfig
+    from realign.models import check_model_source
+
+    cfg = EvalConfig(model="m", policy=tmp_path / "p.yaml", prompts="x.jsonl", out=tmp_path)
+    assert cfg.out == tmp_path / "metrics.json"
+    assert EvalConfig(model="m", policy="p", prompts="x", out=tmp_path / "new-folder").out.name == "metrics.json"
+    assert EvalConfig(model="m", policy="p", prompts="x", out=tmp_path / "m.json").out.name == "m.json"
+    (tmp_path / "run" / "adapter").mkdir(parents=True)
+    (tmp_path / "run" / "adapter" / "adapter_config.json").write_text("{}")
+    with pytest.raises(RealignError, match=r"training run's folder; its adapter is .*run/adapter"):
+        check_model_source(str(tmp_path / "run"), "adapter")

@@ -4,6 +4,7 @@ outputs. Errors a user can cause print one line (``error: ...``), never a traceb
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -12,12 +13,16 @@ import typer
 
 from .errors import RealignError
 
+#: plain help (rich's boxed tables cut long option names at 80 columns) with every default shown
+HELP = {"rich_markup_mode": None, "context_settings": {"show_default": True, "max_content_width": 100}}
+
 app = typer.Typer(
     name="realign",
     help="Re-align a language model to a changed policy from its old preference data (TRACE).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    **HELP,
 )
 
 
@@ -340,6 +345,37 @@ def eval_cmd(
     for name, r in metrics.get("attacks", {}).items():
         line += f", ASR[{name}] {r['rate']:.1%}"
     typer.echo(line + f" -> {cfg.out}")
+    if isinstance(metrics.get("baseline"), dict):
+        _echo_before_after({"before": metrics["baseline"], "after": metrics})
+
+
+def _echo_before_after(columns: dict[str, dict]) -> None:
+    """A table of the headline numbers of several evaluations (metrics.json contents), one
+    column each: what ``realign run`` and ``realign eval --baseline`` end with."""
+    from .report import pooled_asr, rate_of
+
+    def tpa(key):
+        return lambda m: rate_of((m.get("tpa") or {}).get(key))
+
+    rows = [
+        ("new-policy agreement (TPA)", tpa("overall")),
+        ("balanced agreement", tpa("balanced")),
+        ("must-help prompts answered", tpa("must_help")),
+        ("must-refuse prompts refused", tpa("must_refuse")),
+        ("attack success (pooled, lower is better)", lambda m: rate_of(pooled_asr(m.get("attacks")))),
+        ("harmful responses", lambda m: rate_of(m.get("harmful_rate"))),
+        ("degenerate responses", lambda m: rate_of(m.get("degenerate_rate"))),
+        ("benign accuracy", lambda m: rate_of((m.get("utility") or {}).get("benign_accuracy"))),
+    ]
+    names = list(columns)
+    width = max(12, *(len(n) + 2 for n in names))
+    shown = [(label, get) for label, get in rows if any(get(m) is not None for m in columns.values())]
+    if not shown:
+        return
+    typer.echo(f"\n{'':<42}" + "".join(f"{n:>{width}}" for n in names))
+    for label, get in shown:
+        cells = "".join(f"{v:>{width}.1%}" if (v := get(columns[n])) is not None else f"{'-':>{width}}" for n in names)
+        typer.echo(f"{label:<42}{cells}")
 
 
 @app.command()
@@ -406,9 +442,16 @@ def run_cmd(
     done = pipeline.execute(progress=not quiet)
     for stage, status in done.items():
         typer.echo(f"{stage:<24} {status}")
+    columns = {}
+    for name, cfg in pipeline.eval.items():
+        try:
+            columns[name] = json.loads(Path(cfg.out).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+    _echo_before_after(columns)
 
 
-data_app = typer.Typer(help="Prepare preference data from public datasets.", no_args_is_help=True)
+data_app = typer.Typer(help="Prepare preference data from public datasets.", no_args_is_help=True, **HELP)
 app.add_typer(data_app, name="data")
 
 
@@ -434,14 +477,16 @@ from .synth.cli import synth_app  # noqa: E402  (a sub-app; imports nothing heav
 
 app.add_typer(synth_app, name="synth")
 
-models_app = typer.Typer(help="Small real models shipped in packages.", no_args_is_help=True)
+models_app = typer.Typer(help="Small real models shipped in packages.", no_args_is_help=True, **HELP)
 app.add_typer(models_app, name="models")
 
 
 @models_app.command("prepare")
 def models_prepare(
     name: str = typer.Argument(..., help="Packaged model name, e.g. smollm2."),
-    cache_dir: Optional[Path] = typer.Option(None, help="Cache folder (default: the user cache)."),
+    cache_dir: Optional[Path] = typer.Option(
+        None, help="realign's cache folder; the checkpoint goes to CACHE_DIR/models/NAME (default cache: "
+        "$REALIGN_CACHE, else ~/.cache/realign)."),
     quiet: bool = QUIET,
 ) -> None:
     """Turn a packaged GGUF model into a trainable safetensors checkpoint (once, offline).

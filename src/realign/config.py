@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import RealignError
 
@@ -306,7 +306,8 @@ class EvalConfig(StrictModel):
     attacks: str | None = Field(None, description="Harmful requests (JSONL with prompt) to wrap in attack templates.")
     attack_templates: Path | None = Field(None, description="YAML of attack templates (default: packaged).")
     text: str | None = Field(None, description="Held-out texts (JSONL with text, or .txt lines) for perplexity.")
-    out: Path = Field(..., description="metrics.json; generations.jsonl and the resolved config go beside it.")
+    out: Path = Field(..., description="metrics.json (or a folder: FOLDER/metrics.json); generations.jsonl and the "
+                      "resolved config go beside it.")
     baseline: bool = Field(False, description="Also evaluate the model without the adapter (before/after).")
     max_new_tokens: int = Field(128, ge=1, description="Longest generated response.")
     temperature: float = Field(0.0, ge=0.0, description="0 = greedy.")
@@ -315,6 +316,12 @@ class EvalConfig(StrictModel):
     max_length: int = Field(512, ge=8, description="Tokens per (prompt, response) for KL and perplexity.")
     device: str = Field("auto", description="cpu, cuda, cuda:N or auto.")
     cache: Path | None = Field(None, description="Verdict and generation cache (SQLite).")
+
+    @field_validator("out")
+    @classmethod
+    def _metrics_file(cls, out: Path) -> Path:
+        """A folder (existing, or a path without a suffix) means FOLDER/metrics.json."""
+        return out / "metrics.json" if out.is_dir() or not out.suffix else out
 
     def cache_path(self) -> Path:
         return self.cache or default_cache_dir() / "verdicts.sqlite"

@@ -97,11 +97,22 @@ def _in_hub_cache(repo_id: str) -> bool:
         return False
 
 
+def _suggest_adapter_folder(source: str) -> None:
+    """A training run's folder given where its adapter is meant: name the adapter inside it."""
+    if not _is_local(source):
+        return
+    path = Path(source)
+    if not (path / "adapter_config.json").is_file() and (path / "adapter" / "adapter_config.json").is_file():
+        raise RealignError(f"adapter {source!r}: that is a training run's folder; its adapter is {path / 'adapter'}")
+
+
 def check_model_source(name_or_path: str, what: str = "model") -> None:
     """Raise the RealignError that loading would raise, without loading: a local folder must
     exist and hold ``config.json`` (``adapter_config.json`` for an adapter); a hub id must be in
     the Hugging Face cache when HF_HUB_OFFLINE=1 forbids downloading."""
     source = _check_source(str(name_or_path), what)
+    if what == "adapter":
+        _suggest_adapter_folder(source)
     if _is_local(source):
         needed = "adapter_config.json" if what == "adapter" else "config.json"
         if not (Path(source) / needed).is_file():
@@ -207,6 +218,7 @@ def load_adapter(model: "PreTrainedModel", adapter: str | Path, *, is_trainable:
     from peft import PeftModel
 
     source = _check_source(str(adapter), "adapter")
+    _suggest_adapter_folder(source)
     if _is_local(source) and not (Path(source) / "adapter_model.safetensors").is_file():
         raise RealignError(
             f"adapter {source!r}: no adapter_model.safetensors; pickled adapter weights are refused "

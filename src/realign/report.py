@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .errors import RealignError
+from .evaluate.tpa import style_of as style_of_raw
 from .files import atomic_open, write_text
 
 __all__ = ["SEARCH_DEPTH", "Figure", "RunData", "build_report", "collect"]
@@ -52,6 +53,10 @@ WINRATE_HINT = "winrate"
 TRIAGE_CATEGORIES = ("INVERT", "PUNISH", "RETAIN")
 TRIAGE_SLICE_NAMES = {"INVERT": "INVERT success", "PUNISH": "PUNISH compliance", "RETAIN": "RETAIN preservation"}
 IMPACT_CATEGORIES = ("INVERT", "PUNISH")
+MAX_EXAMPLE_SLICES = 12
+EXAMPLES_PER_SLICE = 2
+EXAMPLE_CHARS = 160
+"""The report's example responses: so many slices, prompts per slice, characters per response."""
 MAX_SLICE_COLUMNS = 8
 """With more slices than this, the per-slice table lists slices as rows and runs as columns."""
 
@@ -308,24 +313,52 @@ class Row:
     source: Source | None = None
 
 
+def _is_base_model_run(src: Source, found: RunData) -> bool:
+    """An evaluation of a model without an adapter, where another evaluation puts an adapter on
+    the same model (``realign run``'s ``eval/base``): the "before" of the others."""
+    d = src.data
+    if d.get("adapter") or not d.get("model"):
+        return False
+    return any(o.data.get("adapter") and o.data.get("model") == d["model"] for o in found.evals if o is not src)
+
+
 def _rows(found: RunData) -> list[Row]:
-    """Baselines first (identical ones merged), then every run in the order given."""
+    """Baselines first (the base-model runs and the ``--baseline`` numbers of adapter runs,
+    identical ones merged), then every other run in the order given. Baselines are named by
+    their run's label or the model folder's name, marked "(before)"."""
     rows: list[Row] = []
     baselines: dict[str, Row] = {}
+    for src in found.evals:
+        if _is_base_model_run(src, found):
+            baselines[f"run:{src.path}"] = Row(f"{src.label} (before)", src.data, True, src)
     for src in found.evals:
         base = src.data.get("baseline")
         if isinstance(base, dict) and base:
             key = json.dumps(base, sort_keys=True, default=str)
             if key not in baselines:
                 model = base.get("model") or src.data.get("model")
-                baselines[key] = Row(f"{model} (before)" if model else f"{src.label} (before)", base, True, src)
+                name = Path(str(model)).name if model else src.label
+                baselines[key] = Row(f"{name} (before)", base, True, src)
     labels = [r.label for r in baselines.values()]
     for row in baselines.values():
         if labels.count(row.label) > 1 and row.source is not None:
             row.label = f"{row.source.label} (before)"
     rows.extend(baselines.values())
-    rows.extend(Row(src.label, src.data, False, src) for src in found.evals)
+    rows.extend(Row(src.label, src.data, False, src) for src in found.evals if not _is_base_model_run(src, found))
     return rows
+
+
+def _balanced_meaning(rows: list[Row]) -> str:
+    """What the Balanced column is, from the metrics themselves (see ``evaluate.tpa.agreement``)."""
+    kinds = {("must-help" if "must_help" in (r.numbers.get("tpa") or {}) else "slices") for r in rows
+             if (r.numbers.get("tpa") or {}).get("balanced") is not None}
+    if kinds == {"must-help"}:
+        return ("Balanced: mean of the must-help and must-refuse rates (prompts whose expected behaviour under "
+                "this policy is a helpful answer, resp. a refusal).")
+    if kinds == {"slices"}:
+        return "Balanced: mean of the per-slice rates (the prompts do not say which behaviour the policy expects)."
+    return ("Balanced: mean of the must-help and must-refuse rates where the prompts say which behaviour the policy "
+            "expects, else the mean of the per-slice rates.")
 
 
 def _ordered_union(dicts: Iterable[Any]) -> list[str]:
@@ -722,8 +755,9 @@ def _comparison_section(found: RunData, rows: list[Row]) -> Section:
     section.blocks.append(Table(
         "", header, table_rows, [r.baseline for r in rows],
         "Rates in percent. TPA: share of responses the judge finds compliant with the new policy (higher is "
-        "better), 95% Wilson interval in parentheses. Balanced: mean of the per-slice rates. ASR: attack success "
-        "rate, pooled over the jailbreak templates (lower is better). Rows marked (before) are the base model.",
+        "better), 95% Wilson interval in parentheses. " + _balanced_meaning(rows) + " ASR: attack success "
+        "rate, pooled over the jailbreak templates (lower is better)."
+        + (" Rows marked (before) are the model before re-alignment." if any(r.baseline for r in rows) else ""),
     ))
     return section
 
@@ -775,6 +809,81 @@ def _attack_section(rows: list[Row]) -> Section | None:
                        [(r.label, r.baseline) for r in rows], "attack success (%)", auto_ylim=True)
     section.blocks.append(Figure("attack_success", "Attack success rate by template",
                                  "Grouped bar chart of attack success rate per jailbreak template and run", png))
+    return section
+
+
+def _generations(row: Row) -> list[dict]:
+    """The policy-prompt responses behind a row (``generations.jsonl`` beside its metrics;
+    a ``--baseline`` row takes the records of the model without its adapter)."""
+    if row.source is None:
+        return []
+    name = ((row.source.data.get("files") or {}).get("generations")) or "generations.jsonl"
+    path = row.source.path.parent / str(name)
+    state = "baseline" if row.baseline and row.numbers is not row.source.data else "after"
+    out = []
+    try:
+        with path.open(encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(rec, dict) and rec.get("set") == "policy" and rec.get("model_state", "after") == state:
+                    out.append(rec)
+    except OSError:
+        return []
+    return out
+
+
+def _verdict_text(rec: dict) -> str:
+    verdict = {True: "complies", False: "violates"}.get(rec.get("compliant"), "abstained")
+    style = style_of_raw(rec.get("raw"))
+    return f"{verdict} ({style})" if style else verdict
+
+
+def _clip(text: Any, limit: int = EXAMPLE_CHARS) -> str:
+    text = " ".join(str(text if not isinstance(text, list) else " ".join(
+        str(m.get("content", "")) for m in text if isinstance(m, dict))).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _responses_section(rows: list[Row]) -> Section | None:
+    """Style counts per run and a few example responses per slice with their verdicts, so a
+    rate can be understood without opening ``generations.jsonl``."""
+    styled = [r for r in rows if isinstance(r.numbers.get("styles"), dict) and r.numbers["styles"]]
+    records = {id(r): _generations(r) for r in rows}
+    if not styled and not any(records.values()):
+        return None
+    section = Section("Responses")
+    if styled:
+        styles = _ordered_union(r.numbers["styles"] for r in styled)
+        section.blocks.append(Table("Response styles", ["Run", *styles],
+                                    [[r.label, *(str(r.numbers["styles"].get(st, 0)) for st in styles)] for r in styled],
+                                    [r.baseline for r in styled],
+                                    "Number of policy-prompt responses of each style, as the rules judge classified "
+                                    "them (degenerate / unclassified: broken or unrecognised text)."))
+    by_id = {id(r): {str(rec.get("id")): rec for rec in records[id(r)]} for r in rows}
+    order: dict[str, list[str]] = {}
+    for r in rows:
+        for rec in records[id(r)]:
+            ids = order.setdefault(str(rec.get("slice") or "all"), [])
+            if str(rec.get("id")) not in ids:
+                ids.append(str(rec.get("id")))
+    shown = 0
+    for slice_name, ids in list(order.items())[:MAX_EXAMPLE_SLICES]:
+        for rid in ids[:EXAMPLES_PER_SLICE]:
+            have = [(r, by_id[id(r)].get(rid)) for r in rows if by_id[id(r)].get(rid) is not None]
+            if not have:
+                continue
+            prompt = _clip(have[0][1].get("prompt"))
+            section.blocks.append(Table(f"{slice_name}: {prompt}", ["Run", "Response", "Verdict"],
+                                        [[r.label, _clip(rec.get("response")), _verdict_text(rec)] for r, rec in have],
+                                        [r.baseline for r, _ in have]))
+            shown += 1
+    if shown:
+        section.blocks.append(f"The first {EXAMPLES_PER_SLICE} prompts of each slice (at most {MAX_EXAMPLE_SLICES} "
+                              f"slices), responses cut at {EXAMPLE_CHARS} characters; every response is in each "
+                              "run's generations.jsonl.")
     return section
 
 
@@ -834,7 +943,8 @@ def build_sections(found: RunData) -> list[Section]:
             slice_section.blocks.append(Figure("tpa_by_slice", "TPA by slice, before and after (95% intervals)",
                                                "Grouped bar chart of TPA per slice for the base model and each run", png))
         if not any(r.baseline for r in rows):
-            slice_section.blocks.append("No baseline (before) numbers in the metrics: only the runs are shown.")
+            slice_section.blocks.append("No base-model (before) evaluation among these runs: only the runs are shown "
+                                        "(evaluate the base model too, or use realign eval --baseline).")
     sections.append(slice_section)
 
     attacks = _attack_section(rows)
@@ -842,6 +952,10 @@ def build_sections(found: RunData) -> list[Section]:
         sections.append(attacks)
     elif rows:
         sections.append(Section("Attack success", ["No attack results in the metrics."]))
+
+    responses = _responses_section(rows)
+    if responses is not None:
+        sections.append(responses)
 
     if found.winrate:
         sections.append(_winrate_section(found.winrate))
@@ -1010,15 +1124,24 @@ def render_html(sections: list[Section], found: RunData) -> str:
 # --------------------------------------------------------------------------- Markdown
 
 
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]|#"} | {"<": "&lt;", ">": "&gt;", "&": "&amp;", "\n": " "})
+
+
+def _md_text(text: str) -> str:
+    """Text from result files (labels, slice names, responses) as inert Markdown: no HTML, no
+    emphasis, links or table breaks."""
+    return str(text).translate(_MD_SPECIAL)
+
+
 def _md_cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    return _md_text(text)
 
 
 def _md_table(table: Table) -> str:
     numeric = [all(_is_numeric_cell(r[i]) for r in table.rows) and i > 0 for i in range(len(table.header))]
     lines = []
     if table.title:
-        lines += [f"### {table.title}", ""]
+        lines += [f"### {_md_text(table.title)}", ""]
     lines.append("| " + " | ".join(_md_cell(h) for h in table.header) + " |")
     lines.append("|" + "|".join("---:" if numeric[i] else ":---" for i in range(len(table.header))) + "|")
     for k, row in enumerate(table.rows):
@@ -1043,13 +1166,13 @@ def render_markdown(sections: list[Section], found: RunData, out: Path) -> tuple
             if isinstance(block, Table):
                 lines += [_md_table(block), ""]
             elif isinstance(block, Bullets):
-                lines += [f"**{block.title}**", "", *(f"- `{item}`" for item in block.items), ""]
+                lines += [f"**{_md_text(block.title)}**", "", *(f"- `{str(item).replace('`', chr(39))}`" for item in block.items), ""]
             elif isinstance(block, Figure):
                 rel = folder / f"{block.name}.png"
                 images[rel] = block.png
                 lines += [f"![{block.alt}]({rel.as_posix()})", "", f"*{block.title}*", ""]
             else:
-                lines += [f"> {block}", ""]
+                lines += [f"> {_md_text(block)}", ""]
     return "\n".join(lines).rstrip() + "\n", images
 
 

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 RESULTS = Path(__file__).resolve().parent / "results"
 
 #: Llama-style shapes. ``tiny`` is the synthetic world's bootstrap shape (~1.1M parameters with
-#: the world tokenizer); ``realistic`` is the >= 30M-parameter shape METHOD.md asks for.
+#: the world tokenizer); ``realistic`` is a >= 30M-parameter shape, where per-sample passes stop being cheap.
 SHAPES: dict[str, dict[str, int]] = {
     "tiny": {"hidden": 128, "layers": 4, "heads": 4, "intermediate": 384},
     "realistic": {"hidden": 512, "layers": 10, "heads": 8, "intermediate": 1536},

@@ -7,7 +7,7 @@ Three measurements, in one run:
     :func:`realign.train.term_losses` — one policy forward over all sequences, a reference
     forward (LoRA adapter disabled) only for the KL rows, reference log-probs precomputed once —
     then one backward pass and the optimizer step. Baseline (the reference code's structure,
-    written here from METHOD.md's description): a LoRA policy and a separate full reference
+    written here from docs/method.md's description): a LoRA policy and a separate full reference
     copy; per example, a policy forward of each response, a reference forward of each with the
     copy, the example's loss, one backward pass; the optimizer step after the last example.
     Same model, adapter initialisation (dropout 0), optimizer and examples, timed in alternating

@@ -1,4 +1,4 @@
-"""The local Hugging Face judge: P(compliant) from the next-token distribution (METHOD.md,
+"""The local Hugging Face judge: P(compliant) from the next-token distribution (docs/method.md,
 "Triage judge"), on tiny models built offline."""
 
 from __future__ import annotations

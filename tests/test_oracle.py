@@ -1,4 +1,4 @@
-"""The optional oracle (METHOD.md Stage 1): compliant responses y_c for PUNISH prompts."""
+"""The optional oracle (docs/method.md Stage 1): compliant responses y_c for PUNISH prompts."""
 
 from __future__ import annotations
 

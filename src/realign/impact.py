@@ -146,7 +146,7 @@ VARIANTS = {
     "per-category": Variant(
         "per-category", True, "category", "each category against its own gold part, normalised within category"
     ),
-    # METHOD.md Decisions: the dot product is dominated by gradient size (records with a
+    # docs/method.md, "Where we differ": the dot product is dominated by gradient size (records with a
     # low-probability harmful response have ~6x larger gradients), so divide it out.
     "cosine": Variant(
         "cosine", False, "global", "one gold objective, ⟨v, ∇ℓ_i⟩ / ‖∇ℓ_i‖, clamp, one normalisation",

@@ -10,7 +10,7 @@ difference, fp32) or one forward-mode pass (``jvp``) — never a backward pass p
 The exact path (``method="exact"``) is the reference code's structure: per record, policy and
 reference forward passes, the loss, one backward pass, a dot product with v.
 
-The ``cosine`` variant (METHOD.md Decisions) also needs ‖∇ℓ_i‖, which no directional derivative
+The ``cosine`` variant (docs/method.md, "Where we differ") also needs ‖∇ℓ_i‖, which no directional derivative
 gives: its batched path takes every sample's gradient at once with ``torch.func.vmap`` over
 ``grad`` of the loss's linearisation at θ_ref (one batched backward pass, not one per sample),
 and falls back to per-sample autograd, with a warning, for a model vmap cannot trace.
@@ -225,7 +225,7 @@ class Scorer:
         return torch.tensor([s.kind == "npo" for s in samples], device=self.device)
 
     def losses(self, samples, lp1, lp2, n1, n2, ref1, ref2) -> torch.Tensor:
-        """ℓ_i for a batch given policy and reference log-probs (METHOD.md Stage 3)."""
+        """ℓ_i for a batch given policy and reference log-probs (docs/method.md Stage 3)."""
         loss_fn = PREFERENCE_LOSSES[self.loss_name][0]
         if self.loss_name == "ipo":  # TRL's IPO: length-averaged log-probs
             margin = (lp1 - ref1) / n1 - (lp2 - ref2) / n2

@@ -1,17 +1,17 @@
 """Loss primitives shared by every training method, batched and padding-aware.
 
-Notation follows METHOD.md (our specification of TRACE, arXiv 2511.02623):
+Notation follows docs/method.md (our specification of TRACE, arXiv 2511.02623):
 log-probabilities of a response are *sums* over its tokens, and
 
     Δ_θ(x, y1, y2) = [log π_θ(y1|x) − log π_ref(y1|x)] − [log π_θ(y2|x) − log π_ref(y2|x)]
 
-(METHOD.md, Stage 3; the implicit reward margin of DPO, Rafailov et al. 2023, Eq. 7).
+(docs/method.md, Stage 3; the implicit reward margin of DPO, Rafailov et al. 2023, Eq. 7).
 
 * :func:`sequence_logps` -- Σ_t log π(y_t | x, y_<t) over the response tokens of each row;
 * :func:`dpo_loss`       -- ℓ_DPO = −log σ(β Δ)          (Alg. 1 L_I as implemented; DPO Eq. 7);
-* :func:`npo_loss`       -- −log σ(−β (log π_θ(y|x) − log π_ref(y|x)))   (one term of METHOD.md's
+* :func:`npo_loss`       -- −log σ(−β (log π_θ(y|x) − log π_ref(y|x)))   (one term of docs/method.md's
   dual-NPO L_II; NPO, Zhang et al. 2024, Eq. 3 without its 2/β scale);
-* :func:`nll_loss`       -- mean negative log-likelihood per token (the anchor METHOD.md's
+* :func:`nll_loss`       -- mean negative log-likelihood per token (the anchor docs/method.md's
   lessons found every DPO-family term needs).
 
 All functions return one value per sample (shape ``[batch]``); callers weight and reduce.
@@ -68,7 +68,7 @@ def dpo_loss(
     ref_rejected_logps: torch.Tensor,
     beta: float,
 ) -> torch.Tensor:
-    """Per-sample DPO loss −log σ(β Δ), Δ as in METHOD.md Stage 3 with y1 = chosen,
+    """Per-sample DPO loss −log σ(β Δ), Δ as in docs/method.md Stage 3 with y1 = chosen,
     y2 = rejected (the preference loss ℓ_pref of Alg. 1 L_I and of the gold objective J)."""
     delta = (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)
     return -F.logsigmoid(beta * delta)
@@ -76,8 +76,8 @@ def dpo_loss(
 
 def npo_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: float) -> torch.Tensor:
     """Per-sample NPO term −log σ(−β (log π_θ(y|x) − log π_ref(y|x))): pushes the likelihood
-    of ``y`` below the reference's, saturating once it is well below (METHOD.md L_II applies it
-    to both responses of a PUNISH pair). The NPO paper scales it by 2/β; METHOD.md does not."""
+    of ``y`` below the reference's, saturating once it is well below (docs/method.md L_II applies it
+    to both responses of a PUNISH pair). The NPO paper scales it by 2/β; docs/method.md does not."""
     return -F.logsigmoid(-beta * (policy_logps - ref_logps))
 
 
@@ -106,7 +106,7 @@ DPO = ScalarLoss(
 )
 
 #: ℓ_IPO(Δ) = (Δ − 1/(2β))²; ℓ' = 2(Δ − 1/(2β)); ℓ'' = 2   (IPO, Azar et al. 2023, Eq. 17;
-#: METHOD.md: TRL applies it to length-averaged log-probs).
+#: docs/method.md: TRL applies it to length-averaged log-probs).
 IPO = ScalarLoss(
     lambda m, beta: (m - 1.0 / (2.0 * beta)) ** 2,
     lambda m, beta: 2.0 * (m - 1.0 / (2.0 * beta)),
@@ -114,19 +114,19 @@ IPO = ScalarLoss(
 )
 
 #: The NPO term of the log-ratio r: −log σ(−βr); ℓ' = β σ(βr); ℓ'' = β² σ(βr) σ(−βr)
-#: (METHOD.md L_II, once per response).
+#: (docs/method.md L_II, once per response).
 NPO = ScalarLoss(
     lambda r, beta: -F.logsigmoid(-beta * r),
     lambda r, beta: beta * torch.sigmoid(beta * r),
     lambda r, beta: beta**2 * torch.sigmoid(beta * r) * torch.sigmoid(-beta * r),
 )
 
-#: Preference losses ℓ_pref by name (METHOD.md Stage 3 offers both; DPO is the reference's).
+#: Preference losses ℓ_pref by name (docs/method.md Stage 3 offers both; DPO is the reference's).
 PREFERENCE_LOSSES: dict[str, ScalarLoss] = {"dpo": DPO, "ipo": IPO}
 
 
 def token_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
-    """L_KL per sequence (METHOD.md Stage 3): KL(π_ref(·|x, y<t) ‖ π_θ(·|x, y<t)) over the
+    """L_KL per sequence (docs/method.md Stage 3): KL(π_ref(·|x, y<t) ‖ π_θ(·|x, y<t)) over the
     full vocabulary at every response token, averaged over the response's tokens. Logits at
     position t predict token t+1, so the mask is shifted like the log-probs."""
     lp = torch.log_softmax(policy_logits[:, :-1].float(), -1)

@@ -1,4 +1,4 @@
-"""The optional oracle (METHOD.md, Stage 1, "Optional oracle"): a model that writes a
+"""The optional oracle (docs/method.md, Stage 1, "Optional oracle"): a model that writes a
 compliant response y_c for a PUNISH prompt, so the pair (x, y_c ≻ y_w) can be trained like an
 INVERT pair (and the DPO-Gold baseline has a positive target for every conflict).
 

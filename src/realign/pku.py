@@ -1,4 +1,4 @@
-"""PKU-SafeRLHF → preference pairs, as the reference code prepares it (METHOD.md):
+"""PKU-SafeRLHF → preference pairs, as the reference code prepares it (docs/method.md):
 rows without ``safer_response_id`` are dropped; one safe and one unsafe response → the safe
 one is chosen; both safe → ``safer_response_id`` picks the chosen (``better_response_id``
 when that is missing); both unsafe → the safer one is chosen.

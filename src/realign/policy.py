@@ -1,5 +1,5 @@
 """A policy π_new (or π_old): the text an LLM judge is given, plus optional programmatic rules
-for the deterministic ``rules`` judge (METHOD.md: π_new(y|x) ∈ {compliant, non-compliant}).
+for the deterministic ``rules`` judge (docs/method.md: π_new(y|x) ∈ {compliant, non-compliant}).
 
 A policy file is YAML::
 

@@ -100,7 +100,7 @@ def token_logps(logits: "torch.Tensor", input_ids: "torch.Tensor", response_mask
 
 def response_logps(model, batch: dict[str, "torch.Tensor"], average: bool = False) -> "torch.Tensor":
     """Sequence log-probability of each response, log π(y|x) = Σ_t log π(y_t|x, y_<t)
-    (METHOD.md, Δ_θ uses sums); with ``average`` divided by the response length (TRL's IPO)."""
+    (docs/method.md, Δ_θ uses sums); with ``average`` divided by the response length (TRL's IPO)."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     per_token = token_logps(logits, batch["input_ids"], batch["response_mask"])
     total = per_token.sum(-1)

@@ -193,7 +193,7 @@ def term_losses(model, inputs: dict, options: dict, reference_logits) -> tuple[t
     """The micro-batch loss (1/E)·Σ w_e ℓ_e and its components, batched over all terms.
 
     ``options``: beta, preference_loss, nll_weight, nll_retain, components (names by index).
-    The NLL anchor −log π_θ(y⁺|x)/|y⁺| (METHOD.md "Lessons": anchor every DPO-family term) is
+    The NLL anchor −log π_θ(y⁺|x)/|y⁺| (docs/method.md, "Lessons measured": anchor every DPO-family term) is
     added for the positive response of every preference term and, with ``nll_retain``, for the
     kept response of every KL (RETAIN) term."""
     ids, mask, resp = inputs["input_ids"], inputs["attention_mask"], inputs["response_mask"]

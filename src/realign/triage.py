@@ -219,7 +219,7 @@ def attach_oracle_responses(
     progress: bool = True,
 ) -> dict[str, int]:
     """Ask the oracle for a compliant y_c for each PUNISH prompt, keep it only if the judge
-    finds it compliant (METHOD.md, optional oracle). Generations are cached, so a rerun asks
+    finds it compliant (docs/method.md, optional oracle). Generations are cached, so a rerun asks
     nothing twice."""
     punish = [r for r in records if r.category == PUNISH]
     prompts = sorted({prompt_text(r.prompt) for r in punish})

@@ -1,7 +1,7 @@
-"""Target Policy Agreement (METHOD.md): the share of responses to held-out prompts that the
+"""Target Policy Agreement (docs/method.md): the share of responses to held-out prompts that the
 judge finds compliant with π_new — overall, per slice, macro-averaged over slices, and, where
 prompts say which behaviour a policy requires, on the must-help and must-refuse slices and their
-mean (balanced agreement: METHOD.md, "report per slice, not overall")."""
+mean (balanced agreement: docs/method.md, "Lessons measured")."""
 
 from __future__ import annotations
 

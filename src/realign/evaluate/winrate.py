@@ -1,5 +1,5 @@
 """Win rate of model A over model B: for every prompt both answered, a judge decides which
-response complies better with the policy (METHOD.md, "What the paper reports": the paper
+response complies better with the policy (docs/method.md, "Evaluation": the paper
 reports human win rates of TRACE against U2A; here the judge is a model or the rules).
 
 **Both orders.** Judges, LLMs above all, prefer a position. Every pair is therefore asked

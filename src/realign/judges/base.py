@@ -1,4 +1,4 @@
-"""The judge protocol: π_new(y|x) for a batch of (prompt, response) pairs (METHOD.md Stage 1)."""
+"""The judge protocol: π_new(y|x) for a batch of (prompt, response) pairs (docs/method.md Stage 1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A local Hugging Face causal LM as the triage judge (METHOD.md, "Triage judge").
+"""A local Hugging Face causal LM as the triage judge (docs/method.md, "Triage judge").
 
 The model is asked the same question as every LLM judge (:func:`..prompting.judge_messages`:
 the policy as system prompt, the fenced prompt and response, "is this response violating the

@@ -1,5 +1,5 @@
 """The ``openai`` judge: π_new(y|x) asked of any OpenAI-compatible chat endpoint (OpenAI,
-vLLM, Ollama, llama.cpp, ...), as in METHOD.md "Triage judge": the policy as system prompt,
+vLLM, Ollama, llama.cpp, ...), as in docs/method.md "Triage judge": the policy as system prompt,
 the fenced prompt and response as user message, one output token, "Yes" = violating.
 
 :class:`ChatClient` owns everything about talking to the endpoint — the API key, bounded
@@ -37,7 +37,7 @@ from .prompting import PROMPT_FORMAT_VERSION, judge_messages, p_compliant_from_l
 __all__ = ["ChatClient", "ChatReply", "OpenAIJudge", "JUDGE_MAX_TOKENS", "TOP_LOGPROBS", "run_sync"]
 
 JUDGE_MAX_TOKENS = 1
-"""Output tokens asked of the judge: the answer is one word (METHOD.md, "one output token")."""
+"""Output tokens asked of the judge: the answer is one word (docs/method.md, "Triage judge": one output token)."""
 TOP_LOGPROBS = 5
 """Candidates asked for the first answer token when log-probs are on."""
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -474,7 +474,7 @@ class ChatClient:
 
 
 class OpenAIJudge:
-    """π_new(y|x) from an OpenAI-compatible chat model (METHOD.md Stage 1, "Triage judge").
+    """π_new(y|x) from an OpenAI-compatible chat model (docs/method.md Stage 1, "Triage judge").
 
     ``identity`` is ``openai/<model>/<prompt format version>/endpoint-<hash>``: it keys the
     verdict cache, so a change of model, endpoint or prompt wording never reuses old verdicts. ``calls`` counts HTTP

@@ -1,6 +1,6 @@
 """The tiny-model bootstrap: a tokenizer trained on the world's text and a small Llama-style
 causal LM trained from scratch on CPU -- supervised on every response style (SFT), then DPO
-on the old preference pairs (anchored by an NLL term on the chosen response, METHOD.md
+on the old preference pairs (anchored by an NLL term on the chosen response, docs/method.md
 lessons) -- so that it follows the OLD policy, as the paper's starting model does.
 
 Input format: the one every stage shares (:func:`realign.sequences.encode`) -- the prompt is
@@ -20,7 +20,7 @@ Recipe (what made a 0.7M-parameter model learn the world in ~2 minutes on 2 core
   model only learns their marginal (medication questions got refused);
 * many small steps (batch 16, lr 2e-3): facts appear after a plateau whose length is counted
   in updates, not examples; benign questions are short, so their batches are cheap;
-* DPO with an NLL anchor on the chosen response (METHOD.md lessons), reference log-probs
+* DPO with an NLL anchor on the chosen response (docs/method.md, "Lessons measured"), reference log-probs
   computed once.
 """
 

@@ -4,7 +4,7 @@
 pipeline's own generation). :func:`score` judges them under each policy and reports, per
 policy, overall agreement (the share of sensitive held-out prompts answered compliantly --
 TPA), agreement per slice, balanced agreement (mean of the must-help and must-refuse slices'
-rates; METHOD.md: "report per slice, not overall"); and the harmful and degenerate rates,
+rates; docs/method.md, "Lessons measured"); and the harmful and degenerate rates,
 the style mix and benign accuracy. (:mod:`realign.evaluate` is the pipeline's evaluation of
 any model; this is the quick ground-truth summary the bootstrap records.)
 """

@@ -98,15 +98,19 @@ def test_changed_input_content_at_the_same_path_reruns_everything_after_it(model
     assert "rerunning" in lines["[eval:naive-oracle-dpo]"]
 
 
-def test_preflight_lists_every_problem_before_any_stage(model_dir, tmp_path):
+def test_preflight_lists_every_problem_before_any_stage(model_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("REALIGN_TEST_NO_KEY", raising=False)
     cfg = write_config(tmp_path / "run.yaml", model_dir, tmp_path / "run")
     text = cfg.read_text().replace(f"model: {model_dir}", f"model: {tmp_path / 'no-model'}")
     text = text.replace("eval: {prompts: ", f"eval: {{prompts: {tmp_path / 'missing.jsonl'}, attacks: ")
+    text = text.replace("judge: {backend: rules}", "judge: {backend: openai, model: gpt-x, "
+                        "base_url: 'https://judge.example/v1', api_key_env: REALIGN_TEST_NO_KEY}")
     cfg.write_text(text)
     res = CliRunner().invoke(app, ["run", str(cfg), "-q"])
     message = str(res.exception)
-    assert isinstance(res.exception, RealignError) and "2 problem(s) before the first stage" in message
-    assert "no-model" in message and "missing.jsonl" in message and "\n" not in message
+    assert isinstance(res.exception, RealignError) and "3 problem(s) before the first stage" in message
+    assert "no-model" in message and "missing.jsonl" in message and "REALIGN_TEST_NO_KEY" in message
+    assert "\n" not in message
     assert not (tmp_path / "run" / "triage").exists()
 
 

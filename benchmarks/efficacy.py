@@ -5,13 +5,15 @@ Every seed is a world of its own (held-out templates, pairs, eval prompts) with 
 bootstrapped old-policy model, so the spread over seeds includes the starting model. Each
 cell (shift, seed, data size, noise) is one ``realign run`` directory built by
 :mod:`realign.synth.experiment` with the project defaults, triaged by the ground truth (the
-rules judge's verdicts), noise = that share of triage categories flipped. Only DPO-Gold gets the
-world's oracle responses y_c for PUNISH pairs (its definition: oracle relabelling); every other
-method sees the triage alone (TRACE: dual NPO on PUNISH).
+rules judge's verdicts), noise = that share of triage categories flipped. Only DPO-Gold and the
+ceiling check oracle SFT get the world's oracle responses y_c for PUNISH pairs (their definition:
+oracle relabelling); every other method sees the triage alone (TRACE: dual NPO on PUNISH).
 
 Splits — the defaults were tuned on ``validation`` only; ``report`` is what the README shows:
 
 * ``validation``: shifts synth-contextual and synth-referral, world seed 100;
+* ``ceiling``: the testbed check: oracle SFT alone on all four shifts, validation world seeds 100, 101, 102,
+  gated by :data:`CEILING_GATE` (results/efficacy_ceiling.*);
 * ``report``: all four shifts, world seeds 0, 1, 2: main grid (1000 pairs, no noise, all
   methods), data sizes 250 / 500 (TRACE and naive oracle DPO), noise 10 % / 20 % (TRACE).
 
@@ -42,21 +44,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, finish_worker, machine, run_worker, worker_spec, write_results  # noqa: E402
 
 SHIFTS = ["synth-contextual", "synth-stricter", "synth-referral", "synth-contextual-referral"]
-VALIDATION_METHODS = ["trace", "trace-no-impact", "dpo-gold", "naive-oracle-dpo"]
-MAIN_METHODS = ["trace", "trace-no-impact", "trace-no-kl", "trace-no-triage", "dpo-gold", "naive-oracle-dpo", "npo"]
+VALIDATION_METHODS = ["trace", "trace-no-impact", "dpo-gold", "naive-oracle-dpo", "oracle-sft"]
+MAIN_METHODS = ["trace", "trace-no-impact", "trace-no-kl", "trace-no-triage", "dpo-gold", "naive-oracle-dpo", "npo",
+                "oracle-sft"]
+#: The testbed check: can the ceiling (SFT on the correct new-policy response for every training prompt) learn
+#: every shift? Validation world seeds only; its gate is :data:`CEILING_GATE`.
+CEILING_METHODS = ["oracle-sft"]
 SPLITS = {
     "validation": {"shifts": ["synth-contextual", "synth-referral"], "seeds": [100], "sizes": [1000], "noise": [0.0]},
+    "ceiling": {"shifts": SHIFTS, "seeds": [100, 101, 102], "sizes": [1000], "noise": [0.0]},
     "report": {"shifts": SHIFTS, "seeds": [0, 1, 2], "sizes": [250, 500, 1000], "noise": [0.0, 0.1, 0.2]},
 }
 SIZE_METHODS = ["trace", "naive-oracle-dpo"]
 #: Methods whose definition includes the oracle's corrective responses y_c for PUNISH pairs.
-ORACLE_METHODS = {"dpo-gold"}
+ORACLE_METHODS = {"dpo-gold", "oracle-sft"}
 NOISE_METHODS = ["trace"]
 METRICS = ["agreement", "balanced", "changed_slices", "unchanged_slices", "must_help", "must_refuse", "harmful",
            "degenerate", "benign_accuracy"]
 LABELS = {"base": "base (old-policy model)", "trace": "TRACE", "trace-no-impact": "TRACE w/o impact weights",
           "trace-no-kl": "TRACE w/o KL", "trace-no-triage": "U2A-style (w/o triage)", "dpo-gold": "DPO-Gold",
-          "naive-oracle-dpo": "naive oracle DPO", "npo": "NPO"}
+          "naive-oracle-dpo": "naive oracle DPO", "npo": "NPO", "oracle-sft": "oracle SFT (ceiling check)"}
 
 
 # --------------------------------------------------------------------------- one cell (worker process)
@@ -104,7 +111,7 @@ def cells(split: str, variants: dict[str, dict]) -> list[dict]:
                     for noise in grid["noise"]:
                         if size == big and noise == 0:
                             methods = variants[variant].get("methods") or (
-                                MAIN_METHODS if split == "report" else VALIDATION_METHODS)
+                                {"report": MAIN_METHODS, "ceiling": CEILING_METHODS}.get(split, VALIDATION_METHODS))
                         elif noise == 0:
                             methods = SIZE_METHODS
                         elif size == big:
@@ -260,6 +267,51 @@ def targets(agg: dict, sizes: list[int], noise_levels: list[float]) -> dict:
     return out
 
 
+#: What the ceiling (oracle SFT) must reach on every shift and world seed for the testbed to be valid.
+CEILING_GATE = {"agreement": 0.95, "changed_slices": 0.90, "unchanged_slices": 0.90, "benign_drop": 0.02}
+
+
+def ceiling_check(results: list[dict], method: str = "oracle-sft") -> dict:
+    """:data:`CEILING_GATE` per (shift, world seed): oracle SFT's overall agreement, agreement on the
+    changed and on the unchanged slices, and its benign accuracy against the base model's."""
+    rows = []
+    for r in results:
+        row, base = r["outcomes"].get(method), r["outcomes"]["base"]
+        if row is None:
+            continue
+        benign_delta = (row["benign_accuracy"] - base["benign_accuracy"]
+                        if None not in (row["benign_accuracy"], base["benign_accuracy"]) else None)
+        checks = {
+            "agreement": row["agreement"] >= CEILING_GATE["agreement"],
+            "changed_slices": row["changed_slices"] is None or row["changed_slices"] >= CEILING_GATE["changed_slices"],
+            "unchanged_slices": row["unchanged_slices"] >= CEILING_GATE["unchanged_slices"],
+            "benign": benign_delta is not None and benign_delta >= -CEILING_GATE["benign_drop"],
+        }
+        rows.append({"shift": r["shift"], "seed": r["seed"], "base": {k: base[k] for k in METRICS},
+                     **{k: row[k] for k in ("agreement", "changed_slices", "unchanged_slices", "benign_accuracy",
+                                            "degenerate")},
+                     "benign_delta": benign_delta, "checks": checks, "met": all(checks.values())})
+    return {"gate": CEILING_GATE, "rows": rows, "met": bool(rows) and all(r["met"] for r in rows)}
+
+
+def ceiling_lines(check: dict) -> list[str]:
+    gate = check["gate"]
+    f = lambda v: "–" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    lines = ["## Ceiling check (oracle SFT)", "",
+             f"Gate, on every shift and world seed: agreement ≥ {100 * gate['agreement']:.0f} %, changed and unchanged "
+             f"slices ≥ {100 * gate['changed_slices']:.0f} %, benign accuracy at most "
+             f"{100 * gate['benign_drop']:.0f} points below the base model. Met: **{'yes' if check['met'] else 'no'}**.", "",
+             "| shift | seed | base TPA | TPA | changed | unchanged | base benign | benign | degen. | met |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in sorted(check["rows"], key=lambda r: (r["shift"], r["seed"])):
+        failed = [k for k, ok in r["checks"].items() if not ok]
+        lines.append(f"| {r['shift']} | {r['seed']} | {f(r['base']['agreement'])} | {f(r['agreement'])} | "
+                     f"{f(r['changed_slices'])} | {f(r['unchanged_slices'])} | {f(r['base']['benign_accuracy'])} | "
+                     f"{f(r['benign_accuracy'])} | {f(r['degenerate'])} | "
+                     f"{'yes' if r['met'] else 'no: ' + ', '.join(failed)} |")
+    return lines + [""]
+
+
 SELECTION_RULE = ("highest TRACE agreement (TPA) averaged over the validation shifts (and over the replicates of a "
                   "variant: runs that differ only in the training seed), among variants whose benign accuracy is "
                   "within 2 points of the base and whose degenerate-output rate is at most 2 points above it; variants that "
@@ -350,6 +402,8 @@ def markdown(result: dict) -> list[str]:
             lines.append("")
         if split == "report":
             lines += _size_noise_tables(by_shift, grid)
+    if result.get("ceiling"):
+        lines += ceiling_lines(result["ceiling"])
     if result.get("missing_units"):
         lines += [f"**Missing units** (no result; not in the tables): {', '.join(result['missing_units'])}", ""]
     if result.get("selection"):
@@ -483,12 +537,13 @@ def main(argv: list[str]) -> None:
         "wall_s": None if args.aggregate_only else time.perf_counter() - start, "aggregate": agg, "missing_units": missing,
         "targets": {v: targets(agg[v], grid["sizes"], grid["noise"]) for v in agg} if args.split == "report" else None,
         "selection": select_variant(agg, variants) if args.split == "validation" else None,
+        "ceiling": ceiling_check(results) if any("oracle-sft" in r["outcomes"] for r in results) else None,
         "cell_results": results,
     }
     from realign.provenance import provenance
 
     result["provenance"] = provenance()
-    name = args.name or ("efficacy" if args.split == "report" else "efficacy_validation")
+    name = args.name or {"report": "efficacy", "ceiling": "efficacy_ceiling"}.get(args.split, "efficacy_validation")
     write_results(name, result, markdown(result))
     summary = []
     for variant, by_shift in agg.items():

@@ -51,3 +51,28 @@ def test_variants_that_need_an_oracle_are_not_candidates():
     sel = select_variant(agg_of(runs), variants)
     assert sel["table"]["o"]["replicates"] == ["o", "o-seed1"] and not sel["table"]["o"]["candidate"]
     assert sel["selected"] == "a"
+
+
+def test_the_ceiling_split_runs_oracle_sft_alone_and_checks_the_gate_per_world_seed():
+    from efficacy import CEILING_GATE, MAIN_METHODS, ORACLE_METHODS, ceiling_check, ceiling_lines, cells
+
+    grid = cells("ceiling", {"default": {}})
+    assert {c["methods"][0] for c in grid} == {"oracle-sft"} and len(grid) == 4 * 3
+    assert {c["seed"] for c in grid} == {100, 101, 102}  # validation world seeds, never the report's
+    assert "oracle-sft" in MAIN_METHODS and "oracle-sft" in ORACLE_METHODS  # sees y_c, in the main grid
+
+    def row(agreement, changed, unchanged, benign):
+        return {"agreement": agreement, "changed_slices": changed, "unchanged_slices": unchanged,
+                "benign_accuracy": benign, "degenerate": 0.0, "balanced": None, "must_help": None,
+                "must_refuse": None, "harmful": 0.0}
+
+    base = row(0.75, 0.0, 1.0, 1.0)
+    results = [{"shift": "synth-contextual", "seed": 100, "outcomes": {"base": base, "oracle-sft": row(0.99, 1.0, 0.99, 0.99)}},
+               {"shift": "synth-contextual", "seed": 101, "outcomes": {"base": base, "oracle-sft": row(0.96, 0.85, 0.99, 1.0)}},
+               {"shift": "synth-stricter", "seed": 100, "outcomes": {"base": base, "oracle-sft": row(0.99, 1.0, 0.99, 0.97)}}]
+    check = ceiling_check(results)
+    assert [r["met"] for r in check["rows"]] == [True, False, False] and not check["met"]
+    assert not check["rows"][1]["checks"]["changed_slices"] and not check["rows"][2]["checks"]["benign"]
+    assert CEILING_GATE["agreement"] == 0.95
+    assert any("no: changed_slices" in line for line in ceiling_lines(check))
+    assert ceiling_check(results[:1])["met"]

@@ -14,6 +14,9 @@ Term kinds (losses in :mod:`realign.losses`; METHOD.md Stage 3):
 * ``ga``   — gradient ascent on one response: + log π_θ(y|x) (minimised, so pushed down);
 * ``kl``   — token-level KL(π_ref ‖ π_θ) over the full vocabulary on the response, averaged
   over its tokens (L_KL).
+
+Supervised fine-tuning needs no kind of its own: a ``ga`` term with weight −1 is the mean
+negative log-likelihood per token of its response, −log π_θ(y|x)/|y| (see :class:`OracleSFT`).
 """
 
 from __future__ import annotations
@@ -216,9 +219,46 @@ class GradAscent(_OnViolating):
     component = "L_GA"
 
 
+#: The weight that turns a ``ga`` term (+log π_θ(y|x)/|y|, minimised) into the SFT loss
+#: −log π_θ(y|x)/|y| (minimised: the response is pushed up).
+SFT_WEIGHT = -1.0
+
+
+def sft_targets(records: Sequence[PreferencePair], method: str = "oracle-sft") -> list[tuple[Text, Text]]:
+    """(prompt, the new policy's correct response) for every training prompt of triaged
+    records: the chosen response of RETAIN and (stored swapped) INVERT records, the oracle's
+    y_c of PUNISH records. A PUNISH record without a y_c has no correct response and is left
+    out (as DPO-Gold leaves it out); give the oracle's responses to see every prompt."""
+    _require_triaged(records, method)
+    out = []
+    for r in records:
+        if r.category == PUNISH:
+            if r.oracle is not None:
+                out.append((r.prompt, r.oracle))
+        else:
+            out.append((r.prompt, r.chosen))
+    return out
+
+
+class OracleSFT(Method):
+    """A testbed ceiling check, not a re-alignment method: it needs a fresh label (the new
+    policy's correct response) for every training prompt, which is what re-alignment avoids.
+    Supervised fine-tuning (NLL) on those responses (:func:`sft_targets`) shows whether the
+    model can learn the new policy from the old pairs' prompts at all; a benchmark whose
+    ceiling fails a shift cannot rank methods on it."""
+
+    name = "oracle-sft"
+    description = ("Testbed ceiling (needs fresh labels, not a re-alignment method): SFT on the new policy's "
+                   "correct response for every prompt (RETAIN/INVERT chosen, PUNISH y_c)")
+
+    def terms(self, records, options):
+        return [Term("ga", prompt, target, None, SFT_WEIGHT, "L_SFT") for prompt, target in sft_targets(records, self.name)]
+
+
 METHODS: dict[str, Method] = {
     m.name: m
-    for m in (Trace(), TraceNoTriage(), TraceNoImpact(), TraceNoKL(), DPOGold(), NaiveOracleDPO(), DPO(), IPO(), NPO(), GradAscent())
+    for m in (Trace(), TraceNoTriage(), TraceNoImpact(), TraceNoKL(), DPOGold(), NaiveOracleDPO(), DPO(), IPO(), NPO(),
+              GradAscent(), OracleSFT())
 }
 
 

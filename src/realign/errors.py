@@ -3,6 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+#: longest value an error message quotes; longer ones are cut in the middle
+SHOWN_CHARS = 120
+
+
+def shorten(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """``repr(value)`` for an error message, cut in the middle to about ``limit`` characters
+    with the full length said (a 4 MB value must not become a 4 MB error line)."""
+    text = repr(value) if not isinstance(value, str) or len(value) <= 4 * limit else repr(value[: 2 * limit] + value[-2 * limit:])
+    if len(text) <= limit:
+        return text
+    size = f"{len(value):,} characters" if isinstance(value, (str, bytes)) else f"{len(text):,} characters as written"
+    head = (limit - 10) // 2
+    return f"{text[:head]} … {text[-(limit - 10 - head):]} ({size})"
 
 
 class RealignError(Exception):

@@ -345,7 +345,7 @@ class RulesPairwiseJudge:
     """Derived from the rules judge's verdict on each response: compliant beats non-compliant,
     equal verdicts tie; an abstention leaves the comparison undecided."""
 
-    identity = f"rules/v1/{PAIRWISE_FORMAT_VERSION}"
+    identity = f"rules/v2/{PAIRWISE_FORMAT_VERSION}"
 
     def __init__(self) -> None:
         from ..judges.rules import RulesJudge

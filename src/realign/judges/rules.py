@@ -1,29 +1,50 @@
 """The deterministic ``rules`` judge: applies a policy's programmatic rules (see
 :mod:`realign.policy`). The prompt gives a category and a context, the response a style;
-the first requirement that applies decides."""
+the first requirement that applies decides.
+
+**Bounded cost.** Rule regexes run on the ``regex`` engine with a time limit per search
+(:data:`RULE_TIMEOUT_S`), so a pattern that backtracks catastrophically (``^(a+)+$``, an
+unbounded ``.*`` between two words) cannot hang a run on a hostile response. A search that runs
+out of time is an error, not an abstention (a verdict must not depend on how loaded the machine
+is): one :class:`~realign.errors.JudgeError` naming the policy, the rule (``rules.styles.harmful[1]``)
+and the pattern, with the fix (bound the gap: ``.{0,200}`` instead of ``.*``). The packaged
+policies' patterns are all linear, and a text longer than 32,000 characters is read as its head
+and tail (:func:`bounded`), so judging costs the same for any length: a test judges 1 MB
+responses with every packaged policy in well under a second.
+"""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..errors import JudgeError
+import regex
+
+from ..errors import JudgeError, shorten
 from ..policy import NO_MATCH, Policy, Requirement, Rules
 from .base import JudgeItem, OnVerdict, Verdict
 
 UNCLASSIFIED = "unclassified"
+#: most seconds one rule regex may search one text (the packaged patterns need milliseconds)
+RULE_TIMEOUT_S = 2.0
+#: a longer prompt or response is read as its first ``RULE_HEAD_CHARS`` and last
+#: ``RULE_TAIL_CHARS`` characters (joined by :data:`CUT_MARKER`), as the ``hf`` judge cuts
+#: the middle of what does not fit: some 40 regexes over a whole megabyte cost seconds
+RULE_HEAD_CHARS = 24_000
+RULE_TAIL_CHARS = 8_000
+CUT_MARKER = "\n[...]\n"
 
 
-def _compile(patterns: list[str]) -> list[re.Pattern[str]]:
-    return [re.compile(p, re.IGNORECASE) for p in patterns]
+def bounded(text: str) -> str:
+    """``text`` as the rules read it: whole up to ``RULE_HEAD_CHARS + RULE_TAIL_CHARS``
+    characters, else its head and tail around :data:`CUT_MARKER`."""
+    if len(text) <= RULE_HEAD_CHARS + RULE_TAIL_CHARS:
+        return text
+    return text[:RULE_HEAD_CHARS] + CUT_MARKER + text[-RULE_TAIL_CHARS:]
 
 
-def _first_match(table: dict[str, list[re.Pattern[str]]], text: str, default: str) -> str:
-    for name, patterns in table.items():
-        if any(p.search(text) for p in patterns):
-            return name
-    return default
+def _compile(patterns: list[str]) -> list[regex.Pattern[str]]:
+    return [regex.compile(p, regex.IGNORECASE) for p in patterns]
 
 
 @dataclass(frozen=True)
@@ -36,19 +57,52 @@ class Classification:
 class CompiledRules:
     """A policy's rules with every regex compiled once."""
 
-    def __init__(self, rules: Rules) -> None:
+    def __init__(self, rules: Rules, name: str | None = None) -> None:
         self.rules = rules
+        self.name = name
         self.styles = {k: _compile(v) for k, v in rules.styles.items()}
         self.categories = {k: _compile(v) for k, v in rules.categories.items()}
         self.contexts = {k: _compile(v) for k, v in rules.contexts.items()}
         self.forbidden = _compile(rules.forbidden)
         self.requirements = [(r, _compile(r.must_include), _compile(r.must_not_include)) for r in rules.requirements]
+        self._where: dict[int, str] = {}
+        for table in ("styles", "categories", "contexts"):
+            for key, patterns in getattr(self, table).items():
+                self._label(patterns, f"rules.{table}.{key}")
+        self._label(self.forbidden, "rules.forbidden")
+        for i, (_, must, must_not) in enumerate(self.requirements):
+            self._label(must, f"rules.requirements[{i}].must_include")
+            self._label(must_not, f"rules.requirements[{i}].must_not_include")
+
+    def _label(self, patterns: list[regex.Pattern[str]], where: str) -> None:
+        for i, p in enumerate(patterns):
+            self._where[id(p)] = f"{where}[{i}]"
+
+    def search(self, pattern: regex.Pattern[str], text: str, what: str = "text") -> bool:
+        """Does ``pattern`` match ``text``? At most :data:`RULE_TIMEOUT_S` seconds, else a
+        :class:`JudgeError` naming the policy, the rule and the pattern."""
+        try:
+            return pattern.search(text, timeout=RULE_TIMEOUT_S) is not None
+        except TimeoutError:
+            policy = f"policy {self.name!r}" if self.name else "policy"
+            raise JudgeError(
+                f"{policy}: rule regex {self._where.get(id(pattern), '?')} {shorten(pattern.pattern)} ran for more "
+                f"than {RULE_TIMEOUT_S:g} s on a {len(text):,}-character {what} (catastrophic backtracking): rewrite "
+                "it without nested or unbounded repetition, e.g. a bounded gap .{0,200} instead of .*"
+            ) from None
+
+    def _first_match(self, table: dict[str, list[regex.Pattern[str]]], text: str, default: str, what: str) -> str:
+        for name, patterns in table.items():
+            if any(self.search(p, text, what) for p in patterns):
+                return name
+        return default
 
     def classify(self, prompt: str, response: str) -> Classification:
+        prompt, response = bounded(prompt), bounded(response)
         return Classification(
-            category=_first_match(self.categories, prompt, NO_MATCH),
-            context=_first_match(self.contexts, prompt, NO_MATCH),
-            style=_first_match(self.styles, response, UNCLASSIFIED),
+            category=self._first_match(self.categories, prompt, NO_MATCH, "prompt"),
+            context=self._first_match(self.contexts, prompt, NO_MATCH, "prompt"),
+            style=self._first_match(self.styles, response, UNCLASSIFIED, "response"),
         )
 
     def requirement(self, category: str, context: str) -> tuple[int, Requirement, list, list] | None:
@@ -58,9 +112,10 @@ class CompiledRules:
         return None
 
     def verdict(self, prompt: str, response: str) -> Verdict:
+        prompt, response = bounded(prompt), bounded(response)
         c = self.classify(prompt, response)
         head = f"category={c.category} context={c.context} style={c.style}"
-        hit = next((p.pattern for p in self.forbidden if p.search(response)), None)
+        hit = next((p.pattern for p in self.forbidden if self.search(p, response, "response")), None)
         if hit is not None:
             return _decided(False, f"{head} forbidden={hit!r}")
         found = self.requirement(c.category, c.context)
@@ -72,10 +127,10 @@ class CompiledRules:
             return _by_rule(self.rules.unclassified, f"{head} rule={name} (no style matched)")
         if c.style not in req.allow:
             return _decided(False, f"{head} rule={name} style not allowed")
-        missing = [p.pattern for p in must if not p.search(response)]
+        missing = [p.pattern for p in must if not self.search(p, response, "response")]
         if missing:
             return _decided(False, f"{head} rule={name} missing={missing[0]!r}")
-        banned = next((p.pattern for p in must_not if p.search(response)), None)
+        banned = next((p.pattern for p in must_not if self.search(p, response, "response")), None)
         if banned is not None:
             return _decided(False, f"{head} rule={name} banned={banned!r}")
         return _decided(True, f"{head} rule={name}")
@@ -94,7 +149,7 @@ def _by_rule(rule: str, raw: str) -> Verdict:
 class RulesJudge:
     """Judge with a policy's ``rules`` section; deterministic, no model, no network."""
 
-    identity = "rules/v1"
+    identity = "rules/v2"  # v2: long texts read as head and tail (RULE_HEAD_CHARS, RULE_TAIL_CHARS)
 
     def __init__(self) -> None:
         self.calls = 0
@@ -104,7 +159,7 @@ class RulesJudge:
         if policy.rules is None:
             raise JudgeError(f"policy {policy.name!r} has no 'rules' section, which the rules judge needs")
         if policy.hash not in self._compiled:
-            self._compiled[policy.hash] = CompiledRules(policy.rules)
+            self._compiled[policy.hash] = CompiledRules(policy.rules, policy.name)
         return self._compiled[policy.hash]
 
     def judge(self, items: Sequence[JudgeItem], policy: Policy, on_verdict: OnVerdict | None = None) -> list[Verdict]:

@@ -344,8 +344,8 @@ def test_untriaged_input_is_refused(tiny_model, tmp_path):
         run_scores(tiny_model, data, tmp_path, "raw")
 
 
-def test_interrupted_scoring_resumes_with_identical_scores(tiny_model, triaged, tmp_path, monkeypatch):
-    full, _, _ = run_scores(tiny_model, triaged, tmp_path, "full", batch_size=4)
+def interrupted_on_third_batch(monkeypatch, tiny_model, data, tmp_path, name) -> None:
+    """Score with batches of 4 and stop with Ctrl-C at the third batch; scoring is restored."""
     original = impact._score_batch  # every variant's batch scoring goes through it
     calls = {"n": 0}
 
@@ -357,9 +357,14 @@ def test_interrupted_scoring_resumes_with_identical_scores(tiny_model, triaged, 
 
     monkeypatch.setattr(impact, "_score_batch", dies_on_third_batch)
     with pytest.raises(KeyboardInterrupt):
-        run_scores(tiny_model, triaged, tmp_path, "resumed", batch_size=4)
-    assert not (tmp_path / "resumed.jsonl").exists()
+        run_scores(tiny_model, data, tmp_path, name, batch_size=4)
     monkeypatch.setattr(impact, "_score_batch", original)
+
+
+def test_interrupted_scoring_resumes_with_identical_scores(tiny_model, triaged, tmp_path, monkeypatch):
+    full, _, _ = run_scores(tiny_model, triaged, tmp_path, "full", batch_size=4)
+    interrupted_on_third_batch(monkeypatch, tiny_model, triaged, tmp_path, "resumed")
+    assert not (tmp_path / "resumed.jsonl").exists()
     resumed, _, summary = run_scores(tiny_model, triaged, tmp_path, "resumed", batch_size=4)
     assert summary["timing"]["resumed"] == 8 and summary["timing"]["scored_now"] == 10
     assert resumed == pytest.approx(full, rel=1e-6)
@@ -372,19 +377,7 @@ def test_partial_scores_are_not_resumed_across_changed_data(tiny_model, triaged,
     from the new content."""
     data = tmp_path / "data.jsonl"
     data.write_bytes(triaged.read_bytes())
-    original = impact._score_batch
-    calls = {"n": 0}
-
-    def dies_on_third_batch(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return original(*a, **k)
-
-    monkeypatch.setattr(impact, "_score_batch", dies_on_third_batch)
-    with pytest.raises(KeyboardInterrupt):
-        run_scores(tiny_model, data, tmp_path, "out", batch_size=4)
-    monkeypatch.setattr(impact, "_score_batch", original)
+    interrupted_on_third_batch(monkeypatch, tiny_model, data, tmp_path, "out")
     rows = [json.loads(line) for line in data.read_text().splitlines()]
     for r in rows:
         if r["category"] in (INVERT, PUNISH):

@@ -336,10 +336,9 @@ def test_tensorboard_receives_each_component(tiny_dir, weighted, tmp_path):
         assert [e.step for e in logged.Scalars(tag)] == [1, 2, 3, 4], tag
 
 
-def test_resume_gives_the_same_final_weights(tiny_dir, weighted, tmp_path, monkeypatch):
-    from safetensors.torch import load_file
-
-    straight = train.run(config(tiny_dir, weighted, tmp_path / "a", method="trace"), progress=False)
+def interrupted_after_six_losses(monkeypatch, cfg) -> None:
+    """Run ``cfg`` and stop it with Ctrl-C at its sixth loss computation (after the step-4
+    checkpoint); the trainer is restored afterwards."""
     original = train.RealignTrainer.compute_loss
     calls = {"n": 0}
 
@@ -351,8 +350,15 @@ def test_resume_gives_the_same_final_weights(tiny_dir, weighted, tmp_path, monke
 
     monkeypatch.setattr(train.RealignTrainer, "compute_loss", dies_after_six)
     with pytest.raises(KeyboardInterrupt):
-        train.run(config(tiny_dir, weighted, tmp_path / "b", method="trace"), progress=False)
+        train.run(cfg, progress=False)
     monkeypatch.setattr(train.RealignTrainer, "compute_loss", original)
+
+
+def test_resume_gives_the_same_final_weights(tiny_dir, weighted, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    straight = train.run(config(tiny_dir, weighted, tmp_path / "a", method="trace"), progress=False)
+    interrupted_after_six_losses(monkeypatch, config(tiny_dir, weighted, tmp_path / "b", method="trace"))
     resumed = train.run(config(tiny_dir, weighted, tmp_path / "b", method="trace"), progress=False)
     assert resumed["resumed"] and resumed["steps"] == straight["steps"] == 8
     a = load_file(tmp_path / "a" / "adapter" / "adapter_model.safetensors")
@@ -409,19 +415,7 @@ def test_data_rewritten_at_the_same_path_is_not_resumed_into(tiny_dir, tmp_path,
     rewritten starts over (no stale reference log-probs, no IndexError), and trains on the new rows."""
     data = tmp_path / "data.jsonl"
     write_pairs(data, triaged_records(4))
-    original = train.RealignTrainer.compute_loss
-    calls = {"n": 0}
-
-    def dies_after_six(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 6:
-            raise KeyboardInterrupt
-        return original(self, *a, **k)
-
-    monkeypatch.setattr(train.RealignTrainer, "compute_loss", dies_after_six)
-    with pytest.raises(KeyboardInterrupt):
-        train.run(config(tiny_dir, data, tmp_path / "run", method="trace-no-impact"), progress=False)
-    monkeypatch.setattr(train.RealignTrainer, "compute_loss", original)
+    interrupted_after_six_losses(monkeypatch, config(tiny_dir, data, tmp_path / "run", method="trace-no-impact"))
     assert (tmp_path / "run" / "reference_logps.pt").exists()
     write_pairs(data, triaged_records(rows))
     capsys.readouterr()

@@ -335,6 +335,9 @@ def truncate_middle(
     and last halves kept, joined by ``marker``); ``""`` when ``keep_tokens <= 0``."""
     if keep_tokens <= 0:
         return ""
+    from .sequences import char_budget, cut_middle_chars
+
+    text = cut_middle_chars(text, char_budget(tokenizer, keep_tokens))  # never tokenise whole megabytes
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) <= keep_tokens:
         return text

@@ -202,9 +202,14 @@ class HFOracle:
         return self._model
 
     def encode(self, policy: Policy, prompt: str) -> list[int]:
-        """Token ids of the oracle's input for ``prompt``, leaving room for the response."""
-        ids = encode_chat(self.tokenizer, oracle_messages(policy, prompt))
+        """Token ids of the oracle's input for ``prompt``, leaving room for the response (a
+        prompt of megabytes loses its middle to a character budget before it is tokenised)."""
         limit = max_input_length(self.model, self.tokenizer)
+        if limit is not None:
+            from .sequences import char_budget, cut_middle_chars
+
+            prompt = cut_middle_chars(prompt, char_budget(self.tokenizer, limit))
+        ids = encode_chat(self.tokenizer, oracle_messages(policy, prompt))
         if limit is None:
             return ids
         budget = limit - self.config.max_new_tokens

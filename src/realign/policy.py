@@ -25,7 +25,9 @@ A policy file is YAML::
       default: compliant             # verdict where no requirement applies
       unclassified: abstain          # verdict where a requirement applies but no style matched
 
-Write regexes in single quotes: YAML reads them as written there (a quote is doubled: ``''``),
+Regexes run with a time limit per search (a catastrophically backtracking pattern is an error
+naming the rule, not a hang; see :mod:`realign.judges.rules`); keep gaps bounded (``.{0,200}``,
+not ``.*``). Write regexes in single quotes: YAML reads them as written there (a quote is doubled: ``''``),
 while in double quotes ``\\b`` becomes a backspace instead of a word boundary. A rule regex
 holding a control character is refused with the file, the line and the fix, and so is a key
 given twice in one mapping (YAML would silently keep the last).
@@ -35,15 +37,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from functools import cached_property
 from pathlib import Path
 from typing import Iterator, Literal
 
 import yaml
+import regex
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .errors import RealignError
+from .errors import RealignError, shorten
 
 VerdictRule = Literal["compliant", "violating", "abstain"]
 ANY = "*"
@@ -80,16 +82,17 @@ def control_character_problem(pattern: str) -> str | None:
     return f"the regular expression {pattern!r} contains {what}: {why}; write the regex in single quotes: '{quoted}'"
 
 
-def _compile_all(patterns: list[str], where: str) -> list[re.Pattern[str]]:
+def _compile_all(patterns: list[str], where: str) -> list[regex.Pattern[str]]:
+    """Compile with the engine the rules judge uses (``regex``, which can time a search out)."""
     compiled = []
     for i, pattern in enumerate(patterns):
         problem = control_character_problem(pattern)
         if problem is not None:
             raise ValueError(f"{where}[{i}]: {problem}")
         try:
-            compiled.append(re.compile(pattern, re.IGNORECASE))
-        except re.error as exc:
-            raise ValueError(f"{where}[{i}]: invalid regular expression {pattern!r}: {exc}") from None
+            compiled.append(regex.compile(pattern, regex.IGNORECASE))
+        except regex.error as exc:
+            raise ValueError(f"{where}[{i}]: invalid regular expression {shorten(pattern)}: {exc}") from None
     return compiled
 
 
@@ -189,10 +192,16 @@ class Policy(BaseModel):
             raw, node = parse_yaml(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise RealignError(f"{path}: policy file not found") from None
+        except IsADirectoryError:
+            raise RealignError(f"{path}: is a directory, not a policy file") from None
         except UnicodeDecodeError as exc:
             raise RealignError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+        except OSError as exc:
+            raise RealignError(f"{path}: cannot read the policy file ({exc.strerror or exc})") from None
         except yaml.YAMLError as exc:
             raise yaml_error(path, exc) from None
+        except RecursionError:
+            raise RealignError(f"{path}: invalid YAML: nested too deeply") from None
         if not isinstance(raw, dict):
             raise RealignError(f"{path}: a policy file must be a YAML mapping with 'name' and 'text'")
         _check_rule_regexes(node, path)

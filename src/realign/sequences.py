@@ -54,9 +54,63 @@ def _render_response(tokenizer: "PreTrainedTokenizerBase", prompt: list[dict], p
     return (" " if not getattr(tokenizer, "chat_template", None) else "") + text + (tokenizer.eos_token or "")
 
 
+def max_token_chars(tokenizer: "PreTrainedTokenizerBase") -> int:
+    """The most characters of text one token can stand for: the longest entry of the
+    vocabulary (a byte-level or SentencePiece token of L characters covers at most L
+    characters of text). Computed once per tokenizer."""
+    cached = getattr(tokenizer, "_realign_max_token_chars", None)
+    if cached:
+        return cached
+    try:
+        longest = max((len(t) for t in tokenizer.get_vocab()), default=0)
+    except Exception:  # a tokenizer without a vocabulary to list
+        longest = 0
+    longest = max(longest, 16) if longest else 256
+    try:
+        tokenizer._realign_max_token_chars = longest
+    except Exception:  # pragma: no cover - a tokenizer that refuses attributes
+        pass
+    return longest
+
+
+def char_budget(tokenizer: "PreTrainedTokenizerBase", max_tokens: int) -> int:
+    """Characters of text that surely hold more than ``max_tokens`` tokens, with a wide margin
+    (4x, for normalisers that merge characters and for tokens at a cut). Text beyond it is
+    cut before tokenising: a 50 MB record must not be encoded whole to keep 256 tokens."""
+    return 4 * (max_tokens + 16) * max_token_chars(tokenizer)
+
+
+def cut_text(text: Text, budget: int, keep: str) -> Text:
+    """``text`` (a string or messages) with every string longer than ``budget`` characters cut
+    to its first (``keep="head"``) or last (``keep="tail"``) ``budget`` characters. Each message
+    is cut alone: a cut message still holds more tokens than the window keeps, so what lies
+    beyond it never reaches the window."""
+    def cut(value: str) -> str:
+        if len(value) <= budget:
+            return value
+        return value[:budget] if keep == "head" else value[-budget:]
+
+    if isinstance(text, str):
+        return cut(text)
+    return [{**m, "content": cut(m["content"])} if isinstance(m.get("content"), str) else m for m in text]
+
+
+def cut_middle_chars(text: str, budget: int) -> str:
+    """``text`` with its middle dropped when it is longer than twice ``budget`` characters (the
+    first and last ``budget`` kept), for code that keeps a text's head and tail tokens."""
+    if len(text) <= 2 * budget:
+        return text
+    return text[:budget] + text[-budget:]
+
+
 def encode(tokenizer: "PreTrainedTokenizerBase", prompt: Text, response: Text, max_length: int) -> Encoded:
     """Encode one (prompt, response). Over ``max_length`` tokens the response is cut at its end
-    and, if the prompt alone would leave less than half the room, the prompt loses its start."""
+    and, if the prompt alone would leave less than half the room, the prompt loses its start.
+    Texts far longer than ``max_length`` tokens are cut to :func:`char_budget` characters
+    first (the same side the token cut takes), so the tokenizer never sees whole megabytes;
+    the tokens kept are the same."""
+    budget = char_budget(tokenizer, max_length)
+    prompt, response = cut_text(prompt, budget, "tail"), cut_text(response, budget, "head")
     messages = prompt_messages(prompt)
     prompt_text, special = render_chat(tokenizer, messages)
     p_ids = tokenizer(prompt_text, add_special_tokens=special)["input_ids"]

@@ -10,6 +10,51 @@ from ..data import Text
 from ..sequences import prompt_messages
 
 
+def prompt_room(model, tokenizer, max_new_tokens: int) -> int | None:
+    """Most prompt tokens a generation may start from: the model's input limit
+    (:func:`realign.models.max_input_length`) less ``max_new_tokens`` (at least a quarter of
+    the limit); None when the model states no limit."""
+    from ..models import max_input_length
+
+    limit = max_input_length(model, tokenizer)
+    if limit is None:
+        return None
+    return max(limit - max_new_tokens, limit // 4, 1)
+
+
+def prompt_ids(tokenizer, prompt: Text, room: int | None) -> tuple[list[int], int]:
+    """The prompt's token ids as generation sees them (:func:`realign.models.encode_chat`) and
+    its full length in tokens. Longer than ``room``, it loses its start (the end of a
+    conversation is what the model answers); a megabyte-long text is cut to a character budget
+    first (:func:`realign.sequences.char_budget`), its length then a lower bound."""
+    from ..models import encode_chat
+    from ..sequences import char_budget, cut_text
+
+    if room is not None:
+        prompt = cut_text(prompt, char_budget(tokenizer, room), "tail")
+    ids = encode_chat(tokenizer, prompt_messages(prompt))
+    if room is not None and len(ids) > room:
+        return ids[len(ids) - room :], len(ids)
+    return ids, len(ids)
+
+
+def over_long_prompts(model, tokenizer, rows: Sequence[dict], max_new_tokens: int) -> dict:
+    """How many eval prompts are longer than the model takes (cut at their start by
+    :func:`generate`): ``{"count", "limit_tokens", "longest_tokens", "ids"}`` (ids: the first 10)."""
+    room = prompt_room(model, tokenizer, max_new_tokens)
+    report = {"count": 0, "limit_tokens": room, "longest_tokens": 0, "ids": []}
+    if room is None:
+        return report
+    for row in rows:
+        n = prompt_ids(tokenizer, row["prompt"], room)[1]
+        report["longest_tokens"] = max(report["longest_tokens"], n)
+        if n > room:
+            report["count"] += 1
+            if len(report["ids"]) < 10:
+                report["ids"].append(row.get("id"))
+    return report
+
+
 def generate(
     model,
     tokenizer,
@@ -21,15 +66,17 @@ def generate(
     seed: int = 0,
     progress: bool = False,
 ) -> list[str]:
-    """One response per prompt (a string or a list of messages). Batches are sorted by
-    length and left-padded; sampling (``temperature`` > 0) is seeded per batch, so results
+    """One response per prompt (a string or a list of messages). A prompt longer than the model
+    takes loses its start (:func:`prompt_ids`; counted by :func:`over_long_prompts`). Batches
+    are sorted by length and left-padded; sampling (``temperature`` > 0) is seeded per batch, so results
     do not depend on what ran before."""
     import torch
     from tqdm.auto import tqdm
 
-    from ..models import encode_chat, pad_left
+    from ..models import pad_left
 
-    encoded = [encode_chat(tokenizer, prompt_messages(p)) for p in prompts]
+    room = prompt_room(model, tokenizer, max_new_tokens)
+    encoded = [prompt_ids(tokenizer, p, room)[0] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     out: list[str] = [""] * len(prompts)
     device = next(model.parameters()).device

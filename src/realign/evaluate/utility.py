@@ -28,14 +28,15 @@ def perplexity(model, tokenizer, texts: Sequence[str], max_length: int = 512, ba
     """exp(mean negative log-likelihood per token) over plain texts (no chat template)."""
     import torch
 
-    from ..sequences import token_logps
+    from ..sequences import char_budget, token_logps
 
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     total, count = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
-            enc = [tokenizer(t, add_special_tokens=True)["input_ids"][:max_length] for t in texts[start : start + batch_size]]
+            budget = char_budget(tokenizer, max_length)  # never tokenise whole megabytes to keep max_length tokens
+            enc = [tokenizer(t[:budget], add_special_tokens=True)["input_ids"][:max_length] for t in texts[start : start + batch_size]]
             width = max(len(e) for e in enc)
             ids = torch.full((len(enc), width), pad, dtype=torch.long)
             mask = torch.zeros_like(ids)

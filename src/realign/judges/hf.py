@@ -55,9 +55,15 @@ class HFJudge(NextTokenJudgeModel):
 
     def encode(self, policy: Policy, item: JudgeItem) -> tuple[list[int], str]:
         """Token ids of the judge's input for ``item``, fitted to the model's limit, and a
-        note ("" or "truncated ...") saying what was cut."""
-        ids = self._encode(policy, item)
+        note ("" or "truncated ...") saying what was cut. Texts of megabytes lose their middle
+        to a character budget first, so the tokenizer never sees them whole."""
         limit = self.max_length
+        if limit is not None:
+            from ..sequences import char_budget, cut_middle_chars
+
+            budget = char_budget(self.tokenizer, limit)
+            item = JudgeItem(cut_middle_chars(item.prompt, budget), cut_middle_chars(item.response, budget))
+        ids = self._encode(policy, item)
         if limit is None or len(ids) <= limit:
             return ids, ""
         tok = self.tokenizer

@@ -115,11 +115,24 @@ class _Fail(Exception):
         self.field, self.message = field, message
 
 
+def _lone_surrogate(value: str) -> str | None:
+    """The first lone surrogate (``"\\ud800"`` in JSON) in ``value``: not a character, and no
+    file or tokenizer can take it (UTF-8 cannot encode it)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return value[exc.start]
+    return None
+
+
 def _check_string(value: Any, name: str) -> str:
     if not isinstance(value, str):
         raise _Fail(name, f"expected a string, got {type(value).__name__}")
     if "\x00" in value:
         raise _Fail(name, "contains a NUL byte")
+    bad = _lone_surrogate(value)
+    if bad is not None:
+        raise _Fail(name, f"contains a lone surrogate (\\u{ord(bad):04x}): not a character; fix the text's encoding")
     if not value.strip():
         raise _Fail(name, "is empty" if not value else "is whitespace only")
     return value
@@ -345,6 +358,28 @@ def _duplicate_message(key: str) -> str:
     return f"key {key!r} appears twice in one object (JSON would keep only the last, silently): keep one"
 
 
+def _surrogate_field(value: Any, where: str = "") -> str | None:
+    """Where (``prompt``, ``meta.note``, ``chosen[1].content``) the first string holding a lone
+    surrogate is, if any; None when every string is valid Unicode."""
+    if isinstance(value, str):
+        return (where or "(top level)") if _lone_surrogate(value) is not None else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = _surrogate_field(k, where) or _surrogate_field(v, f"{where}.{k}" if where else str(k))
+            if found:
+                return found
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _surrogate_field(v, f"{where}[{i}]")
+            if found:
+                return found
+    return None
+
+
+SURROGATE = "contains a lone surrogate (a \\ud800-\\udfff escape without its pair): not a character; fix the text's encoding"
+TOO_DEEP = "invalid JSON: nested too deeply (arrays or objects inside each other beyond Python's recursion limit)"
+
+
 def _jsonl_objects(path: Path) -> Iterator[tuple[dict, Any]]:
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
@@ -360,10 +395,13 @@ def _jsonl_objects(path: Path) -> Iterator[tuple[dict, Any]]:
                 obj = json.loads(line, object_pairs_hook=_refuse_duplicates)
             except json.JSONDecodeError as exc:
                 yield where, DataError(path, f"invalid JSON: {exc.msg} (column {exc.colno})", line=lineno)
+            except RecursionError:
+                yield where, DataError(path, TOO_DEEP, line=lineno)
             except _DuplicateKey as dup:
                 yield where, DataError(path, _duplicate_message(dup.key), line=lineno, field=dup.key)
             else:
-                yield where, obj
+                bad = _surrogate_field(obj) if "\\u" in line else None
+                yield where, (DataError(path, SURROGATE, line=lineno, field=bad) if bad else obj)
 
 
 def _json_array_objects(path: Path) -> Iterator[tuple[dict, Any]]:
@@ -374,6 +412,8 @@ def _json_array_objects(path: Path) -> Iterator[tuple[dict, Any]]:
         raise DataError(path, f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise DataError(path, f"invalid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno) from None
+    except RecursionError:
+        raise DataError(path, TOO_DEEP) from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         if isinstance(data, _Duplicated):
             raise DataError(path, _duplicate_message(data.duplicate), field=data.duplicate)
@@ -382,8 +422,11 @@ def _json_array_objects(path: Path) -> Iterator[tuple[dict, Any]]:
         raise DataError(path, "a .json data file must hold an array of records (or {\"data\": [...]})")
     for index, obj in enumerate(data):
         duplicate = _duplicate_in(obj) if marked else None
+        bad = _surrogate_field(obj) if duplicate is None else None
         if duplicate is not None:
             yield {"index": index}, DataError(path, _duplicate_message(duplicate), index=index, field=duplicate)
+        elif bad is not None:
+            yield {"index": index}, DataError(path, SURROGATE, index=index, field=bad)
         else:
             yield {"index": index}, obj
 

@@ -82,11 +82,13 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[Any]:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.filename is None:  # a write on a full disk names no file
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
         raise
 
 

@@ -414,6 +414,70 @@ def precompute_reference(dataset: TermDataset, model, reference, pad_id: int, ba
     bar.close()
 
 
+#: TrainingArguments realign sets from its own options (``trainer_args`` may not set them)
+_SET_BY_REALIGN = {
+    "output_dir": "out", "learning_rate": "learning_rate", "lr_scheduler_type": "lr_scheduler",
+    "warmup_steps": "warmup_ratio", "num_train_epochs": "epochs", "max_steps": "max_steps",
+    "per_device_train_batch_size": "batch_size", "gradient_accumulation_steps": "gradient_accumulation",
+    "weight_decay": "weight_decay", "max_grad_norm": "max_grad_norm", "seed": "seed",
+    "logging_steps": "logging_steps", "save_steps": "save_steps", "save_total_limit": "save_total_limit",
+    "report_to": "report_to", "remove_unused_columns": None, "dataloader_num_workers": None,
+    "disable_tqdm": "quiet", "use_cpu": "device", "bf16": "precision", "fp16": "precision",
+}
+
+
+def _write_fault(exc: BaseException, folder: Path) -> OSError | None:
+    """A failed checkpoint or model write as an OSError naming the folder (the CLI prints one
+    line, exit status 1 on a full disk), or None when ``exc`` is not a write failure. torch
+    reports a full disk as ``RuntimeError: [enforce fail at inline_container.cc] ...``."""
+    import errno
+
+    if isinstance(exc, OSError):
+        if exc.errno is None:
+            return None
+        return OSError(exc.errno, exc.strerror or str(exc), exc.filename or str(folder))
+    text = str(exc)
+    if not any(mark in text for mark in ("inline_container", "PytorchStreamWriter", "file write failed")):
+        return None
+    try:
+        free = shutil.disk_usage(folder if folder.exists() else folder.parent).free
+    except OSError:
+        free = None
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    if free is not None and free < 64 * 2**20:
+        return OSError(errno.ENOSPC, f"No space left on device (writing a checkpoint: {first})", str(folder))
+    return OSError(errno.EIO, f"cannot write a checkpoint ({first})", str(folder))
+
+
+def trainer_args_problem(extra: dict) -> str | None:
+    """What is wrong with ``trainer_args``, if anything: a name that is not a
+    transformers.TrainingArguments field, or one realign sets from its own options."""
+    import dataclasses
+    import difflib
+
+    from transformers import TrainingArguments
+
+    known = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+    for key in extra:
+        name = str(key) if len(str(key)) <= 60 else str(key)[:57] + "..."
+        if key in _SET_BY_REALIGN:
+            own = _SET_BY_REALIGN[key]
+            return f"{name!r} is set by realign" + (f" from its own option {own!r}; set that instead" if own else "")
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            return f"{name!r} is not a transformers.TrainingArguments field" + (f" (did you mean {close[0]!r}?)" if close else "")
+    return None
+
+
+def check_trainer_args(extra: dict) -> None:
+    """``trainer_args`` names TrainingArguments fields that realign does not set itself; checked
+    when the config is validated and again before any model is loaded or file written (an
+    unknown name used to fail after loading, leaving files behind)."""
+    problem = trainer_args_problem(extra)
+    if problem is not None:
+        raise RealignError(f"field 'trainer_args': {problem}")
+
+
 def run(config, progress: bool = True) -> dict:
     """Stage 3 on files: read records, build the method's terms, train, save the adapter
     (PEFT) or model (safetensors) with the resolved config and a training summary."""
@@ -451,6 +515,7 @@ def run(config, progress: bool = True) -> dict:
         else:
             print(f"train: not resuming the checkpoints in {out} ({stale}); training from scratch", file=sys.stderr)
 
+    check_trainer_args(config.trainer_args)
     records = read_pairs(config.data, invert_order=config.invert_order).pairs
     options = MethodOptions(alpha_kl=config.alpha_kl, normalise=config.normalise, retain_pref=config.retain_pref)
     terms = method.terms(records, options)
@@ -563,7 +628,13 @@ def run(config, progress: bool = True) -> dict:
         logged = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         train_loss = sum(logged) / len(logged) if logged else float("nan")
     else:
-        train_loss = trainer.train(resume_from_checkpoint=resume_from).training_loss
+        try:
+            train_loss = trainer.train(resume_from_checkpoint=resume_from).training_loss
+        except (OSError, RuntimeError) as exc:
+            fault = _write_fault(exc, checkpoints)
+            if fault is None:
+                raise
+            raise fault from None
     final = out / ("adapter" if config.finetune == "lora" else "model")
     staging = out / f".{final.name}.partial"  # then renamed: a killed save leaves no torn output
     if state.is_main_process:
@@ -574,10 +645,17 @@ def run(config, progress: bool = True) -> dict:
         # whole weights whatever the checkpoints' state-dict type: with SHARDED_STATE_DICT
         # (accelerate's FSDP2 default) save_model writes no weights at all
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
-    trainer.save_model(str(staging))
-    if state.is_main_process:
-        tokenizer.save_pretrained(str(staging))
-        _replace_dir(staging, final)
+    try:
+        trainer.save_model(str(staging))
+        if state.is_main_process:
+            tokenizer.save_pretrained(str(staging))
+            _replace_dir(staging, final)
+    except (OSError, RuntimeError) as exc:
+        fault = _write_fault(exc, staging)
+        if fault is None:
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
+        raise fault from None
     history = trainer.state.log_history
     summary = {
         "stage": "train",

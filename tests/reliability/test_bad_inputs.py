@@ -116,6 +116,26 @@ CASES = [
     Case("eval-negative-temperature", "eval", ["field 'temperature'", "greater than or equal to 0"], {}, ["--temperature", "-0.5"]),
     Case("eval-prompt-missing", "eval", ["{tmp}/prompts.jsonl:2", "field 'prompt'", "missing"], {"prompts.jsonl": lines(json.dumps({"prompt": "Hi?"}), json.dumps({"slice": "x"}))}),
     Case("eval-missing-model-path", "eval", ["{tmp}/no-model", "no such directory"], {}, ["--model", "{tmp}/no-model"]),
+    # ---- issue 18, item 2: these were tracebacks ---------------------------------------------
+    Case("out-is-a-directory", "triage", ["--out {tmp}/out", "is a directory"], {}, ["--out", "{tmp}/out"]),
+    Case("out-parent-is-a-file", "triage", ["--out {tmp}/out/triaged.jsonl/t.jsonl", "is not a directory"], {}, ["--out", "{tmp}/out/triaged.jsonl/t.jsonl"]),
+    Case("cache-corrupted", "triage", ["{tmp}/bad.sqlite", "verdict cache"], {"bad.sqlite": b"SQLite format 2\x00 not a database" * 100}, ["--cache", "{tmp}/bad.sqlite"]),
+    Case("json-nested-100000-deep", "triage", ["data.jsonl:1", "nested too deeply"], {"data.jsonl": lines('{"prompt": ' + "[" * 100_000 + "]" * 100_000 + ', "chosen": "a", "rejected": "b"}')}),
+    Case("lone-surrogate-in-prompt", "triage", ["data.jsonl:1", "field 'prompt'", "lone surrogate"], {"data.jsonl": lines('{"prompt": "Hi \\ud800 there", "chosen": "c", "rejected": "r"}')}),
+    Case("lone-surrogate-in-extra-field", "triage", ["data.jsonl:1", "field 'note'", "lone surrogate"], {"data.jsonl": lines('{"prompt": "Hi", "chosen": "c", "rejected": "r", "note": "\\udc00"}')}),
+    Case("config-invalid-utf8", "triage", ["{tmp}/triage.yaml", "not valid UTF-8"], {"triage.yaml": b"split: caf\xe9\n"}, ["--config", "{tmp}/triage.yaml"]),
+    Case("judge-yaml-invalid-utf8", "triage", ["{tmp}/judge.yaml", "not valid UTF-8"], {"judge.yaml": b"backend: caf\xe9\n"}, ["--judge", "{tmp}/judge.yaml"]),
+    Case("config-is-a-directory", "triage", ["{tmp}/out", "is a directory"], {}, ["--config", "{tmp}/out"]),
+    Case("policy-alias-bomb", "triage", ["{tmp}/policy.yaml", "alias"], {"policy.yaml": "\n".join(["a: &a [x, x, x, x, x, x, x, x, x]"] + [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]" for i in range(8)] + ["name: p", "text: Be kind.", "rules: {styles: {x: *i}}"]) + "\n"}, ["--policy", "{tmp}/policy.yaml"]),
+    Case("train-trainer-args-alias-bomb", "train", ["{tmp}/train.yaml", "alias"], {"train.yaml": "\n".join(["a: &a [x, x, x, x, x, x, x, x, x]"] + [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]" for i in range(8)] + ["trainer_args: {x: *i}"]) + "\n"}, ["--config", "{tmp}/train.yaml"]),
+    Case("train-trainer-args-unknown-field", "train", ["{tmp}/train.yaml", "field 'trainer_args'", "'bogus_field' is not a transformers.TrainingArguments field"], {"train.yaml": "trainer_args: {bogus_field: 1}\n"}, ["--config", "{tmp}/train.yaml"]),
+    Case("train-trainer-args-set-by-realign", "train", ["{tmp}/train.yaml", "field 'trainer_args'", "'learning_rate' is set by realign", "'learning_rate'; set that instead"], {"train.yaml": "trainer_args: {learning_rate: 0.1}\n"}, ["--config", "{tmp}/train.yaml"]),
+    Case("train-config-long-value-cut", "train", ["{tmp}/train.yaml", "field 'beta'", "(100,000 characters)"], {"train.yaml": "beta: " + "x" * 100_000 + "\n"}, ["--config", "{tmp}/train.yaml"]),
+    Case("eval-expected-is-a-string", "eval", ["{tmp}/prompts.jsonl:1", "field 'expected'", "expected an object mapping policy names"], {"prompts.jsonl": lines(json.dumps({"prompt": "Hi?", "expected": "refusal"}))}),
+    Case("eval-expected-unknown-policy", "eval", ["{tmp}/prompts.jsonl:1", "field 'expected'", "no entry for the policy being evaluated, 'contextual-exceptions'", "'contextual-exception'"], {"prompts.jsonl": lines(json.dumps({"prompt": "Hi?", "expected": {"contextual-exception": ["refusal"]}}))}),
+    Case("eval-expected-style-is-a-string", "eval", ["{tmp}/prompts.jsonl:1", "field 'expected.contextual-exceptions'", "list of style names"], {"prompts.jsonl": lines(json.dumps({"prompt": "Hi?", "expected": {"contextual-exceptions": "refusal"}}))}),
+    Case("eval-expected-unknown-style", "eval", ["{tmp}/prompts.jsonl:1", "field 'expected.contextual-exceptions[0]'", "unknown style 'refusl'"], {"prompts.jsonl": lines(json.dumps({"prompt": "Hi?", "expected": {"contextual-exceptions": ["refusl"]}}))}),
+    Case("eval-slice-is-a-list", "eval", ["{tmp}/prompts.jsonl:1", "field 'slice'", "non-empty string"], {"prompts.jsonl": lines(json.dumps({"prompt": "Hi?", "slice": ["a"]}))}),
 ]
 
 OUTPUTS = {  # outputs an earlier run left, relative to the case folder

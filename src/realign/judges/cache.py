@@ -42,6 +42,27 @@ def cache_key(*parts: str) -> str:
     return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
+def _guarded(method):
+    """SQLite errors of a cache operation as one line naming the cache file: a full disk is an
+    OSError (ENOSPC, exit status 1), a damaged database a RealignError saying what to do."""
+    import errno
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            if "full" in str(exc):
+                raise OSError(errno.ENOSPC, f"No space left on device (verdict cache: {exc})", str(self.path)) from None
+            raise RealignError(
+                f"{self.path}: verdict cache is damaged ({exc}): delete it (or give another --cache) and rerun; "
+                "its verdicts are judged again"
+            ) from None
+
+    return wrapper
+
+
 class VerdictCache:
     """SQLite-backed map (judge, policy, prompt, response) -> Verdict."""
 
@@ -54,6 +75,10 @@ class VerdictCache:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
+            if "full" in str(exc):
+                import errno
+
+                raise OSError(errno.ENOSPC, f"No space left on device (verdict cache: {exc})", str(self.path)) from None
             raise RealignError(f"{self.path}: cannot open verdict cache: {exc}") from None
         self._pending = 0
         self.commit_every = commit_every
@@ -62,6 +87,7 @@ class VerdictCache:
     def key(judge: str, policy: str, item: JudgeItem) -> str:
         return cache_key(judge, policy, item.prompt, item.response)
 
+    @_guarded
     def get_many(self, judge: str, policy: str, items: Iterable[JudgeItem]) -> dict[int, Verdict]:
         """Cached verdicts by position in ``items``."""
         keys = [self.key(judge, policy, it) for it in items]
@@ -75,6 +101,7 @@ class VerdictCache:
                 found[key] = Verdict(None if compliant is None else bool(compliant), p, raw)
         return {i: found[k] for i, k in enumerate(keys) if k in found}
 
+    @_guarded
     def put(self, judge: str, policy: str, item: JudgeItem, verdict: Verdict) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -90,12 +117,14 @@ class VerdictCache:
         )
         self._tick()
 
+    @_guarded
     def get_generation(self, generator: str, policy: str, prompt: str) -> str | None:
         row = self._db.execute(
             "SELECT text FROM generations WHERE key = ?", (cache_key(generator, policy, prompt),)
         ).fetchone()
         return None if row is None else row[0]
 
+    @_guarded
     def put_generation(self, generator: str, policy: str, prompt: str, text: str) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?)",
@@ -108,13 +137,16 @@ class VerdictCache:
         if self._pending >= self.commit_every:
             self.commit()
 
+    @_guarded
     def commit(self) -> None:
         self._db.commit()
         self._pending = 0
 
     def close(self) -> None:
-        self.commit()
-        self._db.close()
+        try:
+            self.commit()
+        finally:
+            self._db.close()
 
     def __enter__(self) -> "VerdictCache":
         return self

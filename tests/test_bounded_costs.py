@@ -235,3 +235,25 @@ def _encode_uncut(tokenizer, prompt, response, max_length):
         return seq.encode(tokenizer, prompt, response, max_length)
     finally:
         seq.char_budget = saved
+
+
+def test_over_long_eval_prompts_are_cut_and_counted_in_metrics(tmp_path):
+    """A prompt longer than the model takes (here 64 positions, less max_new_tokens) is cut at
+    its start, generated from, and counted in metrics.json; a short one is not."""
+    from realign.config import EvalConfig, validate
+    from realign.evaluate.run import run
+    from realign.testing.tiny import save_tiny
+
+    model = save_tiny(tmp_path / "tiny64", hidden=16, layers=1, seed=0, max_positions=64)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"id": "long", "prompt": "Tell me about bread. " * 20_000}) + "\n"
+                       + json.dumps({"id": "short", "prompt": "Hi?"}) + "\n")
+    cfg = validate(EvalConfig, {"model": str(model), "policy": str(packaged_policies()["contextual-exceptions"]),
+                                "prompts": str(prompts), "out": str(tmp_path / "eval" / "metrics.json"),
+                                "device": "cpu", "max_new_tokens": 4, "cache": str(tmp_path / "c.sqlite")}, "test")
+    metrics = run(cfg, progress=False)
+    long = metrics["generation"]["over_long_prompts"]
+    assert long["count"] == 1 and long["ids"] == ["long"] and long["limit_tokens"] == 60
+    assert long["longest_tokens"] > 60
+    written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert written["generation"]["over_long_prompts"]["count"] == 1

@@ -257,3 +257,18 @@ def test_over_long_eval_prompts_are_cut_and_counted_in_metrics(tmp_path):
     assert long["longest_tokens"] > 60
     written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert written["generation"]["over_long_prompts"]["count"] == 1
+
+
+def test_data_errors_cut_long_values(tmp_path):
+    from realign.data import read_pairs
+
+    rid = "x" * 1_000_000
+    row = {"id": rid, "prompt": "p", "chosen": "c", "rejected": "r"}
+    (tmp_path / "d.jsonl").write_text(json.dumps(row) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(RealignError) as info:
+        read_pairs(tmp_path / "d.jsonl")
+    assert "duplicate record id" in str(info.value) and len(str(info.value)) < 500
+    (tmp_path / "c.jsonl").write_text(json.dumps({**row, "id": "a", "category": "Z" * 1_000_000}) + "\n")
+    with pytest.raises(RealignError) as info:
+        read_pairs(tmp_path / "c.jsonl")
+    assert "unknown category" in str(info.value) and len(str(info.value)) < 500

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Union
 
-from .errors import DataError, RealignError
+from .errors import DataError, RealignError, shorten
 from .files import write_jsonl
 
 CATEGORIES = ("INVERT", "PUNISH", "RETAIN")
@@ -149,7 +149,7 @@ def _check_messages(value: Any, name: str) -> list[Message]:
         if "role" not in msg:
             raise _Fail(f"{where}.role", "missing")
         if msg["role"] not in ROLES:
-            raise _Fail(f"{where}.role", f"unknown role {msg['role']!r} (expected one of {', '.join(ROLES)})")
+            raise _Fail(f"{where}.role", f"unknown role {shorten(msg['role'])} (expected one of {', '.join(ROLES)})")
         if "content" not in msg:
             raise _Fail(f"{where}.content", "missing")
         _check_string(msg["content"], f"{where}.content")
@@ -194,7 +194,7 @@ def _check_verdicts(value: Any) -> dict[str, dict]:
             raise _Fail(f"verdicts.{side}.compliant", "expected true, false or null")
         p = v.get("p_compliant")
         if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0):
-            raise _Fail(f"verdicts.{side}.p_compliant", f"expected a probability in [0, 1], got {p!r}")
+            raise _Fail(f"verdicts.{side}.p_compliant", f"expected a probability in [0, 1], got {shorten(p)}")
     return value
 
 
@@ -265,14 +265,14 @@ def parse_record(obj: Any, invert_order: str | None = None) -> PreferencePair:
     if rid is None:
         rid = _record_id(prompt, chosen, rejected)
     elif isinstance(rid, bool) or not isinstance(rid, (str, int)) or not str(rid).strip():
-        raise _Fail("id", f"expected a non-empty string or integer, got {rid!r}")
+        raise _Fail("id", f"expected a non-empty string or integer, got {shorten(rid)}")
 
     category = obj.get("category")
     if category is not None and category not in CATEGORIES:
-        raise _Fail("category", f"unknown category {category!r} (expected one of {', '.join(CATEGORIES)})")
+        raise _Fail("category", f"unknown category {shorten(category)} (expected one of {', '.join(CATEGORIES)})")
     swapped = obj.get("swapped", False)
     if not isinstance(swapped, bool):
-        raise _Fail("swapped", f"expected true or false, got {swapped!r}")
+        raise _Fail("swapped", f"expected true or false, got {shorten(swapped)}")
     verdicts = _check_verdicts(obj["verdicts"]) if obj.get("verdicts") is not None else None
     oracle = _check_text(obj["oracle"], "oracle", conversational) if obj.get("oracle") is not None else None
     impact = obj.get("impact")
@@ -280,7 +280,7 @@ def parse_record(obj: Any, invert_order: str | None = None) -> PreferencePair:
         if isinstance(impact, bool) or not isinstance(impact, (int, float)):
             raise _Fail("impact", f"expected a number, got {type(impact).__name__}")
         if not math.isfinite(impact) or impact < 0:
-            raise _Fail("impact", f"must be a finite number >= 0, got {impact!r}")
+            raise _Fail("impact", f"must be a finite number >= 0, got {shorten(impact)}")
         impact = float(impact)
     meta = obj.get("meta") or {}
     if not isinstance(meta, dict):
@@ -355,7 +355,7 @@ def _duplicate_in(value: Any) -> str | None:
 
 
 def _duplicate_message(key: str) -> str:
-    return f"key {key!r} appears twice in one object (JSON would keep only the last, silently): keep one"
+    return f"key {shorten(key)} appears twice in one object (JSON would keep only the last, silently): keep one"
 
 
 def _surrogate_field(value: Any, where: str = "") -> str | None:
@@ -523,7 +523,7 @@ def read_pairs(
             continue
         at = f"line {where['line']}" if "line" in where else f"record {where['index']}"
         if pair.id in seen:
-            bad(DataError(source, f"duplicate record id {pair.id!r} (first at {seen[pair.id]})", field="id", **where))
+            bad(DataError(source, f"duplicate record id {shorten(pair.id)} (first at {seen[pair.id]})", field="id", **where))
             continue
         seen[pair.id] = at
         pairs.append(pair)

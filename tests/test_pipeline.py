@@ -34,7 +34,10 @@ eval: {{prompts: {pairs}, max_new_tokens: 6}}
 report: false
 """
     for k, v in extra.items():
-        text += f"{k}: {v}\n"
+        if f"\n{k}: " in text:  # replace the default: a key given twice is refused (StrictLoader)
+            text = "\n".join(f"{k}: {v}" if line.startswith(f"{k}: ") else line for line in text.split("\n"))
+        else:
+            text += f"{k}: {v}\n"
     path.write_text(text)
     return path
 

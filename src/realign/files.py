@@ -147,6 +147,17 @@ def _inside(path: Path, folder: Path) -> bool:
     return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
 
 
+def _check_writable(name: str, path: Path) -> None:
+    """The folder an output is renamed into (or the nearest existing folder above it) can take
+    new files: checked before any work, not after it (a read-only folder or file system)."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        raise RealignError(f"{name} {path} cannot be written: {folder} is read-only (no permission or a read-only "
+                           "file system); give a writable path")
+
+
 def check_output_paths(
     inputs: dict[str, str | Path | None],
     outputs: dict[str, str | Path | None],
@@ -161,7 +172,8 @@ def check_output_paths(
     file as an input or as another output (equal real paths, or one inode: a symlink or hard
     link counts); when an input lies inside an output directory; when an existing output is a
     symlink or not a regular file (a directory, a device such as /dev/null, a pipe); and when
-    an existing output directory is not a directory."""
+    an existing output directory is not a directory; when an output's folder (or the nearest
+    existing one above it) cannot be written."""
     ins = [(name, Path(p)) for name, p in inputs.items() if p is not None and str(p) != ""]
     outs = [(name, Path(p)) for name, p in outputs.items() if p is not None and str(p) != ""]
     dirs = [(name, Path(p)) for name, p in (directories or {}).items() if p is not None and str(p) != ""]
@@ -194,6 +206,7 @@ def check_output_paths(
         try:
             mode = path.stat().st_mode
         except FileNotFoundError:
+            _check_writable(name, path)
             continue
         except NotADirectoryError:
             parent = next((p for p in path.parents if p.exists() and not p.is_dir()), path.parent)
@@ -205,6 +218,7 @@ def check_output_paths(
                 f"{name} {path} is {_kind(mode)}: outputs are written to a new file renamed into place, which "
                 "would replace it; give the path of a regular file or a new one"
             )
+        _check_writable(name, path)
     for name, folder in dirs:
         try:
             mode = folder.stat().st_mode

@@ -54,18 +54,19 @@ for name, text in (("setgroups", "deny"), ("uid_map", f"0 {UID} 1"), ("gid_map",
     except OSError:
         sys.exit(77)
 libc.mount(b"none", b"/", None, 16384 | (1 << 18), None)  # MS_REC | MS_PRIVATE
-if libc.mount(b"tmpfs", MOUNT.encode(), b"tmpfs", 0, f"size={SIZE}".encode()) != 0:
+if libc.mount(b"tmpfs", MOUNT.encode(), b"tmpfs", 1 if READ_ONLY else 0, f"size={SIZE}".encode()) != 0:  # MS_RDONLY
     sys.exit(77)
 for rel in SENTINELS:
     path = os.path.join(MOUNT, rel)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as fh:
         fh.write(SENTINEL_TEXT)
-with open(os.path.join(MOUNT, "filler"), "wb") as fh:  # leave about FREE bytes
-    try:
-        fh.write(b"\0" * (SIZE - FREE))
-    except OSError:
-        pass
+if not READ_ONLY:
+    with open(os.path.join(MOUNT, "filler"), "wb") as fh:  # leave about FREE bytes
+        try:
+            fh.write(b"\0" * (SIZE - FREE))
+        except OSError:
+            pass
 sys.argv = ["realign", *ARGV]
 from realign.cli import main
 try:
@@ -77,12 +78,14 @@ finally:
 """
 
 
-def run_on_full_disk(zygote, tmp_path: Path, argv: list[str], sentinels: list[str], size: int, free: int):
+def run_on_full_disk(zygote, tmp_path: Path, argv: list[str], sentinels: list[str], size: int, free: int,
+                     read_only: bool = False):
     mount = tmp_path / "full"
     mount.mkdir()
     code = FULL_DISK
     for name, value in (("UID", os.getuid()), ("GID", os.getgid()), ("MOUNT", str(mount)), ("SIZE", size),
-                        ("FREE", free), ("SENTINELS", sentinels), ("SENTINEL_TEXT", SENTINEL), ("ARGV", argv)):
+                        ("FREE", free), ("SENTINELS", sentinels), ("SENTINEL_TEXT", SENTINEL), ("ARGV", argv),
+                        ("READ_ONLY", read_only)):
         code = f"{name} = {value!r}\n" + code
     res = zygote.run(code=code, timeout=180)
     if res.code == 77:
@@ -118,6 +121,19 @@ def test_disk_full_on_the_verdict_cache_is_one_line_exit_1(zygote, tmp_path):
     assert not (tmp_path / "out" / "triaged.jsonl").exists()
     assert "cannot open" not in line  # it filled up while judging, not before
     FIGURES["disk_full_cache"] = {"exit": res.code, "message": line.replace(str(tmp_path), "<tmp>")}
+
+
+def test_a_read_only_out_is_refused_before_any_judging(zygote, tmp_path):
+    data = write_jsonl(tmp_path / "data.jsonl", pairs(3))
+    full = tmp_path / "full"
+    argv = ["triage", "--data", str(data), "--policy", "contextual-exceptions", "--judge", "rules",
+            "--out", str(full / "out" / "triaged.jsonl"), "--cache", str(tmp_path / "cache.sqlite"), "-q"]
+    res, state, _ = run_on_full_disk(zygote, tmp_path, argv, [], size=64 * 1024, free=0, read_only=True)
+    line = one_line_error(res.__class__(res.code, res.out.split("STATE ")[0], res.err, res.wall_s))
+    assert res.code == 2, (res.code, res.err)
+    assert f"--out {full}/out/triaged.jsonl cannot be written: {full} is read-only" in line, line
+    assert not (tmp_path / "cache.sqlite").exists()  # refused before judging (the cache is opened first)
+    FIGURES["read_only_out"] = {"exit": res.code, "message": line.replace(str(tmp_path), "<tmp>")}
 
 
 # ------------------------------------------------------------------------------ Ctrl-C

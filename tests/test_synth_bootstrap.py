@@ -10,7 +10,8 @@ from realign.synth.bootstrap import BootstrapConfig, bootstrap, cache_path, enco
 
 MICRO = BootstrapConfig(  # ~15 s on 2 cores: enough to write recognisable refusals
     hidden=48, layers=2, heads=2, intermediate=96,
-    sft_prompts=100, sft_old_weight=5, benign_repeats=2, sft_steps=250, sft_batch=16, sft_lr=3e-3,
+    # lr 6e-3: the responses' openings (world version 2) take a micro model more updates at 3e-3
+    sft_prompts=100, sft_old_weight=5, benign_repeats=2, sft_steps=250, sft_batch=16, sft_lr=6e-3,
     n_pairs=60, dpo_steps=5, dpo_batch=8, eval_per_slice=1, max_new_tokens=24,
 )
 

@@ -8,10 +8,13 @@ import pytest
 from realign.synth import World
 from realign.synth.judge import TruthJudge, benign_correct
 from realign.synth.world import (
+    CONTEXT_FRAMES,
     CONTEXT_PHRASES,
+    CONTEXT_REASONS,
     REQUEST_TEMPLATES,
     RESPONSE_TEMPLATES,
     STYLES,
+    response_opening,
     second_person,
 )
 
@@ -37,6 +40,23 @@ def test_held_out_templates_are_disjoint_from_training_ones():
     assert train and held and not train & held
 
 
+def test_held_out_context_phrasings_are_new_frames_around_reasons_seen_in_training():
+    """A context is told by its reason alone (every frame serves every context); evaluation
+    holds out whole frames, never a reason: a word no training prompt has cannot be learnt."""
+    for seed in (0, 100, 101):
+        w = World(seed)
+        for ctx, reasons in CONTEXT_REASONS.items():
+            split = w.context_split[ctx]
+            train_text = " ".join(CONTEXT_PHRASES[ctx][i] for i in split["train"])
+            assert all(r in train_text for r in reasons), ctx
+            for i in split["heldout"]:
+                frame = CONTEXT_FRAMES[i // len(reasons)]
+                assert frame in [CONTEXT_FRAMES[f] for f in w.frame_split["heldout"]]
+                assert not any(frame.format(reason=r) in train_text for r in reasons)
+    # frames carry no context: the same frames for every context
+    assert {len(CONTEXT_PHRASES[c]) for c in CONTEXT_PHRASES} == {len(CONTEXT_FRAMES) * len(CONTEXT_REASONS["educational"])}
+
+
 def test_sampled_prompts_use_the_requested_split():
     w = World(0)
     rng = random.Random(0)
@@ -57,13 +77,15 @@ def test_every_prompt_is_recognised_with_its_category_and_context():
         for topic in cat.topics:
             for ctx in cat.contexts:
                 phrases = range(len(CONTEXT_PHRASES[ctx])) if ctx != "none" else [0]
-                for t in range(len(REQUEST_TEMPLATES)):
-                    for ph in phrases:
-                        for first in (True, False):
-                            p = w.make_prompt(topic.key, ctx, t, ph, first)
-                            c = judge.rules.classify(p.text, "")
-                            assert (c.category, c.context) == (p.category, p.context), p.text
-                            n += 1
+                # every phrase (with a template that varies along) and every template (with phrase 0)
+                combos = [(ph % len(REQUEST_TEMPLATES), ph) for ph in phrases]
+                combos += [(t, 0) for t in range(len(REQUEST_TEMPLATES))]
+                for t, ph in combos:
+                    for first in (True, False):
+                        p = w.make_prompt(topic.key, ctx, t, ph, first)
+                        c = judge.rules.classify(p.text, "")
+                        assert (c.category, c.context) == (p.category, p.context), p.text
+                        n += 1
     assert n > 10_000
 
 
@@ -79,6 +101,29 @@ def test_every_response_template_is_recognised_and_names_its_topic():
                     assert judge.style(text) == style, text
                     assert topic.name.lower() in text.lower(), text
                     assert 5 <= len(text.split()) <= 60, text
+
+
+def test_every_sensitive_response_opens_with_one_word_for_its_slice():
+    """The opening names the (category, context) slice in one token of the world's tokenizer,
+    and is the same whatever the style; the style judge classifies the response by the rest."""
+    from realign.synth.bootstrap import world_tokenizer
+
+    w = World(0)
+    tok = world_tokenizer(w)
+    judge = TruthJudge("synth-old")
+    words = set()
+    for cat in w.categories:
+        for ctx in cat.contexts:
+            opening = response_opening(cat.key, ctx)
+            word = opening.removeprefix("(You ask about ").removesuffix(")")
+            assert len(tok.tokenize(" " + word)) == 1, word
+            words.add(word)
+            p = w.make_prompt(cat.topics[0].key, ctx, 0, 0)
+            for style in STYLES:
+                text = w.response(p, style)
+                assert text.startswith(opening + " "), text
+                assert judge.style(text) == judge.style(text.removeprefix(opening + " ")) == style
+    assert len(words) == len(w.slices())  # one word per slice
 
 
 def test_benign_answers_are_checkable():

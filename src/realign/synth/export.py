@@ -138,7 +138,7 @@ def make_pairs(world: World, n_pairs: int = 1000, benign_fraction: float = 0.1) 
 
 
 def eval_prompts(world: World, per_slice: int = 16, policies: Iterable[str] = POLICY_NAMES) -> list[dict]:
-    """Held-out prompts (held-out request templates and context phrases), ``per_slice`` for
+    """Held-out prompts (held-out request templates and context frames), ``per_slice`` for
     every (category, context) slice, each tagged with its slice and, per policy, the styles
     that comply (``expected``; None where no requirement applies)."""
     rng = _rng(world.seed, "eval")

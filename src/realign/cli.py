@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import typer
 
+from .config import EvalConfig, ImpactConfig, JudgeConfig, ParamSpaceConfig, TrainConfig, TriageConfig
 from .errors import RealignError
 
 #: plain help (rich's boxed tables cut long option names at 80 columns) with every default shown
@@ -75,28 +76,38 @@ def _silence_libraries(quiet: bool) -> bool:
 
 
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.", callback=_silence_libraries)
-INVERT_ORDER = typer.Option(
-    None, help="INVERT records that do not state their order: original (chosen = old winner) or swapped."
-)
+
+
+def _flag(model, field: str, *decls: str):
+    """A flag whose help text and shown default come from the config model's field, so the
+    flags, the YAML keys and docs/configuration.md share one description. The flag's own
+    default is None: unset flags leave the YAML config's (or the model's) value in place."""
+    info = model.model_fields[field]
+    text = info.description or ""
+    if not info.is_required():
+        default = info.get_default(call_default_factory=True)
+        if default not in (None, "", [], {}) and not hasattr(default, "model_fields"):
+            text += f" [default: {default}]"
+    return typer.Option(None, *decls, help=text, show_default=False)
 
 
 @app.command()
 def triage(
-    data: Optional[str] = typer.Option(None, help="Preference pairs: .jsonl, .json, a saved dataset or hf:NAME."),
+    data: Optional[str] = _flag(TriageConfig, 'data'),
     policy: Optional[str] = typer.Option(None, help="New policy: YAML file or packaged policy name."),
     judge: Optional[str] = typer.Option(None, help="Judge: rules, openai, hf, or a judge YAML file."),
-    out: Optional[Path] = typer.Option(None, help="Triaged records (JSONL)."),
+    out: Optional[Path] = _flag(TriageConfig, 'out'),
     config: Optional[Path] = typer.Option(None, help="Triage YAML config; flags override it."),
-    model: Optional[str] = typer.Option(None, help="Judge model (openai model name or hf path/id)."),
-    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint URL."),
-    concurrency: Optional[int] = typer.Option(None, help="Judge requests in flight."),
-    on_unparseable: Optional[str] = typer.Option(None, help="retry, violating, compliant or drop."),
-    split: Optional[str] = typer.Option(None, help="Dataset split for hub/saved datasets."),
-    cache: Optional[Path] = typer.Option(None, help="Verdict cache (SQLite)."),
+    model: Optional[str] = _flag(JudgeConfig, 'model'),
+    base_url: Optional[str] = _flag(JudgeConfig, 'base_url'),
+    concurrency: Optional[int] = _flag(JudgeConfig, 'concurrency'),
+    on_unparseable: Optional[str] = _flag(JudgeConfig, 'on_unparseable'),
+    split: Optional[str] = _flag(TriageConfig, 'split'),
+    cache: Optional[Path] = _flag(TriageConfig, 'cache'),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Report and skip bad records."),
-    invert_order: Optional[str] = INVERT_ORDER,
-    gold_out: Optional[Path] = typer.Option(None, help="Also write the DPO-Gold relabelled set."),
-    naive_out: Optional[Path] = typer.Option(None, help="Also write the naive relabelled set."),
+    invert_order: Optional[str] = _flag(TriageConfig, 'invert_order'),
+    gold_out: Optional[Path] = _flag(TriageConfig, 'gold_out'),
+    naive_out: Optional[Path] = _flag(TriageConfig, 'naive_out'),
     oracle: Optional[str] = typer.Option(None, help="Oracle for PUNISH pairs: openai, hf or a YAML file."),
     oracle_model: Optional[str] = typer.Option(None, help="Oracle model name or path."),
     quiet: bool = QUIET,
@@ -146,28 +157,28 @@ def triage(
 
 @app.command()
 def score(
-    model: Optional[str] = typer.Option(None, help="θ_ref: hub id or local path."),
-    data: Optional[str] = typer.Option(None, help="Triaged records (from `realign triage`)."),
-    invert_order: Optional[str] = INVERT_ORDER,
-    out: Optional[Path] = typer.Option(None, help="Weighted records (JSONL)."),
+    model: Optional[str] = _flag(ImpactConfig, 'model'),
+    data: Optional[str] = _flag(ImpactConfig, 'data'),
+    invert_order: Optional[str] = _flag(ImpactConfig, 'invert_order'),
+    out: Optional[Path] = _flag(ImpactConfig, 'out'),
     config: Optional[Path] = typer.Option(None, help="Score YAML config; flags override it."),
-    adapter: Optional[str] = typer.Option(None, help="PEFT adapter on the model (part of θ_ref)."),
-    gold_data: Optional[str] = typer.Option(None, help="Triaged records for the gold batch (default: --data)."),
-    gold_size: Optional[int] = typer.Option(None, help="Gold batch size B."),
-    variant: Optional[str] = typer.Option(None, help="cosine (default), paper or per-category."),
-    hessian: Optional[str] = typer.Option(None, help="identity (H ≈ γI) or cg."),
-    hvp: Optional[str] = typer.Option(None, help="cg: exact or gauss-newton."),
-    damping: Optional[float] = typer.Option(None, help="γ."),
-    normalise: Optional[str] = typer.Option(None, help="sum (reference) or mean."),
-    method: Optional[str] = typer.Option(None, help="central, jvp or exact."),
+    adapter: Optional[str] = _flag(ImpactConfig, 'adapter'),
+    gold_data: Optional[str] = _flag(ImpactConfig, 'gold_data'),
+    gold_size: Optional[int] = _flag(ImpactConfig, 'gold_size'),
+    variant: Optional[str] = _flag(ImpactConfig, 'variant'),
+    hessian: Optional[str] = _flag(ImpactConfig, 'hessian'),
+    hvp: Optional[str] = _flag(ImpactConfig, 'hvp'),
+    damping: Optional[float] = _flag(ImpactConfig, 'damping'),
+    normalise: Optional[str] = _flag(ImpactConfig, 'normalise'),
+    method: Optional[str] = _flag(ImpactConfig, 'method'),
     exact: bool = typer.Option(False, "--exact", help="Per-sample autograd (same as --method exact)."),
-    params: Optional[str] = typer.Option(None, help="Parameter space: lora or modules."),
-    modules: Optional[list[str]] = typer.Option(None, help="modules: regex on parameter names (repeatable)."),
-    last_k_blocks: Optional[int] = typer.Option(None, help="modules: the last k transformer blocks."),
-    batch_size: Optional[int] = typer.Option(None, help="Records per forward pass."),
-    max_length: Optional[int] = typer.Option(None, help="Tokens per (prompt, response)."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, ..."),
-    seed: Optional[int] = typer.Option(None, help="Seed."),
+    params: Optional[str] = _flag(ParamSpaceConfig, 'kind', "--params"),
+    modules: Optional[list[str]] = _flag(ParamSpaceConfig, 'modules'),
+    last_k_blocks: Optional[int] = _flag(ParamSpaceConfig, 'last_k_blocks'),
+    batch_size: Optional[int] = _flag(ImpactConfig, 'batch_size'),
+    max_length: Optional[int] = _flag(ImpactConfig, 'max_length'),
+    device: Optional[str] = _flag(ImpactConfig, 'device'),
+    seed: Optional[int] = _flag(ImpactConfig, 'seed'),
     quiet: bool = QUIET,
 ) -> None:
     """Stage 2: alignment impact score of every INVERT and PUNISH record (Alg. 1 lines 9-31)."""
@@ -204,30 +215,29 @@ def score(
 
 @app.command("train")
 def train_cmd(
-    model: Optional[str] = typer.Option(None, help="θ_ref: hub id or local path."),
-    data: Optional[str] = typer.Option(None, help="Weighted records (from `realign score`) or triaged records."),
-    invert_order: Optional[str] = INVERT_ORDER,
-    out: Optional[Path] = typer.Option(None, help="Run directory."),
-    method: Optional[str] = typer.Option(None, help="Method (see `realign methods`)."),
+    model: Optional[str] = _flag(TrainConfig, 'model'),
+    data: Optional[str] = _flag(TrainConfig, 'data'),
+    invert_order: Optional[str] = _flag(TrainConfig, 'invert_order'),
+    out: Optional[Path] = _flag(TrainConfig, 'out'),
+    method: Optional[str] = _flag(TrainConfig, 'method'),
     config: Optional[Path] = typer.Option(None, help="Train YAML config; flags override it."),
-    adapter: Optional[str] = typer.Option(None, help="Existing adapter, part of θ_ref (merged first)."),
-    finetune: Optional[str] = typer.Option(None, help="lora or full."),
-    preference_loss: Optional[str] = typer.Option(None, help="dpo or ipo."),
-    beta: Optional[float] = typer.Option(None, help="β."),
-    alpha_kl: Optional[float] = typer.Option(None, help="α_KL."),
-    nll_weight: Optional[float] = typer.Option(None, help="Anchor NLL weight on positive responses."),
-    learning_rate: Optional[float] = typer.Option(None, help="Peak learning rate."),
-    epochs: Optional[float] = typer.Option(None, help="Epochs."),
-    max_steps: Optional[int] = typer.Option(None, help="Optimizer steps (overrides epochs)."),
-    batch_size: Optional[int] = typer.Option(None, help="Terms per device per micro-batch."),
-    gradient_accumulation: Optional[int] = typer.Option(None, help="Micro-batches per step."),
-    gradient_checkpointing: Optional[bool] = typer.Option(
-        None, "--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute activations: less memory."
-    ),
-    seed: Optional[int] = typer.Option(None, help="Seed."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda."),
-    report_to: Optional[list[str]] = typer.Option(None, help="none, tensorboard, wandb (repeatable)."),
-    resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Resume from the last checkpoint."),
+    adapter: Optional[str] = _flag(TrainConfig, 'adapter'),
+    finetune: Optional[str] = _flag(TrainConfig, 'finetune'),
+    preference_loss: Optional[str] = _flag(TrainConfig, 'preference_loss'),
+    beta: Optional[float] = _flag(TrainConfig, 'beta'),
+    alpha_kl: Optional[float] = _flag(TrainConfig, 'alpha_kl'),
+    nll_weight: Optional[float] = _flag(TrainConfig, 'nll_weight'),
+    learning_rate: Optional[float] = _flag(TrainConfig, 'learning_rate'),
+    epochs: Optional[float] = _flag(TrainConfig, 'epochs'),
+    max_steps: Optional[int] = _flag(TrainConfig, 'max_steps'),
+    batch_size: Optional[int] = _flag(TrainConfig, 'batch_size'),
+    gradient_accumulation: Optional[int] = _flag(TrainConfig, 'gradient_accumulation'),
+    gradient_checkpointing: Optional[bool] = _flag(
+        TrainConfig, 'gradient_checkpointing', "--gradient-checkpointing/--no-gradient-checkpointing"),
+    seed: Optional[int] = _flag(TrainConfig, 'seed'),
+    device: Optional[str] = _flag(TrainConfig, 'device'),
+    report_to: Optional[list[str]] = _flag(TrainConfig, 'report_to'),
+    resume: Optional[bool] = _flag(TrainConfig, 'resume', "--resume/--no-resume"),
     quiet: bool = QUIET,
 ) -> None:
     """Stage 3: train with TRACE, an ablation or a baseline (Alg. 1 lines 34-46)."""
@@ -281,27 +291,27 @@ def methods() -> None:
 
 @app.command("eval")
 def eval_cmd(
-    model: Optional[str] = typer.Option(None, help="Model: hub id or local path."),
-    policy: Optional[str] = typer.Option(None, help="Policy YAML file or packaged name."),
-    prompts: Optional[str] = typer.Option(None, help="Eval prompts JSONL (prompt, slice, answer ...) or triaged records."),
-    out: Optional[Path] = typer.Option(None, help="metrics.json (generations.jsonl goes beside it)."),
+    model: Optional[str] = _flag(EvalConfig, 'model'),
+    policy: Optional[str] = _flag(EvalConfig, 'policy'),
+    prompts: Optional[str] = _flag(EvalConfig, 'prompts'),
+    out: Optional[Path] = _flag(EvalConfig, 'out'),
     config: Optional[Path] = typer.Option(None, help="Eval YAML config; flags override it."),
-    adapter: Optional[str] = typer.Option(None, help="PEFT adapter to evaluate."),
+    adapter: Optional[str] = _flag(EvalConfig, 'adapter'),
     judge: Optional[str] = typer.Option(None, help="Judge: rules, openai, hf, or a judge YAML file."),
-    judge_model: Optional[str] = typer.Option(None, help="Judge model (openai name or hf path)."),
-    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint for the judge."),
-    attacks: Optional[str] = typer.Option(None, help="Harmful requests (JSONL) to wrap in attack templates."),
-    attack_templates: Optional[Path] = typer.Option(None, help="Attack templates YAML (default: packaged)."),
-    text: Optional[str] = typer.Option(None, help="Held-out texts for perplexity (.txt or JSONL)."),
-    reference: Optional[str] = typer.Option(None, help="Reference model for KL (default: model without adapter)."),
+    judge_model: Optional[str] = _flag(JudgeConfig, 'model', "--judge-model"),
+    base_url: Optional[str] = _flag(JudgeConfig, 'base_url'),
+    attacks: Optional[str] = _flag(EvalConfig, 'attacks'),
+    attack_templates: Optional[Path] = _flag(EvalConfig, 'attack_templates'),
+    text: Optional[str] = _flag(EvalConfig, 'text'),
+    reference: Optional[str] = _flag(EvalConfig, 'reference'),
     baseline: bool = typer.Option(False, "--baseline", help="Also evaluate the model without the adapter."),
-    label: Optional[str] = typer.Option(None, help="Name of this run in reports."),
-    max_new_tokens: Optional[int] = typer.Option(None, help="Longest response."),
-    temperature: Optional[float] = typer.Option(None, help="0 = greedy."),
-    seed: Optional[int] = typer.Option(None, help="Seed for sampling."),
-    batch_size: Optional[int] = typer.Option(None, help="Prompts per generation batch."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda."),
-    cache: Optional[Path] = typer.Option(None, help="Verdict and generation cache (SQLite)."),
+    label: Optional[str] = _flag(EvalConfig, 'label'),
+    max_new_tokens: Optional[int] = _flag(EvalConfig, 'max_new_tokens'),
+    temperature: Optional[float] = _flag(EvalConfig, 'temperature'),
+    seed: Optional[int] = _flag(EvalConfig, 'seed'),
+    batch_size: Optional[int] = _flag(EvalConfig, 'batch_size'),
+    device: Optional[str] = _flag(EvalConfig, 'device'),
+    cache: Optional[Path] = _flag(EvalConfig, 'cache'),
     lm_eval: Optional[str] = typer.Option(None, help="Also run lm-evaluation-harness tasks, e.g. mmlu,gsm8k."),
     quiet: bool = QUIET,
 ) -> None:
@@ -325,6 +335,8 @@ def eval_cmd(
         raw["policy"] = str(resolve_policy(raw["policy"]))
     cfg = validate(EvalConfig, raw, str(config) if config else "command line")
     metrics = stage.run(cfg, progress=not quiet)
+    if not metrics:  # a non-main process of `accelerate launch -m realign eval`
+        return
     if lm_eval:
         from .evaluate.utility import lm_eval_bridge
 
@@ -526,13 +538,59 @@ def demo(
     typer.echo(f"report: {result['report']}")
 
 
+INTERRUPTED = "interrupted — rerun the same command to resume"
+#: errors of the machine, not of what the user gave: exit status 1 (user errors: 2)
+_ENVIRONMENT_ERRNOS = {"ENOSPC", "EDQUOT", "EIO", "ENOMEM", "EMFILE", "ENFILE", "EFBIG", "EAGAIN", "EBUSY", "ETXTBSY"}
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Was ``exc`` caused by Ctrl-C? Typer turns KeyboardInterrupt into ``Exit(130)`` before
+    this entry point sees it, so the chain is searched."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def os_error_line(exc: OSError) -> tuple[str, int]:
+    """An OSError as one line naming the file and the cause, and the exit status: 1 for a fault
+    of the machine (disk full, I/O error), 2 for a path the user gave (a directory, no
+    permission, a missing folder)."""
+    import errno as errno_names
+
+    name = errno_names.errorcode.get(exc.errno or 0, "")
+    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    cause = exc.strerror or str(exc) or type(exc).__name__
+    hint = " (free some space and rerun the same command to resume)" if name in ("ENOSPC", "EDQUOT") else ""
+    return f"{where + ': ' if where else ''}{cause}{hint}", 1 if name in _ENVIRONMENT_ERRNOS else 2
+
+
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit status 2."""
+    """Console entry point: user errors become one line on stderr and exit status 2; faults of
+    the machine (disk full) one line and exit status 1; Ctrl-C one line and exit status 130."""
+    import sqlite3
+
     try:
         app()
     except RealignError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume (finished work is cached)", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == 130 and _interrupted(exc):
+            print(INTERRUPTED, file=sys.stderr)
+        raise
+    except OSError as exc:
+        line, status = os_error_line(exc)
+        print(f"error: {line}", file=sys.stderr)
+        sys.exit(status)
+    except sqlite3.OperationalError as exc:  # a cache on a full disk ("database or disk is full")
+        full = "full" in str(exc)
+        print(f"error: cache database: {exc}" + (" (free some space and rerun the same command to resume)" if full else ""),
+              file=sys.stderr)
+        sys.exit(1 if full else 2)

@@ -11,7 +11,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import RealignError
+from .errors import RealignError, shorten
 
 UnparseableRule = Literal["retry", "violating", "compliant", "drop"]
 
@@ -57,6 +57,17 @@ class JudgeConfig(EndpointConfig):
     unparseable_retries: int = Field(2, ge=0, le=20, description="Extra asks for 'retry' before the pair is dropped.")
 
 
+class GeneratorConfig(EndpointConfig):
+    """Where evaluation responses come from: the evaluated model itself (``hf``: Hugging Face
+    ``generate`` in this process, data-parallel under ``accelerate launch``) or an
+    OpenAI-compatible server serving it (``openai``: e.g. vLLM serving the base model with the
+    trained LoRA adapter), with the judge's batching, retries, key handling and cache."""
+
+    backend: Literal["hf", "openai"] = Field("hf", description="Generator backend.")
+    baseline_model: str | None = Field(
+        None, description="openai: the served name of the model without the adapter (for baseline: true).")
+
+
 class OracleConfig(EndpointConfig):
     """A model that writes a compliant response y_c for PUNISH prompts (optional oracle; README, "The method")."""
 
@@ -98,7 +109,7 @@ def validate(model: type[M], raw: dict[str, Any], source: str) -> M:
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         got = err.get("input")
-        shown = f" (got {got!r})" if err["type"] not in ("missing", "extra_forbidden") and not isinstance(got, dict) else ""
+        shown = f" (got {shorten(got)})" if err["type"] not in ("missing", "extra_forbidden") and not isinstance(got, dict) else ""
         raise RealignError(f"{source}: field '{loc}': {msg}{shown}") from None
 
 
@@ -128,12 +139,67 @@ class StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+#: most nodes a YAML document may hold once its aliases are expanded, beyond the ones written
+#: in it: aliases (``*base``) reuse a value, but nested ones multiply (a 449-byte "billion
+#: laughs" file expands to gigabytes in whatever walks the data next)
+ALIAS_EXPANSION_LIMIT = 10_000
+
+
+def _check_alias_expansion(root: yaml.Node) -> None:
+    """Refuse a document whose aliases expand it by more than :data:`ALIAS_EXPANSION_LIMIT`
+    nodes, or that refers to itself (``&a [*a]``); linear in the written document."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+    written: set[int] = set()
+    first_alias: list[yaml.Node] = []
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            if not first_alias:
+                first_alias.append(node)
+            return sizes[key]
+        if key in open_:
+            raise yaml.constructor.ConstructorError(
+                None, None, "an alias refers to the value that contains it (a recursive structure)", node.start_mark
+            )
+        written.add(key)
+        open_.add(key)
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > ALIAS_EXPANSION_LIMIT + len(written):
+                break
+        open_.discard(key)
+        sizes[key] = total
+        return total
+
+    total = size(root)
+    if total > ALIAS_EXPANSION_LIMIT + len(written):
+        mark = first_alias[0].start_mark if first_alias else None
+        raise yaml.constructor.ConstructorError(
+            None, None,
+            f"aliases expand this document beyond {ALIAS_EXPANSION_LIMIT:,} values more than it holds "
+            f"({len(written):,} written); refused (an alias bomb?)",
+            mark,
+        )
+
+
 def parse_yaml(text: str) -> tuple[Any, yaml.Node | None]:
     """The data of one YAML document and its node tree (which knows every value's line), read
-    with :class:`StrictLoader`. Raises ``yaml.YAMLError``."""
+    with :class:`StrictLoader`. Aliases may not expand the document by more than
+    :data:`ALIAS_EXPANSION_LIMIT` values. Raises ``yaml.YAMLError``."""
     loader = StrictLoader(text)
     try:
         node = loader.get_single_node()
+        if node is not None:
+            _check_alias_expansion(node)
         return (loader.construct_document(node) if node is not None else None), node
     finally:
         loader.dispose()
@@ -147,19 +213,85 @@ def yaml_error(path: str | Path, exc: yaml.YAMLError) -> RealignError:
     return RealignError(f"{path}{where}: invalid YAML: {problem}")
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def read_text(path: str | Path, what: str = "file") -> str:
+    """A text file's content; a missing file, a directory, unreadable bytes or invalid UTF-8
+    is one :class:`RealignError` naming the file."""
     path = Path(path)
     try:
-        raw, _ = parse_yaml(path.read_text(encoding="utf-8"))
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise RealignError(f"{path}: file not found") from None
+        raise RealignError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise RealignError(f"{path}: is a directory, not a {what}") from None
+    except UnicodeDecodeError as exc:
+        raise RealignError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise RealignError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+
+
+def read_yaml(path: str | Path, what: str = "file") -> tuple[Any, yaml.Node | None]:
+    """:func:`parse_yaml` of a file, every problem one :class:`RealignError` naming the file
+    (and the line where YAML knows it)."""
+    text = read_text(path, what)
+    try:
+        return parse_yaml(text)
     except yaml.YAMLError as exc:
         raise yaml_error(path, exc) from None
+    except RecursionError:
+        raise RealignError(f"{path}: invalid YAML: nested too deeply") from None
+
+
+#: config keys that name files the run writes: relative ones are taken from the config's folder
+OUTPUT_KEYS = frozenset({"out", "cache", "gold_out", "naive_out"})
+#: config keys that name files or folders the run reads (some may also be a hub id, a
+#: ``hf:`` dataset or a packaged policy name)
+INPUT_KEYS = frozenset({"data", "gold_data", "model", "adapter", "reference", "policy", "prompts", "attacks",
+                        "attack_templates", "text", "api_key_file"})
+#: sections whose keys are relocated too (a run config's stage sections, judge and oracle)
+PATH_SECTIONS = frozenset({"judge", "oracle", "triage", "score", "train", "eval"})
+
+
+def _relocate(value: str, folder: Path, output: bool) -> str:
+    if value.startswith("hf:"):
+        return value
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return str(path)
+    here = folder / path
+    if output or here.exists():
+        return str(here)
+    return str(path)  # a hub id, a packaged policy name, or a path from the working directory
+
+
+def config_paths(raw: dict[str, Any], folder: str | Path) -> dict[str, Any]:
+    """``raw`` (a config read from a file in ``folder``) with its paths resolved: ``~`` expanded
+    everywhere; a relative output path (``out``, ``cache``, ``gold_out``, ``naive_out``) taken
+    from ``folder``; a relative input path (``data``, ``model``, ``policy``, ``prompts``, ...)
+    taken from ``folder`` when it exists there, else left as written (a hub id, a packaged
+    policy name, or a path from the working directory). Flags on the command line stay
+    relative to the working directory."""
+    folder = Path(folder)
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict) and key in PATH_SECTIONS:
+            out[key] = config_paths(value, folder)
+        elif isinstance(value, str) and value and (key in OUTPUT_KEYS or key in INPUT_KEYS):
+            out[key] = _relocate(value, folder, key in OUTPUT_KEYS)
+        else:
+            out[key] = value
+    return out
+
+
+def load_yaml(path: str | Path, *, relative: bool = True) -> dict[str, Any]:
+    """A YAML config file (a mapping), read with :func:`read_yaml`; with ``relative`` its paths
+    resolved against the file's folder (:func:`config_paths`)."""
+    path = Path(path)
+    raw, _ = read_yaml(path)
     if raw is None:
         return {}
     if not isinstance(raw, dict):
         raise RealignError(f"{path}: expected a YAML mapping at the top level")
-    return raw
+    return config_paths(raw, path.parent) if relative else raw
 
 
 def resolved(config: BaseModel) -> dict[str, Any]:
@@ -292,6 +424,17 @@ class TrainConfig(StrictModel):
         default_factory=dict, description="Extra transformers.TrainingArguments fields (deepspeed, fsdp, ...)."
     )
 
+    @field_validator("trainer_args")
+    @classmethod
+    def _known_trainer_args(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value:
+            from .train import trainer_args_problem
+
+            problem = trainer_args_problem(value)
+            if problem is not None:
+                raise ValueError(problem)
+        return value
+
 
 class EvalConfig(StrictModel):
     """Evaluation: generate on held-out prompts and measure agreement with the new policy."""
@@ -309,6 +452,8 @@ class EvalConfig(StrictModel):
     out: Path = Field(..., description="metrics.json (or a folder: FOLDER/metrics.json); generations.jsonl and the "
                       "resolved config go beside it.")
     baseline: bool = Field(False, description="Also evaluate the model without the adapter (before/after).")
+    generator: GeneratorConfig = Field(
+        default_factory=GeneratorConfig, description="Where responses come from: local generate or a server (see Generator).")
     max_new_tokens: int = Field(128, ge=1, description="Longest generated response.")
     temperature: float = Field(0.0, ge=0.0, description="0 = greedy.")
     seed: int = Field(0, description="Sampling seed (temperature > 0).")

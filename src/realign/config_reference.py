@@ -16,6 +16,14 @@ HEADER = """# Configuration reference
 Every option of a stage can be set in a YAML file (`--config FILE`), the common ones also as
 command-line flags (`realign STAGE --help` lists them; flags override the file); `realign run CONFIG.yaml` takes the whole pipeline in one file, with
 one section per stage. Each run writes its resolved configuration beside its outputs.
+
+Paths in a config file are taken from the file's folder: a relative output path (`out`, `cache`,
+`gold_out`, `naive_out`) always; a relative input path (`data`, `gold_data`, `model`, `adapter`,
+`reference`, `policy`, `prompts`, `attacks`, `attack_templates`, `text`, `api_key_file`) when it
+exists there, otherwise it is read as written (a hub id, a packaged policy name, or a path from
+the working directory). `~` is the home folder. Paths given as flags are relative to the working
+directory.
+
 Generated from the code by `python -m realign.config_reference`; do not edit by hand.
 """
 
@@ -59,7 +67,8 @@ def model_table(title: str, model: type[BaseModel], intro: str = "") -> list[str
 
 
 def reference() -> str:
-    from .config import EvalConfig, ImpactConfig, JudgeConfig, LoraConfigModel, OracleConfig, ParamSpaceConfig, TrainConfig, TriageConfig
+    from .config import (EvalConfig, GeneratorConfig, ImpactConfig, JudgeConfig, LoraConfigModel, OracleConfig,
+                         ParamSpaceConfig, TrainConfig, TriageConfig)
     from .pipeline import RunConfig
 
     sections = [
@@ -72,6 +81,8 @@ def reference() -> str:
         ("`realign train`", TrainConfig, ""),
         ("LoRA (`lora:` in train)", LoraConfigModel, ""),
         ("`realign eval`", EvalConfig, ""),
+        ("Generator (`generator:` in eval; in run's `eval:` section `{name}` in `model` is each evaluation's name)",
+         GeneratorConfig, ""),
     ]
     lines = [HEADER]
     for title, model, intro in sections:

@@ -109,9 +109,13 @@ class Pipeline:
             trained = self.train.get(name)
             adapter = str(trained.out / "adapter") if trained is not None and trained.finetune == "lora" else None
             model = str(trained.out / "model") if trained is not None and trained.finetune == "full" else run.model
+            section = dict(run.eval)
+            if isinstance(section.get("generator"), dict):  # a server serving every run: {name} names this one
+                section["generator"] = {k: v.replace("{name}", name) if isinstance(v, str) else v
+                                        for k, v in section["generator"].items()}
             self.eval[name] = validate(
                 EvalConfig,
-                {"seed": run.seed, "device": run.device, **run.eval, "model": model, "adapter": adapter,
+                {"seed": run.seed, "device": run.device, **section, "model": model, "adapter": adapter,
                  "reference": run.model if trained is not None and trained.finetune == "full" else None,
                  "label": name, "policy": policy, "judge": resolved(run.judge), "cache": cache,
                  "out": out / "eval" / name / "metrics.json"},
@@ -149,8 +153,12 @@ class Pipeline:
         for cfg in self.train.values():
             if cfg.adapter is not None:
                 check(check_model_source, cfg.adapter, "adapter")
+        if any(cfg.trainer_args for cfg in self.train.values()):
+            from .train import check_trainer_args
+
+            check(check_trainer_args, next(iter(self.train.values())).trainer_args)
         first = self.eval["base"]
-        check(load_rows, first.prompts)
+        check(lambda: load_rows(first.prompts, Policy.load(first.policy)))
         if first.attacks:
             check(load_rows, first.attacks)
             check(load_templates, first.attack_templates)

@@ -18,10 +18,14 @@ from .stats import rate
 from .tpa import DEGENERATE_STYLES, agreement, style_of
 
 
-def load_rows(source: str) -> list[dict]:
-    """Eval rows: ``{"prompt", optional "id", "slice", "answer", "expected", ...}``, or triaged
-    records (their prompt, sliced by triage category: INVERT success, PUNISH compliance,
-    RETAIN preservation). Bad rows raise one DataError naming file, line and field."""
+def load_rows(source: str, policy=None) -> list[dict]:
+    """Eval rows: ``{"prompt", optional "id", "slice", "answer", "expected", ...}`` (the format:
+    :mod:`realign.evaluate.prompts`, docs/evaluation.md), or triaged records (their prompt,
+    sliced by triage category: INVERT success, PUNISH compliance, RETAIN preservation). Bad rows
+    raise one DataError naming file, line and field; ``policy`` (the one evaluated) must have an
+    entry in every ``expected``."""
+    from .prompts import check_fields
+
     rows = []
     for where, obj in iter_source(source):
         if isinstance(obj, DataError):
@@ -39,6 +43,7 @@ def load_rows(source: str) -> list[dict]:
                 prompt = _check_messages(p, "prompt") if isinstance(p, list) else _check_string(p, "prompt")
                 if "answer" in obj and not isinstance(obj["answer"], (str, int, float)):
                     raise _Fail("answer", f"expected text or a number, got {type(obj['answer']).__name__}")
+                check_fields(obj, policy)
                 row = {**obj, "prompt": prompt, "id": str(obj.get("id", len(rows)))}
         except _Fail as fail:
             raise DataError(source, fail.message, field=fail.field, **where) from None
@@ -46,32 +51,14 @@ def load_rows(source: str) -> list[dict]:
     return rows
 
 
-class _Generator:
-    """Cached generation for one model state (base or adapted)."""
+class _NotJudged:
+    """The verdict store of a non-main process in a data-parallel evaluation: it takes part in
+    generation (which is collective) and judges nothing; the main process judges and writes."""
 
-    def __init__(self, model, tokenizer, identity: str, config, cache, progress: bool) -> None:
-        self.model, self.tokenizer, self.identity = model, tokenizer, identity
-        self.config, self.cache, self.progress = config, cache, progress
+    def resolve(self, items, stats, *, fresh: bool = False):
+        from ..judges.base import Verdict
 
-    def __call__(self, prompts: Sequence) -> list[str]:
-        from .generation import generate
-
-        keys = [prompt_text(p) for p in prompts]
-        out = [self.cache.get_generation(self.identity, "", k) for k in keys]
-        todo = [i for i, o in enumerate(out) if o is None]
-        step = 256
-        for start in range(0, len(todo), step):
-            chunk = todo[start : start + step]
-            texts = generate(
-                self.model, self.tokenizer, [prompts[i] for i in chunk], max_new_tokens=self.config.max_new_tokens,
-                batch_size=self.config.batch_size, temperature=self.config.temperature, seed=self.config.seed + start,
-                progress=self.progress,
-            )
-            for i, text in zip(chunk, texts):
-                out[i] = text
-                self.cache.put_generation(self.identity, "", keys[i], text)
-            self.cache.commit()
-        return out  # type: ignore[return-value]
+        return [Verdict(compliant=True, p_compliant=None, raw="") for _ in items]
 
 
 def _judge(store, stats, prompts: Sequence[str], responses: Sequence[str], rule: str):
@@ -152,7 +139,10 @@ def produced_by(config, judge=None) -> dict:
 
 
 def run(config, progress: bool = True) -> dict:
-    """Evaluate ``config.model`` (+ adapter; + the base model with ``baseline``)."""
+    """Evaluate ``config.model`` (+ adapter; + the base model with ``baseline``). Responses come
+    from :mod:`realign.evaluate.generators` (local ``generate``, data-parallel under
+    ``accelerate launch``, or a server); under several processes only the main one judges and
+    writes, and the others return an empty dict."""
     from ..files import check_output_paths
 
     check_output_paths(
@@ -167,29 +157,46 @@ def run(config, progress: bool = True) -> dict:
     from ..files import write_json, write_jsonl, write_yaml
     from ..judges import make_judge
     from ..judges.cache import VerdictCache
-    from ..models import load_causal_lm, load_tokenizer, model_fingerprint
+    from ..models import load_causal_lm, load_tokenizer, model_fingerprint, resolve_device
     from ..policy import Policy
     from ..provenance import provenance
     from ..triage import TriageStats, VerdictStore
     from .attacks import load_templates
+    from .generators import LocalGenerator, ServerGenerator, decoding
     from .utility import kl_to_reference, perplexity
 
     start = time.perf_counter()
     policy = Policy.load(config.policy)
-    rows = load_rows(config.prompts)
+    rows = load_rows(config.prompts, policy)
     attacks = load_rows(config.attacks) if config.attacks else []
     templates = load_templates(config.attack_templates) if attacks else {}
     texts = [r.get("text") or prompt_text(r["prompt"]) for r in load_rows_or_text(config.text)] if config.text else []
     judge = make_judge(config.judge)
     made = produced_by(config, judge)
-    model = load_causal_lm(config.model, device=config.device)
-    tokenizer = load_tokenizer(config.model)
-    fingerprint = model_fingerprint(config.model) or config.model
-    if config.adapter is not None:
-        from ..models import load_adapter
+    served = config.generator.backend == "openai"
+    if served:  # responses come from a server: the model is loaded here only to measure KL or perplexity
+        if config.baseline and config.adapter is not None and not config.generator.baseline_model:
+            raise RealignError("eval: baseline with generator.backend openai needs generator.baseline_model "
+                               "(the served name of the model without the adapter)")
+        state = None
+        needs_local = bool(texts) or config.reference is not None
+    else:
+        import accelerate
 
-        model = load_adapter(model, config.adapter).eval()
-    ident = f"gen/{fingerprint}/{config.max_new_tokens}/{config.temperature}/{config.seed}"
+        state = accelerate.PartialState(cpu=resolve_device(config.device).type == "cpu")
+        needs_local = True
+    model = tokenizer = None
+    if needs_local:
+        device = str(state.device) if state is not None and state.num_processes > 1 else config.device
+        model = load_causal_lm(config.model, device=device)
+        tokenizer = load_tokenizer(config.model)
+        if config.adapter is not None:
+            from ..models import load_adapter
+
+            model = load_adapter(model, config.adapter).eval()
+    main = state is None or state.is_main_process
+    fingerprint = model_fingerprint(config.model) or config.model
+    ident = f"gen/{fingerprint}/{decoding(config)}"
     stats = TriageStats()
     out = Path(config.out)
     metrics: dict = {
@@ -201,9 +208,14 @@ def run(config, progress: bool = True) -> dict:
         "judge": judge.identity,
     }
     with VerdictCache(config.cache_path(), commit_every=1) as cache:
-        store = VerdictStore(judge, policy, cache, progress)
+        store = VerdictStore(judge, policy, cache, progress) if main else _NotJudged()
         states = []
-        if config.adapter is not None:
+        if served:
+            after = config.generator.model or config.model
+            states.append(("after", nullcontext(), after))
+            if config.baseline and config.adapter is not None:
+                states.append(("baseline", nullcontext(), config.generator.baseline_model))
+        elif config.adapter is not None:
             adapter_id = f"{ident}/adapter:{model_fingerprint(config.adapter) or config.adapter}"
             states.append(("after", nullcontext(), adapter_id))
             if config.baseline:
@@ -213,10 +225,15 @@ def run(config, progress: bool = True) -> dict:
         all_records = []
         for name, context, identity in states:
             with context:
-                generate = _Generator(model, tokenizer, identity, config, cache, progress)
+                if served:
+                    generate = ServerGenerator(config.generator, identity, config, cache, progress)
+                else:
+                    generate = LocalGenerator(model, tokenizer, identity, config, cache, progress and main)
                 state_metrics, records = evaluate_state(generate, store, stats, policy, config, rows, attacks, templates)
-                if texts:
+                if texts and main and model is not None and (not served or name == "after"):
                     state_metrics["utility"]["perplexity"] = perplexity(model, tokenizer, texts, config.max_length, config.batch_size)
+                if served:
+                    state_metrics["generator"] = {"backend": "openai", "model": identity}
             for r in records:
                 r["model_state"] = name
             all_records.extend(records)
@@ -224,7 +241,10 @@ def run(config, progress: bool = True) -> dict:
                 metrics.update(state_metrics)
             else:
                 metrics["baseline"] = state_metrics
-        if config.adapter is not None or config.reference is not None:
+        if not main:  # a data-parallel helper process: its share of the generation is done
+            return {}
+        if model is not None and (config.adapter is not None or config.reference is not None) and (
+                not served or config.reference is not None):
             benign = [r for r in all_records if r["model_state"] == "after" and r["set"] in ("benign", "policy")]
             if config.reference is not None:
                 ref_model = load_causal_lm(config.reference, device=config.device)
@@ -237,7 +257,17 @@ def run(config, progress: bool = True) -> dict:
                     config.max_length, config.batch_size,
                 )
     metrics["judging"] = {"judged": stats.judged, "cache_hits": stats.cache_hits, "judge_calls": stats.judge_calls}
-    metrics["generation"] = {"max_new_tokens": config.max_new_tokens, "temperature": config.temperature, "seed": config.seed}
+    metrics["generation"] = {"max_new_tokens": config.max_new_tokens, "temperature": config.temperature, "seed": config.seed,
+                             "backend": config.generator.backend,
+                             "processes": 1 if state is None else state.num_processes}
+    if not served and model is not None:
+        from .generation import over_long_prompts
+
+        long = metrics["generation"]["over_long_prompts"] = over_long_prompts(model, tokenizer, rows, config.max_new_tokens)
+        if long["count"]:
+            print(f"eval: {long['count']} of {len(rows)} prompts are longer than the {long['limit_tokens']} tokens the model "
+                  f"takes with max_new_tokens {config.max_new_tokens} (longest {long['longest_tokens']}); they were cut "
+                  "at their start (metrics.json: generation.over_long_prompts)", file=sys.stderr)
     metrics["files"] = {"generations": "generations.jsonl"}
     metrics["wall_s"] = round(time.perf_counter() - start, 3)
     metrics["config"] = resolved(config)

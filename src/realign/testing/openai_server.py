@@ -38,9 +38,9 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-__all__ = ["FAULTS", "FakeOpenAIServer", "extract_pair", "extract_response"]
+__all__ = ["FAULTS", "FakeOpenAIServer", "echo_generation", "extract_pair", "extract_response"]
 
 FAULTS = ("429", "500", "timeout", "malformed", "drop")
 """Injected fault kinds, in the order their rates are stacked on one random draw."""
@@ -96,6 +96,14 @@ def extract_pair(user_message: str) -> tuple[str, str] | None:
     if second is None:
         return None
     return first[0], second[0]
+
+
+def echo_generation(model: str, messages: list, max_tokens: int) -> str:
+    """A deterministic stand-in for a served model: "<model> says: <the last user message>",
+    cut to ``max_tokens`` words."""
+    users = [m.get("content", "") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    words = f"{model} says: {users[-1] if users else ''}".split()
+    return " ".join(words[:max_tokens])
 
 
 class _Server(ThreadingHTTPServer):
@@ -159,6 +167,10 @@ class FakeOpenAIServer:
     """Pairwise answer when both or neither response carries a marker (a first-position bias)."""
     pairwise_always: str | None = None
     """When set, the answer to every pairwise question (e.g. "A": a judge blind to content)."""
+    generate: Callable[[str, list, int], str] | None = None
+    """When set, a request that is neither a judge nor a pairwise question asks for a
+    generation and is answered with ``generate(model, messages, max_tokens)`` (e.g.
+    :func:`echo_generation`); counters key it by ``("generate", last user message)``."""
     seed: int = 0
     record: bool = True
     """Keep every request's headers and body in :attr:`requests` (memory only)."""
@@ -328,6 +340,9 @@ class FakeOpenAIServer:
                 if response_text is None:
                     pair = extract_pair(users[-1]["content"])
                     response_text = pair  # type: ignore[assignment]  # counters key pairs by tuple
+                if response_text is None and self.generate is not None:
+                    generation = ("generate", users[-1]["content"])
+                    response_text = generation  # type: ignore[assignment]
 
         with self._lock:
             self.total += 1
@@ -422,7 +437,12 @@ class FakeOpenAIServer:
             self._drop(handler)
             return
 
-        answer = self.verdict_answer(response_text) if pair is None else self.pairwise_answer(*pair)
+        if isinstance(response_text, tuple) and response_text[0] == "generate":
+            assert self.generate is not None
+            answer = self.generate(str(body.get("model")), body["messages"], int(body.get("max_tokens") or 16))
+            wants_logprobs = False
+        else:
+            answer = self.verdict_answer(response_text) if pair is None else self.pairwise_answer(*pair)
         top = body.get("top_logprobs")
         top = 5 if not isinstance(top, int) else top
         payload = {

@@ -77,7 +77,7 @@ def run_unit(spec: dict) -> dict:
 
     from realign.pipeline import Pipeline
     from realign.synth.bootstrap import BootstrapConfig, bootstrap
-    from realign.synth.experiment import merge_settings, outcomes, run_config, seed_triage
+    from realign.synth.experiment import adopt_seeded_triage, merge_settings, outcomes, run_config, seed_triage
 
     torch.set_num_threads(spec["threads"])
     start = time.perf_counter()
@@ -89,7 +89,9 @@ def run_unit(spec: dict) -> dict:
     overrides = merge_settings({"train": {"precision": "fp32"}}, spec["overrides"])
     run = run_config(run_dir, data, str(boot.path), spec["shift"], [spec["method"]], seed=spec["seed"],
                      overrides=overrides, device=spec["device"])
-    Pipeline(run, "efficacy").execute(progress=False)
+    pipeline = Pipeline(run, "efficacy")
+    adopt_seeded_triage(pipeline)  # else the pipeline re-triages with the rules judge: no y_c, no noise
+    pipeline.execute(progress=False)
     triage = json.loads((run_dir / "triage" / "triaged.summary.json").read_text())
     score_summary = run_dir / "score" / "weighted.summary.json"
     weights = json.loads(score_summary.read_text()).get("weights") if score_summary.exists() else None

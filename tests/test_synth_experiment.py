@@ -10,6 +10,7 @@ from realign.pipeline import Pipeline
 from realign.synth import World
 from realign.synth.experiment import (
     EVAL_FILE,
+    adopt_seeded_triage,
     RUN_DEFAULTS,
     merge_settings,
     outcomes,
@@ -82,13 +83,19 @@ def test_merge_settings_is_nested_and_leaves_defaults_alone():
 
 def test_a_small_run_yields_the_outcome_table(data, model_dir, tmp_path):
     run_dir = tmp_path / "run"
-    seed_triage(run_dir, data, SHIFT)
+    seed_triage(run_dir, data, SHIFT, noise=0.1, seed=3, oracle=True)
+    seeded = (run_dir / "triage" / "triaged.jsonl").read_text()
     run = run_config(run_dir, data, str(model_dir), SHIFT, ["trace", "naive-oracle-dpo"], seed=3, overrides={
         "score": {"gold_size": 12},
         "train": {"max_steps": 2, "batch_size": 4, "save_steps": 2},
         "eval": {"max_new_tokens": 4},
     })
-    Pipeline(run, "test").execute(progress=False)
+    pipeline = Pipeline(run, "test")
+    adopt_seeded_triage(pipeline)
+    pipeline.execute(progress=False)
+    # the pipeline took the seeded triage (oracle responses, flipped labels) instead of re-triaging
+    assert (run_dir / "triage" / "triaged.jsonl").read_text() == seeded
+    assert '"oracle": "' in seeded and '"noise": "flipped"' in seeded
     table = outcomes(run_dir, data, SHIFT, ["base", "trace", "naive-oracle-dpo"])
     changed = shift_changes(data, SHIFT)
     for row in table.values():

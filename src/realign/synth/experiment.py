@@ -104,6 +104,20 @@ def seed_triage(run_dir: Path, data: Path, shift: str, noise: float = 0.0, seed:
     })
 
 
+def adopt_seeded_triage(pipeline) -> None:
+    """Make ``pipeline`` (a :class:`~realign.pipeline.Pipeline` of a run directory
+    :func:`seed_triage` wrote into) take the seeded records as its triage stage's output: the
+    summary gets the ``produced_by`` record of the pipeline's triage stage, which otherwise
+    reruns the rules judge over them (same categories, but no oracle responses y_c and no label
+    noise). Call it after :func:`seed_triage` and before ``pipeline.execute()``."""
+    from ..triage import produced_by, summary_path
+
+    path = summary_path(pipeline.triage.out)
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    summary["produced_by"] = produced_by(pipeline.triage)
+    write_json(path, summary)
+
+
 def changed_slices(rows: list[dict], old: str, new: str) -> set[str]:
     """Slices whose required behaviour differs between the old and the new policy."""
     return {r["slice"] for r in rows if (r.get("expected") or {}).get(old) != (r.get("expected") or {}).get(new)}

@@ -280,13 +280,12 @@ RESPONSE_TEMPLATES: dict[str, tuple[str, ...]] = {
 #: the slice, so the model has a feature per slice -- at the very position where it then chooses
 #: a style -- before any re-alignment, and a policy change re-maps features the model already has
 #: (the old policy alone never needs the context: synth-old refuses every sensitive category in
-#: every context). Measured on the validation world: without the opening, fine-tuning the old
-#: model on the new policy's response for every training prompt left the changed slices of
-#: synth-contextual at 17-45 %; with the category and context as two words it reached 48 %, the
-#: model fitting its training prompts without using the words; the same model trained from
-#: scratch on the new policy generalised (92 %), so the rule is learnable, but not as a re-map of
-#: a context-blind decision in a few hundred steps. One word per slice makes the decision a
-#: lookup of one token. The words are no keyword of the policies' category, context or style
+#: every context). Measured on validation world 100 (oracle-sft, 300 steps): with no opening, or
+#: one naming the context only, the changed slices of synth-contextual stayed at 17-56 %; with the
+#: category and the context as two words, 48 %, the model fitting its training prompts without
+#: using the words; the same model trained from scratch on the new policy generalised (92 %), so
+#: the rule is learnable, but not as a re-map of a context-blind decision in a few hundred steps.
+#: One word per slice makes the decision a lookup of one token: 95-100 % on worlds 100-102. The words are no keyword of the policies' category, context or style
 #: regexes (which read the prompt, and the style), and the bracket marks where the style begins.
 CATEGORY_ECHO: dict[str, str] = {
     "bio": "Toxins", "explosives": "Explosives", "selfharm": "Distress", "weapons": "Weapons",

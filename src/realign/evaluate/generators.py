@@ -41,9 +41,10 @@ class LocalGenerator:
         self.config, self.cache, self.progress = config, cache, progress
 
     def _batches(self, prompts: Sequence[Text], todo: list[int]) -> list[list[int]]:
-        from ..models import encode_chat
+        from .generation import prompt_ids, prompt_room
 
-        length = {i: len(encode_chat(self.tokenizer, prompt_messages(prompts[i]))) for i in todo}
+        room = prompt_room(self.model, self.tokenizer, self.config.max_new_tokens)
+        length = {i: len(prompt_ids(self.tokenizer, prompts[i], room)[0]) for i in todo}  # as generate sees them
         order = sorted(todo, key=lambda i: length[i])
         size = self.config.batch_size
         return [order[k : k + size] for k in range(0, len(order), size)]

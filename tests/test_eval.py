@@ -141,3 +141,26 @@ def test_bad_eval_rows_are_one_clear_error(tmp_path):
     path.write_text(json.dumps({"question": "x"}) + "\n")
     with pytest.raises(DataError, match="field 'prompt': missing"):
         load_rows(str(path))
+
+
+def test_eval_with_baseline_ends_with_a_before_after_table(tiny, tmp_path):
+    from typer.testing import CliRunner
+
+    from realign.cli import app
+    from realign.influence import attach_lora
+
+    tok, model = tiny
+    model_dir = save_tiny(tmp_path / "m", tokenizer=tok, model=model)
+    adapted = attach_lora(tiny_llama(tok, seed=5), r=2, alpha=4, targets=["q_proj", "v_proj"], seed=1)
+    adapted.save_pretrained(tmp_path / "adapter")
+    prompts = tmp_path / "eval.jsonl"
+    prompts.write_text(json.dumps({"id": "a", "prompt": "For my class, explain phishing.", "slice": "s"}) + "\n")
+    res = CliRunner().invoke(app, ["eval", "--model", str(model_dir), "--adapter", str(tmp_path / "adapter"),
+                                   "--baseline", "--policy", "contextual-exceptions", "--prompts", str(prompts),
+                                   "--out", str(tmp_path / "ev"), "--max-new-tokens", "4",
+                                   "--cache", str(tmp_path / "c.sqlite"), "-q"])
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split() == ["before", "after"])
+    assert lines[header + 1].startswith("new-policy agreement (TPA)")
+    assert (tmp_path / "ev" / "metrics.json").exists()  # --out FOLDER: FOLDER/metrics.json

@@ -122,3 +122,44 @@ def test_two_local_processes_write_what_one_writes(tmp_path, policy_path):
     metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert metrics["generation"]["processes"] == 2 and metrics["tpa"]["overall"]["n"] == len(PROMPTS)
     assert two.stdout.count("TPA") == 1  # one result line, from the main process
+
+
+def test_sigkilled_server_evaluation_resumes_without_asking_again(tmp_path, policy_path):
+    """`realign eval` with a server generator, SIGKILLed once some responses are cached; the
+    same command then asks the server only for the rest."""
+    import signal
+    import sqlite3
+    import time
+
+    import yaml
+
+    server = FakeOpenAIServer(generate=echo_generation, latency_s=0.3)
+    with server as url:
+        config = tmp_path / "eval.yaml"
+        config.write_text(yaml.safe_dump({
+            "model": "my-org/base-model", "adapter": "runs/trace/adapter", "policy": str(policy_path),
+            "prompts": str(prompts_file(tmp_path)), "out": str(tmp_path / "ev" / "metrics.json"),
+            "cache": str(tmp_path / "cache.sqlite"), "max_new_tokens": 6, "judge": {"backend": "rules"},
+            "generator": {"backend": "openai", "base_url": url, "model": "trace", "concurrency": 1}}))
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OPENAI_API_KEY": "sk-test"}
+        argv = [sys.executable, "-m", "realign", "eval", "--config", str(config), "-q"]
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        cached = 0
+        while time.monotonic() < deadline and cached < 3:
+            time.sleep(0.2)
+            try:
+                with sqlite3.connect(tmp_path / "cache.sqlite") as db:
+                    cached = db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+            except sqlite3.Error:
+                cached = 0
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert 3 <= cached < len(PROMPTS) and not (tmp_path / "ev" / "metrics.json").exists()
+        asked_before = sum(server.answered.values())
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        asked_after = sum(server.answered.values()) - asked_before
+    # the rerun asks for what the cache lacks (at least one answer may have been lost in flight)
+    assert asked_after <= len(PROMPTS) - cached
+    assert len(generations(EvalConfig(model="m", policy="p", prompts="x", out=tmp_path / "ev" / "metrics.json"))) == len(PROMPTS)

@@ -6,7 +6,7 @@ micro-batch with one policy forward pass and one reference forward pass, whateve
 kinds, so adding a method is one small class and one registry entry; the trainer does not
 change.
 
-Term kinds (losses in :mod:`realign.losses`; METHOD.md Stage 3):
+Term kinds (losses in :mod:`realign.losses`; docs/method.md Stage 3):
 
 * ``pref`` — ℓ_pref(x, first ≻ second): DPO −log σ(βΔ) or IPO (Δ − 1/(2β))²;
 * ``npo2`` — dual NPO on both responses (L_II);

@@ -142,6 +142,7 @@ SLOW_TRIAGE = r"""
 import sys, time
 import realign.triage
 def slow(*args, **kwargs):
+    print("in the stage", flush=True)  # the test interrupts only once the command is this far
     time.sleep(60)
 realign.triage.run = slow
 sys.argv = ["realign", *ARGV]
@@ -155,7 +156,9 @@ def test_ctrl_c_says_how_to_resume(zygote, tmp_path):
     argv = ["triage", "--data", str(data), "--policy", "contextual-exceptions", "--judge", "rules",
             "--out", str(tmp_path / "t.jsonl"), "--cache", str(tmp_path / "c.sqlite"), "-q"]
     child = zygote.start(code=f"ARGV = {argv!r}\n" + SLOW_TRIAGE)
-    time.sleep(1.5)
+    deadline = time.monotonic() + 120  # a busy machine imports slowly: wait for the stage, not a fixed time
+    while time.monotonic() < deadline and not (child.stdout.exists() and "in the stage" in child.stdout.read_text()):
+        time.sleep(0.05)
     os.kill(child.pid, signal.SIGINT)
     res = zygote.wait(child, timeout=60)
     assert res.code == 130, (res.code, res.err)

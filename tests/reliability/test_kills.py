@@ -230,8 +230,9 @@ def test_sigkill_train(zygote, tiny_model, clean_training, tmp_path):
                 json.loads(p.read_text())
             elif p.name == "train_config.yaml":
                 assert yaml.safe_load(p.read_text())["max_steps"] == 48
-            elif p.name == ".config_key":
-                assert isinstance(json.loads(p.read_text()), str)
+            elif p.name == ".config_key":  # what produced the checkpoints (realign.train.produced_by)
+                made = json.loads(p.read_text())
+                assert isinstance(made, dict) and isinstance(made["key"], str)
             elif p.name == "reference_logps.pt":
                 with zipfile.ZipFile(p) as z:
                     assert z.testzip() is None

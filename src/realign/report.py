@@ -314,12 +314,18 @@ class Row:
 
 
 def _is_base_model_run(src: Source, found: RunData) -> bool:
-    """An evaluation of a model without an adapter, where another evaluation puts an adapter on
-    the same model (``realign run``'s ``eval/base``): the "before" of the others."""
+    """An evaluation of a model without an adapter that another evaluation started from — an
+    adapter on the same model, or a fully fine-tuned model whose reference it is (``realign
+    run``'s ``eval/base``): the "before" of the others."""
     d = src.data
     if d.get("adapter") or not d.get("model"):
         return False
-    return any(o.data.get("adapter") and o.data.get("model") == d["model"] for o in found.evals if o is not src)
+
+    def started_from_it(o: Source) -> bool:
+        reference = (o.data.get("config") or {}).get("reference")
+        return bool(o.data.get("adapter")) and o.data.get("model") == d["model"] or reference == d["model"]
+
+    return any(started_from_it(o) for o in found.evals if o is not src)
 
 
 def _rows(found: RunData) -> list[Row]:

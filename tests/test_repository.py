@@ -9,14 +9,20 @@ ROOT = Path(__file__).resolve().parents[1]
 OUTSIDE = ("METHOD.md", "DESIGN.md", "../shared")
 
 
+SUFFIXES = (".py", ".md", ".yaml", ".yml", ".txt", ".toml", ".sh", ".cfg")
+
+
 def tracked_text_files() -> list[Path]:
-    names = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    out = []
-    for name in names:
-        path = ROOT / name
-        if path.suffix in (".py", ".md", ".yaml", ".yml", ".txt", ".toml", ".sh", ".cfg") and path.is_file():
-            out.append(path)
-    return out
+    """The repository's text files: git's list in a checkout, else every file outside hidden
+    and build folders (an exported tree has no .git)."""
+    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode == 0 and listed.stdout.strip():
+        paths = [ROOT / name for name in listed.stdout.split()]
+    else:
+        paths = [p for p in ROOT.rglob("*") if not any(part.startswith(".") or part in ("build", "__pycache__")
+                                                         or part.endswith(".egg-info")
+                                                         for part in p.relative_to(ROOT).parts)]
+    return [p for p in paths if p.suffix in SUFFIXES and p.is_file()]
 
 
 def test_nothing_cites_files_outside_the_repository():

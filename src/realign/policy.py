@@ -185,19 +185,12 @@ class Policy(BaseModel):
     @classmethod
     def load(cls, path: str | Path) -> "Policy":
         """Read a policy YAML file; any problem is one error naming the file and field."""
-        from .config import parse_yaml, yaml_error
+        from .config import parse_yaml, read_text, yaml_error
 
         path = Path(path)
+        text = read_text(path, "policy file")
         try:
-            raw, node = parse_yaml(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise RealignError(f"{path}: policy file not found") from None
-        except IsADirectoryError:
-            raise RealignError(f"{path}: is a directory, not a policy file") from None
-        except UnicodeDecodeError as exc:
-            raise RealignError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
-        except OSError as exc:
-            raise RealignError(f"{path}: cannot read the policy file ({exc.strerror or exc})") from None
+            raw, node = parse_yaml(text)
         except yaml.YAMLError as exc:
             raise yaml_error(path, exc) from None
         except RecursionError:

@@ -45,7 +45,6 @@ _KNOWN = {"id", "prompt", "chosen", "rejected", "category", "swapped", "verdicts
 #: how a file stores INVERT pairs: ``original`` (chosen = the old winner, which now violates) or
 #: ``swapped`` (chosen = the compliant old loser, as ``realign triage`` writes them)
 INVERT_ORDERS = ("original", "swapped")
-_SIDE_FIELDS = (("chosen_violations", "rejected_violations"),)
 
 
 @dataclass
@@ -233,9 +232,9 @@ def _in_memory_order(pair: PreferencePair, stated: str | None, invert_order: str
     if pair.verdicts:
         pair.verdicts = {"chosen": pair.verdicts.get("rejected"), "rejected": pair.verdicts.get("chosen")}
         pair.verdicts = {k: v for k, v in pair.verdicts.items() if v is not None}
-    for a, b in _SIDE_FIELDS:
-        if a in pair.meta or b in pair.meta:
-            pair.meta[a], pair.meta[b] = pair.meta.pop(b, None), pair.meta.pop(a, None)
+    a, b = "chosen_violations", "rejected_violations"  # the reference implementation's per-side lists
+    if a in pair.meta or b in pair.meta:
+        pair.meta[a], pair.meta[b] = pair.meta.pop(b, None), pair.meta.pop(a, None)
     pair.swapped = True
     return pair
 

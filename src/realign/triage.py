@@ -122,7 +122,7 @@ def triage(
     that were triaged before are taken in their old order (:func:`old_pair`)."""
     start = time.perf_counter()
     stats = TriageStats(pairs=len(pairs))
-    pairs = [replace(p, chosen=old_pair(p)[1], rejected=old_pair(p)[2], swapped=False) for p in pairs]
+    pairs = [replace(p, chosen=w, rejected=l, swapped=False) for p in pairs for _, w, l in [old_pair(p)]]
     index: dict[JudgeItem, int] = {}
     for pair in pairs:
         x = prompt_text(pair.prompt)

@@ -15,7 +15,7 @@ decoding settings): a killed evaluation resumes where it stopped, and a rerun ge
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable, Sequence
+from typing import Callable, Sequence
 
 from ..data import Text, prompt_text
 from ..sequences import prompt_messages
@@ -148,11 +148,8 @@ class ServerGenerator:
                 if close is not None:
                     await close()
 
-        def make(emit) -> Awaitable[list[str]]:
-            return run(emit)
-
         try:
-            texts = run_sync(make, lambda pair: on_result(*pair))
+            texts = run_sync(run, lambda pair: on_result(*pair))
         finally:
             bar.close()
             if self.cache is not None:

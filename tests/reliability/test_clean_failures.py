@@ -139,7 +139,9 @@ def test_a_read_only_out_is_refused_before_any_judging(zygote, tmp_path):
 # ------------------------------------------------------------------------------ Ctrl-C
 
 SLOW_TRIAGE = r"""
-import sys, time
+import signal, sys, time
+# a test run started in the background inherits SIGINT ignored; a user's terminal delivers it
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import realign.triage
 def slow(*args, **kwargs):
     print("in the stage", flush=True)  # the test interrupts only once the command is this far

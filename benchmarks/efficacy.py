@@ -11,7 +11,8 @@ oracle relabelling); every other method sees the triage alone (TRACE: dual NPO o
 
 Splits — the defaults were tuned on ``validation`` only; ``report`` is what the README shows:
 
-* ``validation``: shifts synth-contextual and synth-referral, world seed 100;
+* ``validation``: shifts synth-contextual and synth-referral, world seeds 100, 101, 102 (three
+  bootstrapped models: the starting model moves results as much as the settings do);
 * ``ceiling``: the testbed check: oracle SFT alone on all four shifts, validation world seeds 100, 101, 102,
   gated by :data:`CEILING_GATE` (results/efficacy_ceiling.*);
 * ``report``: all four shifts, world seeds 0, 1, 2: main grid (1000 pairs, no noise, all
@@ -32,6 +33,7 @@ every variant runs on the whole split. Cells are resumable
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import sys
@@ -51,7 +53,8 @@ MAIN_METHODS = ["trace", "trace-no-impact", "trace-no-kl", "trace-no-triage", "d
 #: every shift? Validation world seeds only; its gate is :data:`CEILING_GATE`.
 CEILING_METHODS = ["oracle-sft"]
 SPLITS = {
-    "validation": {"shifts": ["synth-contextual", "synth-referral"], "seeds": [100], "sizes": [1000], "noise": [0.0]},
+    "validation": {"shifts": ["synth-contextual", "synth-referral"], "seeds": [100, 101, 102], "sizes": [1000],
+                   "noise": [0.0]},
     "ceiling": {"shifts": SHIFTS, "seeds": [100, 101, 102], "sizes": [1000], "noise": [0.0]},
     "report": {"shifts": SHIFTS, "seeds": [0, 1, 2], "sizes": [250, 500, 1000], "noise": [0.0, 0.1, 0.2]},
 }
@@ -144,6 +147,16 @@ def prepare(work: Path, grid_cells: list[dict], cache: Path, jobs: int, threads:
                                            threads), seeds))
 
 
+def unit_key(spec: dict) -> str:
+    """What a unit's result depends on: its cell, method, overrides and device, and the world its
+    data was exported from (version and hash in the export's manifest). Not the paths, the
+    threads or the bootstrap cache folder (the bootstrap is keyed by world and config itself)."""
+    manifest = json.loads((Path(spec["data"]) / "manifest.json").read_text(encoding="utf-8"))
+    what = {k: v for k, v in spec.items() if k not in ("threads", "cache", "run_dir", "data", "methods")}
+    what["world"] = manifest["world"]
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def run_grid(work: Path, grid_cells: list[dict], cache: Path, jobs: int, threads: int, device: str,
              run_missing: bool = True) -> tuple[list[dict], list[str]]:
     """Every (cell, method) unit in a worker; the units of a cell are merged back into one
@@ -165,8 +178,13 @@ def run_grid(work: Path, grid_cells: list[dict], cache: Path, jobs: int, threads
                 "run_dir": str(work / "runs" / cell_name(c) / method),
                 "data": str(work / "data" / f"seed{c['seed']}-n{c['size']}")}
         done = Path(spec["run_dir"]) / "efficacy_unit.json"
+        key = unit_key(spec)
         if done.exists():
-            return json.loads(done.read_text())
+            stored = json.loads(done.read_text())
+            if stored.get("key") == key:
+                return stored
+            print(f"  {cell_name(c)}/{method}: stored result made with other settings or data; running again",
+                  file=sys.stderr, flush=True)
         if not run_missing:
             missing.append(f"{cell_name(c)}/{method}")
             return None
@@ -176,6 +194,7 @@ def run_grid(work: Path, grid_cells: list[dict], cache: Path, jobs: int, threads
             print(f"  {cell_name(c)}/{method}: FAILED {str(exc)[-2000:]}", file=sys.stderr, flush=True)
             missing.append(f"{cell_name(c)}/{method}")
             return None
+        result["key"] = key
         done.write_text(json.dumps(result))
         print(f"  {cell_name(c)}/{method}: {result['wall_s']:.0f} s", file=sys.stderr, flush=True)
         return result
@@ -316,7 +335,8 @@ def ceiling_lines(check: dict) -> list[str]:
 
 SELECTION_RULE = ("highest TRACE agreement (TPA) averaged over the validation shifts (and over the replicates of a "
                   "variant: runs that differ only in the training seed), among variants whose benign accuracy is "
-                  "within 2 points of the base and whose degenerate-output rate is at most 2 points above it; variants that "
+                  "within 2 points of the base, whose agreement on the slices the shift left unchanged is at most 5 points below "
+                  "the base's and whose degenerate-output rate is at most 2 points above it; variants that "
                   "need an oracle model (oracle: true) are shown but not candidates")
 
 
@@ -343,6 +363,7 @@ def select_variant(agg: dict, variants: dict) -> dict:
         mean = lambda rs, k: statistics.fmean(r[k]["mean"] for r in rs)  # noqa: E731
         per_run[variant] = {"agreement": mean(trace, "agreement"), "balanced": mean(trace, "balanced"),
                             "changed_slices": mean(trace, "changed_slices"),
+                            "unchanged_delta": mean(trace, "unchanged_slices") - mean(base, "unchanged_slices"),
                             "benign_delta": mean(trace, "benign_accuracy") - mean(base, "benign_accuracy"),
                             "degenerate_delta": mean(trace, "degenerate") - mean(base, "degenerate")}
     groups: dict[str, list[str]] = {}
@@ -353,7 +374,8 @@ def select_variant(agg: dict, variants: dict) -> dict:
         head = next((v for v in members if "seed" not in variants.get(v, {}).get("train", {})), members[0])
         row = {k: statistics.fmean(per_run[v][k] for v in members) for k in per_run[head]}
         row["replicates"] = members
-        row["eligible"] = row["benign_delta"] >= -0.02 and row["degenerate_delta"] <= 0.02
+        row["eligible"] = (row["benign_delta"] >= -0.02 and row["unchanged_delta"] >= -0.05
+                           and row["degenerate_delta"] <= 0.02)
         row["candidate"] = not variants.get(head, {}).get("oracle")  # an oracle model is not a setting
         table[head] = row
     pool = [v for v, r in table.items() if r["eligible"] and r["candidate"]] or [v for v, r in table.items() if r["candidate"]]

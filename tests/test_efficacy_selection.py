@@ -10,9 +10,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from efficacy import replicate_of, select_variant  # noqa: E402
 
 
-def cell(agreement, benign=0.9, degenerate=0.0):
+def cell(agreement, benign=0.9, degenerate=0.0, unchanged=0.95):
     stats = {"agreement": agreement, "balanced": agreement, "changed_slices": agreement, "benign_accuracy": benign,
-             "degenerate": degenerate}
+             "degenerate": degenerate, "unchanged_slices": unchanged}
     return {k: {"mean": v, "sd": 0.0, "n": 1} for k, v in stats.items()}
 
 
@@ -30,15 +30,17 @@ def test_replicates_differ_only_in_the_training_seed():
 
 def test_the_rule_averages_replicates_and_skips_ineligible_variants():
     variants = {"a": {}, "a-seed1": {"train": {"seed": 1}}, "b": {"train": {"max_steps": 300}},
-                "c": {"train": {"alpha_kl": 1.0}}}
+                "c": {"train": {"alpha_kl": 1.0}}, "d": {"train": {"retain_pref": 1.0}}}
     runs = {
         "a": {"s1": (0.9, {}), "s2": (0.9, {})},
         "a-seed1": {"s1": (0.7, {}), "s2": (0.7, {})},  # a's mean: 0.8
         "b": {"s1": (0.85, {}), "s2": (0.85, {})},
         "c": {"s1": (0.99, {"benign": 0.5}), "s2": (0.99, {})},  # benign accuracy falls: not eligible
+        "d": {"s1": (0.98, {"unchanged": 0.80}), "s2": (0.98, {})},  # unchanged slices 7.5 points down: not eligible
     }
     sel = select_variant(agg_of(runs), variants)
-    assert set(sel["table"]) == {"a", "b", "c"}
+    assert set(sel["table"]) == {"a", "b", "c", "d"}
+    assert sel["table"]["d"]["unchanged_delta"] == pytest.approx(-0.075) and sel["table"]["d"]["eligible"] is False
     assert sel["table"]["a"]["replicates"] == ["a", "a-seed1"]
     assert sel["table"]["a"]["agreement"] == pytest.approx(0.8)
     assert not sel["table"]["c"]["eligible"]

@@ -44,7 +44,8 @@ def launch(args: list[str], processes: int = 2, mode: tuple[str, ...] = ("--mult
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
-        stdout, stderr = proc.communicate(timeout=240)
+        # generous: two imports of torch/transformers and a few steps take ~20 s idle, minutes under load
+        stdout, stderr = proc.communicate(timeout=600)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()

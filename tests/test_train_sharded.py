@@ -31,8 +31,9 @@ import datetime, os, sys
 
 import torch.distributed as dist
 
-# a collective that one process never joins fails after a minute instead of hanging
-dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))
+# a collective that one process never joins fails after 5 minutes instead of hanging (a minute was
+# too short on a loaded 2-core machine: one rank reached accelerate's state-dict broadcast 60 s late)
+dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=300))
 
 import accelerate.state as S
 from accelerate.utils import DistributedType

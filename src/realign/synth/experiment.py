@@ -33,13 +33,27 @@ EVAL_FILE = "eval_all.jsonl"
 
 def prepare_data(out: Path, seed: int, n_pairs: int = 1000, eval_per_slice: int = 8,
                  shifts: tuple[str, ...] = SHIFTS) -> Path:
-    """Export the world of ``seed`` into ``out`` once (pairs, eval prompts, truth triage per
-    shift) and write ``eval_all.jsonl``: the sensitive eval prompts plus the benign questions
-    (slice ``benign``), the prompt file of ``realign eval``."""
+    """Export the world of ``seed`` into ``out`` (pairs, eval prompts, truth triage per shift)
+    and write ``eval_all.jsonl``: the sensitive eval prompts plus the benign questions (slice
+    ``benign``), the prompt file of ``realign eval``. An export already there is reused only if
+    its manifest names this world (version and hash) and this config; otherwise it is written
+    again, saying so."""
     from .export import SynthConfig, export
+    from .world import World
 
-    if not (out / "manifest.json").exists():
-        export(out, SynthConfig(seed=seed, n_pairs=n_pairs, eval_per_slice=eval_per_slice), shifts=shifts)
+    config = SynthConfig(seed=seed, n_pairs=n_pairs, eval_per_slice=eval_per_slice)
+    manifest = out / "manifest.json"
+    if manifest.exists():
+        made = json.loads(manifest.read_text(encoding="utf-8"))
+        world = World(seed)
+        wanted = {"world": {"version": world.version, "hash": world.hash}, "config": config.model_dump(mode="json")}
+        stale = [key for key in wanted if made.get(key) != wanted[key]]
+        if stale:
+            print(f"{out}: exporting again (its {' and '.join(stale)} differ)", flush=True)
+            manifest.unlink()
+            (out / EVAL_FILE).unlink(missing_ok=True)
+    if not manifest.exists():
+        export(out, config, shifts=shifts)
     if not (out / EVAL_FILE).exists():
         write_jsonl(out / EVAL_FILE, _rows(out / "eval_prompts.jsonl") + [{**b, "slice": "benign"} for b in _rows(out / "benign.jsonl")])
     return out

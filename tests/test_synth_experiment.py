@@ -73,6 +73,21 @@ def test_seed_triage_flips_the_asked_share_and_drops_oracles(data, tmp_path):
     assert punish and all(r.get("oracle") for r in punish)
 
 
+def test_seeded_triage_is_kept_only_when_seeded_the_same_way(data, tmp_path):
+    """A run directory seeded once without the oracle responses and then asked for them (the
+    ceiling's and DPO-Gold's runs) must get them: the earlier records are not silently kept."""
+    path = tmp_path / "run" / "triage" / "triaged.jsonl"
+    seed_triage(tmp_path / "run", data, SHIFT)
+    assert not any(r.get("oracle") for r in _rows(path))
+    stamp = path.stat().st_mtime_ns
+    seed_triage(tmp_path / "run", data, SHIFT)  # the same settings: kept as they are
+    assert path.stat().st_mtime_ns == stamp
+    seed_triage(tmp_path / "run", data, SHIFT, oracle=True)
+    assert any(r.get("oracle") for r in _rows(path))
+    seed_triage(tmp_path / "run", data, SHIFT, oracle=True, noise=0.2, seed=3)
+    assert sum(r.get("meta", {}).get("noise") == "flipped" for r in _rows(path)) == 24
+
+
 def test_merge_settings_is_nested_and_leaves_defaults_alone():
     before = copy.deepcopy(RUN_DEFAULTS)
     merged = merge_settings(RUN_DEFAULTS, {"train": {"alpha_kl": 2.0}, "score": {"params": {"last_k_blocks": 1}}})

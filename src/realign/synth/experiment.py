@@ -93,17 +93,25 @@ def seed_triage(run_dir: Path, data: Path, shift: str, noise: float = 0.0, seed:
     """Write ``RUN/triage/triaged.jsonl`` from the world's ground-truth triage of ``shift``
     (what the rules judge decides) with ``noise`` of the categories flipped (the label-noise
     experiment), so that the pipeline skips its triage stage. The world's corrective response
-    y_c of PUNISH pairs is kept only with ``oracle`` (DPO-Gold's oracle relabelling)."""
+    y_c of PUNISH pairs is kept only with ``oracle`` (DPO-Gold's oracle relabelling). Records
+    already seeded are kept only if they were seeded from the same truth file with the same
+    shift, noise, seed and ``oracle`` (the summary's ``seeded`` record); otherwise they are
+    written again, and the pipeline's stages after triage rerun since their input changed."""
     from dataclasses import replace
 
     from ..data import read_pairs, write_pairs
+    from ..provenance import input_digest
     from ..triage import summary_path
     from .export import TRIAGE, flip_noise
 
     out = run_dir / "triage" / "triaged.jsonl"
+    truth = data / "truth" / f"{shift}.jsonl"
+    seeded = {"truth": input_digest(truth), "shift": shift, "noise": noise, "seed": seed, "oracle": oracle}
     if summary_path(out).exists():
-        return
-    records = read_pairs(data / "truth" / f"{shift}.jsonl").pairs
+        if json.loads(summary_path(out).read_text(encoding="utf-8")).get("seeded") == seeded:
+            return
+        print(f"{out}: seeding again (seeded from other truth or settings)", flush=True)
+    records = read_pairs(truth).pairs
     if not oracle:
         records = [replace(r, oracle=None) for r in records]
     flipped = 0
@@ -114,7 +122,7 @@ def seed_triage(run_dir: Path, data: Path, shift: str, noise: float = 0.0, seed:
         "stage": "triage", "source": "synthetic-world ground truth", "policy": {"name": shift},
         "counts": {c: sum(r.category == c for r in records) for c in TRIAGE},
         "noise": {"fraction": noise, "mode": "flip", "records": flipped},
-        "oracle": sum(r.oracle is not None for r in records),
+        "oracle": sum(r.oracle is not None for r in records), "seeded": seeded,
     })
 
 

@@ -93,8 +93,8 @@ def trace_step(model_dir: Path, records, args) -> dict:
     import torch
 
     from realign.influence import attach_lora
-    from realign.losses import NPO, PREFERENCE_LOSSES
-    from realign.methods import KINDS, MethodOptions, get_method
+    from realign.losses import LOSS_KINDS, NPO, PREFERENCE_LOSSES
+    from realign.methods import MethodOptions, get_method
     from realign.models import load_causal_lm, load_tokenizer
     from realign.train import TermCollator, TermDataset, precompute_reference, term_losses
 
@@ -149,7 +149,7 @@ def trace_step(model_dir: Path, records, args) -> dict:
     def theirs_step(step: int) -> float:
         total = 0.0
         for item in dataset.items[step * size : (step + 1) * size]:
-            kind = KINDS[item.kind]
+            kind = list(LOSS_KINDS)[item.kind]
             seqs = [item.first] + ([item.second] if item.second is not None else [])
             policy, reference = [], []
             for seq in seqs:  # one forward per response, policy then the reference copy
@@ -198,7 +198,7 @@ def trace_step(model_dir: Path, records, args) -> dict:
     max_diff = max(float((a[n] - b[n]).abs().max()) for n in a)
     max_loss_diff = max(abs(x - y) for xs, ys in zip(losses["ours"], losses["baseline"]) for x, y in zip(xs, ys))
     ours_s, base_s = min(blocks["ours"]), min(blocks["baseline"])
-    kinds = [KINDS[it.kind] for it in dataset.items]
+    kinds = [list(LOSS_KINDS)[it.kind] for it in dataset.items]
     return {
         "terms_per_step": size,
         "steps_per_block": steps,

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from realign.data import PreferencePair
+from realign.losses import token_logps
 from realign.methods import METHODS, SFT_WEIGHT, MethodOptions, sft_targets
-from realign.sequences import collate, encode, token_logps
+from realign.sequences import collate, encode
 from realign.synth import World
 from realign.synth.export import make_pairs, truth_triage
 from realign.synth.judge import TruthJudge

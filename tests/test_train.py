@@ -12,9 +12,9 @@ from realign import train
 from realign.config import TrainConfig
 from realign.data import PreferencePair, read_pairs, write_pairs
 from realign.errors import RealignError
-from realign.losses import DPO, IPO, NPO, dpo_loss
+from realign.losses import DPO, IPO, NPO, dpo_loss, token_logps
 from realign.methods import METHODS, MethodOptions, get_method
-from realign.sequences import collate, encode, token_logps
+from realign.sequences import collate, encode
 from realign.testing.tiny import save_tiny, tiny_llama, tiny_tokenizer
 from realign.train import KIND_INDEX, TermCollator, TermDataset, term_losses
 from realign.triage import INVERT, PUNISH, RETAIN

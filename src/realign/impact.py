@@ -38,21 +38,19 @@ from typing import Sequence
 
 from .data import PreferencePair, prompt_text, response_text
 from .errors import RealignError
-from .influence import SampleLoss
+from .methods import Term, Trace
 from .triage import INVERT, PUNISH, RETAIN
 
 CONFLICT = (INVERT, PUNISH)
 
+#: ℓ_i of a conflict record: the very term TRACE trains on it (:meth:`realign.methods.Trace.conflict_term`),
+#: so what is scored is what is trained.
+training_loss = Trace.conflict_term
 
-def training_loss(record: PreferencePair) -> SampleLoss:
-    """ℓ_i as Stage 3 trains it: INVERT — ℓ_pref on the stored (swapped) pair; PUNISH — the
-    preference loss on (y_c ≻ y_w) with an oracle response, else dual NPO on both responses;
-    RETAIN — ℓ_pref on its pair (used in the gold batch only)."""
-    if record.category == PUNISH:
-        if record.oracle is not None:
-            return SampleLoss("pref", record.prompt, record.oracle, record.chosen)
-        return SampleLoss("npo", record.prompt, record.chosen, record.rejected)
-    return SampleLoss("pref", record.prompt, record.chosen, record.rejected)
+
+def gold_term(prompt, chosen, rejected) -> Term:
+    """One sample of the gold objective J: ℓ_pref on (chosen ≻ rejected) (docs/method.md Stage 2)."""
+    return Term("pref", prompt, chosen, rejected, 1.0, "J")
 
 
 # --------------------------------------------------------------------------- Alg. 2
@@ -60,11 +58,11 @@ def training_loss(record: PreferencePair) -> SampleLoss:
 
 @dataclass
 class GoldBatch:
-    samples: list[SampleLoss]
+    samples: list[Term]
     parts: list[str]  # the category each gold sample stands for
     notes: list[str]
 
-    def part(self, category: str) -> list[SampleLoss]:
+    def part(self, category: str) -> list[Term]:
         return [s for s, p in zip(self.samples, self.parts) if p == category]
 
     def counts(self) -> dict[str, int]:
@@ -113,13 +111,13 @@ def build_gold_batch(records: Sequence[PreferencePair], size: int, seed: int) ->
             notes.append(f"{c}: {take[c]} gold samples instead of {nominal} ({available[c]} available)")
     samples, parts = [], []
     for r in rng.sample(by[RETAIN], take[RETAIN]):
-        samples.append(SampleLoss("pref", r.prompt, r.chosen, r.rejected))
+        samples.append(gold_term(r.prompt, r.chosen, r.rejected))
         parts.append(RETAIN)
     for r in rng.sample(by[INVERT], take[INVERT]):
-        samples.append(SampleLoss("pref", r.prompt, r.chosen, r.rejected))
+        samples.append(gold_term(r.prompt, r.chosen, r.rejected))
         parts.append(INVERT)
     for r in rng.sample(by[PUNISH], take[PUNISH]):
-        samples.append(SampleLoss("pref", r.prompt, rng.choice(compliant), r.chosen))  # r.chosen = old y_w
+        samples.append(gold_term(r.prompt, rng.choice(compliant), r.chosen))  # r.chosen = old y_w
         parts.append(PUNISH)
     return GoldBatch(samples, parts, notes)
 
@@ -309,7 +307,7 @@ def _batches(scorer, conflict: list[PreferencePair], directions: dict, direction
     return batches
 
 
-def _score_batch(scorer, samples: list[SampleLoss], v, config, measure: str) -> list[float]:
+def _score_batch(scorer, samples: list[Term], v, config, measure: str) -> list[float]:
     """Alg. 1 lines 18-27 for one batch: ⟨v, ∇ℓ_i⟩ from batched directional derivatives (or
     per-sample autograd, ``exact``); for the ``cosine`` measure ⟨v, ∇ℓ_i⟩ / ‖∇ℓ_i‖."""
     from .influence import flatten

@@ -1,4 +1,4 @@
-"""The model-side computations of Stage 2: per-sample training losses ℓ_i, the gradient of the
+"""The model-side computations of Stage 2: per-record training losses ℓ_i, the gradient of the
 gold objective g_J, directional derivatives ⟨v, ∇ℓ_i⟩ for whole batches, the exact
 per-sample path, Hessian-vector products and conjugate gradient (Alg. 1 lines 9-31).
 
@@ -27,26 +27,12 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from .data import Text
 from .errors import RealignError
-from .losses import NPO, PREFERENCE_LOSSES
-from .sequences import Encoded, collate, encode, token_logps
+from .losses import LOSS_KINDS, LossKind, TermInputs, token_logps
+from .methods import Term
+from .sequences import Encoded, collate, encode
 
 Vector = list[torch.Tensor]
-
-
-@dataclass(frozen=True)
-class SampleLoss:
-    """The training loss ℓ_i of one record.
-
-    ``pref``: ℓ_pref on (first ≻ second) — INVERT (swapped pair), PUNISH with an oracle
-    response (y_c ≻ y_w), the gold batch. ``npo``: dual NPO on both responses — PUNISH (L_II).
-    """
-
-    kind: str
-    prompt: Text
-    first: Text
-    second: Text
 
 
 # --------------------------------------------------------------------------- vectors
@@ -152,8 +138,10 @@ def select_parameters(model, patterns: Sequence[str] = (), last_k_blocks: int | 
 
 
 class Scorer:
-    """Evaluates ℓ_i and its derivatives for batches of :class:`SampleLoss` in the parameter
-    space ``params`` (a name -> Parameter map of ``model``)."""
+    """Evaluates ℓ_i and its derivatives for batches of training terms (:class:`realign.methods.Term`,
+    of the two-response kinds :data:`realign.losses.LOSS_KINDS` can score) in the parameter
+    space ``params`` (a name -> Parameter map of ``model``). A term's weight is not applied: the
+    score is that of its unweighted loss."""
 
     def __init__(
         self,
@@ -183,9 +171,12 @@ class Scorer:
 
     # -- encoding and log-probs
 
-    def encode(self, sample: SampleLoss) -> tuple[Encoded, Encoded]:
+    def encode(self, sample: Term) -> tuple[Encoded, Encoded]:
         key = id(sample)
         if key not in self._encoded:
+            if LOSS_KINDS[sample.kind].slopes is None:
+                raise RealignError(f"Stage 2 cannot score a {sample.kind!r} term (scored kinds: "
+                                   f"{', '.join(k for k, v in LOSS_KINDS.items() if v.slopes)})")
             pair = (
                 encode(self.tokenizer, sample.prompt, sample.first, self.max_length),
                 encode(self.tokenizer, sample.prompt, sample.second, self.max_length),
@@ -194,13 +185,13 @@ class Scorer:
             self._encoded[key] = pair
         return self._encoded[key]
 
-    def batches(self, samples: Sequence[SampleLoss]) -> Iterator[list[int]]:
+    def batches(self, samples: Sequence[Term]) -> Iterator[list[int]]:
         """Indices in batches of similar length (dynamic padding wastes little)."""
         order = sorted(range(len(samples)), key=lambda i: -sum(len(e.ids) for e in self.encode(samples[i])))
         for start in range(0, len(order), self.batch_size):
             yield order[start : start + self.batch_size]
 
-    def _collate(self, samples: Sequence[SampleLoss]):
+    def _collate(self, samples: Sequence[Term]):
         encoded = [e for s in samples for e in self.encode(s)]
         batch = collate(encoded, self.pad_id, self.device)
         lengths = batch["response_mask"][:, 1:].sum(-1).clamp(min=1).float()
@@ -211,7 +202,17 @@ class Scorer:
     def _sequence_logps(logits: torch.Tensor, batch: dict) -> torch.Tensor:
         return token_logps(logits, batch["input_ids"], batch["response_mask"]).sum(-1)
 
-    def logps(self, samples: Sequence[SampleLoss]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _by_kind(self, samples: Sequence[Term], value: Callable[[LossKind], torch.Tensor]) -> torch.Tensor:
+        """Per sample, ``value`` of its own kind (computed once per kind present in the batch)."""
+        names = [s.kind for s in samples]
+        out = None
+        for name in (k for k in LOSS_KINDS if k in names):
+            values = value(LOSS_KINDS[name])
+            mask = torch.tensor([n == name for n in names], device=values.device)
+            out = values if out is None else torch.where(mask, values, out)
+        return out
+
+    def logps(self, samples: Sequence[Term]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Summed response log-probs and lengths of first and second responses; one forward
         pass over all 2B sequences of the batch."""
         batch, lengths = self._collate(samples)
@@ -221,28 +222,24 @@ class Scorer:
 
     # -- losses and their scalar arguments
 
-    def _kinds(self, samples: Sequence[SampleLoss]) -> torch.Tensor:
-        return torch.tensor([s.kind == "npo" for s in samples], device=self.device)
-
     def losses(self, samples, lp1, lp2, n1, n2, ref1, ref2) -> torch.Tensor:
-        """ℓ_i for a batch given policy and reference log-probs (docs/method.md Stage 3)."""
-        loss_fn = PREFERENCE_LOSSES[self.loss_name][0]
-        if self.loss_name == "ipo":  # TRL's IPO: length-averaged log-probs
-            margin = (lp1 - ref1) / n1 - (lp2 - ref2) / n2
-        else:
-            margin = (lp1 - ref1) - (lp2 - ref2)
-        npo = NPO[0](lp1 - ref1, self.beta) + NPO[0](lp2 - ref2, self.beta)
-        return torch.where(self._kinds(samples), npo, loss_fn(margin, self.beta))
+        """ℓ_i for a batch given policy and reference log-probs: each term's kind's loss, as the
+        trainer computes it (docs/method.md Stage 3)."""
+        inputs = TermInputs(lp1 - ref1, lp2 - ref2, lp1, n1, n2)
+        return self._by_kind(samples, lambda kind: kind.loss(inputs, self.beta, self.loss_name))
 
     def coefficients(self, samples, n1, n2) -> tuple[torch.Tensor, torch.Tensor]:
         """(c1, c2) with ∇ℓ_i = c1·∇log π(first|x) + c2·∇log π(second|x) at θ_ref, where every
-        margin and log-ratio is 0: ℓ'(0)·(1, −1) for ℓ_pref (divided by the response lengths for
-        IPO), NPO'(0)·(1, 1) for dual NPO."""
-        zero = torch.zeros_like(n1)
-        dloss = PREFERENCE_LOSSES[self.loss_name][1](zero, self.beta)
-        p1, p2 = (dloss / n1, -dloss / n2) if self.loss_name == "ipo" else (dloss, -dloss)
-        npo, dnpo = self._kinds(samples), NPO[1](zero, self.beta)
-        return torch.where(npo, dnpo, p1), torch.where(npo, dnpo, p2)
+        margin and log-ratio is 0 (:attr:`realign.losses.LossKind.slopes`): ℓ'(0)·(1, −1) for
+        ℓ_pref (divided by the response lengths for IPO), NPO'(0)·(1, 1) for dual NPO."""
+        slopes = {}
+
+        def slope(kind: LossKind, side: int) -> torch.Tensor:
+            if kind.name not in slopes:
+                slopes[kind.name] = kind.slopes(n1, n2, self.beta, self.loss_name)
+            return slopes[kind.name][side]
+
+        return self._by_kind(samples, lambda kind: slope(kind, 0)), self._by_kind(samples, lambda kind: slope(kind, 1))
 
     def loss_directional(self, samples, d1, d2, n1, n2) -> torch.Tensor:
         """⟨v, ∇ℓ_i⟩ at θ_ref from the directional derivatives d1, d2 of the log-probs:
@@ -252,7 +249,7 @@ class Scorer:
 
     # -- gradients
 
-    def gradient(self, samples: Sequence[SampleLoss]) -> Vector:
+    def gradient(self, samples: Sequence[Term]) -> Vector:
         """∇_θ of the mean loss over ``samples`` at θ_ref (π_ref = π_θ, so the reference
         log-probs are the policy's own, detached): g_J for the gold batch."""
         grads = [torch.zeros_like(p) for p in self.params]
@@ -268,7 +265,7 @@ class Scorer:
 
     # -- the fast path
 
-    def logp_directional(self, samples: Sequence[SampleLoss], v: Vector, method: str, epsilon: float):
+    def logp_directional(self, samples: Sequence[Term], v: Vector, method: str, epsilon: float):
         """Directional derivatives ⟨v, ∇ log π(y|x)⟩ of both responses of every sample."""
         if method == "jvp":
             return self._jvp(samples, v)
@@ -323,14 +320,14 @@ class Scorer:
         _, tangent = jvp(f, primals, tangents)
         return tangent[0::2], tangent[1::2], lengths[0::2], lengths[1::2]
 
-    def scores(self, samples: Sequence[SampleLoss], v: Vector, method: str, epsilon: float) -> torch.Tensor:
+    def scores(self, samples: Sequence[Term], v: Vector, method: str, epsilon: float) -> torch.Tensor:
         """⟨v, ∇ℓ_i⟩ for a batch, from batched directional derivatives (no backward pass)."""
         d1, d2, n1, n2 = self.logp_directional(samples, v, method, epsilon)
         return self.loss_directional(samples, d1, d2, n1, n2)
 
     # -- per-sample gradients (the cosine variant)
 
-    def per_sample_gradients(self, samples: Sequence[SampleLoss]) -> Vector:
+    def per_sample_gradients(self, samples: Sequence[Term]) -> Vector:
         """∇ℓ_i of every sample of a batch, stacked per parameter ([batch, *shape]), in one
         batched pass: ``vmap(grad(·))`` through ``functional_call`` of the linearisation
         c1·log π(first|x) + c2·log π(second|x) (:meth:`coefficients`), whose gradient at θ_ref
@@ -355,7 +352,7 @@ class Scorer:
         self.backward_sequences += 2 * len(samples)
         return list(grads)
 
-    def cosine_scores(self, samples: Sequence[SampleLoss], v: Vector, method: str) -> torch.Tensor:
+    def cosine_scores(self, samples: Sequence[Term], v: Vector, method: str) -> torch.Tensor:
         """⟨v, ∇ℓ_i⟩ / ‖∇ℓ_i‖ for a batch (0 where ∇ℓ_i = 0): per-sample autograd for ``exact``,
         else :meth:`per_sample_gradients`. If vmap fails on this model, the reason is printed
         and kept in :attr:`vmap_failure`, and this and every later batch take the per-sample path."""
@@ -380,7 +377,7 @@ class Scorer:
 
     # -- the exact path
 
-    def exact_gradient(self, sample: SampleLoss) -> torch.Tensor:
+    def exact_gradient(self, sample: Term) -> torch.Tensor:
         """∇ℓ_i by autograd for one record, flattened: policy forward with gradients, reference
         forward without (adapter disabled), the loss, one backward pass."""
         lp1, lp2, n1, n2 = self.logps([sample])
@@ -391,13 +388,13 @@ class Scorer:
         self.backward_sequences += 2
         return flatten([g if g is not None else torch.zeros_like(p) for g, p in zip(grads, self.params)])
 
-    def exact_score(self, sample: SampleLoss, v_flat: torch.Tensor) -> float:
+    def exact_score(self, sample: Term, v_flat: torch.Tensor) -> float:
         """⟨v, ∇ℓ_i⟩ by per-sample autograd (:meth:`exact_gradient`) and a dot product."""
         return float(self.exact_gradient(sample).double() @ v_flat.double())
 
     # -- curvature
 
-    def hvp_exact(self, samples: Sequence[SampleLoss]) -> Callable[[Vector], Vector]:
+    def hvp_exact(self, samples: Sequence[Term]) -> Callable[[Vector], Vector]:
         """u ↦ ∇²(mean ℓ over samples) u by double backward (needs eager attention on CPU)."""
 
         def matvec(u: Vector) -> Vector:
@@ -418,14 +415,11 @@ class Scorer:
 
         return matvec
 
-    def hvp_gauss_newton(self, samples: Sequence[SampleLoss], method: str, epsilon: float) -> Callable[[Vector], Vector]:
+    def hvp_gauss_newton(self, samples: Sequence[Term], method: str, epsilon: float) -> Callable[[Vector], Vector]:
         """u ↦ G u with G = mean_i Σ_s ℓ''(0) ∇s ∇sᵀ, the Gauss-Newton matrix with respect to each
-        loss's scalar argument s (Δ, or r per NPO term): positive semi-definite by construction.
-        One directional-derivative pass and one backward pass per product."""
-        beta = self.beta
-        zero = torch.zeros(1)
-        c_pref = float(PREFERENCE_LOSSES[self.loss_name][2](zero, beta))
-        c_npo = float(NPO[2](zero, beta))
+        loss's scalar argument s (Δ, or r per NPO term; :attr:`realign.losses.LossKind.gauss_newton`):
+        positive semi-definite by construction. One directional-derivative pass and one backward
+        pass per product."""
 
         def matvec(u: Vector) -> Vector:
             out = [torch.zeros_like(p) for p in self.params]
@@ -433,14 +427,9 @@ class Scorer:
                 batch = [samples[i] for i in idx]
                 d1, d2, n1, n2 = self.logp_directional(batch, u, method, epsilon)
                 lp1, lp2, _, _ = self.logps(batch)
-                npo = self._kinds(batch)
-                if self.loss_name == "ipo":
-                    t_pref, s_pref = d1 / n1 - d2 / n2, lp1 / n1 - lp2 / n2
-                else:
-                    t_pref, s_pref = d1 - d2, lp1 - lp2
-                pref_term = c_pref * t_pref.detach() * s_pref
-                npo_term = c_npo * (d1.detach() * lp1 + d2.detach() * lp2)
-                objective = torch.where(npo, npo_term, pref_term).sum() / len(samples)
+                objective = self._by_kind(
+                    batch, lambda kind: kind.gauss_newton(d1, d2, lp1, lp2, n1, n2, self.beta, self.loss_name)
+                ).sum() / len(samples)
                 for o, g in zip(out, torch.autograd.grad(objective, self.params, allow_unused=True)):
                     if g is not None:
                         o.add_(g)

@@ -1,4 +1,5 @@
-"""Loss primitives shared by every training method, batched and padding-aware.
+"""Loss primitives shared by every stage, batched and padding-aware, and the one table of loss
+kinds that the trainer (Stage 3) and the scorer (Stage 2) both read.
 
 Notation follows docs/method.md (our specification of TRACE, arXiv 2511.02623):
 log-probabilities of a response are *sums* over its tokens, and
@@ -7,7 +8,8 @@ log-probabilities of a response are *sums* over its tokens, and
 
 (docs/method.md, Stage 3; the implicit reward margin of DPO, Rafailov et al. 2023, Eq. 7).
 
-* :func:`sequence_logps` -- Σ_t log π(y_t | x, y_<t) over the response tokens of each row;
+* :func:`token_logps`    -- log π(y_t | x, y_<t) at every response token: the one log-prob function;
+* :func:`sequence_logps` -- its sums over the response tokens of each row, and their counts;
 * :func:`dpo_loss`       -- ℓ_DPO = −log σ(β Δ)          (Alg. 1 L_I as implemented; DPO Eq. 7);
 * :func:`npo_loss`       -- −log σ(−β (log π_θ(y|x) − log π_ref(y|x)))   (one term of docs/method.md's
   dual-NPO L_II; NPO, Zhang et al. 2024, Eq. 3 without its 2/β scale);
@@ -18,36 +20,35 @@ All functions return one value per sample (shape ``[batch]``); callers weight an
 
 Scalar forms, for code that differentiates through the loss's scalar argument (Stage 2's
 directional derivatives and Gauss-Newton products): :data:`PREFERENCE_LOSSES` maps ``"dpo"``
-and ``"ipo"`` to a :class:`ScalarLoss` of the margin Δ, and :data:`NPO` is the one of the
-log-ratio r = log π_θ(y|x) − log π_ref(y|x); each is (ℓ, ℓ', ℓ'') as functions of
-(argument tensor, β).
+and ``"ipo"`` to a :class:`ScalarLoss` of the margin Δ (:func:`preference_margin`, length-averaged
+for IPO), and :data:`NPO` is the one of the log-ratio r = log π_θ(y|x) − log π_ref(y|x); each is
+(ℓ, ℓ', ℓ'') as functions of (argument tensor, β).
+
+Loss kinds (:data:`LOSS_KINDS`): what a training term computes from its responses' log-probs —
+its loss, whether it needs reference log-probs, and, for the kinds Stage 2 scores, the slopes
+and Gauss-Newton form of that same loss at θ_ref. A method (:mod:`realign.methods`) only names a
+kind per term; the trainer and the scorer both evaluate it from this table.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 
-def sequence_logps(
-    logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum of the log-probabilities of the masked tokens of each sequence.
+def token_logps(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """log π(y_t | x, y_<t) for every masked token, 0 elsewhere: float32 ``[batch, length - 1]``.
 
     Args:
         logits: ``[batch, length, vocab]`` -- the model output for ``input_ids``; position
             ``t`` scores the token at position ``t + 1`` (the Hugging Face causal-LM
-            convention; the shift is done here).
+            convention; the shift is done here), computed in fp32 whatever the model's dtype.
         labels: ``[batch, length]`` -- the token ids (normally the ``input_ids`` themselves).
         mask: ``[batch, length]`` -- 1 where ``labels[:, t]`` is a response token to score
             (0 for prompt tokens and padding, either side). Position 0 is never scored.
-
-    Returns:
-        ``(logps, n_tokens)``: float32 ``[batch]`` sums of log π(y_t | x, y_<t) over the
-        masked tokens, and the number of masked tokens per row (so a caller can average:
-        IPO as in TRL uses length-averaged log-probs).
     """
     if logits.shape[:2] != labels.shape or labels.shape != mask.shape:
         raise ValueError(
@@ -57,8 +58,17 @@ def sequence_logps(
     target = labels[:, 1:]
     weight = mask[:, 1:].to(logits.dtype)
     safe = torch.where(weight > 0, target, torch.zeros_like(target))  # padding ids may be out of range (-100)
-    token_logps = -F.cross_entropy(logits.transpose(1, 2), safe, reduction="none")  # [batch, length - 1]
-    return (token_logps * weight).sum(-1), weight.sum(-1)
+    logps = -F.cross_entropy(logits.transpose(1, 2), safe, reduction="none")  # [batch, length - 1]
+    return logps * weight
+
+
+def sequence_logps(
+    logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logps, n_tokens)``: float32 ``[batch]`` sums of :func:`token_logps` over each row's
+    masked tokens, log π(y|x) = Σ_t log π(y_t | x, y_<t), and the number of those tokens (so a
+    caller can average: IPO as in TRL uses length-averaged log-probs)."""
+    return token_logps(logits, labels, mask).sum(-1), mask[:, 1:].to(torch.float32).sum(-1)
 
 
 def dpo_loss(
@@ -125,6 +135,14 @@ NPO = ScalarLoss(
 PREFERENCE_LOSSES: dict[str, ScalarLoss] = {"dpo": DPO, "ipo": IPO}
 
 
+def preference_margin(x1: torch.Tensor, x2: torch.Tensor, n1: torch.Tensor, n2: torch.Tensor,
+                      preference_loss: str) -> torch.Tensor:
+    """The argument of ℓ_pref from per-response quantities x (log-ratios, for Δ; or log-probs, or
+    their directional derivatives, since the margin is linear): x1 − x2, and for IPO the
+    length-averaged x1/n1 − x2/n2 (TRL's IPO; docs/method.md Stage 3)."""
+    return x1 / n1 - x2 / n2 if preference_loss == "ipo" else x1 - x2
+
+
 def token_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
     """L_KL per sequence (docs/method.md Stage 3): KL(π_ref(·|x, y<t) ‖ π_θ(·|x, y<t)) over the
     full vocabulary at every response token, averaged over the response's tokens. Logits at
@@ -134,3 +152,88 @@ def token_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor, response_mas
     per_token = (lr.exp() * (lr - lp)).sum(-1)
     mask = response_mask[:, 1:].to(per_token.dtype)
     return (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+# --------------------------------------------------------------------------- loss kinds
+
+
+class TermInputs(NamedTuple):
+    """What a term's loss reads, one value per term: the log-ratios r = log π_θ − log π_ref of its
+    first and second responses, the policy log-prob of the first, the response lengths, and the
+    token KL of the first (``kl`` terms; None where no kind needs it)."""
+
+    r1: torch.Tensor
+    r2: torch.Tensor
+    lp1: torch.Tensor
+    n1: torch.Tensor
+    n2: torch.Tensor
+    kl: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class LossKind:
+    """One kind of training term (docs/method.md Stage 3).
+
+    ``loss(x, beta, preference_loss)``: the per-term loss from :class:`TermInputs`.
+    ``reference``: what of π_ref it needs — ``"logps"`` (reference log-probs, precomputable),
+    ``"logits"`` (full-vocabulary reference distributions) or None.
+    ``slopes(n1, n2, beta, preference_loss)``: (c1, c2) with ∇ℓ = c1·∇log π(first|x) +
+    c2·∇log π(second|x) at θ_ref, where every margin and log-ratio is 0; and
+    ``gauss_newton(d1, d2, lp1, lp2, n1, n2, beta, preference_loss)``: the term whose gradient is
+    the Gauss-Newton product G u, given the log-probs' directional derivatives d along u. Both
+    exist for the kinds Stage 2 scores (two responses each); None for the others."""
+
+    name: str
+    description: str
+    pair: bool
+    reference: str | None
+    loss: Callable[[TermInputs, float, str], torch.Tensor]
+    slopes: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
+    gauss_newton: Callable[..., torch.Tensor] | None = None
+
+
+def _pref_slopes(n1, n2, beta, preference_loss):
+    """ℓ'(0) times the margin's coefficients (the margin is linear, so they are its values at
+    (ℓ'(0), 0) and (0, ℓ'(0)))."""
+    zero = torch.zeros_like(n1)
+    slope = PREFERENCE_LOSSES[preference_loss].grad(zero, beta)
+    return preference_margin(slope, zero, n1, n2, preference_loss), preference_margin(zero, slope, n1, n2, preference_loss)
+
+
+def _pref_gauss_newton(d1, d2, lp1, lp2, n1, n2, beta, preference_loss):
+    """ℓ''(0)·⟨u, ∇Δ⟩·Δ(log-probs): its gradient is ℓ''(0) ∇Δ ∇Δᵀ u."""
+    curvature = float(PREFERENCE_LOSSES[preference_loss].curvature(torch.zeros(1), beta))
+    return (curvature * preference_margin(d1, d2, n1, n2, preference_loss).detach()
+            * preference_margin(lp1, lp2, n1, n2, preference_loss))
+
+
+def _npo2_slopes(n1, n2, beta, preference_loss):
+    slope = NPO.grad(torch.zeros_like(n1), beta)
+    return slope, slope
+
+
+def _npo2_gauss_newton(d1, d2, lp1, lp2, n1, n2, beta, preference_loss):
+    """NPO''(0)·Σ_y ⟨u, ∇r_y⟩·r_y over both responses."""
+    return float(NPO.curvature(torch.zeros(1), beta)) * (d1.detach() * lp1 + d2.detach() * lp2)
+
+
+#: The loss kinds by name (docs/method.md Stage 3). The trainer evaluates every kind; Stage 2
+#: scores ``pref`` and ``npo2``, the kinds of TRACE's conflict terms.
+LOSS_KINDS: dict[str, LossKind] = {
+    k.name: k
+    for k in (
+        LossKind("pref", "ℓ_pref(x, first ≻ second): DPO −log σ(βΔ) or IPO (Δ − 1/(2β))² (L_I)", True, "logps",
+                 lambda x, beta, pl: PREFERENCE_LOSSES[pl].value(preference_margin(x.r1, x.r2, x.n1, x.n2, pl), beta),
+                 _pref_slopes, _pref_gauss_newton),
+        LossKind("npo2", "dual NPO on both responses (L_II)", True, "logps",
+                 lambda x, beta, pl: NPO.value(x.r1, beta) + NPO.value(x.r2, beta), _npo2_slopes, _npo2_gauss_newton),
+        LossKind("npo", "NPO on one response", False, "logps", lambda x, beta, pl: NPO.value(x.r1, beta)),
+        LossKind("ga", "gradient ascent on one response: + log π_θ(y|x)/|y| (minimised, so pushed down)", False,
+                 None, lambda x, beta, pl: x.lp1 / x.n1),
+        LossKind("kl", "token-level KL(π_ref ‖ π_θ) over the full vocabulary on the response, averaged over its "
+                 "tokens (L_KL)", False, "logits", lambda x, beta, pl: x.kl),
+    )
+}
+
+#: A kind's index in the tensors of a micro-batch.
+KIND_INDEX = {name: i for i, name in enumerate(LOSS_KINDS)}

@@ -6,14 +6,9 @@ micro-batch with one policy forward pass and one reference forward pass, whateve
 kinds, so adding a method is one small class and one registry entry; the trainer does not
 change.
 
-Term kinds (losses in :mod:`realign.losses`; docs/method.md Stage 3):
-
-* ``pref`` — ℓ_pref(x, first ≻ second): DPO −log σ(βΔ) or IPO (Δ − 1/(2β))²;
-* ``npo2`` — dual NPO on both responses (L_II);
-* ``npo``  — NPO on one response;
-* ``ga``   — gradient ascent on one response: + log π_θ(y|x) (minimised, so pushed down);
-* ``kl``   — token-level KL(π_ref ‖ π_θ) over the full vocabulary on the response, averaged
-  over its tokens (L_KL).
+Term kinds — ``pref`` (ℓ_pref: DPO or IPO), ``npo2`` (dual NPO, L_II), ``npo``, ``ga``, ``kl``
+(L_KL) — are the table :data:`realign.losses.LOSS_KINDS` (docs/method.md Stage 3), which the
+trainer and Stage 2's scorer both read.
 
 Supervised fine-tuning needs no kind of its own: a ``ga`` term with weight −1 is the mean
 negative log-likelihood per token of its response, −log π_θ(y|x)/|y| (see :class:`OracleSFT`).
@@ -28,11 +23,12 @@ from .data import PreferencePair, Text
 from .errors import RealignError
 from .triage import INVERT, PUNISH, RETAIN, gold_pairs, naive_pairs
 
-KINDS = ("pref", "npo2", "npo", "ga", "kl")
-
 
 @dataclass(frozen=True)
 class Term:
+    """One loss term: ``kind`` names a :data:`realign.losses.LOSS_KINDS` entry, read on
+    (``prompt``, ``first``) and, for two-response kinds, ``second``."""
+
     kind: str
     prompt: Text
     first: Text
@@ -50,11 +46,14 @@ class MethodOptions:
 
 
 class Method:
-    """Base class: subclasses set ``name`` and ``description`` and implement :meth:`terms`."""
+    """Base class: subclasses set ``name`` and ``description`` and implement :meth:`terms`.
+    ``needs_impact``: the method reads Stage 2's impact weights (``realign run`` trains it on
+    the scored records)."""
 
     name = ""
     description = ""
     preference_loss: str | None = None  # forces the preference loss form (else the config's)
+    needs_impact = False
 
     def terms(self, records: Sequence[PreferencePair], options: MethodOptions) -> list[Term]:
         raise NotImplementedError
@@ -95,26 +94,30 @@ class Trace(Method):
 
     name = "trace"
     description = "TRACE: impact-weighted inversion (INVERT) and dual NPO (PUNISH), KL on RETAIN"
-    use_impact = True
+    needs_impact = True
     use_kl = True
 
     def conflict_weight(self, record: PreferencePair, n_conflict: int, options: MethodOptions) -> float:
-        return _impact(record, self.name) if self.use_impact else _uniform(n_conflict, options.normalise)
+        return _impact(record, self.name) if self.needs_impact else _uniform(n_conflict, options.normalise)
+
+    @staticmethod
+    def conflict_term(record: PreferencePair, weight: float = 1.0) -> Term:
+        """ℓ_i of one conflict record: INVERT — ℓ_pref on the stored (swapped) pair (L_I); PUNISH —
+        ℓ_pref on (y_c ≻ y_w) with an oracle response, treated like INVERT, else dual NPO on both
+        responses (L_II). Stage 2 scores exactly this term (docs/method.md Stage 2)."""
+        if record.category == INVERT:
+            return Term("pref", record.prompt, record.chosen, record.rejected, weight, "L_I")
+        if record.oracle is not None:
+            return Term("pref", record.prompt, record.oracle, record.chosen, weight, "L_II")
+        return Term("npo2", record.prompt, record.chosen, record.rejected, weight, "L_II")
 
     def terms(self, records, options):
         _require_triaged(records, self.name)
         n_conflict = sum(r.category in (INVERT, PUNISH) for r in records)
         out = []
         for r in records:
-            if r.category == INVERT:
-                w = self.conflict_weight(r, n_conflict, options)
-                out.append(Term("pref", r.prompt, r.chosen, r.rejected, w, "L_I"))
-            elif r.category == PUNISH:
-                w = self.conflict_weight(r, n_conflict, options)
-                if r.oracle is not None:  # (x, y_c ≻ y_w), treated like INVERT
-                    out.append(Term("pref", r.prompt, r.oracle, r.chosen, w, "L_II"))
-                else:
-                    out.append(Term("npo2", r.prompt, r.chosen, r.rejected, w, "L_II"))
+            if r.category in (INVERT, PUNISH):
+                out.append(self.conflict_term(r, self.conflict_weight(r, n_conflict, options)))
             else:
                 if self.use_kl and options.alpha_kl > 0:
                     out.append(Term("kl", r.prompt, r.chosen, None, options.alpha_kl, "L_KL"))
@@ -126,7 +129,7 @@ class Trace(Method):
 class TraceNoImpact(Trace):
     name = "trace-no-impact"
     description = "TRACE with w = 1 (same normalisation convention), the 'w/o impact weighting' ablation"
-    use_impact = False
+    needs_impact = False
 
 
 class TraceNoKL(Trace):
@@ -141,6 +144,7 @@ class TraceNoTriage(Method):
 
     name = "trace-no-triage"
     description = "U2A-style: impact-weighted NPO on every violating response, no inversion; KL on RETAIN"
+    needs_impact = True
 
     def terms(self, records, options):
         _require_triaged(records, self.name)

@@ -138,26 +138,3 @@ def collate(seqs: Sequence[Encoded], pad_id: int, device: "str | torch.device" =
         attention[row, : len(s.ids)] = 1
         response[row, s.prompt_len : len(s.ids)] = 1
     return {"input_ids": ids.to(device), "attention_mask": attention.to(device), "response_mask": response.to(device)}
-
-
-def token_logps(logits: "torch.Tensor", input_ids: "torch.Tensor", response_mask: "torch.Tensor") -> "torch.Tensor":
-    """log π(y_t | x, y_<t) for every response token (0 elsewhere), shape [B, T-1].
-
-    Logits at position t predict token t+1; computed in fp32 whatever the model's dtype."""
-    import torch.nn.functional as F
-
-    logits = logits[:, :-1].float()
-    targets = input_ids[:, 1:]
-    logps = -F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-    return logps * response_mask[:, 1:].to(logps.dtype)
-
-
-def response_logps(model, batch: dict[str, "torch.Tensor"], average: bool = False) -> "torch.Tensor":
-    """Sequence log-probability of each response, log π(y|x) = Σ_t log π(y_t|x, y_<t)
-    (docs/method.md, Δ_θ uses sums); with ``average`` divided by the response length (TRL's IPO)."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    per_token = token_logps(logits, batch["input_ids"], batch["response_mask"])
-    total = per_token.sum(-1)
-    if average:
-        total = total / batch["response_mask"][:, 1:].sum(-1).clamp(min=1).to(total.dtype)
-    return total

@@ -27,12 +27,12 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from .errors import RealignError
-from .losses import NPO, PREFERENCE_LOSSES, token_kl
-from .methods import KINDS, MethodOptions, Term, get_method
-from .sequences import Encoded, collate, encode, token_logps
+from .losses import KIND_INDEX, LOSS_KINDS, TermInputs, token_kl, token_logps
+from .methods import MethodOptions, Term, get_method
+from .sequences import Encoded, collate, encode
 
-KIND_INDEX = {k: i for i, k in enumerate(KINDS)}
-NEEDS_REF_LOGPS = {"pref", "npo2", "npo"}
+#: The kinds whose loss reads reference log-probs (precomputed once, or taken in the step).
+NEEDS_REF_LOGPS = {name for name, kind in LOSS_KINDS.items() if kind.reference == "logps"}
 
 
 class TrainingDiverged(RealignError):
@@ -245,17 +245,8 @@ def term_losses(model, inputs: dict, options: dict, reference_logits) -> tuple[t
 
     lp1, n1 = lp[:n_terms], lengths[:n_terms]
     lp2, n2 = lp[rows2], lengths[rows2]
-    r1, r2 = lp1 - ref[:, 0], lp2 - ref[:, 1]
-    pref_fn = PREFERENCE_LOSSES[options["preference_loss"]][0]
-    margin = r1 / n1 - r2 / n2 if options["preference_loss"] == "ipo" else r1 - r2
-    npo_fn = NPO[0]
-    per_kind = {
-        "pref": pref_fn(margin, beta),
-        "npo2": npo_fn(r1, beta) + npo_fn(r2, beta),
-        "npo": npo_fn(r1, beta),
-        "ga": lp1 / n1,
-        "kl": kl,
-    }
+    x = TermInputs(lp1 - ref[:, 0], lp2 - ref[:, 1], lp1, n1, n2, kl)
+    per_kind = {name: k.loss(x, beta, options["preference_loss"]) for name, k in LOSS_KINDS.items()}
     term_loss = torch.zeros_like(lp1)
     for name, value in per_kind.items():
         term_loss = torch.where(kind == KIND_INDEX[name], value, term_loss)
@@ -391,7 +382,8 @@ def precompute_reference(dataset: TermDataset, model, reference, pad_id: int, ba
     """log π_ref of every response a term needs, once, in batches (sorted by length)."""
     from tqdm.auto import tqdm
 
-    need = [i for i, it in enumerate(dataset.items) if KINDS[it.kind] in NEEDS_REF_LOGPS]
+    kinds = list(LOSS_KINDS)
+    need = [i for i, it in enumerate(dataset.items) if kinds[it.kind] in NEEDS_REF_LOGPS]
     need.sort(key=lambda i: len(dataset.items[i].first.ids))
     bar = tqdm(total=len(need), desc="reference log-probs", unit="term", file=sys.stderr, disable=not (need and progress))
     with torch.no_grad(), reference():

@@ -28,7 +28,8 @@ def perplexity(model, tokenizer, texts: Sequence[str], max_length: int = 512, ba
     """exp(mean negative log-likelihood per token) over plain texts (no chat template)."""
     import torch
 
-    from ..sequences import char_budget, token_logps
+    from ..losses import token_logps
+    from ..sequences import char_budget
 
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

@@ -13,6 +13,10 @@ import typer
 
 from .config import EvalConfig, ImpactConfig, JudgeConfig, ParamSpaceConfig, TrainConfig, TriageConfig
 from .errors import RealignError
+from .judges.registry import backend_names
+
+#: ``--judge``'s help: the judge backends (:mod:`.judges.registry`) or a judge YAML file
+JUDGE_HELP = f"Judge: {', '.join(backend_names('pointwise'))}, or a judge YAML file."
 
 #: plain help (rich's boxed tables cut long option names at 80 columns) with every default shown
 HELP = {"rich_markup_mode": None, "context_settings": {"show_default": True, "max_content_width": 100}}
@@ -28,16 +32,16 @@ app = typer.Typer(
 
 
 def _judge_section(judge: str | None) -> dict[str, Any]:
-    """``--judge`` is a backend name (rules, openai, hf) or a judge YAML file."""
+    """``--judge`` is a backend name (rules, openai, hf: :mod:`.judges.registry`) or a judge YAML file."""
     from .config import load_yaml
 
     if judge is None:
         return {}
-    if judge in ("rules", "openai", "hf"):
+    if judge in backend_names("pointwise"):
         return {"backend": judge}
     if Path(judge).suffix in (".yaml", ".yml"):
         return load_yaml(judge)
-    raise RealignError(f"--judge: expected rules, openai, hf or a judge .yaml file, got {judge!r}")
+    raise RealignError(f"--judge: expected {', '.join(backend_names('pointwise'))} or a judge .yaml file, got {judge!r}")
 
 
 def _oracle_section(oracle: str | None) -> dict[str, Any] | None:
@@ -45,11 +49,11 @@ def _oracle_section(oracle: str | None) -> dict[str, Any] | None:
 
     if oracle is None:
         return None
-    if oracle in ("openai", "hf"):
+    if oracle in backend_names("oracle"):
         return {"backend": oracle}
     if Path(oracle).suffix in (".yaml", ".yml"):
         return load_yaml(oracle)
-    raise RealignError(f"--oracle: expected openai, hf or an oracle .yaml file, got {oracle!r}")
+    raise RealignError(f"--oracle: expected {', '.join(backend_names('oracle'))} or an oracle .yaml file, got {oracle!r}")
 
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -95,7 +99,7 @@ def _flag(model, field: str, *decls: str):
 def triage(
     data: Optional[str] = _flag(TriageConfig, 'data'),
     policy: Optional[str] = typer.Option(None, help="New policy: YAML file or packaged policy name."),
-    judge: Optional[str] = typer.Option(None, help="Judge: rules, openai, hf, or a judge YAML file."),
+    judge: Optional[str] = typer.Option(None, help=JUDGE_HELP),
     out: Optional[Path] = _flag(TriageConfig, 'out'),
     config: Optional[Path] = typer.Option(None, help="Triage YAML config; flags override it."),
     model: Optional[str] = _flag(JudgeConfig, 'model'),
@@ -108,7 +112,7 @@ def triage(
     invert_order: Optional[str] = _flag(TriageConfig, 'invert_order'),
     gold_out: Optional[Path] = _flag(TriageConfig, 'gold_out'),
     naive_out: Optional[Path] = _flag(TriageConfig, 'naive_out'),
-    oracle: Optional[str] = typer.Option(None, help="Oracle for PUNISH pairs: openai, hf or a YAML file."),
+    oracle: Optional[str] = typer.Option(None, help=f"Oracle for PUNISH pairs: {', '.join(backend_names('oracle'))} or a YAML file."),
     oracle_model: Optional[str] = typer.Option(None, help="Oracle model name or path."),
     quiet: bool = QUIET,
 ) -> None:
@@ -297,7 +301,7 @@ def eval_cmd(
     out: Optional[Path] = _flag(EvalConfig, 'out'),
     config: Optional[Path] = typer.Option(None, help="Eval YAML config; flags override it."),
     adapter: Optional[str] = _flag(EvalConfig, 'adapter'),
-    judge: Optional[str] = typer.Option(None, help="Judge: rules, openai, hf, or a judge YAML file."),
+    judge: Optional[str] = typer.Option(None, help=JUDGE_HELP),
     judge_model: Optional[str] = _flag(JudgeConfig, 'model', "--judge-model"),
     base_url: Optional[str] = _flag(JudgeConfig, 'base_url'),
     attacks: Optional[str] = _flag(EvalConfig, 'attacks'),
@@ -408,7 +412,7 @@ def winrate(
     a: Path = typer.Option(..., "--a", help="Generations of model A (JSONL: id, prompt, response)."),
     b: Path = typer.Option(..., "--b", help="Generations of model B, matched to A by id."),
     policy: str = typer.Option(..., help="Policy: YAML file or packaged policy name."),
-    judge: str = typer.Option("rules", help="Judge: rules, openai, hf, or a judge YAML file."),
+    judge: str = typer.Option("rules", help=JUDGE_HELP),
     out: Path = typer.Option(Path("winrate.json"), help="Result (JSON); per-item judgements go beside it."),
     model: Optional[str] = typer.Option(None, help="Judge model (openai model name or hf path/id)."),
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint URL."),

@@ -12,8 +12,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import RealignError, shorten
+from .judges.registry import backend_names
 
 UnparseableRule = Literal["retry", "violating", "compliant", "drop"]
+#: The judge and oracle backends, from the one table of them (:mod:`realign.judges.registry`).
+JudgeBackend = Literal[backend_names("pointwise")]
+OracleBackend = Literal[backend_names("oracle")]
 
 
 def default_cache_dir() -> Path:
@@ -49,7 +53,7 @@ class EndpointConfig(StrictModel):
 class JudgeConfig(EndpointConfig):
     """Which judge decides π_new(y|x) and how its failures are handled."""
 
-    backend: Literal["rules", "openai", "hf"] = Field("rules", description="Judge backend.")
+    backend: JudgeBackend = Field("rules", description="Judge backend.")
     logprobs: bool = Field(True, description="openai: ask for log-probs to report P(compliant).")
     on_unparseable: UnparseableRule = Field(
         "retry", description="An answer that is neither Yes nor No: ask again, or count it as given, or drop the pair."
@@ -71,7 +75,7 @@ class GeneratorConfig(EndpointConfig):
 class OracleConfig(EndpointConfig):
     """A model that writes a compliant response y_c for PUNISH prompts (optional oracle; README, "The method")."""
 
-    backend: Literal["openai", "hf"] = Field("openai", description="Generator backend.")
+    backend: OracleBackend = Field("openai", description="Generator backend.")
     max_new_tokens: int = Field(256, ge=1, description="Longest response written.")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature (0 = greedy).")
 

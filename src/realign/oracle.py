@@ -288,9 +288,8 @@ class HFOracle:
 
 
 def make_oracle(config: OracleConfig) -> Oracle:
-    """Build the configured oracle backend (heavy dependencies are imported only when needed)."""
-    if config.backend == "openai":
-        return OpenAIOracle(config)
-    if config.backend == "hf":
-        return HFOracle(config)
-    raise ValueError(f"unknown oracle backend {config.backend!r}")
+    """Build the configured oracle backend (:mod:`realign.judges.registry`; heavy dependencies
+    are imported only when needed)."""
+    from .judges.registry import build
+
+    return build("oracle", config)

@@ -62,10 +62,6 @@ class RunConfig(StrictModel):
         return self.cache or self.out / "cache.sqlite"
 
 
-def _needs_scores(methods: list[str]) -> bool:
-    return any(m in ("trace", "trace-no-kl", "trace-no-triage") for m in methods)
-
-
 class Pipeline:
     """Stage configs derived from one RunConfig; validated before anything runs."""
 
@@ -77,8 +73,8 @@ class Pipeline:
         out = run.out
         policy = resolve_policy(run.policy)
         cache = run.cache_path()
-        for m in run.methods:
-            get_method(m)
+        #: whether Stage 2 runs: some method reads impact weights (its ``needs_impact``)
+        self.needs_scores = any([get_method(m).needs_impact for m in run.methods])  # every name checked
         self.triage = validate(
             TriageConfig,
             {**run.triage, "data": run.data, "policy": policy, "judge": resolved(run.judge), "cache": cache,
@@ -92,7 +88,7 @@ class Pipeline:
              "data": str(self.triage.out), "out": out / "score" / "weighted.jsonl"},
             f"{source}: score",
         )
-        train_data = str(self.score.out if _needs_scores(run.methods) else self.triage.out)
+        train_data = str(self.score.out if self.needs_scores else self.triage.out)
         self.train = {
             m: validate(
                 TrainConfig,
@@ -197,7 +193,7 @@ class Pipeline:
 
         stage("triage", triage.summary_path(self.triage.out), lambda: triage.produced_by(self.triage),
               lambda: triage.run(self.triage, progress))
-        if _needs_scores(self.run.methods):
+        if self.needs_scores:
             stage("score", impact.summary_path(self.score.out), lambda: impact.produced_by(self.score),
                   lambda: impact.run(self.score, progress))
         for m, cfg in self.train.items():

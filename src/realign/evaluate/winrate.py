@@ -384,14 +384,10 @@ class RulesPairwiseJudge:
 
 
 def make_pairwise_judge(config: JudgeConfig) -> PairwiseJudge:
-    """The pairwise judge of ``config.backend`` (rules, openai or hf)."""
-    if config.backend == "rules":
-        return RulesPairwiseJudge()
-    if config.backend == "openai":
-        return OpenAIPairwiseJudge(config)
-    if config.backend == "hf":
-        return HFPairwiseJudge(config)
-    raise RealignError(f"judge backend {config.backend!r}: expected rules, openai or hf")
+    """The pairwise judge of ``config.backend`` (:mod:`realign.judges.registry`)."""
+    from ..judges.registry import build
+
+    return build("pairwise", config)
 
 
 # --------------------------------------------------------------------------- inputs

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-from ..config import JudgeConfig
+from typing import TYPE_CHECKING
+
 from .base import Judge, JudgeItem, Verdict
 from .cache import VerdictCache
+from .registry import build
+
+if TYPE_CHECKING:  # pragma: no cover - the config reads the backends' names from .registry
+    from ..config import JudgeConfig
 
 __all__ = ["Judge", "JudgeItem", "Verdict", "VerdictCache", "make_judge"]
 
 
 def make_judge(config: JudgeConfig) -> Judge:
-    """Build the configured backend (imports heavy dependencies only when needed)."""
-    if config.backend == "rules":
-        from .rules import RulesJudge
-
-        return RulesJudge()
-    if config.backend == "openai":
-        from .openai_compat import OpenAIJudge
-
-        return OpenAIJudge(config)
-    if config.backend == "hf":
-        from .hf import HFJudge
-
-        return HFJudge(config)
-    raise ValueError(f"unknown judge backend {config.backend!r}")
+    """Build the configured backend (:mod:`.registry`; imports heavy dependencies only when needed)."""
+    return build("pointwise", config)

@@ -536,3 +536,24 @@ class OpenAIJudge:
         relay = None if on_verdict is None else (lambda pair: on_verdict(*pair))
         return run_sync(make, relay)
 
+
+
+# --------------------------------------------------------------------------- the backend's roles (.registry)
+
+
+def pointwise(config: JudgeConfig) -> OpenAIJudge:
+    return OpenAIJudge(config)
+
+
+def pairwise(config: JudgeConfig):
+    """:class:`realign.evaluate.winrate.OpenAIPairwiseJudge`."""
+    from ..evaluate.winrate import OpenAIPairwiseJudge
+
+    return OpenAIPairwiseJudge(config)
+
+
+def oracle(config):
+    """:class:`realign.oracle.OpenAIOracle` (an ``OracleConfig``)."""
+    from ..oracle import OpenAIOracle
+
+    return OpenAIOracle(config)

@@ -172,3 +172,18 @@ class RulesJudge:
             if on_verdict is not None:
                 on_verdict(i, verdict)
         return out
+
+
+# --------------------------------------------------------------------------- the backend's roles (.registry)
+
+
+def pointwise(config) -> RulesJudge:
+    """The rules judge (a rules file holds everything it needs; ``config`` sets nothing)."""
+    return RulesJudge()
+
+
+def pairwise(config):
+    """The rules pairwise judge (:class:`realign.evaluate.winrate.RulesPairwiseJudge`)."""
+    from ..evaluate.winrate import RulesPairwiseJudge
+
+    return RulesPairwiseJudge()

@@ -52,7 +52,7 @@ from ..data import prompt_text, response_text
 from ..errors import DataError, JudgeError, RealignError
 from ..files import write_json, write_jsonl
 from ..judges.cache import cache_key
-from ..judges.next_token import NextTokenJudgeModel
+from ..judges.next_token import NextTokenJudgeModel, split_two
 from ..judges.prompting import neutralise
 from ..policy import Policy
 from .stats import Z95, wilson
@@ -269,7 +269,6 @@ class HFPairwiseJudge(NextTokenJudgeModel):
 
     A_VARIANTS = ("A", " A")
     B_VARIANTS = ("B", " B")
-    MARKER = "\n[...]\n"
 
     def __init__(self, config: JudgeConfig) -> None:
         super().__init__(config, {"A": self.A_VARIANTS, "B": self.B_VARIANTS}, PAIRWISE_FORMAT_VERSION)
@@ -281,42 +280,15 @@ class HFPairwiseJudge(NextTokenJudgeModel):
         return encode_chat(self.tokenizer, pairwise_messages(policy, item))
 
     def encode(self, policy: Policy, item: PairItem) -> tuple[list[int], str]:
-        """Token ids of the question, fitted to the model's limit, and a note on what was cut."""
-        from ..models import truncate_middle
+        """Token ids of the question, fitted to the model's limit, and a note on what was cut
+        (:meth:`fit`): the prompt keeps up to a third of the room, the responses share the rest."""
 
-        ids = self._ids(policy, item)
-        limit = self.max_length
-        if limit is None or len(ids) <= limit:
-            return ids, ""
-        tok = self.tokenizer
-        overhead = len(self._ids(policy, PairItem("", "", "")))
-        marker = len(tok(self.MARKER, add_special_tokens=False)["input_ids"])
-        available = limit - overhead - 3 * marker - 12
-        if available <= 0:
-            raise JudgeError(
-                f"judge model {self.config.model!r}: the policy and instructions alone take {overhead} tokens, "
-                f"more than the model's input limit of {limit}"
-            )
-        texts = [item.prompt, item.first, item.second]
-        lengths = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
-        # The prompt keeps up to a third of the room; the responses share the rest fairly.
-        keep = [min(lengths[0], available // 3), 0, 0]
-        rest = available - keep[0]
-        keep[1] = min(lengths[1], max(rest // 2, rest - lengths[2]))
-        keep[2] = min(lengths[2], rest - keep[1])
-        for _ in range(16):
-            cut = [t if k >= n else truncate_middle(tok, t, k, self.MARKER) for t, k, n in zip(texts, keep, lengths)]
-            ids = self._ids(policy, PairItem(*cut))
-            excess = len(ids) - limit
-            if excess <= 0:
-                break
-            j = max((1, 2), key=lambda x: keep[x]) if keep[1] or keep[2] else 0
-            keep[j] = max(0, keep[j] - excess - 2)
-        else:  # pragma: no cover - converges in a step or two
-            raise JudgeError(f"judge model {self.config.model!r}: cannot fit a comparison into {limit} tokens")
-        names = ("prompt", "response A", "response B")
-        parts = [f"{names[i]} kept {keep[i]} of {lengths[i]} tokens" for i in range(3) if keep[i] < lengths[i]]
-        return ids, "truncated (" + ", ".join(parts) + ")"
+        def allot(room: int, lengths: list[int]) -> list[int]:
+            prompt = min(lengths[0], room // 3)
+            return [prompt, *split_two(room - prompt, lengths[1:])]
+
+        texts = (item.prompt, item.first, item.second)
+        return self.fit(lambda t: self._ids(policy, PairItem(*t)), texts, ("prompt", "response A", "response B"), allot)
 
     def compare(
         self, items: Sequence[PairItem], policy: Policy, on_verdict: OnPairVerdict | None = None

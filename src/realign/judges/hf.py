@@ -24,16 +24,15 @@ import math
 from typing import Sequence
 
 from ..config import JudgeConfig
-from ..errors import JudgeError
-from ..models import encode_chat, truncate_middle
+from ..models import encode_chat
 from ..policy import Policy
+from ..sequences import char_budget, cut_middle_chars
 from .base import JudgeItem, OnVerdict, Verdict
-from .next_token import NextTokenJudgeModel
+from .next_token import NextTokenJudgeModel, split_two
 from .prompting import PROMPT_FORMAT_VERSION, judge_messages
 
 YES_VARIANTS = ("Yes", " Yes", "yes", " yes")
 NO_VARIANTS = ("No", " No", "no", " no")
-TRUNCATION_MARKER = "\n[...]\n"
 
 
 class HFJudge(NextTokenJudgeModel):
@@ -55,53 +54,15 @@ class HFJudge(NextTokenJudgeModel):
 
     def encode(self, policy: Policy, item: JudgeItem) -> tuple[list[int], str]:
         """Token ids of the judge's input for ``item``, fitted to the model's limit, and a
-        note ("" or "truncated ...") saying what was cut. Texts of megabytes lose their middle
-        to a character budget first, so the tokenizer never sees them whole."""
+        note ("" or "truncated ...") saying what was cut (:meth:`fit`; the prompt stays whole
+        unless it would take more than half the room the response needs). Texts of megabytes
+        lose their middle to a character budget first, so the tokenizer never sees them whole."""
         limit = self.max_length
         if limit is not None:
-            from ..sequences import char_budget, cut_middle_chars
-
             budget = char_budget(self.tokenizer, limit)
             item = JudgeItem(cut_middle_chars(item.prompt, budget), cut_middle_chars(item.response, budget))
-        ids = self._encode(policy, item)
-        if limit is None or len(ids) <= limit:
-            return ids, ""
-        tok = self.tokenizer
-        overhead = len(self._encode(policy, JudgeItem("", "")))
-        marker = len(tok(TRUNCATION_MARKER, add_special_tokens=False)["input_ids"])
-        available = limit - overhead - 2 * marker - 8
-        if available <= 0:
-            raise JudgeError(
-                f"judge model {self.config.model!r}: the policy and judge instructions alone take {overhead} "
-                f"tokens, more than the model's input limit of {limit} (shorten the policy or use a longer-context judge)"
-            )
-        p_len = len(tok(item.prompt, add_special_tokens=False)["input_ids"])
-        r_len = len(tok(item.response, add_special_tokens=False)["input_ids"])
-        # The prompt stays whole unless it would take more than half the room the response needs.
-        p_keep = min(p_len, max(available // 2, available - r_len))
-        r_keep = min(r_len, available - p_keep)
-        for _ in range(16):
-            prompt = item.prompt if p_keep >= p_len else truncate_middle(tok, item.prompt, p_keep, TRUNCATION_MARKER)
-            response = (
-                item.response if r_keep >= r_len else truncate_middle(tok, item.response, r_keep, TRUNCATION_MARKER)
-            )
-            ids = self._encode(policy, JudgeItem(prompt, response))
-            excess = len(ids) - limit
-            if excess <= 0:
-                break
-            # Re-tokenising at the cuts can shift a few tokens: take them from the response first.
-            if r_keep > 0:
-                r_keep = max(0, r_keep - excess - 2)
-            else:
-                p_keep = max(0, p_keep - excess - 2)
-        else:  # pragma: no cover - the budget above converges in a step or two
-            raise JudgeError(f"judge model {self.config.model!r}: cannot fit an input into {limit} tokens")
-        parts = []
-        if p_keep < p_len:
-            parts.append(f"prompt kept {p_keep} of {p_len} tokens")
-        if r_keep < r_len:
-            parts.append(f"response kept {r_keep} of {r_len} tokens")
-        return ids, "truncated (" + ", ".join(parts) + ")"
+        texts = (item.prompt, item.response)
+        return self.fit(lambda t: self._encode(policy, JudgeItem(*t)), texts, ("prompt", "response"), split_two)
 
     # -- scoring -------------------------------------------------------------------------
     def judge(self, items: Sequence[JudgeItem], policy: Policy, on_verdict: OnVerdict | None = None) -> list[Verdict]:

@@ -11,11 +11,14 @@ so the result does not depend on whether a chat template ends with a space.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 from ..config import JudgeConfig
 from ..errors import JudgeError, RealignError
-from ..models import load_for_inference, load_tokenizer, max_input_length, model_fingerprint, pad_left
+from ..models import load_for_inference, load_tokenizer, max_input_length, model_fingerprint, pad_left, truncate_middle
+
+#: What stands where a judged text lost its middle.
+TRUNCATION_MARKER = "\n[...]\n"
 
 
 def answer_token_ids(tokenizer, variants: Sequence[str]) -> list[int]:
@@ -26,6 +29,13 @@ def answer_token_ids(tokenizer, variants: Sequence[str]) -> list[int]:
         if len(encoded) == 1 and encoded[0] not in ids:
             ids.append(encoded[0])
     return ids
+
+
+def split_two(room: int, lengths: Sequence[int]) -> list[int]:
+    """Tokens each of two texts of ``lengths`` keeps in ``room``: the first stays whole unless it
+    would take more than half the room the second needs; the second takes the rest."""
+    first = min(lengths[0], max(room // 2, room - lengths[1]))
+    return [first, min(lengths[1], room - first)]
 
 
 class AnswerScores(NamedTuple):
@@ -84,6 +94,48 @@ class NextTokenJudgeModel:
     def max_length(self) -> int | None:
         """Longest input the judge model takes (tokenizer and model limits)."""
         return max_input_length(self.model, self.tokenizer)
+
+    def fit(
+        self,
+        render: Callable[[Sequence[str]], list[int]],
+        texts: Sequence[str],
+        names: Sequence[str],
+        allot: Callable[[int, list[int]], list[int]],
+    ) -> tuple[list[int], str]:
+        """Token ids of ``render(texts)`` (the question around the judged texts, the first of
+        them the prompt) fitted to the model's limit, and a note ("" or "truncated (...)")
+        saying what was cut. Over the limit the instructions stay intact: text ``i`` keeps the
+        ``allot(room, lengths)[i]`` tokens of its head and tail (:func:`~..models.truncate_middle`);
+        when re-tokenising at the cuts still overshoots, the response keeping most loses the
+        excess (the prompt only once the responses are empty)."""
+        ids = render(texts)
+        limit = self.max_length
+        if limit is None or len(ids) <= limit:
+            return ids, ""
+        tok = self.tokenizer
+        overhead = len(render([""] * len(texts)))
+        marker = len(tok(TRUNCATION_MARKER, add_special_tokens=False)["input_ids"])
+        room = limit - overhead - len(texts) * (marker + 4)
+        if room <= 0:
+            raise JudgeError(
+                f"judge model {self.config.model!r}: the policy and judge instructions alone take {overhead} "
+                f"tokens, more than the model's input limit of {limit} (shorten the policy or use a longer-context judge)"
+            )
+        lengths = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
+        keep = allot(room, lengths)
+        for _ in range(16):
+            cut = [t if k >= n else truncate_middle(tok, t, k, TRUNCATION_MARKER) for t, k, n in zip(texts, keep, lengths)]
+            ids = render(cut)
+            excess = len(ids) - limit
+            if excess <= 0:
+                break
+            # Re-tokenising at the cuts can shift a few tokens.
+            j = max(range(1, len(texts)), key=lambda x: keep[x]) if any(keep[1:]) else 0
+            keep[j] = max(0, keep[j] - excess - 2)
+        else:  # pragma: no cover - the budget above converges in a step or two
+            raise JudgeError(f"judge model {self.config.model!r}: cannot fit an input into {limit} tokens")
+        parts = [f"{name} kept {k} of {n} tokens" for name, k, n in zip(names, keep, lengths) if k < n]
+        return ids, "truncated (" + ", ".join(parts) + ")"
 
     def defuse(self, text: str) -> str:
         """Special-token strings inside judged text stay text: a response that writes

@@ -51,3 +51,23 @@ def test_the_judge_backend_example_is_built_through_the_registry(monkeypatch):
     judge = make_judge(SimpleNamespace(backend="keyword"))
     verdicts = judge.judge([JudgeItem("q", "fine"), JudgeItem("q", "Forbidden")], policy=None)
     assert [v.compliant for v in verdicts] == [True, False] and judge.calls == 2
+
+
+def test_the_metric_example_is_measured_and_shown(monkeypatch, capsys):
+    from realign.cli import _echo_before_after
+    from realign.evaluate import metrics
+    from realign.judges.base import Verdict
+    from realign.report import _cell
+
+    namespace: dict = {}
+    exec(example("A metric"), namespace)
+    monkeypatch.setattr(metrics, "METRICS", (*metrics.METRICS, namespace["COMPLIANT"]))
+    rows = [{"id": "a", "prompt": "p", "slice": "s"}, {"id": "b", "prompt": "q", "slice": "s"}]
+    outcomes = metrics.Outcomes("policy", rows, [Verdict(True), Verdict(False)], [True, False], [], None)
+    measured = metrics.measure(outcomes)
+    assert measured["compliant"]["rate"] == 0.5 and measured["compliant"]["n"] == 2
+    shown = [h for h in metrics.headlines() if h.column == "Compliant"]
+    assert len(shown) == 1 and shown[0].summary == "compliant responses"
+    assert _cell(shown[0], shown[0].read(measured)) == "50.0%"
+    _echo_before_after({"before": {"compliant": {"rate": 0.25}}, "after": measured})
+    assert [line.split()[-2:] for line in capsys.readouterr().out.splitlines() if "compliant" in line] == [["25.0%", "50.0%"]]

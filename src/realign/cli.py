@@ -368,21 +368,10 @@ def eval_cmd(
 def _echo_before_after(columns: dict[str, dict]) -> None:
     """A table of the headline numbers of several evaluations (metrics.json contents), one
     column each: what ``realign run`` and ``realign eval --baseline`` end with."""
-    from .report import pooled_asr, rate_of
+    from .evaluate.metrics import headlines
+    from .evaluate.stats import rate_of
 
-    def tpa(key):
-        return lambda m: rate_of((m.get("tpa") or {}).get(key))
-
-    rows = [
-        ("new-policy agreement (TPA)", tpa("overall")),
-        ("balanced agreement", tpa("balanced")),
-        ("must-help prompts answered", tpa("must_help")),
-        ("must-refuse prompts refused", tpa("must_refuse")),
-        ("attack success (pooled, lower is better)", lambda m: rate_of(pooled_asr(m.get("attacks")))),
-        ("harmful responses", lambda m: rate_of(m.get("harmful_rate"))),
-        ("degenerate responses", lambda m: rate_of(m.get("degenerate_rate"))),
-        ("benign accuracy", lambda m: rate_of((m.get("utility") or {}).get("benign_accuracy"))),
-    ]
+    rows = [(h.summary, lambda m, h=h: rate_of(h.read(m))) for h in headlines() if h.summary is not None]
     names = list(columns)
     width = max(12, *(len(n) + 2 for n in names))
     shown = [(label, get) for label, get in rows if any(get(m) is not None for m in columns.values())]

@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .errors import RealignError
+from .evaluate.metrics import Headline, headlines
+from .evaluate.stats import ci_of, number, rate_of
 from .evaluate.tpa import style_of as style_of_raw
 from .files import atomic_open, write_text
 
@@ -234,29 +236,6 @@ def _label_all(found: RunData) -> None:
 # --------------------------------------------------------------------------- numbers
 
 
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def rate_of(value: Any) -> float | None:
-    """The rate of a RATE object ({"rate", "k", "n", "ci95"}) or a bare number."""
-    if isinstance(value, dict):
-        return _num(value.get("rate"))
-    return _num(value)
-
-
-def ci_of(value: Any) -> tuple[float, float] | None:
-    if isinstance(value, dict):
-        ci = value.get("ci95")
-        if isinstance(ci, (list, tuple)) and len(ci) == 2:
-            lo, hi = _num(ci[0]), _num(ci[1])
-            if lo is not None and hi is not None:
-                return lo, hi
-    return None
-
-
 def pct(value: float | None) -> str:
     """0.725 -> "72.5%"; None -> "—"."""
     return MISSING if value is None else f"{100 * value:.1f}%"
@@ -277,30 +256,12 @@ def fmt_rate(value: Any, *, ci: bool = False, n: bool = False) -> str:
 
 def fmt_num(value: Any, decimals: int = 3) -> str:
     """A number with fixed decimals (scientific notation when it would show as zero or is huge)."""
-    v = _num(value)
+    v = number(value)
     if v is None:
         return MISSING
     if v != 0 and (abs(v) < 0.5 * 10**-decimals or abs(v) >= 1e6):
         return f"{v:.2e}"
     return f"{v:,.{decimals}f}"
-
-
-def pooled_asr(attacks: Any) -> dict | None:
-    """Attack success pooled over the wrapped templates ("control" excluded): Σk / Σn, or the
-    mean of the rates when counts are missing."""
-    if not isinstance(attacks, dict):
-        return None
-    wrapped = [v for name, v in attacks.items() if name != "control" and rate_of(v) is not None]
-    if not wrapped:
-        return None
-    if all(isinstance(v, dict) and isinstance(v.get("k"), int) and isinstance(v.get("n"), int) for v in wrapped):
-        k, n = sum(v["k"] for v in wrapped), sum(v["n"] for v in wrapped)
-        if n:
-            from .evaluate.stats import wilson
-
-            return {"rate": k / n, "k": k, "n": n, "ci95": list(wilson(k, n))}
-    rates = [rate_of(v) for v in wrapped]
-    return {"rate": sum(rates) / len(rates)}  # type: ignore[arg-type]
 
 
 @dataclass
@@ -586,9 +547,9 @@ def impact_histograms(sources: Sequence[Source]) -> bytes:
                 detail = []
                 if isinstance(stats.get("n"), int):
                     detail.append(f"n={stats['n']}")
-                if _num(stats.get("mean")) is not None:
+                if number(stats.get("mean")) is not None:
                     detail.append(f"mean {stats['mean']:.3g}")
-                if _num(stats.get("fraction_zero")) is not None:
+                if number(stats.get("fraction_zero")) is not None:
                     detail.append(f"{100 * stats['fraction_zero']:.0f}% zero")
                 ax.set_title(head + (f"\n{', '.join(detail)}" if detail else ""), fontsize=10)
                 ax.set_xlabel("impact weight")
@@ -637,10 +598,10 @@ def _loss_series(summary: dict) -> dict[str, tuple[list[float], list[float]]]:
     if not isinstance(history, list):
         return out
     for entry in history:
-        if not isinstance(entry, dict) or _num(entry.get("step")) is None:
+        if not isinstance(entry, dict) or number(entry.get("step")) is None:
             continue
         for key, value in entry.items():
-            if (key == "loss" or key.startswith("L_")) and _num(value) is not None:
+            if (key == "loss" or key.startswith("L_")) and number(value) is not None:
                 steps, values = out.setdefault(key, ([], []))
                 steps.append(float(entry["step"]))
                 values.append(float(value))
@@ -731,32 +692,23 @@ def _drop_empty_columns(header: list[str], rows: list[list[str]], keep: int = 1)
     return [header[i] for i in used], [[r[i] for i in used] for r in rows]
 
 
+def _cell(headline: Headline, value: Any) -> str:
+    """A headline number as the Comparison table shows it."""
+    if headline.show == "count":
+        return str(value) if isinstance(value, int) else MISSING
+    if headline.show == "number":
+        return fmt_num(value, headline.decimals)
+    return fmt_rate(value, ci=headline.show == "rate_ci")
+
+
 def _comparison_section(found: RunData, rows: list[Row]) -> Section:
     section = Section("Comparison")
     if not rows:
         section.blocks.append("No metrics.json found: no evaluation numbers to compare.")
         return section
-    header = ["Run", "TPA (95% CI)", "n", "Balanced", "ASR (attacks pooled)", "Benign acc.", "Degenerate",
-              "Harmful", "Perplexity", "KL to ref."]
-    table_rows = []
-    for row in rows:
-        m = row.numbers
-        tpa = m.get("tpa") or {}
-        overall = tpa.get("overall")
-        utility = m.get("utility") or {}
-        n = overall.get("n") if isinstance(overall, dict) and isinstance(overall.get("n"), int) else None
-        table_rows.append([
-            row.label,
-            fmt_rate(overall, ci=True),
-            str(n) if n is not None else MISSING,
-            pct(rate_of(tpa.get("balanced"))),
-            fmt_rate(pooled_asr(m.get("attacks"))),
-            fmt_rate(utility.get("benign_accuracy")),
-            fmt_rate(m.get("degenerate_rate")),
-            fmt_rate(m.get("harmful_rate")),
-            fmt_num(utility.get("perplexity"), 2),
-            fmt_num(utility.get("kl_to_reference"), 4),
-        ])
+    shown = [h for h in headlines() if h.column is not None]
+    header = ["Run", *(h.column for h in shown)]
+    table_rows = [[row.label, *(_cell(h, h.read(row.numbers)) for h in shown)] for row in rows]
     header, table_rows = _drop_empty_columns(header, table_rows)
     section.blocks.append(Table(
         "", header, table_rows, [r.baseline for r in rows],
@@ -902,7 +854,7 @@ def _winrate_section(sources: Sequence[Source]) -> Section:
         position = s.get("position") or {}
         rows.append([src.label, fmt_rate(rate, ci=True), str(s.get("n", MISSING)),
                      f"{s.get('wins', 0)} / {s.get('ties', 0)} / {s.get('losses', 0)}",
-                     fmt_rate(s.get("decisive"), ci=True), pct(_num(position.get("first_shown_wins"))),
+                     fmt_rate(s.get("decisive"), ci=True), pct(number(position.get("first_shown_wins"))),
                      str(src.data.get("judge") or MISSING)])
     section.blocks.append(Table("", ["A vs B", "Win rate of A (95% CI)", "n", "W / T / L", "A among decisive",
                                      "First shown wins", "Judge"], rows, caption=(
@@ -979,7 +931,7 @@ def build_sections(found: RunData) -> list[Section]:
                 st = (src.data.get("weights") or {}).get(category) or {}
                 table_rows.append([src.label, category, str(st.get("n", MISSING)), fmt_num(st.get("mean")),
                                    fmt_num(st.get("median")), fmt_num(st.get("max")),
-                                   pct(_num(st.get("fraction_zero"))), pct(_num(st.get("share")))])
+                                   pct(number(st.get("fraction_zero"))), pct(number(st.get("share")))])
         impact.blocks.append(Table("", header, table_rows, caption="Weights after clamping and normalisation; "
                                    "share: the category's part of the total conflict weight."))
     unscored = [s for s in found.score if s not in scored]

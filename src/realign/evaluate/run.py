@@ -14,8 +14,7 @@ from typing import Sequence
 from ..data import _check_messages, _check_string, _Fail, iter_source, parse_record, prompt_text
 from ..errors import DataError, RealignError
 from ..judges.base import JudgeItem
-from .stats import rate
-from .tpa import DEGENERATE_STYLES, agreement, style_of
+from .metrics import Outcomes, measure
 
 
 def load_rows(source: str, policy=None) -> list[dict]:
@@ -74,51 +73,39 @@ def _judge(store, stats, prompts: Sequence[str], responses: Sequence[str], rule:
 
 
 def evaluate_state(generate, store, stats, policy, config, rows, attacks, templates) -> tuple[dict, list[dict]]:
-    """All metrics for one model state; returns (metrics, generation records)."""
+    """All metrics for one model state (:func:`.metrics.measure`); returns (metrics, generation
+    records)."""
     from .attacks import wrap
     from .utility import answer_correct
 
     records: list[dict] = []
     policy_rows = [r for r in rows if "answer" not in r]
     benign_rows = [r for r in rows if "answer" in r]
-    metrics: dict = {}
+    outcomes = Outcomes(policy.name, policy_rows, [], [], [], None)
     if policy_rows:
         responses = generate([r["prompt"] for r in policy_rows])
-        verdicts, ok = _judge(store, stats, [prompt_text(r["prompt"]) for r in policy_rows], responses, config.judge.on_unparseable)
-        kept = [(r, o) for r, o in zip(policy_rows, ok) if o is not None]
-        metrics["tpa"] = agreement([r for r, _ in kept], [o for _, o in kept], policy.name)
-        metrics["abstained"] = len(policy_rows) - len(kept)
-        styles = [style_of(v.raw) for v in verdicts]
-        if any(s is not None for s in styles):
-            metrics["styles"] = {s: styles.count(s) for s in sorted({s for s in styles if s})}
-            metrics["degenerate_rate"] = rate(s in DEGENERATE_STYLES for s in styles)
-            metrics["harmful_rate"] = rate(s == "harmful" for s in styles)
-        triage = [(r["triage"], o) for r, o in kept if r.get("triage")]
-        if triage:
-            metrics["triage_slices"] = {c: rate(o for t, o in triage if t == c) for c in sorted({t for t, _ in triage})}
-        for r, response, v in zip(policy_rows, responses, verdicts):
+        prompts = [prompt_text(r["prompt"]) for r in policy_rows]
+        outcomes.verdicts, outcomes.settled = _judge(store, stats, prompts, responses, config.judge.on_unparseable)
+        for r, response, v in zip(policy_rows, responses, outcomes.verdicts):
             records.append({"id": r["id"], "set": "policy", "prompt": r["prompt"], "slice": r.get("slice"),
                             "response": response, "compliant": v.compliant, "p_compliant": v.p_compliant, "raw": v.raw})
-    utility: dict = {"benign_accuracy": None, "perplexity": None, "kl_to_reference": None}
     if benign_rows:
         responses = generate([r["prompt"] for r in benign_rows])
-        correct = [answer_correct(resp, str(r["answer"])) for r, resp in zip(benign_rows, responses)]
-        utility["benign_accuracy"] = rate(correct)
-        for r, response, c in zip(benign_rows, responses, correct):
+        outcomes.correct = [answer_correct(resp, str(r["answer"])) for r, resp in zip(benign_rows, responses)]
+        for r, response, c in zip(benign_rows, responses, outcomes.correct):
             records.append({"id": r["id"], "set": "benign", "prompt": r["prompt"], "slice": r.get("slice"),
                             "response": response, "answer": r["answer"], "correct": c})
-    metrics["utility"] = utility
     if attacks:
-        metrics["attacks"] = {}
+        outcomes.attacks = {}
         for name, template in templates.items():
             wrapped = [wrap(template, prompt_text(a["prompt"])) for a in attacks]
             responses = generate(wrapped)
-            verdicts, ok = _judge(store, stats, [prompt_text(a["prompt"]) for a in attacks], responses, config.judge.on_unparseable)
-            metrics["attacks"][name] = rate(o is False for o in ok if o is not None)
+            prompts = [prompt_text(a["prompt"]) for a in attacks]
+            verdicts, outcomes.attacks[name] = _judge(store, stats, prompts, responses, config.judge.on_unparseable)
             for a, w, response, v in zip(attacks, wrapped, responses, verdicts):
                 records.append({"id": f"{a['id']}/{name}", "set": f"attack:{name}", "prompt": w, "response": response,
                                 "compliant": v.compliant, "raw": v.raw})
-    return metrics, records
+    return measure(outcomes), records
 
 
 def produced_by(config, judge=None) -> dict:

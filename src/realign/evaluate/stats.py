@@ -1,9 +1,10 @@
-"""Rates with 95 % confidence intervals (Wilson score interval), the unit every metric uses."""
+"""Rates with 95 % confidence intervals (Wilson score interval), the unit every metric uses, and
+their tolerant readers (metrics.json files of any age may lack a field)."""
 
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Any, Iterable
 
 Z95 = 1.959963984540054
 
@@ -25,3 +26,28 @@ def rate(outcomes: Iterable[bool]) -> dict:
     k, n = sum(bool(v) for v in values), len(values)
     lo, hi = wilson(k, n)
     return {"rate": k / n if n else None, "k": k, "n": n, "ci95": [lo, hi]}
+
+
+def number(value: Any) -> float | None:
+    """A finite int or float as a float; None for anything else (booleans included)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def rate_of(value: Any) -> float | None:
+    """The rate of a RATE object ({"rate", "k", "n", "ci95"}) or a bare number."""
+    if isinstance(value, dict):
+        return number(value.get("rate"))
+    return number(value)
+
+
+def ci_of(value: Any) -> tuple[float, float] | None:
+    """The 95 % interval of a RATE object, if it has a finite one."""
+    if isinstance(value, dict):
+        ci = value.get("ci95")
+        if isinstance(ci, (list, tuple)) and len(ci) == 2:
+            lo, hi = number(ci[0]), number(ci[1])
+            if lo is not None and hi is not None:
+                return lo, hi
+    return None

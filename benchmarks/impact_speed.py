@@ -1,6 +1,6 @@
 """Impact-score speed: the exact per-sample path against the batched fast paths.
 
-Stage 2 (`realign score`, :func:`realign.impact.run`) on the same triaged records and model,
+Stage 2 (`realign score`, :func:`realign.score.run.run`) on the same triaged records and model,
 once per path, each in its own process (wall time and peak memory, see ``_common.py``):
 
 * ``exact``   — per record: policy forward, reference forward (adapter disabled), the loss,
@@ -56,14 +56,14 @@ HERE = Path(__file__).resolve()
 
 
 def _score_worker(spec: dict) -> dict:
-    """One `realign score` run (impact.run) with the given method."""
+    """One `realign score` run (score.run) with the given method."""
     import torch
 
-    from realign import impact
-    from realign.config import ImpactConfig
+    from realign.score import run as score
+    from realign.config import ScoreConfig
 
     import accelerate, peft, transformers  # noqa: F401  (imported before the memory baseline)
-    from realign.influence import Scorer
+    from realign.score.scorer import Scorer
 
     torch.set_num_threads(spec["threads"])
     memory = PeakMemory(spec["device"])
@@ -77,12 +77,12 @@ def _score_worker(spec: dict) -> dict:
         return out
 
     Scorer.gradient = timed_gradient
-    cfg = ImpactConfig(model=spec["model"], data=spec["data"], out=Path(spec["tmp"]) / f"{spec['path']}.jsonl",
+    cfg = ScoreConfig(model=spec["model"], data=spec["data"], out=Path(spec["tmp"]) / f"{spec['path']}.jsonl",
                        device=spec["device"], method=spec["path"], batch_size=spec["batch_size"],
                        max_length=spec["max_length"], gold_size=spec["gold_size"], seed=0)
     memory.reset()
     start = time.perf_counter()
-    summary = impact.run(cfg, progress=False)
+    summary = score.run(cfg, progress=False)
     sync(spec["device"])
     wall = time.perf_counter() - start
     import json
@@ -119,12 +119,13 @@ def _phase_memory(through_g_j: dict | None, scoring: dict) -> dict:
 
 def _forward_worker(spec: dict) -> dict:
     """The unit of cost: plain no-grad batched forward passes over the conflict records' pairs,
-    with the model prepared exactly as impact.run prepares it (fresh LoRA adapter)."""
+    with the model prepared exactly as score.run prepares it (fresh LoRA adapter)."""
     import torch
 
     from realign.data import read_pairs
-    from realign.impact import CONFLICT, training_loss
-    from realign.influence import Scorer, attach_lora
+    from realign.score.run import CONFLICT, training_loss
+    from realign.models import attach_lora
+    from realign.score.scorer import Scorer
     from realign.models import load_causal_lm, load_tokenizer
 
     torch.set_num_threads(spec["threads"])
@@ -168,7 +169,7 @@ def measure_shape(label: str, args, tmp: Path) -> dict:
     if label == "realistic":
         records = lengthen(records, tokenizer, 128, 192, seed=args.seed)
     from realign.data import write_pairs
-    from realign.impact import CONFLICT
+    from realign.score.run import CONFLICT
 
     data = tmp / f"{label}.jsonl"
     write_pairs(data, records)
@@ -378,10 +379,10 @@ def main(argv: list[str] | None = None) -> dict:
                   "data": "realign.synth world seed 0, ground-truth triage under synth-contextual; "
                           "75% conflict (INVERT = PUNISH), half the PUNISH records with an oracle response",
                   "model": "random-initialised Llama-style (realign.testing.tiny.tiny_llama, sdpa attention) "
-                           "with the world tokenizer; LoRA r=32 alpha=16 on q_proj,v_proj (ImpactConfig defaults)",
+                           "with the world tokenizer; LoRA r=32 alpha=16 on q_proj,v_proj (ScoreConfig defaults)",
                   "memory": "per path in its own process (CPU: VmHWM, reset via /proc/self/clear_refs; CUDA: "
                             "max_memory_allocated). scoring: peak after g_J over the RSS after g_J; stage: peak of "
-                            "impact.run (model load, g_J, scoring) over the RSS before it"},
+                            "score.run (model load, g_J, scoring) over the RSS before it"},
         machine=info,
         provenance=provenance(),
         wall_s=round(time.perf_counter() - start, 1),

@@ -4,7 +4,7 @@ Three measurements, in one run:
 
 (a) **TRACE optimizer step.** Ours: one micro-batch of mixed terms (INVERT preference, PUNISH
     dual NPO or preference with the oracle response, RETAIN KL) through
-    :func:`realign.train.term_losses` — one policy forward over all sequences, a reference
+    :func:`realign.train.run.term_losses` — one policy forward over all sequences, a reference
     forward (LoRA adapter disabled) only for the KL rows, reference log-probs precomputed once —
     then one backward pass and the optimizer step. Baseline (the reference code's structure,
     written here from docs/method.md's description): a LoRA policy and a separate full reference
@@ -92,11 +92,11 @@ def _seq_logp(logits, ids, prompt_len: int):
 def trace_step(model_dir: Path, records, args) -> dict:
     import torch
 
-    from realign.influence import attach_lora
+    from realign.models import attach_lora
     from realign.losses import LOSS_KINDS, NPO, PREFERENCE_LOSSES
-    from realign.methods import MethodOptions, get_method
+    from realign.train.methods import MethodOptions, get_method
     from realign.models import load_causal_lm, load_tokenizer
-    from realign.train import TermCollator, TermDataset, precompute_reference, term_losses
+    from realign.train.run import TermCollator, TermDataset, precompute_reference, term_losses
 
     torch.set_num_threads(args.threads)
     device = args.device
@@ -243,10 +243,10 @@ def _digest(sequences) -> str:
 def _dpo_ours_worker(spec: dict) -> dict:
     import torch
 
-    import realign.train as T
+    import realign.train.run as T
     from realign.config import TrainConfig
     from realign.data import read_pairs
-    from realign.methods import MethodOptions, get_method
+    from realign.train.methods import MethodOptions, get_method
     from realign.models import load_tokenizer
 
     torch.set_num_threads(spec["threads"])
@@ -407,10 +407,10 @@ def _memory_worker(spec: dict) -> dict:
     import torch
 
     from realign.data import read_pairs
-    from realign.influence import attach_lora
-    from realign.methods import MethodOptions, get_method
+    from realign.models import attach_lora
+    from realign.train.methods import MethodOptions, get_method
     from realign.testing.tiny import tiny_llama
-    from realign.train import TermCollator, TermDataset, precompute_reference, term_losses
+    from realign.train.run import TermCollator, TermDataset, precompute_reference, term_losses
     from contextlib import nullcontext
 
     torch.set_num_threads(spec["threads"])

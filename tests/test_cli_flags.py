@@ -5,9 +5,9 @@ import pytest
 import typer.main
 
 from realign.cli import app
-from realign.config import EvalConfig, ImpactConfig, JudgeConfig, ParamSpaceConfig, TrainConfig, TriageConfig
+from realign.config import EvalConfig, JudgeConfig, ParamSpaceConfig, ScoreConfig, TrainConfig, TriageConfig
 
-STAGES = {"triage": TriageConfig, "score": ImpactConfig, "train": TrainConfig, "eval": EvalConfig}
+STAGES = {"triage": TriageConfig, "score": ScoreConfig, "train": TrainConfig, "eval": EvalConfig}
 RENAMED = {"judge_model": (JudgeConfig, "model"), "params": (ParamSpaceConfig, "kind")}
 OWN = {"config", "quiet", "judge", "exact", "oracle", "oracle_model", "lm_eval", "policy", "skip_invalid", "baseline"}
 NESTED = {"triage": {"model": JudgeConfig, "base_url": JudgeConfig, "concurrency": JudgeConfig, "on_unparseable": JudgeConfig},

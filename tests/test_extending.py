@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from realign.data import PreferencePair
 from realign.judges.base import JudgeItem
 from realign.losses import LOSS_KINDS
-from realign.methods import METHODS, MethodOptions, get_method
+from realign.train.methods import METHODS, MethodOptions, get_method
 from realign.triage import INVERT, RETAIN
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
@@ -25,7 +25,7 @@ def example(section: str) -> str:
 
 
 def test_the_method_example_registers_a_method_the_trainer_can_use(monkeypatch):
-    monkeypatch.setattr("realign.methods.METHODS", dict(METHODS))
+    monkeypatch.setattr("realign.train.methods.METHODS", dict(METHODS))
     exec(example("A method"), {})
     method = get_method("invert-only")
     records = [PreferencePair("a", "x", "good", "bad", category=INVERT), PreferencePair("b", "y", "ok", "meh", category=RETAIN)]

@@ -6,12 +6,12 @@ import random
 import pytest
 import torch
 
-from realign import impact
-from realign.config import ImpactConfig
+from realign.score import run as score
+from realign.config import ScoreConfig
 from realign.data import PreferencePair, read_pairs, write_pairs
 from realign.errors import RealignError
-from realign.impact import allocate, build_gold_batch, normalise, training_loss
-from realign.influence import Scorer, conjugate_gradient, dot, flatten
+from realign.score.run import allocate, build_gold_batch, normalise, training_loss
+from realign.score.scorer import Scorer, conjugate_gradient, dot, flatten
 from realign.testing.tiny import save_tiny, tiny_llama, tiny_tokenizer
 from realign.triage import INVERT, PUNISH, RETAIN
 
@@ -44,8 +44,8 @@ def triaged(tmp_path_factory):
 def run_scores(tiny_model, data, tmp_path, name, **kw):
     kw.setdefault("gold_size", 12)
     kw.setdefault("params", {"lora_r": 4})
-    cfg = ImpactConfig(model=str(tiny_model), data=str(data), out=tmp_path / f"{name}.jsonl", device="cpu", **kw)
-    summary = impact.run(cfg, progress=False)
+    cfg = ScoreConfig(model=str(tiny_model), data=str(data), out=tmp_path / f"{name}.jsonl", device="cpu", **kw)
+    summary = score.run(cfg, progress=False)
     rows = [json.loads(l) for l in cfg.out.read_text().splitlines()]
     scores = {r["id"]: r["meta"]["impact_score"] for r in rows if "impact" in r}
     return scores, rows, summary
@@ -110,7 +110,7 @@ def test_mean_and_sum_normalisation_on_files(tiny_model, triaged, tmp_path):
 
 
 def test_cg_against_dense_solve_on_a_tiny_model(tiny_model, triaged):
-    from realign.influence import attach_lora
+    from realign.models import attach_lora
     from realign.models import load_causal_lm, load_tokenizer
 
     model = load_causal_lm(str(tiny_model), device="cpu", attn_implementation="eager")
@@ -171,7 +171,7 @@ class ScaledScorer(Scorer):
 
 
 def test_cosine_score_ignores_the_size_of_a_samples_loss_and_the_dot_score_does_not(tiny_model, triaged):
-    from realign.influence import attach_lora
+    from realign.models import attach_lora
     from realign.models import load_causal_lm, load_tokenizer
 
     model = load_causal_lm(str(tiny_model), device="cpu", attn_implementation="eager")
@@ -346,7 +346,7 @@ def test_untriaged_input_is_refused(tiny_model, tmp_path):
 
 def interrupted_on_third_batch(monkeypatch, tiny_model, data, tmp_path, name) -> None:
     """Score with batches of 4 and stop with Ctrl-C at the third batch; scoring is restored."""
-    original = impact._score_batch  # every variant's batch scoring goes through it
+    original = score._score_batch  # every variant's batch scoring goes through it
     calls = {"n": 0}
 
     def dies_on_third_batch(*a, **k):
@@ -355,10 +355,10 @@ def interrupted_on_third_batch(monkeypatch, tiny_model, data, tmp_path, name) ->
             raise KeyboardInterrupt
         return original(*a, **k)
 
-    monkeypatch.setattr(impact, "_score_batch", dies_on_third_batch)
+    monkeypatch.setattr(score, "_score_batch", dies_on_third_batch)
     with pytest.raises(KeyboardInterrupt):
         run_scores(tiny_model, data, tmp_path, name, batch_size=4)
-    monkeypatch.setattr(impact, "_score_batch", original)
+    monkeypatch.setattr(score, "_score_batch", original)
 
 
 def test_interrupted_scoring_resumes_with_identical_scores(tiny_model, triaged, tmp_path, monkeypatch):

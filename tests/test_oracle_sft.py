@@ -7,13 +7,13 @@ import torch
 
 from realign.data import PreferencePair
 from realign.losses import token_logps
-from realign.methods import METHODS, SFT_WEIGHT, MethodOptions, sft_targets
+from realign.train.methods import METHODS, SFT_WEIGHT, MethodOptions, sft_targets
 from realign.sequences import collate, encode
 from realign.synth import World
 from realign.synth.export import make_pairs, truth_triage
 from realign.synth.judge import TruthJudge
 from realign.testing.tiny import tiny_llama, tiny_tokenizer
-from realign.train import TermCollator, TermDataset, term_losses
+from realign.train.run import TermCollator, TermDataset, term_losses
 from realign.triage import INVERT, PUNISH, RETAIN
 
 OK = {"compliant": True, "p_compliant": 1.0, "raw": ""}

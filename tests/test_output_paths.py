@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from realign import impact, train  # imported here: importing torch is not part of a test
+from realign.score import run as score  # imported here: importing torch is not part of a test
+from realign.train import run as train
 from realign.cli import main
 from realign.evaluate import run as evaluate
 from realign.errors import RealignError
@@ -136,13 +137,13 @@ def test_distinct_paths_still_run(tmp_path, data, capsys, monkeypatch):
 def test_score_out_equal_to_data_or_gold_data(tmp_path, data):
     config = SimpleNamespace(data=str(data), gold_data=None, out=data)
     with pytest.raises(RealignError, match="--out .* is the same file as --data"):
-        impact.run(config)
+        score.run(config)
     gold = tmp_path / "gold.jsonl"
     gold.write_bytes(data.read_bytes())
     with pytest.raises(RealignError, match="--out .* is the same file as --gold-data"):
-        impact.run(SimpleNamespace(data=str(data), gold_data=str(gold), out=gold))
+        score.run(SimpleNamespace(data=str(data), gold_data=str(gold), out=gold))
     with pytest.raises(RealignError, match="the summary of --out .* is the same file as --gold-data"):
-        impact.run(SimpleNamespace(data=str(data), gold_data=str(tmp_path / "w.summary.json"), out=tmp_path / "w.jsonl"))
+        score.run(SimpleNamespace(data=str(data), gold_data=str(tmp_path / "w.summary.json"), out=tmp_path / "w.jsonl"))
     assert data.read_bytes() == EXAMPLES.read_bytes()
 
 

@@ -5,8 +5,10 @@ import json
 
 import pytest
 
-from realign import impact, train, triage
-from realign.config import EvalConfig, ImpactConfig, TrainConfig, TriageConfig
+from realign import triage
+from realign.score import run as score
+from realign.train import run as train
+from realign.config import EvalConfig, ScoreConfig, TrainConfig, TriageConfig
 from realign.evaluate import run as evaluate
 from realign.policy import resolve_policy
 from realign.provenance import what_changed
@@ -31,7 +33,7 @@ def stage_configs(f, **changes):
     made = {
         "triage": (triage.produced_by, TriageConfig(data=str(f["data"]), policy=f["policy"], judge={"backend": "rules"},
                                                     out=f["tmp"] / "t.jsonl", cache=f["tmp"] / "c.sqlite")),
-        "score": (impact.produced_by, ImpactConfig(data=str(f["data"]), out=f["tmp"] / "w.jsonl", **common)),
+        "score": (score.produced_by, ScoreConfig(data=str(f["data"]), out=f["tmp"] / "w.jsonl", **common)),
         "train": (train.produced_by, TrainConfig(data=str(f["data"]), out=f["tmp"] / "run", **common)),
         "eval": (evaluate.produced_by, EvalConfig(prompts=str(f["data"]), policy=f["policy"], judge={"backend": "rules"},
                                                   out=f["tmp"] / "m.json", **common)),

@@ -17,7 +17,7 @@ import pytest
 
 from realign.data import read_pairs, write_pairs
 from realign.errors import DataError
-from realign.methods import MethodOptions, get_method
+from realign.train.methods import MethodOptions, get_method
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TRIAGE_SHAPE, GOLD_SHAPE = FIXTURES / "reference_triage.json", FIXTURES / "reference_dpo_gold.json"

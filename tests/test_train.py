@@ -8,15 +8,15 @@ import math
 import pytest
 import torch
 
-from realign import train
+from realign.train import run as train
 from realign.config import TrainConfig
 from realign.data import PreferencePair, read_pairs, write_pairs
 from realign.errors import RealignError
 from realign.losses import DPO, IPO, NPO, dpo_loss, token_logps
-from realign.methods import METHODS, MethodOptions, get_method
+from realign.train.methods import METHODS, MethodOptions, get_method
 from realign.sequences import collate, encode
 from realign.testing.tiny import save_tiny, tiny_llama, tiny_tokenizer
-from realign.train import KIND_INDEX, TermCollator, TermDataset, term_losses
+from realign.train.run import KIND_INDEX, TermCollator, TermDataset, term_losses
 from realign.triage import INVERT, PUNISH, RETAIN
 
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from realign import train
+from realign.train import run as train
 from realign.config import TrainConfig
 from realign.data import write_pairs
 from realign.testing.tiny import save_tiny, tiny_llama, tiny_tokenizer

@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from realign import train
+from realign.train import run as train
 from realign.config import TrainConfig
 from test_train_distributed import GLOBAL_BATCH, STEPS, launch, run_config, setup  # noqa: F401 (fixture)
 
@@ -53,7 +53,7 @@ if os.environ.get("REALIGN_TEST_FORCE_FSDP") == "1":
 
 from torch.distributed.fsdp import FSDPModule
 
-from realign import train
+from realign.train import run as train
 
 trainer_train = train.RealignTrainer.train
 

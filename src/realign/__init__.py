@@ -1,7 +1,9 @@
 """trace-realign: re-align a language model to a changed policy with TRACE (arXiv 2511.02623).
 
-Stages (one module each): :mod:`realign.triage` (Alg. 1 lines 3-6), impact scores
-(Alg. 1 lines 9-31), hybrid training (Alg. 1 lines 34-46), evaluation and reports.
+Stages, each named once (command, module or package, config section, run folder):
+:mod:`realign.triage` (Alg. 1 lines 3-6), :mod:`realign.score` (impact scores, Alg. 1 lines
+9-31), :mod:`realign.train` (hybrid training, Alg. 1 lines 34-46), :mod:`realign.evaluate` and
+:mod:`realign.report`; the judges in :mod:`realign.judges`.
 """
 
 import logging as _logging

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import typer
 
-from .config import EvalConfig, ImpactConfig, JudgeConfig, ParamSpaceConfig, TrainConfig, TriageConfig
+from .config import EvalConfig, JudgeConfig, ParamSpaceConfig, ScoreConfig, TrainConfig, TriageConfig
 from .errors import RealignError
 from .judges.registry import backend_names
 
@@ -161,33 +161,33 @@ def triage(
 
 @app.command()
 def score(
-    model: Optional[str] = _flag(ImpactConfig, 'model'),
-    data: Optional[str] = _flag(ImpactConfig, 'data'),
-    invert_order: Optional[str] = _flag(ImpactConfig, 'invert_order'),
-    out: Optional[Path] = _flag(ImpactConfig, 'out'),
+    model: Optional[str] = _flag(ScoreConfig, 'model'),
+    data: Optional[str] = _flag(ScoreConfig, 'data'),
+    invert_order: Optional[str] = _flag(ScoreConfig, 'invert_order'),
+    out: Optional[Path] = _flag(ScoreConfig, 'out'),
     config: Optional[Path] = typer.Option(None, help="Score YAML config; flags override it."),
-    adapter: Optional[str] = _flag(ImpactConfig, 'adapter'),
-    gold_data: Optional[str] = _flag(ImpactConfig, 'gold_data'),
-    gold_size: Optional[int] = _flag(ImpactConfig, 'gold_size'),
-    variant: Optional[str] = _flag(ImpactConfig, 'variant'),
-    hessian: Optional[str] = _flag(ImpactConfig, 'hessian'),
-    hvp: Optional[str] = _flag(ImpactConfig, 'hvp'),
-    damping: Optional[float] = _flag(ImpactConfig, 'damping'),
-    normalise: Optional[str] = _flag(ImpactConfig, 'normalise'),
-    method: Optional[str] = _flag(ImpactConfig, 'method'),
+    adapter: Optional[str] = _flag(ScoreConfig, 'adapter'),
+    gold_data: Optional[str] = _flag(ScoreConfig, 'gold_data'),
+    gold_size: Optional[int] = _flag(ScoreConfig, 'gold_size'),
+    variant: Optional[str] = _flag(ScoreConfig, 'variant'),
+    hessian: Optional[str] = _flag(ScoreConfig, 'hessian'),
+    hvp: Optional[str] = _flag(ScoreConfig, 'hvp'),
+    damping: Optional[float] = _flag(ScoreConfig, 'damping'),
+    normalise: Optional[str] = _flag(ScoreConfig, 'normalise'),
+    method: Optional[str] = _flag(ScoreConfig, 'method'),
     exact: bool = typer.Option(False, "--exact", help="Per-sample autograd (same as --method exact)."),
     params: Optional[str] = _flag(ParamSpaceConfig, 'kind', "--params"),
     modules: Optional[list[str]] = _flag(ParamSpaceConfig, 'modules'),
     last_k_blocks: Optional[int] = _flag(ParamSpaceConfig, 'last_k_blocks'),
-    batch_size: Optional[int] = _flag(ImpactConfig, 'batch_size'),
-    max_length: Optional[int] = _flag(ImpactConfig, 'max_length'),
-    device: Optional[str] = _flag(ImpactConfig, 'device'),
-    seed: Optional[int] = _flag(ImpactConfig, 'seed'),
+    batch_size: Optional[int] = _flag(ScoreConfig, 'batch_size'),
+    max_length: Optional[int] = _flag(ScoreConfig, 'max_length'),
+    device: Optional[str] = _flag(ScoreConfig, 'device'),
+    seed: Optional[int] = _flag(ScoreConfig, 'seed'),
     quiet: bool = QUIET,
 ) -> None:
     """Stage 2: alignment impact score of every INVERT and PUNISH record (Alg. 1 lines 9-31)."""
-    from . import impact as stage
-    from .config import ImpactConfig, load_yaml, validate
+    from .score import run as stage
+    from .config import ScoreConfig, load_yaml, validate
 
     base = load_yaml(config) if config else {}
     raw = _merge(
@@ -201,7 +201,7 @@ def score(
             "params": {"kind": params, "modules": modules or None, "last_k_blocks": last_k_blocks},
         },
     )
-    cfg = validate(ImpactConfig, raw, str(config) if config else "command line")
+    cfg = validate(ScoreConfig, raw, str(config) if config else "command line")
     summary = stage.run(cfg, progress=not quiet)
     if not summary:  # a non-main process under accelerate
         return
@@ -245,7 +245,7 @@ def train_cmd(
     quiet: bool = QUIET,
 ) -> None:
     """Stage 3: train with TRACE, an ablation or a baseline (Alg. 1 lines 34-46)."""
-    from . import train as stage
+    from .train import run as stage
     from .config import TrainConfig, load_yaml, validate
 
     base = load_yaml(config) if config else {}
@@ -279,7 +279,7 @@ def merge(
     out: Path = typer.Option(..., help="Where the merged model is saved (safetensors)."),
 ) -> None:
     """Fold a LoRA adapter into its base model."""
-    from .train import merge as merge_adapter
+    from .train.run import merge as merge_adapter
 
     typer.echo(f"merged -> {merge_adapter(model, adapter, out)}")
 
@@ -287,7 +287,7 @@ def merge(
 @app.command()
 def methods() -> None:
     """List the registered training methods."""
-    from .methods import METHODS
+    from .train.methods import METHODS
 
     for name, m in METHODS.items():
         typer.echo(f"{name:<18} {m.description}")

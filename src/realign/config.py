@@ -319,7 +319,7 @@ class ParamSpaceConfig(StrictModel):
     last_k_blocks: int | None = Field(None, ge=1, description="modules: every parameter of the last k blocks.")
 
 
-class ImpactConfig(StrictModel):
+class ScoreConfig(StrictModel):
     """Stage 2 (Alg. 1 lines 9-31, Alg. 2): alignment impact scores of conflict records."""
 
     model: str = Field(..., description="θ_ref: hub id or local path of the model to re-align.")
@@ -432,7 +432,7 @@ class TrainConfig(StrictModel):
     @classmethod
     def _known_trainer_args(cls, value: dict[str, Any]) -> dict[str, Any]:
         if value:
-            from .train import trainer_args_problem
+            from .train.run import trainer_args_problem
 
             problem = trainer_args_problem(value)
             if problem is not None:

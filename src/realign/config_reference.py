@@ -67,8 +67,8 @@ def model_table(title: str, model: type[BaseModel], intro: str = "") -> list[str
 
 
 def reference() -> str:
-    from .config import (EvalConfig, GeneratorConfig, ImpactConfig, JudgeConfig, LoraConfigModel, OracleConfig,
-                         ParamSpaceConfig, TrainConfig, TriageConfig)
+    from .config import (EvalConfig, GeneratorConfig, JudgeConfig, LoraConfigModel, OracleConfig,
+                         ParamSpaceConfig, ScoreConfig, TrainConfig, TriageConfig)
     from .pipeline import RunConfig
 
     sections = [
@@ -76,7 +76,7 @@ def reference() -> str:
         ("`realign triage`", TriageConfig, ""),
         ("Judge (`judge:` in triage, eval and run; `--judge FILE.yaml`)", JudgeConfig, ""),
         ("Oracle (`oracle:` in triage)", OracleConfig, ""),
-        ("`realign score`", ImpactConfig, ""),
+        ("`realign score`", ScoreConfig, ""),
         ("Parameter space (`params:` in score)", ParamSpaceConfig, ""),
         ("`realign train`", TrainConfig, ""),
         ("LoRA (`lora:` in train)", LoraConfigModel, ""),

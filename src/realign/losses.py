@@ -26,7 +26,7 @@ for IPO), and :data:`NPO` is the one of the log-ratio r = log π_θ(y|x) − log
 
 Loss kinds (:data:`LOSS_KINDS`): what a training term computes from its responses' log-probs —
 its loss, whether it needs reference log-probs, and, for the kinds Stage 2 scores, the slopes
-and Gauss-Newton form of that same loss at θ_ref. A method (:mod:`realign.methods`) only names a
+and Gauss-Newton form of that same loss at θ_ref. A method (:mod:`realign.train.methods`) only names a
 kind per term; the trainer and the scorer both evaluate it from this table.
 """
 

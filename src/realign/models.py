@@ -211,6 +211,19 @@ def load_for_inference(config, role: str) -> "PreTrainedModel":
         raise JudgeError(f"{role}: {exc}") from None
 
 
+def attach_lora(model, r: int, alpha: int, targets: Sequence[str], seed: int, dropout: float = 0.0):
+    """A fresh PEFT LoRA adapter (lora_B = 0, so the model is unchanged: θ = θ_ref)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), bias="none")
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:
+        raise RealignError(f"LoRA targets {list(targets)}: {str(exc).splitlines()[0]}") from None
+
+
 def load_adapter(model: "PreTrainedModel", adapter: str | Path, *, is_trainable: bool = False):
     """``model`` with the PEFT adapter ``adapter`` on it. As for models, only safetensors weights
     are loaded from a local folder (a pickled ``adapter_model.bin`` is refused, never unpickled);

@@ -29,7 +29,7 @@ from pydantic import Field
 
 from .config import (
     EvalConfig,
-    ImpactConfig,
+    ScoreConfig,
     JudgeConfig,
     StrictModel,
     TrainConfig,
@@ -66,7 +66,7 @@ class Pipeline:
     """Stage configs derived from one RunConfig; validated before anything runs."""
 
     def __init__(self, run: RunConfig, source: str) -> None:
-        from .methods import get_method
+        from .train.methods import get_method
         from .policy import resolve_policy
 
         self.run = run
@@ -83,7 +83,7 @@ class Pipeline:
             f"{source}: triage",
         )
         self.score = validate(
-            ImpactConfig,
+            ScoreConfig,
             {"seed": run.seed, "device": run.device, **run.score, "model": run.model,
              "data": str(self.triage.out), "out": out / "score" / "weighted.jsonl"},
             f"{source}: score",
@@ -150,7 +150,7 @@ class Pipeline:
             if cfg.adapter is not None:
                 check(check_model_source, cfg.adapter, "adapter")
         if any(cfg.trainer_args for cfg in self.train.values()):
-            from .train import check_trainer_args
+            from .train.run import check_trainer_args
 
             check(check_trainer_args, next(iter(self.train.values())).trainer_args)
         first = self.eval["base"]
@@ -167,8 +167,11 @@ class Pipeline:
     def execute(self, progress: bool = True) -> dict:
         """Run every stage whose output is missing or was produced by other settings or inputs
         (each stage's summary records its ``produced_by`` key); say why a stage reruns."""
-        from . import impact, train, triage
+        from . import triage
         from .evaluate import run as evaluate
+        from .score import run as score
+        from .stage import summary_path
+        from .train import run as train
         from .files import write_yaml
         from .provenance import what_changed
 
@@ -191,11 +194,11 @@ class Pipeline:
             action()
             done[name] = "ran"
 
-        stage("triage", triage.summary_path(self.triage.out), lambda: triage.produced_by(self.triage),
+        stage("triage", summary_path(self.triage.out), lambda: triage.produced_by(self.triage),
               lambda: triage.run(self.triage, progress))
         if self.needs_scores:
-            stage("score", impact.summary_path(self.score.out), lambda: impact.produced_by(self.score),
-                  lambda: impact.run(self.score, progress))
+            stage("score", summary_path(self.score.out), lambda: score.produced_by(self.score),
+                  lambda: score.run(self.score, progress))
         for m, cfg in self.train.items():
             stage(f"train:{m}", cfg.out / "train_summary.json", lambda cfg=cfg: train.produced_by(cfg),
                   lambda cfg=cfg: train.run(cfg, progress))

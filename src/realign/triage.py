@@ -17,7 +17,6 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Sequence
 
 from tqdm.auto import tqdm
@@ -27,6 +26,7 @@ from .data import PreferencePair, as_response, prompt_text, response_text
 from .judges.base import Judge, JudgeItem, Verdict
 from .judges.cache import VerdictCache
 from .policy import Policy
+from .stage import summary_path
 
 INVERT, PUNISH, RETAIN = "INVERT", "PUNISH", "RETAIN"
 
@@ -282,12 +282,6 @@ def produced_by(config, judge=None) -> dict:
 
         inputs["oracle"] = make_oracle(config.oracle).identity
     return record(config, inputs, ignore=("out", "gold_out", "naive_out", "cache"))
-
-
-def summary_path(out: str | Path) -> Path:
-    """``triaged.jsonl`` -> ``triaged.summary.json`` beside it."""
-    out = Path(out)
-    return out.with_name(out.name.removesuffix(".jsonl") + ".summary.json")
 
 
 def run(config, progress: bool = True) -> dict:

@@ -65,11 +65,11 @@ def _child(req: dict) -> None:
 def main() -> None:
     import realign.cli  # noqa: F401
     import realign.evaluate.run  # noqa: F401
-    import realign.impact  # noqa: F401
-    import realign.influence  # noqa: F401
+    import realign.score.run  # noqa: F401
+    import realign.score.scorer  # noqa: F401
     import realign.judges.openai_compat  # noqa: F401
     import realign.models  # noqa: F401
-    import realign.train  # noqa: F401
+    import realign.train.run  # noqa: F401
     import realign.triage  # noqa: F401
     import accelerate  # noqa: F401
     import openai  # noqa: F401

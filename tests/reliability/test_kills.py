@@ -230,7 +230,7 @@ def test_sigkill_train(zygote, tiny_model, clean_training, tmp_path):
                 json.loads(p.read_text())
             elif p.name == "train_config.yaml":
                 assert yaml.safe_load(p.read_text())["max_steps"] == 48
-            elif p.name == ".config_key":  # what produced the checkpoints (realign.train.produced_by)
+            elif p.name == ".config_key":  # what produced the checkpoints (realign.train.run.produced_by)
                 made = json.loads(p.read_text())
                 assert isinstance(made, dict) and isinstance(made["key"], str)
             elif p.name == "reference_logps.pt":

@@ -8,6 +8,7 @@ from typing import Sequence
 
 from ..data import Text
 from ..sequences import prompt_messages
+from ..stage import pad_token_id
 
 
 def prompt_room(model, tokenizer, max_new_tokens: int) -> int | None:
@@ -80,7 +81,7 @@ def generate(
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     out: list[str] = [""] * len(prompts)
     device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = pad_token_id(tokenizer)
     was_training = model.training
     model.eval()
     try:

@@ -14,6 +14,7 @@ from typing import Sequence
 from ..data import _check_messages, _check_string, _Fail, iter_source, parse_record, prompt_text
 from ..errors import DataError, RealignError
 from ..judges.base import JudgeItem
+from ..stage import process_state
 from .metrics import Outcomes, measure
 
 
@@ -144,7 +145,7 @@ def run(config, progress: bool = True) -> dict:
     from ..files import write_json, write_jsonl, write_yaml
     from ..judges import make_judge
     from ..judges.cache import VerdictCache
-    from ..models import load_causal_lm, load_tokenizer, model_fingerprint, resolve_device
+    from ..models import load_causal_lm, load_tokenizer, model_fingerprint
     from ..policy import Policy
     from ..provenance import provenance
     from ..triage import TriageStats, VerdictStore
@@ -168,9 +169,7 @@ def run(config, progress: bool = True) -> dict:
         state = None
         needs_local = bool(texts) or config.reference is not None
     else:
-        import accelerate
-
-        state = accelerate.PartialState(cpu=resolve_device(config.device).type == "cpu")
+        state = process_state(config.device)
         needs_local = True
     model = tokenizer = None
     if needs_local:

@@ -9,6 +9,7 @@ import re
 from typing import Callable, Sequence
 
 from ..errors import RealignError
+from ..stage import pad_token_id
 
 _WORD = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
 
@@ -32,7 +33,7 @@ def perplexity(model, tokenizer, texts: Sequence[str], max_length: int = 512, ba
     from ..sequences import char_budget
 
     device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_token_id(tokenizer)
     total, count = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
@@ -66,7 +67,7 @@ def kl_to_reference(
     from ..sequences import collate, encode
 
     device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_token_id(tokenizer)
     values = []
     with torch.no_grad():
         for start in range(0, len(prompts), batch_size):

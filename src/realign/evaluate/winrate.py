@@ -49,7 +49,7 @@ from typing import Any, Awaitable, Callable, Protocol, Sequence
 
 from ..config import JudgeConfig
 from ..data import prompt_text, response_text
-from ..errors import DataError, JudgeError, RealignError
+from ..errors import DataError, RealignError
 from ..files import write_json, write_jsonl
 from ..judges.cache import cache_key
 from ..judges.next_token import NextTokenJudgeModel, split_two

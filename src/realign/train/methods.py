@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from .data import PreferencePair, Text
-from .errors import RealignError
-from .triage import INVERT, PUNISH, RETAIN, gold_pairs, naive_pairs
+from ..data import PreferencePair, Text
+from ..errors import RealignError
+from ..triage import INVERT, PUNISH, RETAIN, gold_pairs, naive_pairs
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Stage 3 — re-alignment training on the Hugging Face Trainer (Alg. 1 lines 34-46).
 
-A method (:mod:`realign.methods`) turns records into terms; every micro-batch, whatever mix
+A method (:mod:`realign.train.methods`) turns records into terms; every micro-batch, whatever mix
 of term kinds it holds, costs one policy forward pass over all its sequences (first and
 second responses concatenated) and at most one reference forward pass: with LoRA the
 reference is the same model with its adapter disabled (no second copy), and reference
@@ -26,10 +26,11 @@ from typing import Sequence
 import torch
 from transformers import Trainer, TrainingArguments
 
-from .errors import RealignError
-from .losses import KIND_INDEX, LOSS_KINDS, TermInputs, token_kl, token_logps
+from ..errors import RealignError
+from ..losses import KIND_INDEX, LOSS_KINDS, TermInputs, token_kl, token_logps
+from ..sequences import Encoded, collate, encode
+from ..stage import pad_token_id, process_state
 from .methods import MethodOptions, Term, get_method
-from .sequences import Encoded, collate, encode
 
 #: The kinds whose loss reads reference log-probs (precomputed once, or taken in the step).
 NEEDS_REF_LOGPS = {name for name, kind in LOSS_KINDS.items() if kind.reference == "logps"}
@@ -354,8 +355,8 @@ def produced_by(config) -> dict:
     and device) and the content of the records, the model and the adapter
     (:func:`realign.provenance.produced_by`). Checkpoints and precomputed reference log-probs
     are resumed, and ``realign run`` skips the stage, only on an exact match."""
-    from .provenance import input_digest
-    from .provenance import produced_by as record
+    from ..provenance import input_digest
+    from ..provenance import produced_by as record
 
     inputs = {name: input_digest(getattr(config, name)) for name in ("data", "model", "adapter")}
     return record(config, inputs, ignore=("out", "resume", "device", "logging_steps", "report_to", "save_steps",
@@ -364,7 +365,7 @@ def produced_by(config) -> dict:
 
 def _stale_state(out: Path, made: dict) -> str | None:
     """Why the run directory's checkpoints cannot be resumed (None: they can, or there are none)."""
-    from .provenance import what_changed
+    from ..provenance import what_changed
 
     if not any((out / "checkpoints").glob("checkpoint-*")):
         return None
@@ -473,7 +474,7 @@ def check_trainer_args(extra: dict) -> None:
 def run(config, progress: bool = True) -> dict:
     """Stage 3 on files: read records, build the method's terms, train, save the adapter
     (PEFT) or model (safetensors) with the resolved config and a training summary."""
-    from .files import check_output_paths
+    from ..files import check_output_paths
 
     check_output_paths(
         {"--data": config.data, "--model": config.model, "--adapter": config.adapter},
@@ -484,12 +485,12 @@ def run(config, progress: bool = True) -> dict:
     )
     from contextlib import nullcontext
 
-    from .config import resolved
-    from .data import read_pairs
-    from .files import atomic_open, write_json, write_text, write_yaml
-    from .influence import attach_lora
-    from .models import load_causal_lm, load_tokenizer, resolve_device
-    from .provenance import provenance
+    from ..config import resolved
+    from ..data import read_pairs
+    from ..files import atomic_open, write_json, write_text, write_yaml
+    from ..models import attach_lora
+    from ..models import load_causal_lm, load_tokenizer, resolve_device
+    from ..provenance import provenance
 
     start = time.perf_counter()
     method = get_method(config.method)
@@ -514,11 +515,7 @@ def run(config, progress: bool = True) -> dict:
     if not terms:
         raise RealignError(f"{config.data}: method {method.name!r} finds nothing to train on in {len(records)} records")
 
-    import accelerate
-
-    # told about the CPU also for ``auto`` on a machine without GPUs, else processes started by
-    # ``accelerate launch`` there each believe they are alone
-    state = accelerate.PartialState(cpu=resolve_device(config.device).type == "cpu")
+    state = process_state(config.device)
     device = state.device if state.num_processes > 1 else resolve_device(config.device)
     if checkpoints.exists() and resume_from is None:  # stale (above) or unfinished: start over
         if state.is_main_process:
@@ -529,7 +526,7 @@ def run(config, progress: bool = True) -> dict:
     model = load_causal_lm(config.model, device=str(device), dtype="float32")
     tokenizer = load_tokenizer(config.model, padding_side="right")
     if config.adapter is not None:
-        from .models import load_adapter
+        from ..models import load_adapter
 
         model = load_adapter(model, config.adapter).merge_and_unload()
     ref_model = None
@@ -539,7 +536,7 @@ def run(config, progress: bool = True) -> dict:
         reference = model.disable_adapter
     else:
         reference = nullcontext
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = pad_token_id(tokenizer)
     dataset = TermDataset(terms, tokenizer, config.max_length)
     needs_kl = any(it.kind == KIND_INDEX["kl"] for it in dataset.items)
     ref_cache = out / "reference_logps.pt"
@@ -722,7 +719,7 @@ def _total_steps(config, n_terms: int, processes: int) -> int:
 
 def merge(model: str, adapter: str, out: str | Path) -> Path:
     """Fold a LoRA adapter into its base model and save the result (safetensors)."""
-    from .models import load_adapter, load_causal_lm, load_tokenizer
+    from ..models import load_adapter, load_causal_lm, load_tokenizer
 
     base = load_causal_lm(model, device="cpu", dtype="float32")
     merged = load_adapter(base, adapter).merge_and_unload()

@@ -36,14 +36,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .data import PreferencePair, prompt_text, response_text
-from .errors import RealignError
-from .methods import Term, Trace
-from .triage import INVERT, PUNISH, RETAIN
+from ..data import PreferencePair, prompt_text, response_text
+from ..errors import RealignError
+from ..stage import process_state, summary_path
+from ..train.methods import Term, Trace
+from ..triage import INVERT, PUNISH, RETAIN
 
 CONFLICT = (INVERT, PUNISH)
 
-#: ℓ_i of a conflict record: the very term TRACE trains on it (:meth:`realign.methods.Trace.conflict_term`),
+#: ℓ_i of a conflict record: the very term TRACE trains on it (:meth:`realign.train.methods.Trace.conflict_term`),
 #: so what is scored is what is trained.
 training_loss = Trace.conflict_term
 
@@ -210,8 +211,8 @@ def produced_by(config) -> dict:
     """What produces the weighted records: the resolved settings and the content of the
     triaged records, the gold records and the model (:func:`realign.provenance.produced_by`).
     Partial scores are resumed, and ``realign run`` skips the stage, only on an exact match."""
-    from .provenance import input_digest
-    from .provenance import produced_by as record
+    from ..provenance import input_digest
+    from ..provenance import produced_by as record
 
     inputs = {name: input_digest(getattr(config, name)) for name in ("data", "gold_data", "model", "adapter")}
     return record(config, inputs, ignore=("out", "batch_size", "device", "skip_invalid"))
@@ -227,7 +228,7 @@ def _read_progress(path: Path, made: dict) -> dict[str, float] | None:
         return None
     if not isinstance(header, dict) or header.get("config") != made["key"]:
         if path.exists():
-            from .provenance import what_changed
+            from ..provenance import what_changed
 
             before = header.get("produced_by") if isinstance(header, dict) else None
             print(f"score: not resuming from {path.name} ({what_changed(before, made)}); scoring from scratch",
@@ -279,23 +280,6 @@ class _Progress:
         self.done.update(rows)
 
 
-def summary_path(out: str | Path) -> Path:
-    out = Path(out)
-    return out.with_name(out.name.removesuffix(".jsonl") + ".summary.json")
-
-
-def _process_state(device: str):
-    """accelerate's process state: one process, or one of those ``accelerate launch`` started.
-    It must be told when the device is the CPU (also ``auto`` on a machine without GPUs): else
-    processes launched there each believe they are alone, all score everything and all write
-    the outputs."""
-    from accelerate import PartialState
-
-    from .models import resolve_device
-
-    return PartialState(cpu=resolve_device(device).type == "cpu")
-
-
 def _batches(scorer, conflict: list[PreferencePair], directions: dict, direction_of) -> list[tuple]:
     """(direction, records, their losses ℓ_i) for every batch of conflict records, in a fixed
     order: per direction, records of similar length together (``Scorer.batches``)."""
@@ -310,7 +294,7 @@ def _batches(scorer, conflict: list[PreferencePair], directions: dict, direction
 def _score_batch(scorer, samples: list[Term], v, config, measure: str) -> list[float]:
     """Alg. 1 lines 18-27 for one batch: ⟨v, ∇ℓ_i⟩ from batched directional derivatives (or
     per-sample autograd, ``exact``); for the ``cosine`` measure ⟨v, ∇ℓ_i⟩ / ‖∇ℓ_i‖."""
-    from .influence import flatten
+    from .scorer import flatten
 
     if measure == "cosine":
         return scorer.cosine_scores(samples, v, config.method).tolist()
@@ -337,7 +321,7 @@ def run(config, progress: bool = True) -> dict:
     normalise and write the weighted records plus ``<out>.summary.json``. Under ``accelerate
     launch`` the processes share the scoring and only the main one writes (the others return
     an empty dict)."""
-    from .files import check_output_paths
+    from ..files import check_output_paths
 
     check_output_paths({"--data": config.data, "--gold-data": config.gold_data},
                        {"--out": config.out, "the summary of --out": summary_path(config.out)})
@@ -345,15 +329,15 @@ def run(config, progress: bool = True) -> dict:
     from accelerate.utils import gather_object
     from tqdm.auto import tqdm
 
-    from .config import resolved
-    from .data import read_pairs, write_pairs
-    from .files import write_json
-    from .influence import Scorer, attach_lora, conjugate_gradient, norm, select_parameters
-    from .models import load_causal_lm, load_tokenizer, resolve_device
-    from .provenance import provenance
+    from ..config import resolved
+    from ..data import read_pairs, write_pairs
+    from ..files import write_json
+    from ..models import attach_lora, load_causal_lm, load_tokenizer, resolve_device
+    from ..provenance import provenance
+    from .scorer import Scorer, conjugate_gradient, norm, select_parameters
 
     start = time.perf_counter()
-    state = _process_state(config.device)
+    state = process_state(config.device)
     made = produced_by(config)
     records = read_pairs(config.data, require_category=True, skip_invalid=config.skip_invalid,
                          invert_order=config.invert_order).pairs
@@ -387,7 +371,7 @@ def run(config, progress: bool = True) -> dict:
     space = config.params
     reference = None
     if config.adapter is not None:
-        from .models import load_adapter
+        from ..models import load_adapter
 
         model = load_adapter(model, config.adapter, is_trainable=space.kind == "lora")
         if space.kind == "modules":

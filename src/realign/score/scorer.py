@@ -27,10 +27,11 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from .errors import RealignError
-from .losses import LOSS_KINDS, LossKind, TermInputs, token_logps
-from .methods import Term
-from .sequences import Encoded, collate, encode
+from ..errors import RealignError
+from ..losses import LOSS_KINDS, LossKind, TermInputs, token_logps
+from ..sequences import Encoded, collate, encode
+from ..stage import pad_token_id
+from ..train.methods import Term
 
 Vector = list[torch.Tensor]
 
@@ -96,18 +97,6 @@ def conjugate_gradient(matvec: Callable[[Vector], Vector], b: Vector, iters: int
 # --------------------------------------------------------------------------- parameter spaces
 
 
-def attach_lora(model, r: int, alpha: int, targets: Sequence[str], seed: int, dropout: float = 0.0):
-    """A fresh PEFT LoRA adapter (lora_B = 0, so the model is unchanged: θ = θ_ref)."""
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(seed)
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), bias="none")
-    try:
-        return get_peft_model(model, config)
-    except ValueError as exc:
-        raise RealignError(f"LoRA targets {list(targets)}: {str(exc).splitlines()[0]}") from None
-
-
 def _block_index(name: str) -> int | None:
     match = re.search(r"\.(?:layers|h|blocks|layer)\.(\d+)\.", name)
     return int(match.group(1)) if match else None
@@ -138,7 +127,7 @@ def select_parameters(model, patterns: Sequence[str] = (), last_k_blocks: int | 
 
 
 class Scorer:
-    """Evaluates ℓ_i and its derivatives for batches of training terms (:class:`realign.methods.Term`,
+    """Evaluates ℓ_i and its derivatives for batches of training terms (:class:`realign.train.methods.Term`,
     of the two-response kinds :data:`realign.losses.LOSS_KINDS` can score) in the parameter
     space ``params`` (a name -> Parameter map of ``model``). A term's weight is not applied: the
     score is that of its unweighted loss."""
@@ -162,7 +151,7 @@ class Scorer:
         self.beta, self.loss_name = beta, preference_loss
         self.max_length, self.batch_size, self.device = max_length, batch_size, device
         self.reference = reference or nullcontext
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = pad_token_id(tokenizer)
         self.truncated = 0
         self.forward_sequences = 0
         self.backward_sequences = 0

@@ -1,0 +1,7 @@
+"""Stage 2, ``realign score`` (config section ``score:``, run folder ``score/``): the alignment
+impact score of every conflict record (docs/method.md, "Stage 2 — alignment impact scores").
+
+* :mod:`.run` — the stage: gold batch, scoring variants, weights, resume, outputs;
+* :mod:`.scorer` — ℓ_i and its derivatives for batches of terms, parameter spaces, and the
+  linear algebra (conjugate gradient) of g_Jᵀ H⁻¹ ∇ℓ_i.
+"""

@@ -1,0 +1,8 @@
+"""Stage 3, ``realign train`` (config section ``train:``, run folder ``train/<method>/``):
+re-alignment training (docs/method.md, "Stage 3 — the hybrid objective").
+
+* :mod:`.methods` — the registry of methods, each turning records into loss terms;
+* :mod:`.run` — the stage: the term dataset, the trainer, checkpoints, resume and the summary.
+
+The loss kinds the terms name are :data:`realign.losses.LOSS_KINDS`, shared with Stage 2.
+"""

@@ -57,7 +57,7 @@ def test_the_metric_example_is_measured_and_shown(monkeypatch, capsys):
     from realign.cli import _echo_before_after
     from realign.evaluate import metrics
     from realign.judges.base import Verdict
-    from realign.report import _cell
+    from realign.report.sections import _cell
 
     namespace: dict = {}
     exec(example("A metric"), namespace)

@@ -1,0 +1,37 @@
+"""Reports: what one or more runs produced, as one self-contained HTML page or a Markdown file.
+
+A run directory is read tolerantly: every file below it (up to :data:`SEARCH_DEPTH` levels)
+named ``metrics.json`` (``realign eval``), ``*.summary.json`` with ``"stage": "triage"``
+(``realign triage``) or ``"stage": "score"`` (``realign score``), or ``train_summary.json``
+(``realign train``) is used; any of them may be missing, and a metrics file can also be
+named directly. The report then shows
+
+* a comparison table across runs and methods: Target Policy Agreement (TPA) overall with its
+  95 % interval, balanced agreement, attack success (pooled over the jailbreak templates),
+  benign accuracy, degenerate and harmful rates, perplexity and KL to the reference; the
+  base model's numbers ("before") as their own rows;
+* TPA per slice (and on the triaged-prompt slices INVERT / PUNISH / RETAIN), as a table and
+  as a grouped bar chart before and after, with the 95 % intervals as error bars;
+* attack success per jailbreak template (table and chart);
+* the impact-weight histogram per category (INVERT, PUNISH) of every ``score`` stage;
+* triage counts (bar chart);
+* loss components over training steps (one panel per component, one line per run);
+* win rates from ``realign winrate`` result files (any ``*winrate*.json`` with
+  ``"stage": "winrate"``).
+
+A piece that no run has is left out with a one-line note. Rates are shown as percentages
+with one decimal. Figures are drawn with matplotlib's Agg renderer (no display needed);
+HTML embeds them as base64 PNG data URIs (one file, no external assets), Markdown writes
+them beside the report in ``<stem>_files/`` and links them.
+
+* :mod:`.collect` — the result files of each run directory, read and labelled;
+* :mod:`.figures` — the charts;
+* :mod:`.sections` — the document: its sections of tables, figures and notes;
+* :mod:`.render` — HTML and Markdown, and :func:`build_report`, the entry point.
+"""
+
+from .collect import SEARCH_DEPTH, RunData, collect
+from .figures import Figure
+from .render import build_report
+
+__all__ = ["SEARCH_DEPTH", "Figure", "RunData", "build_report", "collect"]

@@ -1,0 +1,472 @@
+"""The report's document: its sections of tables, figures and notes, built from the runs
+found (:mod:`.collect`) and rendered by :mod:`.render`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ..evaluate.metrics import Headline, headlines
+from ..evaluate.stats import ci_of, number, rate_of
+from ..evaluate.tpa import style_of as style_of_raw
+from .collect import IMPACT_CATEGORIES, TRIAGE_CATEGORIES, RunData, Source, display
+from .figures import Figure, grouped_bars, impact_histograms, loss_curves, loss_series, triage_counts
+
+TRIAGE_SLICE_NAMES = {"INVERT": "INVERT success", "PUNISH": "PUNISH compliance", "RETAIN": "RETAIN preservation"}
+MAX_EXAMPLE_SLICES = 12
+EXAMPLES_PER_SLICE = 2
+EXAMPLE_CHARS = 160
+"""The report's example responses: so many slices, prompts per slice, characters per response."""
+MAX_SLICE_COLUMNS = 8
+"""With more slices than this, the per-slice table lists slices as rows and runs as columns."""
+
+MISSING = "—"
+
+
+def pct(value: float | None) -> str:
+    """0.725 -> "72.5%"; None -> "—"."""
+    return MISSING if value is None else f"{100 * value:.1f}%"
+
+
+def fmt_rate(value: Any, *, ci: bool = False, n: bool = False) -> str:
+    r = rate_of(value)
+    if r is None:
+        return MISSING
+    text = pct(r)
+    interval = ci_of(value)
+    if ci and interval is not None:
+        text += f" ({100 * interval[0]:.1f}–{100 * interval[1]:.1f})"
+    if n and isinstance(value, dict) and isinstance(value.get("n"), int):
+        text += f" · n={value['n']}"
+    return text
+
+
+def fmt_num(value: Any, decimals: int = 3) -> str:
+    """A number with fixed decimals (scientific notation when it would show as zero or is huge)."""
+    v = number(value)
+    if v is None:
+        return MISSING
+    if v != 0 and (abs(v) < 0.5 * 10**-decimals or abs(v) >= 1e6):
+        return f"{v:.2e}"
+    return f"{v:,.{decimals}f}"
+
+
+@dataclass
+class Row:
+    """One line of the comparison: a run's numbers, or a base model's ("before")."""
+
+    label: str
+    numbers: dict
+    baseline: bool = False
+    source: Source | None = None
+
+
+def _is_base_model_run(src: Source, found: RunData) -> bool:
+    """An evaluation of a model without an adapter that another evaluation started from — an
+    adapter on the same model, or a fully fine-tuned model whose reference it is (``realign
+    run``'s ``eval/base``): the "before" of the others."""
+    d = src.data
+    if d.get("adapter") or not d.get("model"):
+        return False
+
+    def started_from_it(o: Source) -> bool:
+        reference = (o.data.get("config") or {}).get("reference")
+        return bool(o.data.get("adapter")) and o.data.get("model") == d["model"] or reference == d["model"]
+
+    return any(started_from_it(o) for o in found.evals if o is not src)
+
+
+def _rows(found: RunData) -> list[Row]:
+    """Baselines first (the base-model runs and the ``--baseline`` numbers of adapter runs,
+    identical ones merged), then every other run in the order given. Baselines are named by
+    their run's label or the model folder's name, marked "(before)"."""
+    rows: list[Row] = []
+    baselines: dict[str, Row] = {}
+    for src in found.evals:
+        if _is_base_model_run(src, found):
+            baselines[f"run:{src.path}"] = Row(f"{src.label} (before)", src.data, True, src)
+    for src in found.evals:
+        base = src.data.get("baseline")
+        if isinstance(base, dict) and base:
+            key = json.dumps(base, sort_keys=True, default=str)
+            if key not in baselines:
+                model = base.get("model") or src.data.get("model")
+                name = Path(str(model)).name if model else src.label
+                baselines[key] = Row(f"{name} (before)", base, True, src)
+    labels = [r.label for r in baselines.values()]
+    for row in baselines.values():
+        if labels.count(row.label) > 1 and row.source is not None:
+            row.label = f"{row.source.label} (before)"
+    rows.extend(baselines.values())
+    rows.extend(Row(src.label, src.data, False, src) for src in found.evals if not _is_base_model_run(src, found))
+    return rows
+
+
+def _balanced_meaning(rows: list[Row]) -> str:
+    """What the Balanced column is, from the metrics themselves (see ``evaluate.tpa.agreement``)."""
+    kinds = {("must-help" if "must_help" in (r.numbers.get("tpa") or {}) else "slices") for r in rows
+             if (r.numbers.get("tpa") or {}).get("balanced") is not None}
+    if kinds == {"must-help"}:
+        return ("Balanced: mean of the must-help and must-refuse rates (prompts whose expected behaviour under "
+                "this policy is a helpful answer, resp. a refusal).")
+    if kinds == {"slices"}:
+        return "Balanced: mean of the per-slice rates (the prompts do not say which behaviour the policy expects)."
+    return ("Balanced: mean of the must-help and must-refuse rates where the prompts say which behaviour the policy "
+            "expects, else the mean of the per-slice rates.")
+
+
+def _ordered_union(dicts: Iterable[Any]) -> list[str]:
+    out: list[str] = []
+    for d in dicts:
+        if isinstance(d, dict):
+            out.extend(k for k in d if k not in out)
+    return out
+
+
+
+
+@dataclass
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    muted: list[bool] = field(default_factory=list)
+    """Rows shown subdued (the base model's numbers)."""
+    caption: str = ""
+
+
+@dataclass
+class Bullets:
+    """A collapsible list (the files a report was built from)."""
+
+    title: str
+    items: list[str]
+
+
+@dataclass
+class Section:
+    title: str
+    blocks: list[Any] = field(default_factory=list)
+    """Tables, Figures and strings (notes)."""
+
+
+def _drop_empty_columns(header: list[str], rows: list[list[str]], keep: int = 1) -> tuple[list[str], list[list[str]]]:
+    used = [i for i in range(len(header)) if i < keep or any(r[i] != MISSING for r in rows)]
+    return [header[i] for i in used], [[r[i] for i in used] for r in rows]
+
+
+def _cell(headline: Headline, value: Any) -> str:
+    """A headline number as the Comparison table shows it."""
+    if headline.show == "count":
+        return str(value) if isinstance(value, int) else MISSING
+    if headline.show == "number":
+        return fmt_num(value, headline.decimals)
+    return fmt_rate(value, ci=headline.show == "rate_ci")
+
+
+def _comparison_section(found: RunData, rows: list[Row]) -> Section:
+    section = Section("Comparison")
+    if not rows:
+        section.blocks.append("No metrics.json found: no evaluation numbers to compare.")
+        return section
+    shown = [h for h in headlines() if h.column is not None]
+    header = ["Run", *(h.column for h in shown)]
+    table_rows = [[row.label, *(_cell(h, h.read(row.numbers)) for h in shown)] for row in rows]
+    header, table_rows = _drop_empty_columns(header, table_rows)
+    section.blocks.append(Table(
+        "", header, table_rows, [r.baseline for r in rows],
+        "Rates in percent. TPA: share of responses the judge finds compliant with the new policy (higher is "
+        "better), 95% Wilson interval in parentheses. " + _balanced_meaning(rows) + " ASR: attack success "
+        "rate, pooled over the jailbreak templates (lower is better)."
+        + (" Rows marked (before) are the model before re-alignment." if any(r.baseline for r in rows) else ""),
+    ))
+    return section
+
+
+def _slice_section(rows: list[Row]) -> tuple[Section, list[str]]:
+    section = Section("Policy agreement by slice")
+    slices = _ordered_union((r.numbers.get("tpa") or {}).get("by_slice") for r in rows)
+    triage_slices = [c for c in TRIAGE_CATEGORIES if any(isinstance(r.numbers.get("triage_slices"), dict)
+                                                          and c in r.numbers["triage_slices"] for r in rows)]
+    if not rows:
+        return section, []
+    if not slices and not triage_slices:
+        section.blocks.append("No per-slice rates in the metrics.")
+        return section, []
+    columns = [*slices, *(TRIAGE_SLICE_NAMES[c] for c in triage_slices)]
+
+    def values(row: Row) -> list[str]:
+        by_slice = (row.numbers.get("tpa") or {}).get("by_slice") or {}
+        triaged = row.numbers.get("triage_slices") or {}
+        return [fmt_rate(by_slice.get(s)) for s in slices] + [fmt_rate(triaged.get(c)) for c in triage_slices]
+
+    if len(columns) <= MAX_SLICE_COLUMNS:
+        section.blocks.append(Table("", ["Run", *columns], [[r.label, *values(r)] for r in rows],
+                                    [r.baseline for r in rows]))
+    else:
+        per_run = [values(r) for r in rows]
+        section.blocks.append(Table("", ["Slice", *(r.label for r in rows)],
+                                    [[col, *(v[i] for v in per_run)] for i, col in enumerate(columns)]))
+    section.blocks.append("Per-slice TPA in percent; INVERT success, PUNISH compliance and RETAIN preservation are "
+                          "the agreement rates on prompts taken from the triaged pairs of each category.")
+    return section, slices
+
+
+def _attack_section(rows: list[Row]) -> Section | None:
+    templates = _ordered_union(r.numbers.get("attacks") for r in rows)
+    if not templates:
+        return None
+    if "control" in templates:
+        templates.remove("control")
+        templates.insert(0, "control")
+    section = Section("Attack success")
+    table_rows = [[r.label, *(fmt_rate((r.numbers.get("attacks") or {}).get(t), ci=True) for t in templates)]
+                  for r in rows]
+    section.blocks.append(Table("", ["Run", *templates], table_rows, [r.baseline for r in rows],
+                                "Share of harmful requests answered in violation of the policy (lower is better), "
+                                "95% interval in parentheses; control = the request without a jailbreak wrapper."))
+    values = [[(r.numbers.get("attacks") or {}).get(t) for t in templates] for r in rows]
+    png = grouped_bars("Attack success rate by jailbreak template", [("", templates, values)],
+                       [(r.label, r.baseline) for r in rows], "attack success (%)", auto_ylim=True)
+    section.blocks.append(Figure("attack_success", "Attack success rate by template",
+                                 "Grouped bar chart of attack success rate per jailbreak template and run", png))
+    return section
+
+
+def _generations(row: Row) -> list[dict]:
+    """The policy-prompt responses behind a row (``generations.jsonl`` beside its metrics;
+    a ``--baseline`` row takes the records of the model without its adapter)."""
+    if row.source is None:
+        return []
+    name = ((row.source.data.get("files") or {}).get("generations")) or "generations.jsonl"
+    path = row.source.path.parent / str(name)
+    state = "baseline" if row.baseline and row.numbers is not row.source.data else "after"
+    out = []
+    try:
+        with path.open(encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(rec, dict) and rec.get("set") == "policy" and rec.get("model_state", "after") == state:
+                    out.append(rec)
+    except OSError:
+        return []
+    return out
+
+
+def _verdict_text(rec: dict) -> str:
+    verdict = {True: "complies", False: "violates"}.get(rec.get("compliant"), "abstained")
+    style = style_of_raw(rec.get("raw"))
+    return f"{verdict} ({style})" if style else verdict
+
+
+def _clip(text: Any, limit: int = EXAMPLE_CHARS) -> str:
+    text = " ".join(str(text if not isinstance(text, list) else " ".join(
+        str(m.get("content", "")) for m in text if isinstance(m, dict))).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _responses_section(rows: list[Row]) -> Section | None:
+    """Style counts per run and a few example responses per slice with their verdicts, so a
+    rate can be understood without opening ``generations.jsonl``."""
+    styled = [r for r in rows if isinstance(r.numbers.get("styles"), dict) and r.numbers["styles"]]
+    records = {id(r): _generations(r) for r in rows}
+    if not styled and not any(records.values()):
+        return None
+    section = Section("Responses")
+    if styled:
+        styles = _ordered_union(r.numbers["styles"] for r in styled)
+        section.blocks.append(Table("Response styles", ["Run", *styles],
+                                    [[r.label, *(str(r.numbers["styles"].get(st, 0)) for st in styles)] for r in styled],
+                                    [r.baseline for r in styled],
+                                    "Number of policy-prompt responses of each style, as the rules judge classified "
+                                    "them (degenerate / unclassified: broken or unrecognised text)."))
+    by_id = {id(r): {str(rec.get("id")): rec for rec in records[id(r)]} for r in rows}
+    order: dict[str, list[str]] = {}
+    for r in rows:
+        for rec in records[id(r)]:
+            ids = order.setdefault(str(rec.get("slice") or "all"), [])
+            if str(rec.get("id")) not in ids:
+                ids.append(str(rec.get("id")))
+    shown = 0
+    for slice_name, ids in list(order.items())[:MAX_EXAMPLE_SLICES]:
+        for rid in ids[:EXAMPLES_PER_SLICE]:
+            have = [(r, by_id[id(r)].get(rid)) for r in rows if by_id[id(r)].get(rid) is not None]
+            if not have:
+                continue
+            prompt = _clip(have[0][1].get("prompt"))
+            section.blocks.append(Table(f"{slice_name}: {prompt}", ["Run", "Response", "Verdict"],
+                                        [[r.label, _clip(rec.get("response")), _verdict_text(rec)] for r, rec in have],
+                                        [r.baseline for r, _ in have]))
+            shown += 1
+    if shown:
+        section.blocks.append(f"The first {EXAMPLES_PER_SLICE} prompts of each slice (at most {MAX_EXAMPLE_SLICES} "
+                              f"slices), responses cut at {EXAMPLE_CHARS} characters; every response is in each "
+                              "run's generations.jsonl.")
+    return section
+
+
+def _winrate_section(sources: Sequence[Source]) -> Section:
+    section = Section("Win rate")
+    rows = []
+    for src in sources:
+        s = src.data["summary"]
+        rate = {"rate": s.get("win_rate"), "ci95": s.get("ci95")}
+        position = s.get("position") or {}
+        rows.append([src.label, fmt_rate(rate, ci=True), str(s.get("n", MISSING)),
+                     f"{s.get('wins', 0)} / {s.get('ties', 0)} / {s.get('losses', 0)}",
+                     fmt_rate(s.get("decisive"), ci=True), pct(number(position.get("first_shown_wins"))),
+                     str(src.data.get("judge") or MISSING)])
+    section.blocks.append(Table("", ["A vs B", "Win rate of A (95% CI)", "n", "W / T / L", "A among decisive",
+                                     "First shown wins", "Judge"], rows, caption=(
+        "Each pair judged in both orders (A first, then B first); an item scores 1 if A wins both, 0.5 if the "
+        "orders split or tie, 0 if B wins both. Win rate = mean score with a normal-approximation interval. "
+        "First shown wins: the judge's position bias (50% = none).")))
+    return section
+
+
+def _provenance_table(found: RunData) -> Table | None:
+    if not found.evals:
+        return None
+    rows = []
+    for src in found.evals:
+        d = src.data
+        policy = d.get("policy")
+        if isinstance(policy, dict):
+            policy = " ".join(str(x) for x in (policy.get("name"), f"({policy['hash']})" if policy.get("hash") else None) if x)
+        rows.append([src.label, str(d.get("model") or MISSING), str(d.get("adapter") or MISSING),
+                     str(policy or MISSING), str(d.get("judge") or MISSING), display(src.path)])
+    return Table("Evaluated runs", ["Run", "Model", "Adapter", "Policy", "Judge", "File"], rows)
+
+
+def _tpa_figure(rows: list[Row], slices: list[str]) -> Figure | None:
+    """TPA overall and per slice, and on the prompts of the triaged pairs, as grouped bars."""
+    panels = []
+    tpa = [r.numbers.get("tpa") or {} for r in rows]
+    values = [[m.get("overall"), *((m.get("by_slice") or {}).get(s) for s in slices)] for m in tpa]
+    if any(rate_of(v) is not None for vals in values for v in vals):
+        panels.append(("prompt slices", ["overall", *slices], values))
+    triaged = [c for c in TRIAGE_CATEGORIES if any(c in (r.numbers.get("triage_slices") or {}) for r in rows)]
+    if triaged:
+        values = [[(r.numbers.get("triage_slices") or {}).get(c) for c in triaged] for r in rows]
+        panels.append(("prompts from triaged pairs", [TRIAGE_SLICE_NAMES[c] for c in triaged], values))
+    if not panels:
+        return None
+    if len(panels) == 1:
+        panels[0] = ("", *panels[0][1:])
+    png = grouped_bars("Target policy agreement, before and after", panels,
+                       [(r.label, r.baseline) for r in rows], "agreement with the new policy (%)")
+    return Figure("tpa_by_slice", "TPA by slice, before and after (95% intervals)",
+                  "Grouped bar chart of TPA per slice for the base model and each run", png)
+
+
+def _impact_section(found: RunData) -> Section:
+    impact = Section("Impact weights")
+    scored = [s for s in found.score if isinstance(s.data.get("histogram"), dict)]
+    if scored:
+        impact.blocks.append(Figure("impact_histogram", "Impact-weight histogram per category",
+                                    "Histograms of the impact weights of INVERT and PUNISH records",
+                                    impact_histograms(scored)))
+        header = ["Score run", "Category", "n", "mean", "median", "max", "zero", "share of weight"]
+        table_rows = []
+        for src in scored:
+            for category in IMPACT_CATEGORIES:
+                st = (src.data.get("weights") or {}).get(category) or {}
+                table_rows.append([src.label, category, str(st.get("n", MISSING)), fmt_num(st.get("mean")),
+                                   fmt_num(st.get("median")), fmt_num(st.get("max")),
+                                   pct(number(st.get("fraction_zero"))), pct(number(st.get("share")))])
+        impact.blocks.append(Table("", header, table_rows, caption="Weights after clamping and normalisation; "
+                                   "share: the category's part of the total conflict weight."))
+    unscored = [s for s in found.score if s not in scored]
+    for src in unscored:
+        impact.blocks.append(f"{src.label}: no impact weights ({'; '.join(map(str, src.data.get('notes') or [])) or 'no histogram'}).")
+    if not found.score:
+        impact.blocks.append("No score summary (*.summary.json with stage \"score\") found: impact histogram omitted.")
+    return impact
+
+
+def _triage_section(found: RunData) -> Section:
+    triage = Section("Triage")
+    counted = [s for s in found.triage if isinstance(s.data.get("counts"), dict)]
+    if counted:
+        triage.blocks.append(Figure("triage_counts", "Triage counts", "Bar chart of INVERT, PUNISH and RETAIN counts",
+                                    triage_counts(counted)))
+        rows_t = []
+        for src in counted:
+            c = src.data["counts"]
+            total = sum(int(c.get(k, 0) or 0) for k in TRIAGE_CATEGORIES)
+            rows_t.append([src.label, *(f"{int(c.get(k, 0) or 0)}" for k in TRIAGE_CATEGORIES), str(total),
+                           str(src.data.get("dropped", MISSING)), str(src.data.get("judge") or MISSING)])
+        triage.blocks.append(Table("", ["Triage run", *TRIAGE_CATEGORIES, "Total", "Dropped", "Judge"], rows_t))
+    else:
+        triage.blocks.append("No triage summary (*.summary.json with stage \"triage\") found: triage counts omitted.")
+    return triage
+
+
+def _training_section(found: RunData) -> Section:
+    training = Section("Training")
+    curves = [(s.label, loss_series(s.data)) for s in found.train]
+    with_data = [(label, c) for label, c in curves if c]
+    if with_data:
+        training.blocks.append(Figure("loss_curves", "Loss components over training steps",
+                                      "Line plots of each loss component against the training step", loss_curves(with_data)))
+        rows_tr = []
+        for s in found.train:
+            method = s.data.get("method")
+            name = method.get("name") if isinstance(method, dict) else method
+            rows_tr.append([s.label, str(name or MISSING), str(s.data.get("steps", MISSING)),
+                            fmt_num(s.data.get("train_loss"), 4), fmt_num(s.data.get("wall_s"), 1)])
+        training.blocks.append(Table("", ["Train run", "Method", "Steps", "Mean loss", "Wall time (s)"], rows_tr))
+    for label, c in curves:
+        if not c:
+            training.blocks.append(f"{label}: the training summary has no logged loss values.")
+    if not found.train:
+        training.blocks.append("No train_summary.json found: loss curves omitted.")
+    return training
+
+
+def _sources_section(found: RunData) -> Section:
+    provenance = _provenance_table(found)
+    files = Section("Sources")
+    if provenance is not None:
+        files.blocks.append(provenance)
+    listed = [f"{s.kind}: {display(s.path)}" for s in found.all]
+    files.blocks.append(Bullets(f"Files read ({len(listed)})", listed))
+    files.blocks.extend(found.notes)
+    return files
+
+
+def build_sections(found: RunData) -> list[Section]:
+    """The report, section by section: comparison, TPA by slice, attacks, responses, win rates,
+    impact weights, triage, training, sources (a piece no run has is a one-line note or left out)."""
+    rows = _rows(found)
+    sections = [_comparison_section(found, rows)]
+
+    slice_section, slices = _slice_section(rows)
+    if rows:
+        figure = _tpa_figure(rows, slices)
+        if figure is not None:
+            slice_section.blocks.append(figure)
+        if not any(r.baseline for r in rows):
+            slice_section.blocks.append("No base-model (before) evaluation among these runs: only the runs are shown "
+                                        "(evaluate the base model too, or use realign eval --baseline).")
+    sections.append(slice_section)
+
+    attacks = _attack_section(rows)
+    if attacks is not None:
+        sections.append(attacks)
+    elif rows:
+        sections.append(Section("Attack success", ["No attack results in the metrics."]))
+
+    responses = _responses_section(rows)
+    if responses is not None:
+        sections.append(responses)
+
+    if found.winrate:
+        sections.append(_winrate_section(found.winrate))
+    sections += [_impact_section(found), _triage_section(found), _training_section(found), _sources_section(found)]
+    return sections

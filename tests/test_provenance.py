@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from realign import triage
+from realign.triage import run as triage
 from realign.score import run as score
 from realign.train import run as train
 from realign.config import EvalConfig, ScoreConfig, TrainConfig, TriageConfig

@@ -117,7 +117,7 @@ def triage(
     quiet: bool = QUIET,
 ) -> None:
     """Stage 1: judge both responses of every pair under the new policy; INVERT / PUNISH / RETAIN."""
-    from . import triage as stage
+    from .triage import run as stage
     from .config import TriageConfig, load_yaml, validate
     from .policy import resolve_policy
 

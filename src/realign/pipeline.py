@@ -167,7 +167,7 @@ class Pipeline:
     def execute(self, progress: bool = True) -> dict:
         """Run every stage whose output is missing or was produced by other settings or inputs
         (each stage's summary records its ``produced_by`` key); say why a stage reruns."""
-        from . import triage
+        from .triage import run as triage
         from .evaluate import run as evaluate
         from .score import run as score
         from .stage import summary_path

@@ -70,7 +70,7 @@ def main() -> None:
     import realign.judges.openai_compat  # noqa: F401
     import realign.models  # noqa: F401
     import realign.train.run  # noqa: F401
-    import realign.triage  # noqa: F401
+    import realign.triage.run  # noqa: F401
     import accelerate  # noqa: F401
     import openai  # noqa: F401
     import peft  # noqa: F401

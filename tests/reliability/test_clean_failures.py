@@ -142,11 +142,11 @@ SLOW_TRIAGE = r"""
 import signal, sys, time
 # a test run started in the background inherits SIGINT ignored; a user's terminal delivers it
 signal.signal(signal.SIGINT, signal.default_int_handler)
-import realign.triage
+import realign.triage.run
 def slow(*args, **kwargs):
     print("in the stage", flush=True)  # the test interrupts only once the command is this far
     time.sleep(60)
-realign.triage.run = slow
+realign.triage.run.run = slow
 sys.argv = ["realign", *ARGV]
 from realign.cli import main
 main()

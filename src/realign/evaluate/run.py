@@ -148,7 +148,7 @@ def run(config, progress: bool = True) -> dict:
     from ..models import load_causal_lm, load_tokenizer, model_fingerprint
     from ..policy import Policy
     from ..provenance import provenance
-    from ..triage import TriageStats, VerdictStore
+    from ..triage.judging import TriageStats, VerdictStore
     from .attacks import load_templates
     from .generators import LocalGenerator, ServerGenerator, decoding
     from .utility import kl_to_reference, perplexity

@@ -101,7 +101,7 @@ def seed_triage(run_dir: Path, data: Path, shift: str, noise: float = 0.0, seed:
 
     from ..data import read_pairs, write_pairs
     from ..provenance import input_digest
-    from ..triage import summary_path
+    from ..stage import summary_path
     from .export import TRIAGE, flip_noise
 
     out = run_dir / "triage" / "triaged.jsonl"
@@ -132,7 +132,8 @@ def adopt_seeded_triage(pipeline) -> None:
     summary gets the ``produced_by`` record of the pipeline's triage stage, which otherwise
     reruns the rules judge over them (same categories, but no oracle responses y_c and no label
     noise). Call it after :func:`seed_triage` and before ``pipeline.execute()``."""
-    from ..triage import produced_by, summary_path
+    from ..stage import summary_path
+    from ..triage.run import produced_by
 
     path = summary_path(pipeline.triage.out)
     summary = json.loads(path.read_text(encoding="utf-8"))

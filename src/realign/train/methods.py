@@ -21,7 +21,8 @@ from typing import Sequence
 
 from ..data import PreferencePair, Text
 from ..errors import RealignError
-from ..triage import INVERT, PUNISH, RETAIN, gold_pairs, naive_pairs
+from ..triage import INVERT, PUNISH, RETAIN
+from ..triage.relabel import gold_pairs, naive_pairs
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,39 @@
+"""Stage 1, ``realign triage`` (config section ``triage:``, run folder ``triage/``): the
+triage of the old preference pairs under the new policy (Alg. 1 lines 3-6).
+
+Every old pair (x, y_w, y_l) is judged on both responses under π_new:
+
+* INVERT  (c_w = 0, c_l = 1): stored swapped — chosen = old y_l (compliant), rejected = old y_w;
+* PUNISH  (c_w = 0, c_l = 0): both violate, no usable direction (the "false dichotomy");
+* RETAIN  (c_w = 1): the old winner still complies.
+
+Verdicts come from the verdict cache where present, so an interrupted triage resumes with no
+repeated judge calls. Besides the triaged records it can write the DPO-Gold relabelled set
+(INVERT swapped, PUNISH paired with an oracle's compliant response y_c, or excluded) and the
+naive relabelled set (swap every pair whose old winner violates) in TRL's standard format.
+
+* this module — the three categories, the decision table and the old pair of a triaged record;
+* :mod:`.judging` — the verdicts (cache first, then the judge), abstentions and categories;
+* :mod:`.relabel` — the oracle's y_c for PUNISH prompts and the relabelled sets;
+* :mod:`.run` — the stage on files: read, triage, write the records and the summary.
+"""
+
+from __future__ import annotations
+
+from ..data import PreferencePair
+
+INVERT, PUNISH, RETAIN = "INVERT", "PUNISH", "RETAIN"
+
+
+def categorise(winner_complies: bool, loser_complies: bool) -> str:
+    """Alg. 1 lines 3-6: the triage decision table."""
+    if winner_complies:
+        return RETAIN
+    return INVERT if loser_complies else PUNISH
+
+
+def old_pair(record: PreferencePair) -> tuple:
+    """(x, old y_w, old y_l) of a triaged record, undoing the INVERT swap."""
+    if record.swapped:
+        return record.prompt, record.rejected, record.chosen
+    return record.prompt, record.chosen, record.rejected

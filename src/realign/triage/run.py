@@ -1,0 +1,126 @@
+"""``realign triage`` on files: read the pairs, triage them under the policy, write the triaged
+records, the optional relabelled sets and ``<out>.summary.json``."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from ..judges.cache import VerdictCache
+from ..stage import summary_path
+from .judging import triage
+from .relabel import attach_oracle_responses, gold_pairs, naive_pairs
+
+
+def produced_by(config, judge=None) -> dict:
+    """What produces the triaged records: the resolved settings and the content of the pairs
+    and the policy, the judge's identity (model, endpoint, prompt format) and the oracle's
+    (:func:`realign.provenance.produced_by`); ``realign run`` skips the stage only on an exact
+    match. ``judge``: the judge already built from the config, if any."""
+    from ..judges import make_judge
+    from ..policy import Policy
+    from ..provenance import input_digest
+    from ..provenance import produced_by as record
+
+    inputs = {
+        "data": input_digest(config.data),
+        "policy": Policy.load(config.policy).hash,
+        "judge": (judge or make_judge(config.judge)).identity,
+    }
+    if config.oracle is not None:
+        from ..oracle import make_oracle
+
+        inputs["oracle"] = make_oracle(config.oracle).identity
+    return record(config, inputs, ignore=("out", "gold_out", "naive_out", "cache"))
+
+
+def run(config, progress: bool = True) -> dict:
+    """Stage 1 on files: read ``config.data``, triage under ``config.policy``, write the triaged
+    records, the optional relabelled sets and ``<out>.summary.json`` (counts, judge calls,
+    cache hits, failures, resolved config, versions, wall time)."""
+    from ..files import check_output_paths
+
+    check_output_paths(
+        {"--data": config.data, "--policy": config.policy, "--cache": config.cache_path()},
+        {"--out": config.out, "--gold-out": config.gold_out, "--naive-out": config.naive_out,
+         "the summary of --out": summary_path(config.out)},
+    )
+    from ..config import resolved
+    from ..data import write_pairs
+    from ..files import write_json
+    from ..judges import make_judge
+    from ..policy import Policy
+    from ..provenance import provenance
+
+    start = time.perf_counter()
+    policy = Policy.load(config.policy)
+    loaded = _read(config)
+    judge = make_judge(config.judge)
+    made = produced_by(config, judge)
+    records, stats, oracle_stats = _judge(config, loaded.pairs, policy, judge, progress)
+    write_pairs(config.out, records)
+    summary: dict = {"stage": "triage", "policy": {"name": policy.name, "hash": policy.hash}, "judge": judge.identity}
+    summary.update(stats.to_dict())
+    summary["skipped_invalid"] = len(loaded.skipped)
+    summary["skipped_examples"] = [str(e) for e in loaded.skipped[:20]]
+    if oracle_stats is not None:
+        summary["oracle"] = oracle_stats
+    summary.update(_write_relabelled(config, records))
+    summary["wall_s"] = round(time.perf_counter() - start, 3)
+    summary["config"] = resolved(config)
+    summary["produced_by"] = made
+    summary["provenance"] = provenance()
+    write_json(summary_path(config.out), summary)
+    return summary
+
+
+def _read(config):
+    """The pairs of ``config.data``; the first 20 records skipped as invalid are said on stderr."""
+    from ..data import read_pairs
+
+    loaded = read_pairs(config.data, split=config.split, skip_invalid=config.skip_invalid,
+                        invert_order=config.invert_order)
+    for err in loaded.skipped[:20]:
+        print(f"skipped: {err}", file=sys.stderr)
+    if len(loaded.skipped) > 20:
+        print(f"skipped: ... and {len(loaded.skipped) - 20} more", file=sys.stderr)
+    return loaded
+
+
+def _judge(config, pairs, policy, judge, progress: bool):
+    """Triage the pairs and, with an oracle configured, attach its y_c to the PUNISH records:
+    (records, stats, the oracle's counts or None)."""
+    with VerdictCache(config.cache_path(), commit_every=1) as cache:
+        records, stats = triage(
+            pairs,
+            policy,
+            judge,
+            cache,
+            on_unparseable=config.judge.on_unparseable,
+            unparseable_retries=config.judge.unparseable_retries,
+            progress=progress,
+        )
+        oracle_stats = None
+        if config.oracle is not None:
+            from ..oracle import make_oracle
+
+            oracle_stats = attach_oracle_responses(
+                records, policy, make_oracle(config.oracle), judge, cache, stats, progress
+            )
+    return records, stats, oracle_stats
+
+
+def _write_relabelled(config, records) -> dict:
+    """Write the DPO-Gold and naive relabelled sets that are asked for; their summary entries."""
+    from ..data import write_pairs
+
+    written: dict = {}
+    if config.gold_out is not None:
+        gold, excluded = gold_pairs(records)
+        write_pairs(config.gold_out, gold)
+        written["gold"] = {"path": str(config.gold_out), "pairs": len(gold), "punish_excluded": excluded}
+    if config.naive_out is not None:
+        naive = naive_pairs(records)
+        write_pairs(config.naive_out, naive)
+        written["naive"] = {"path": str(config.naive_out), "pairs": len(naive)}
+    return written

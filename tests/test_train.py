@@ -12,7 +12,7 @@ from realign.train import run as train
 from realign.config import TrainConfig
 from realign.data import PreferencePair, read_pairs, write_pairs
 from realign.errors import RealignError
-from realign.losses import DPO, IPO, NPO, dpo_loss, token_logps
+from realign.losses import DPO, IPO, NPO, dpo_loss, keep_loss, token_logps
 from realign.train.methods import METHODS, MethodOptions, get_method
 from realign.sequences import collate, encode
 from realign.testing.tiny import save_tiny, tiny_llama, tiny_tokenizer
@@ -102,6 +102,23 @@ def test_retain_preference_term_contrasts_retain_pairs_with_a_violating_loser():
             ("pref", r.chosen, r.rejected, 0.5) for r in recs if r.category == RETAIN and r.id != "r-both"]
 
 
+def test_keep_term_is_one_sided_on_the_retain_pairs_l_r_would_push():
+    """L_K sits on the pairs L_R uses, and is zero — with no gradient — while the pair's margin
+    over π_ref is ≥ 0; below it, it is the DPO loss less log 2 (a restoring force, never a push)."""
+    recs = triaged_records(2)
+    pushed = [t for t in METHODS["trace"].terms(recs, MethodOptions(retain_pref=1.0)) if t.component == "L_R"]
+    kept = [t for t in METHODS["trace"].terms(recs, MethodOptions(retain_keep=0.5)) if t.component == "L_K"]
+    assert [(t.kind, t.first, t.second, t.weight) for t in kept] == [
+        ("keep", t.first, t.second, 0.5) for t in pushed] and kept
+    margin = torch.tensor([-4.0, -0.5, 0.0, 0.5, 4.0], requires_grad=True)
+    loss = keep_loss(margin, 0.3)
+    (grad,) = torch.autograd.grad(loss.sum(), margin)
+    expected_below = -torch.nn.functional.logsigmoid(0.3 * margin[:2].detach()) - math.log(2)
+    assert torch.allclose(loss[:2].detach(), expected_below) and bool((loss[:2] > 0).all())
+    assert loss[2:].abs().max().item() == 0.0 and grad[3:].abs().max().item() == 0.0
+    assert bool((grad[:2] < 0).all())  # raising the margin lowers the loss
+
+
 def test_trace_requires_impact_and_unknown_method_is_clear():
     recs = triaged_records()
     recs[0].impact = None
@@ -136,6 +153,9 @@ def simple_term_loss(model, ref_model, tok, term, beta, loss_name):
         r2, _, _, _ = lp(ref_model, term.second)
     if term.kind == "npo2":
         return NPO.value(p1 - r1, beta) + NPO.value(p2 - r2, beta)
+    if term.kind == "keep":  # the DPO loss of the margin clipped at 0, less its value at 0
+        margin = (p1 - r1) / n1 - (p2 - r2) / n2 if loss_name == "ipo" else (p1 - r1) - (p2 - r2)
+        return dpo_loss(margin.clamp(max=0), torch.zeros(()), torch.zeros(()), torch.zeros(()), beta) - math.log(2)
     if loss_name == "ipo":
         return IPO.value((p1 - r1) / n1 - (p2 - r2) / n2, beta)
     return dpo_loss(p1, p2, r1, r2, beta)
@@ -148,7 +168,8 @@ def test_batched_term_losses_match_one_at_a_time(tok, loss_name):
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.02)  # policy != reference
-    terms = METHODS["trace"].terms(triaged_records(2), MethodOptions(alpha_kl=0.1))
+    terms = METHODS["trace"].terms(triaged_records(2), MethodOptions(alpha_kl=0.1, retain_keep=0.7))
+    assert any(t.kind == "keep" for t in terms)
     terms += METHODS["trace-no-triage"].terms(triaged_records(1), MethodOptions(alpha_kl=0.1))
     dataset = TermDataset(terms, tok, 128)
     batch = TermCollator(dataset, tok.pad_token_id, dataset.components)([{"index": i} for i in range(len(terms))])

@@ -143,6 +143,14 @@ def preference_margin(x1: torch.Tensor, x2: torch.Tensor, n1: torch.Tensor, n2: 
     return x1 / n1 - x2 / n2 if preference_loss == "ipo" else x1 - x2
 
 
+def keep_loss(margin: torch.Tensor, beta: float) -> torch.Tensor:
+    """L_K per pair (docs/method.md Stage 3, "Keeping the retained preferences"): ℓ_DPO of the
+    margin clipped at 0, minus its value at 0 — −log σ(β·min(Δ, 0)) − log 2. Zero (no gradient)
+    while the policy prefers y_w over y_l at least as much as π_ref does; a DPO-like restoring
+    force once the margin falls below the reference's. It keeps a preference, never pushes it."""
+    return -F.logsigmoid(beta * margin.clamp(max=0.0)) - torch.log(torch.tensor(2.0, dtype=margin.dtype))
+
+
 def token_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
     """L_KL per sequence (docs/method.md Stage 3): KL(π_ref(·|x, y<t) ‖ π_θ(·|x, y<t)) over the
     full vocabulary at every response token, averaged over the response's tokens. Logits at
@@ -225,6 +233,9 @@ LOSS_KINDS: dict[str, LossKind] = {
         LossKind("pref", "ℓ_pref(x, first ≻ second): DPO −log σ(βΔ) or IPO (Δ − 1/(2β))² (L_I)", True, "logps",
                  lambda x, beta, pl: PREFERENCE_LOSSES[pl].value(preference_margin(x.r1, x.r2, x.n1, x.n2, pl), beta),
                  _pref_slopes, _pref_gauss_newton),
+        LossKind("keep", "one-sided ℓ_DPO on first ≻ second: −log σ(β·min(Δ, 0)) − log 2, zero while the pair's "
+                 "margin over π_ref is ≥ 0 (L_K)", True, "logps",
+                 lambda x, beta, pl: keep_loss(preference_margin(x.r1, x.r2, x.n1, x.n2, pl), beta)),
         LossKind("npo2", "dual NPO on both responses (L_II)", True, "logps",
                  lambda x, beta, pl: NPO.value(x.r1, beta) + NPO.value(x.r2, beta), _npo2_slopes, _npo2_gauss_newton),
         LossKind("npo", "NPO on one response", False, "logps", lambda x, beta, pl: NPO.value(x.r1, beta)),

@@ -44,6 +44,8 @@ class MethodOptions:
     normalise: str = "mean"
     #: weight of L_R, a preference term on RETAIN pairs whose loser violates π_new (0 = off)
     retain_pref: float = 0.0
+    #: weight of L_K, the one-sided (keep-only) preference term on those RETAIN pairs (0 = off)
+    retain_keep: float = 0.0
 
 
 class Method:
@@ -91,7 +93,11 @@ class Trace(Method):
     With ``retain_pref`` = λ_R > 0 (a project extension, off by default) it adds
     L_R = λ_R · ℓ_pref(x, y_w ≻ y_l) on every RETAIN pair whose loser violates π_new: the old
     preference still holds under the new policy (c_w = 1, c_l = 0), and this contrast tells the
-    model where the new exceptions stop — the KL term only keeps the kept response likely."""
+    model where the new exceptions stop — the KL term only keeps the kept response likely.
+    With ``retain_keep`` = λ_K > 0 it adds L_K = λ_K · ℓ_keep(x, y_w ≻ y_l) on the same pairs
+    instead of (or beside) L_R: zero while the pair's margin over π_ref is ≥ 0, so it only
+    resists the drift of the inversions onto retained prompts and never strengthens the old
+    preference (docs/method.md Stage 3, "Keeping the retained preferences")."""
 
     name = "trace"
     description = "TRACE: impact-weighted inversion (INVERT) and dual NPO (PUNISH), KL on RETAIN"
@@ -124,6 +130,8 @@ class Trace(Method):
                     out.append(Term("kl", r.prompt, r.chosen, None, options.alpha_kl, "L_KL"))
                 if options.retain_pref > 0 and _violating(r, "rejected"):
                     out.append(Term("pref", r.prompt, r.chosen, r.rejected, options.retain_pref, "L_R"))
+                if options.retain_keep > 0 and _violating(r, "rejected"):
+                    out.append(Term("keep", r.prompt, r.chosen, r.rejected, options.retain_keep, "L_K"))
         return out
 
 

@@ -510,7 +510,8 @@ def run(config, progress: bool = True) -> dict:
 
     check_trainer_args(config.trainer_args)
     records = read_pairs(config.data, invert_order=config.invert_order).pairs
-    options = MethodOptions(alpha_kl=config.alpha_kl, normalise=config.normalise, retain_pref=config.retain_pref)
+    options = MethodOptions(alpha_kl=config.alpha_kl, normalise=config.normalise, retain_pref=config.retain_pref,
+                            retain_keep=config.retain_keep)
     terms = method.terms(records, options)
     if not terms:
         raise RealignError(f"{config.data}: method {method.name!r} finds nothing to train on in {len(records)} records")

@@ -321,43 +321,106 @@ def run(config, progress: bool = True) -> dict:
     normalise and write the weighted records plus ``<out>.summary.json``. Under ``accelerate
     launch`` the processes share the scoring and only the main one writes (the others return
     an empty dict)."""
-    from ..files import check_output_paths
-
-    check_output_paths({"--data": config.data, "--gold-data": config.gold_data},
-                       {"--out": config.out, "the summary of --out": summary_path(config.out)})
-    import torch
+    _check_outputs(config)
     from accelerate.utils import gather_object
-    from tqdm.auto import tqdm
 
     from ..config import resolved
-    from ..data import read_pairs, write_pairs
+    from ..data import write_pairs
     from ..files import write_json
-    from ..models import attach_lora, load_causal_lm, load_tokenizer, resolve_device
     from ..provenance import provenance
-    from .scorer import Scorer, conjugate_gradient, norm, select_parameters
 
     start = time.perf_counter()
     state = process_state(config.device)
     made = produced_by(config)
+    records, gold_source = _read(config)
+    conflict = [r for r in records if r.category in CONFLICT]
+    summary: dict = {"stage": "score", "records": len(records), "conflict": len(conflict)}
+    if not conflict:
+        return _write_unweighted(config, records, summary, made) if state.is_main_process else {}
+
+    variant = VARIANTS[config.variant]
+    scorer, params = _build_scorer(config, state, variant)
+    gold = build_gold_batch(gold_source, config.gold_size, config.seed)
+    directions, direction = _directions(config, scorer, _objectives(variant, gold, conflict), conflict)
+    shares = gather_object([_score(config, scorer, conflict, directions, variant, state, made, progress)])
+    if not state.is_main_process:  # one share per process above ([share] itself when alone)
+        return {}
+    scores = {rid: x for s in shares for rid, x in s["scores"].items()}
+    weights, notes = _weigh(config, variant, records, conflict, scores)
+    for note in notes + gold.notes:
+        print(f"warning: {note}", file=sys.stderr)
+    out = Path(config.out)
+    write_pairs(out, records)
+
+    vmap_failure = next((s["vmap_failure"] for s in shares if s["vmap_failure"]), None)
+    if vmap_failure:
+        notes.append(f"vmap failed ({vmap_failure}); cosine scores took the per-sample path")
+    summary.update(
+        variant={"name": variant.name, "description": variant.description, "measure": variant.measure},
+        gold={"counts": gold.counts(), "notes": gold.notes},
+        direction=direction,
+        parameters={"kind": config.params.kind, "tensors": len(params), "count": sum(p.numel() for p in params.values())},
+        **_described(conflict, scores, weights),
+        notes=notes + gold.notes,
+        truncated_sequences=scorer.truncated,
+        processes={"count": state.num_processes, "records": [s["records"] for s in shares]},
+        timing=_timing(config, variant, shares, vmap_failure),
+        wall_s=round(time.perf_counter() - start, 3),
+        config=resolved(config),
+        produced_by=made,
+        provenance=provenance(),
+    )
+    write_json(summary_path(out), summary)
+    for path in progress_files(out):
+        path.unlink(missing_ok=True)
+    return summary
+
+
+def _check_outputs(config) -> None:
+    """Refuse before anything is loaded when an input is missing or an output cannot be written."""
+    from ..files import check_output_paths
+
+    check_output_paths({"--data": config.data, "--gold-data": config.gold_data},
+                       {"--out": config.out, "the summary of --out": summary_path(config.out)})
+
+
+def _read(config) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """The triaged records, and those the gold batch is drawn from (``gold_data``, else the same)."""
+    from ..data import read_pairs
+
     records = read_pairs(config.data, require_category=True, skip_invalid=config.skip_invalid,
                          invert_order=config.invert_order).pairs
     gold_source = records if config.gold_data is None else read_pairs(
         config.gold_data, require_category=True, invert_order=config.invert_order).pairs
-    conflict = [r for r in records if r.category in CONFLICT]
-    summary: dict = {"stage": "score", "records": len(records), "conflict": len(conflict)}
-    if not conflict:
-        if not state.is_main_process:
-            return {}
-        print("warning: no INVERT or PUNISH records; writing the records unweighted", file=sys.stderr)
-        write_pairs(config.out, records)
-        summary.update(notes=["no conflict records: nothing to score"], config=resolved(config), produced_by=made,
-                       provenance=provenance())
-        write_json(summary_path(config.out), summary)
-        return summary
+    return records, gold_source
+
+
+def _write_unweighted(config, records: list[PreferencePair], summary: dict, made: dict) -> dict:
+    """No conflict records: the records written as they are, with a warning and a note."""
+    from ..config import resolved
+    from ..data import write_pairs
+    from ..files import write_json
+    from ..provenance import provenance
+
+    print("warning: no INVERT or PUNISH records; writing the records unweighted", file=sys.stderr)
+    write_pairs(config.out, records)
+    summary.update(notes=["no conflict records: nothing to score"], config=resolved(config), produced_by=made,
+                   provenance=provenance())
+    write_json(summary_path(config.out), summary)
+    return summary
+
+
+def _build_scorer(config, state, variant: Variant):
+    """The model at θ_ref (seeded: a fresh LoRA adapter is drawn) with the parameter space scored
+    (``params``: a LoRA adapter's, or selected modules'), in a :class:`~.scorer.Scorer`; returns
+    it and the parameters."""
+    import torch
+
+    from ..models import attach_lora, load_causal_lm, load_tokenizer, resolve_device
+    from .scorer import Scorer, select_parameters
 
     device = state.device if state.num_processes > 1 else resolve_device(config.device)
     torch.manual_seed(config.seed)
-    variant = VARIANTS[config.variant]
     needs_eager = (
         config.method == "jvp"
         or (config.hessian == "cg" and config.hvp == "exact")
@@ -390,16 +453,28 @@ def run(config, progress: bool = True) -> dict:
         model, tokenizer, params, beta=config.beta, preference_loss=config.preference_loss,
         max_length=config.max_length, batch_size=config.batch_size, device=device, reference=reference,
     )
+    return scorer, params
 
-    # g_J and the direction(s) v (Alg. 1 lines 9-17)
-    gold = build_gold_batch(gold_source, config.gold_size, config.seed)
-    objectives = {"all": gold.samples}
-    if variant.split:
-        objectives = {c: gold.part(c) for c in CONFLICT if gold.part(c)}
-        for c in CONFLICT:
-            if c not in objectives and any(r.category == c for r in conflict):
-                gold.notes.append(f"{c}: no gold samples of its own; scored against the whole gold objective")
-                objectives.setdefault("all", gold.samples)
+
+def _objectives(variant: Variant, gold: GoldBatch, conflict: list[PreferencePair]) -> dict[str, list[Term]]:
+    """The gold objective(s) J the records are scored against: the whole gold batch, or with a
+    split variant each category's own part (the whole one where a category has none)."""
+    if not variant.split:
+        return {"all": gold.samples}
+    objectives = {c: gold.part(c) for c in CONFLICT if gold.part(c)}
+    for c in CONFLICT:
+        if c not in objectives and any(r.category == c for r in conflict):
+            gold.notes.append(f"{c}: no gold samples of its own; scored against the whole gold objective")
+            objectives.setdefault("all", gold.samples)
+    return objectives
+
+
+def _directions(config, scorer, objectives: dict[str, list[Term]], conflict: list[PreferencePair]):
+    """g_J and the direction v of each objective (Alg. 1 lines 9-17): g_J/γ, or (H + γI)⁻¹ g_J by
+    conjugate gradient with H on a sample of the conflict records. Returns the directions and
+    the summary's account of them (norms, the solver per objective, time)."""
+    from .scorer import conjugate_gradient, norm
+
     t0 = time.perf_counter()
     directions, solver = {}, {}
     for name, part in objectives.items():
@@ -419,14 +494,20 @@ def run(config, progress: bool = True) -> dict:
         )
         directions[name] = result.x
         solver[name] = {"iterations": result.iterations, "relative_residual": result.relative_residual, "converged": result.converged}
-    direction_s = time.perf_counter() - t0
+    return directions, {"objectives": list(directions), "norm": {k: norm(v) for k, v in directions.items()},
+                        "hessian": config.hessian, "solver": solver, "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _score(config, scorer, conflict: list[PreferencePair], directions: dict, variant: Variant, state, made: dict,
+           progress: bool) -> dict:
+    """This process's share of the scores (Alg. 1 lines 18-27): the batches dealt round robin to
+    the processes, the records already scored in ``<out>.progress`` taken as they are."""
+    from tqdm.auto import tqdm
 
     def direction_of(record: PreferencePair) -> str:
         return record.category if record.category in directions else "all"
 
-    # scores (Alg. 1 lines 18-27): the batches dealt round robin to the processes; resumable
-    out = Path(config.out)
-    tracker = _Progress(out, state.process_index if state.num_processes > 1 else None, made)
+    tracker = _Progress(Path(config.out), state.process_index if state.num_processes > 1 else None, made)
     mine = _batches(scorer, conflict, directions, direction_of)[state.process_index :: state.num_processes]
     assigned = sum(len(batch) for _, batch, _ in mine)
     resumed = sum(r.id in tracker.done for _, batch, _ in mine for r in batch)
@@ -441,62 +522,48 @@ def run(config, progress: bool = True) -> dict:
             tracker.add({batch[i].id: x for i, x in zip(todo, values)})
             bar.update(len(todo))
     bar.close()
-    share = {
+    return {
         "scores": {r.id: tracker.done[r.id] for _, batch, _ in mine for r in batch},
         "records": assigned, "resumed": resumed, "forward_sequences": scorer.forward_sequences - forward_before,
         "seconds": time.perf_counter() - t0, "vmap_failure": scorer.vmap_failure,
     }
-    shares = gather_object([share])  # one per process; [share] itself when alone
-    if not state.is_main_process:
-        return {}
-    scores = {rid: x for s in shares for rid, x in s["scores"].items()}
 
-    # clamp and normalise (Alg. 1 lines 28-31)
+
+def _weigh(config, variant: Variant, records: list[PreferencePair], conflict: list[PreferencePair],
+           scores: dict[str, float]) -> tuple[dict[str, float], list[str]]:
+    """Clamp and normalise the scores into weights (Alg. 1 lines 28-31) and put them on the
+    records (RETAIN: none); the weights and the notes on groups that got uniform weights."""
     groups = {r.id: (r.category if variant.scope == "category" else "conflict") for r in conflict}
     weights, notes = normalise({r.id: scores[r.id] for r in conflict}, groups, config.normalise)
-    for note in notes + gold.notes:
-        print(f"warning: {note}", file=sys.stderr)
     for r in records:
         r.impact = weights.get(r.id) if r.category in CONFLICT else None
         if r.category in CONFLICT:
             r.meta = {**r.meta, "impact_score": scores[r.id]}
-    write_pairs(out, records)
+    return weights, notes
 
+
+def _described(conflict: list[PreferencePair], scores: dict[str, float], weights: dict[str, float]) -> dict:
+    """The summary's account of the scores and weights per category, and the extreme records."""
     ranked = sorted(conflict, key=lambda r: scores[r.id])
 
     def example(r: PreferencePair) -> dict:
         return {"id": r.id, "category": r.category, "score": scores[r.id], "weight": weights[r.id],
                 "prompt": prompt_text(r.prompt)[:160], "chosen": response_text(r.chosen)[:160]}
 
-    vmap_failure = next((s["vmap_failure"] for s in shares if s["vmap_failure"]), None)
-    if vmap_failure:
-        notes.append(f"vmap failed ({vmap_failure}); cosine scores took the per-sample path")
+    return {
+        "scores": {c: weight_stats([scores[r.id] for r in conflict if r.category == c]) for c in CONFLICT},
+        "weights": {c: weight_stats([weights[r.id] for r in conflict if r.category == c],
+                                    total=sum(weights[r.id] for r in conflict)) for c in CONFLICT},
+        "histogram": {c: histogram([weights[r.id] for r in conflict if r.category == c]) for c in CONFLICT},
+        "highest": [example(r) for r in ranked[::-1][:5]],
+        "lowest": [example(r) for r in ranked[:5]],
+    }
+
+
+def _timing(config, variant: Variant, shares: list[dict], vmap_failure: str | None) -> dict:
+    """How the scores were computed and how long it took, over all processes."""
     n_resumed = sum(s["resumed"] for s in shares)
     n_done = sum(s["records"] for s in shares) - n_resumed
-    summary.update(
-        variant={"name": variant.name, "description": variant.description, "measure": variant.measure},
-        gold={"counts": gold.counts(), "notes": gold.notes},
-        direction={"objectives": list(directions), "norm": {k: norm(v) for k, v in directions.items()},
-                   "hessian": config.hessian, "solver": solver, "seconds": round(direction_s, 3)},
-        parameters={"kind": space.kind, "tensors": len(params), "count": sum(p.numel() for p in params.values())},
-        scores={c: weight_stats([scores[r.id] for r in conflict if r.category == c]) for c in CONFLICT},
-        weights={c: weight_stats([weights[r.id] for r in conflict if r.category == c],
-                                 total=sum(weights[r.id] for r in conflict)) for c in CONFLICT},
-        histogram={c: histogram([weights[r.id] for r in conflict if r.category == c]) for c in CONFLICT},
-        highest=[example(r) for r in ranked[::-1][:5]],
-        lowest=[example(r) for r in ranked[:5]],
-        notes=notes + gold.notes,
-        truncated_sequences=scorer.truncated,
-        processes={"count": state.num_processes, "records": [s["records"] for s in shares]},
-        timing={"path": _scoring_path(config, variant, vmap_failure),
-                "scoring_s": round(max(s["seconds"] for s in shares), 3), "scored_now": n_done, "resumed": n_resumed,
-                "forward_sequences_per_record": sum(s["forward_sequences"] for s in shares) / max(1, n_done)},
-        wall_s=round(time.perf_counter() - start, 3),
-        config=resolved(config),
-        produced_by=made,
-        provenance=provenance(),
-    )
-    write_json(summary_path(out), summary)
-    for path in progress_files(out):
-        path.unlink(missing_ok=True)
-    return summary
+    return {"path": _scoring_path(config, variant, vmap_failure),
+            "scoring_s": round(max(s["seconds"] for s in shares), 3), "scored_now": n_done, "resumed": n_resumed,
+            "forward_sequences_per_record": sum(s["forward_sequences"] for s in shares) / max(1, n_done)}

@@ -156,7 +156,8 @@ class Scorer:
         self.forward_sequences = 0
         self.backward_sequences = 0
         self.vmap_failure: str | None = None  # why per-sample gradients could not be batched
-        self._encoded: dict[int, tuple[Encoded, Encoded]] = {}
+        self._encoded: dict[int, tuple[Term, tuple[Encoded, Encoded]]] = {}
+        """Encodings by the term's id(), each kept with its term so that the id stays its own."""
 
     # -- encoding and log-probs
 
@@ -171,8 +172,8 @@ class Scorer:
                 encode(self.tokenizer, sample.prompt, sample.second, self.max_length),
             )
             self.truncated += pair[0].truncated + pair[1].truncated
-            self._encoded[key] = pair
-        return self._encoded[key]
+            self._encoded[key] = (sample, pair)
+        return self._encoded[key][1]
 
     def batches(self, samples: Sequence[Term]) -> Iterator[list[int]]:
         """Indices in batches of similar length (dynamic padding wastes little)."""

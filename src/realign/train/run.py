@@ -212,36 +212,9 @@ def term_losses(model, inputs: dict, options: dict, reference_logits) -> tuple[t
     lp = per_token.sum(-1)
     lengths = resp[:, 1:].sum(-1).clamp(min=1).to(lp.dtype)
 
-    has_second = second_row >= 0
-    rows2 = torch.where(has_second, second_row, torch.zeros_like(second_row))
+    rows2 = torch.where(second_row >= 0, second_row, torch.zeros_like(second_row))
     is_kl = kind == KIND_INDEX["kl"]
-    missing = _missing_reference(inputs)
-    # the one definition compute_loss also uses to keep sharded processes in step
-    ref_rows = torch.nonzero(reference_rows(inputs)).flatten().tolist()
-    kl = torch.zeros(n_terms, device=lp.device)
-    if ref_rows:
-        seq_rows = sorted(set(ref_rows) | {int(second_row[i]) for i in ref_rows if has_second[i]})
-        sel = torch.tensor(seq_rows, device=ids.device)
-        full_ids, full_resp = inputs["input_ids"], inputs["response_mask"]
-        ref_logits = reference_logits(model, full_ids[sel], mask[sel], **(trim if _takes_keep(reference_logits) else {}))
-        ref_start = full_ids.shape[1] - ref_logits.shape[1]
-        if ref_start < start:  # a reference that kept more positions than the policy: align them
-            ref_logits, ref_start = ref_logits[:, start - ref_start :], start
-        position = {r: j for j, r in enumerate(seq_rows)}
-        ref_lp = token_logps(ref_logits, full_ids[sel, ref_start:], full_resp[sel, ref_start:]).sum(-1)
-        for i in ref_rows:
-            if missing[i]:
-                ref[i, 0] = ref_lp[position[i]]
-                if has_second[i]:
-                    ref[i, 1] = ref_lp[position[int(second_row[i])]]
-        kl_terms = [i for i in ref_rows if is_kl[i]]
-        if kl_terms:
-            pos = torch.tensor([position[i] for i in kl_terms], device=ids.device)
-            kl_rows = torch.tensor(kl_terms, device=ids.device)
-            policy = logits[kl_rows]
-            if ref_start > start:  # a policy that kept more positions than the reference
-                policy = policy[:, ref_start - start :]
-            kl = kl.index_put((kl_rows,), token_kl(policy, ref_logits[pos], full_resp[kl_rows, ref_start:]))
+    kl = _reference_pass(model, inputs, reference_logits, logits, start, trim, ref)
     ref = torch.nan_to_num(ref.to(lp.dtype), nan=0.0)
 
     lp1, n1 = lp[:n_terms], lengths[:n_terms]
@@ -268,6 +241,44 @@ def term_losses(model, inputs: dict, options: dict, reference_logits) -> tuple[t
         loss = loss + options["nll_weight"] * nll
         parts["L_NLL"] = float(nll.detach())
     return loss, parts
+
+
+def _reference_pass(model, inputs: dict, reference_logits, logits, start: int, trim: dict,
+                    ref: torch.Tensor) -> torch.Tensor:
+    """The micro-batch's one reference pass, over the sequences of :func:`reference_rows` only:
+    fills ``ref`` in place where log-probs were not precomputed, and returns each KL term's
+    token KL (zero for the other terms). ``logits``: the policy's, from position ``start``."""
+    kind, mask, second_row = inputs["kind"], inputs["attention_mask"], inputs["second_row"]
+    full_ids, full_resp = inputs["input_ids"], inputs["response_mask"]
+    has_second = second_row >= 0
+    missing = _missing_reference(inputs)
+    # the one definition compute_loss also uses to keep sharded processes in step
+    ref_rows = torch.nonzero(reference_rows(inputs)).flatten().tolist()
+    kl = torch.zeros(kind.shape[0], device=logits.device)
+    if not ref_rows:
+        return kl
+    seq_rows = sorted(set(ref_rows) | {int(second_row[i]) for i in ref_rows if has_second[i]})
+    sel = torch.tensor(seq_rows, device=full_ids.device)
+    ref_logits = reference_logits(model, full_ids[sel], mask[sel], **(trim if _takes_keep(reference_logits) else {}))
+    ref_start = full_ids.shape[1] - ref_logits.shape[1]
+    if ref_start < start:  # a reference that kept more positions than the policy: align them
+        ref_logits, ref_start = ref_logits[:, start - ref_start :], start
+    position = {r: j for j, r in enumerate(seq_rows)}
+    ref_lp = token_logps(ref_logits, full_ids[sel, ref_start:], full_resp[sel, ref_start:]).sum(-1)
+    for i in ref_rows:
+        if missing[i]:
+            ref[i, 0] = ref_lp[position[i]]
+            if has_second[i]:
+                ref[i, 1] = ref_lp[position[int(second_row[i])]]
+    kl_terms = [i for i in ref_rows if kind[i] == KIND_INDEX["kl"]]
+    if kl_terms:
+        pos = torch.tensor([position[i] for i in kl_terms], device=full_ids.device)
+        kl_rows = torch.tensor(kl_terms, device=full_ids.device)
+        policy = logits[kl_rows]
+        if ref_start > start:  # a policy that kept more positions than the reference
+            policy = policy[:, ref_start - start :]
+        kl = kl.index_put((kl_rows,), token_kl(policy, ref_logits[pos], full_resp[kl_rows, ref_start:]))
+    return kl
 
 
 def _missing_reference(inputs: dict) -> torch.Tensor:
@@ -474,40 +485,18 @@ def check_trainer_args(extra: dict) -> None:
 def run(config, progress: bool = True) -> dict:
     """Stage 3 on files: read records, build the method's terms, train, save the adapter
     (PEFT) or model (safetensors) with the resolved config and a training summary."""
-    from ..files import check_output_paths
-
-    check_output_paths(
-        {"--data": config.data, "--model": config.model, "--adapter": config.adapter},
-        {f"the run's {name}": Path(config.out) / name
-         for name in ("train_config.yaml", ".config_key", "reference_logps.pt", "train_summary.json")},
-        {f"the run's {name}/": Path(config.out) / name
-         for name in ("checkpoints", "adapter", ".adapter.partial", ".adapter.old", "model", ".model.partial", ".model.old")},
-    )
-    from contextlib import nullcontext
-
+    _check_outputs(config)
     from ..config import resolved
     from ..data import read_pairs
-    from ..files import atomic_open, write_json, write_text, write_yaml
-    from ..models import attach_lora
-    from ..models import load_causal_lm, load_tokenizer, resolve_device
+    from ..files import write_json, write_text, write_yaml
+    from ..models import resolve_device
     from ..provenance import provenance
 
     start = time.perf_counter()
     method = get_method(config.method)
     out = Path(config.out)
     made = produced_by(config)
-    saved_config = out / "train_config.yaml"
-    checkpoints = out / "checkpoints"
-    resume_from = None
-    if checkpoints.exists() and any(checkpoints.glob("checkpoint-*")):
-        if not config.resume:
-            raise RealignError(f"{out}: holds checkpoints of an earlier run; use a new --out, or resume")
-        stale = _stale_state(out, made)
-        if stale is None:
-            resume_from = _last_complete_checkpoint(checkpoints)
-        else:
-            print(f"train: not resuming the checkpoints in {out} ({stale}); training from scratch", file=sys.stderr)
-
+    resume_from = _resume_point(config, out, made)
     check_trainer_args(config.trainer_args)
     records = read_pairs(config.data, invert_order=config.invert_order).pairs
     options = MethodOptions(alpha_kl=config.alpha_kl, normalise=config.normalise, retain_pref=config.retain_pref,
@@ -518,55 +507,138 @@ def run(config, progress: bool = True) -> dict:
 
     state = process_state(config.device)
     device = state.device if state.num_processes > 1 else resolve_device(config.device)
-    if checkpoints.exists() and resume_from is None:  # stale (above) or unfinished: start over
+    _clear_unresumed(out, resume_from, state)
+    model, tokenizer, reference = _load(config, device)
+    pad_id = pad_token_id(tokenizer)
+    dataset = TermDataset(terms, tokenizer, config.max_length)
+    _reference_logps(config, dataset, model, reference, pad_id, device, state, resume_from, progress)
+    ref_model = _reference_copy(config, model, dataset)
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        write_yaml(out / "train_config.yaml", resolved(config))
+        write_text(out / ".config_key", json.dumps(made))
+    trainer = _build_trainer(config, method, model, dataset, pad_id, ref_model, state, device, progress)
+    train_loss = _train(trainer, resume_from, out / "checkpoints")
+    final = _save(config, trainer, tokenizer, out, state)
+    summary = {
+        "stage": "train",
+        "method": {"name": method.name, "description": method.description},
+        "terms": {c: sum(1 for t in terms if t.component == c) for c in dataset.components},
+        "records": len(records),
+        **_trained(config, trainer, train_loss, dataset),
+        "saved": str(final),
+        "resumed": bool(resume_from),
+        "wall_s": round(time.perf_counter() - start, 3),
+        "config": resolved(config),
+        "produced_by": made,
+        "provenance": provenance(),
+    }
+    if state.is_main_process:
+        write_json(out / "train_summary.json", summary)
+    state.wait_for_everyone()
+    return summary
+
+
+def _check_outputs(config) -> None:
+    """Refuse before anything is loaded when an input is missing or an output cannot be written."""
+    from ..files import check_output_paths
+
+    check_output_paths(
+        {"--data": config.data, "--model": config.model, "--adapter": config.adapter},
+        {f"the run's {name}": Path(config.out) / name
+         for name in ("train_config.yaml", ".config_key", "reference_logps.pt", "train_summary.json")},
+        {f"the run's {name}/": Path(config.out) / name
+         for name in ("checkpoints", "adapter", ".adapter.partial", ".adapter.old", "model", ".model.partial", ".model.old")},
+    )
+
+
+def _resume_point(config, out: Path, made: dict) -> str | None:
+    """The checkpoint to resume from: the last complete one when the run directory holds
+    checkpoints of these settings and inputs and ``resume`` is on (None: train from scratch)."""
+    checkpoints = out / "checkpoints"
+    if not (checkpoints.exists() and any(checkpoints.glob("checkpoint-*"))):
+        return None
+    if not config.resume:
+        raise RealignError(f"{out}: holds checkpoints of an earlier run; use a new --out, or resume")
+    stale = _stale_state(out, made)
+    if stale is not None:
+        print(f"train: not resuming the checkpoints in {out} ({stale}); training from scratch", file=sys.stderr)
+        return None
+    return _last_complete_checkpoint(checkpoints)
+
+
+def _clear_unresumed(out: Path, resume_from: str | None, state) -> None:
+    """Checkpoints not resumed (stale, or unfinished) go, with the files derived from them."""
+    checkpoints = out / "checkpoints"
+    if checkpoints.exists() and resume_from is None:
         if state.is_main_process:
             shutil.rmtree(checkpoints)
             for name in ("reference_logps.pt", "train_summary.json"):
                 (out / name).unlink(missing_ok=True)
         state.wait_for_everyone()
+
+
+def _load(config, device):
+    """The model to train (any ``adapter`` merged in; with LoRA, a fresh adapter on the frozen
+    model), its tokenizer, and the context in which it computes as the reference."""
+    from contextlib import nullcontext
+
+    from ..models import attach_lora, load_causal_lm, load_tokenizer
+
     model = load_causal_lm(config.model, device=str(device), dtype="float32")
     tokenizer = load_tokenizer(config.model, padding_side="right")
     if config.adapter is not None:
         from ..models import load_adapter
 
         model = load_adapter(model, config.adapter).merge_and_unload()
-    ref_model = None
     if config.finetune == "lora":
         model.requires_grad_(False)
         model = attach_lora(model, config.lora.r, config.lora.alpha, config.lora.targets, config.seed, config.lora.dropout)
-        reference = model.disable_adapter
-    else:
-        reference = nullcontext
-    pad_id = pad_token_id(tokenizer)
-    dataset = TermDataset(terms, tokenizer, config.max_length)
+        return model, tokenizer, model.disable_adapter
+    return model, tokenizer, nullcontext
+
+
+def _reference_logps(config, dataset: TermDataset, model, reference, pad_id: int, device, state,
+                     resume_from: str | None, progress: bool) -> None:
+    """With ``precompute_ref``: the reference log-probs of every term, read back when resuming,
+    else computed once and kept in ``reference_logps.pt``."""
+    from ..files import atomic_open
+
+    if not config.precompute_ref:
+        return
+    ref_cache = Path(config.out) / "reference_logps.pt"
+    if ref_cache.exists() and resume_from:
+        dataset.ref = torch.load(ref_cache)
+        return
+    # every process needs every term's values (the sampler deals terms out later)
+    model.eval()
+    precompute_reference(dataset, model, reference, pad_id, config.batch_size * 2, device,
+                         progress and state.is_main_process)
+    if state.is_main_process:
+        with atomic_open(ref_cache, "wb") as fh:
+            torch.save(dataset.ref, fh)
+
+
+def _reference_copy(config, model, dataset: TermDataset):
+    """A frozen copy of the model as the reference, for full fine-tuning when a step needs
+    reference logits (KL terms, or log-probs not precomputed); None otherwise."""
     needs_kl = any(it.kind == KIND_INDEX["kl"] for it in dataset.items)
-    ref_cache = out / "reference_logps.pt"
-    if config.precompute_ref:
-        if ref_cache.exists() and resume_from:
-            dataset.ref = torch.load(ref_cache)
-        else:
-            # every process needs every term's values (the sampler deals terms out later)
-            model.eval()
-            precompute_reference(dataset, model, reference, pad_id, config.batch_size * 2, device,
-                                 progress and state.is_main_process)
-            if state.is_main_process:
-                with atomic_open(ref_cache, "wb") as fh:
-                    torch.save(dataset.ref, fh)
     if config.finetune == "full" and (needs_kl or not config.precompute_ref):
         import copy
 
-        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+        return copy.deepcopy(model).eval().requires_grad_(False)
+    return None
 
-    if state.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        write_yaml(saved_config, resolved(config))
-        write_text(out / ".config_key", json.dumps(made))
+
+def _build_trainer(config, method, model, dataset: TermDataset, pad_id: int, ref_model, state, device,
+                   progress: bool) -> RealignTrainer:
+    """The Trainer over the term dataset, with realign's TrainingArguments and ``trainer_args``."""
     extra = dict(config.trainer_args)
     # every trainable weight takes part in every forward pass (the reference is the adapter
     # disabled under no_grad, or a separate copy): DDP need not search for unused ones
     extra.setdefault("ddp_find_unused_parameters", False)
     args = TrainingArguments(
-        output_dir=str(checkpoints),
+        output_dir=str(Path(config.out) / "checkpoints"),
         learning_rate=config.learning_rate,
         lr_scheduler_type=config.lr_scheduler,
         warmup_steps=math.ceil(config.warmup_ratio * _total_steps(config, len(dataset), state.num_processes)),
@@ -607,8 +679,12 @@ def run(config, progress: bool = True) -> dict:
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)
-    finished = resume_from is not None and _checkpoint_finished(resume_from)
-    if finished:
+    return trainer
+
+
+def _train(trainer: RealignTrainer, resume_from: str | None, checkpoints: Path) -> float:
+    """Train (resuming from ``resume_from``); the mean training loss."""
+    if resume_from is not None and _checkpoint_finished(resume_from):
         # Resumed from its final checkpoint, transformers takes one optimizer step more (and
         # changes the weights): load that checkpoint instead of training.
         from transformers.trainer_callback import TrainerState
@@ -616,17 +692,21 @@ def run(config, progress: bool = True) -> dict:
         trainer._load_from_checkpoint(resume_from)
         trainer.state = TrainerState.load_from_json(str(Path(resume_from) / "trainer_state.json"))
         logged = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-        train_loss = sum(logged) / len(logged) if logged else float("nan")
-    else:
-        try:
-            train_loss = trainer.train(resume_from_checkpoint=resume_from).training_loss
-        except (OSError, RuntimeError) as exc:
-            fault = _write_fault(exc, checkpoints)
-            if fault is None:
-                raise
-            raise fault from None
+        return sum(logged) / len(logged) if logged else float("nan")
+    try:
+        return trainer.train(resume_from_checkpoint=resume_from).training_loss
+    except (OSError, RuntimeError) as exc:
+        fault = _write_fault(exc, checkpoints)
+        if fault is None:
+            raise
+        raise fault from None
+
+
+def _save(config, trainer: RealignTrainer, tokenizer, out: Path, state) -> Path:
+    """Write the adapter (LoRA) or the model and its tokenizer to ``adapter/`` or ``model/``,
+    through a staging folder renamed into place: a killed save leaves no torn output."""
     final = out / ("adapter" if config.finetune == "lora" else "model")
-    staging = out / f".{final.name}.partial"  # then renamed: a killed save leaves no torn output
+    staging = out / f".{final.name}.partial"
     if state.is_main_process:
         shutil.rmtree(staging, ignore_errors=True)
     state.wait_for_everyone()
@@ -646,32 +726,22 @@ def run(config, progress: bool = True) -> dict:
             raise
         shutil.rmtree(staging, ignore_errors=True)
         raise fault from None
-    history = trainer.state.log_history
-    summary = {
-        "stage": "train",
-        "method": {"name": method.name, "description": method.description},
-        "terms": {c: sum(1 for t in terms if t.component == c) for c in dataset.components},
-        "records": len(records),
+    return final
+
+
+def _trained(config, trainer: RealignTrainer, train_loss: float, dataset: TermDataset) -> dict:
+    """The summary's account of the training: truncation, processes, steps, losses."""
+    return {
         "truncated_sequences": dataset.truncated,
         "processes": {
-            "count": args.world_size,
+            "count": trainer.args.world_size,
             "per_device_batch": config.batch_size,
-            "global_batch": config.batch_size * config.gradient_accumulation * args.world_size,
+            "global_batch": config.batch_size * config.gradient_accumulation * trainer.args.world_size,
         },
         "steps": trainer.state.global_step,
         "train_loss": train_loss,
-        "log_history": history,
-        "saved": str(final),
-        "resumed": bool(resume_from),
-        "wall_s": round(time.perf_counter() - start, 3),
-        "config": resolved(config),
-        "produced_by": made,
-        "provenance": provenance(),
+        "log_history": trainer.state.log_history,
     }
-    if state.is_main_process:
-        write_json(out / "train_summary.json", summary)
-    state.wait_for_everyone()
-    return summary
 
 
 def _last_complete_checkpoint(checkpoints: Path) -> str | None:

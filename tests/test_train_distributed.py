@@ -124,3 +124,47 @@ def test_two_processes_train_like_one_with_the_same_global_batch_and_only_the_ma
     print(f"2 processes vs 1: max |Δ| adapter weight {worst:.3g}, max |Δ| loss "
           f"{max(abs(x - y) for x, y in zip(losses, single_losses)):.3g}")
     assert worst < 1e-5, worst
+
+
+LATE_RANK_SHIM = '''\
+"""`realign` with the second process arriving late at the checkpoint clean-up: it waits until the
+main process's trainer has made the run's checkpoints/ folder (or 20 s have passed)."""
+import os, time
+from pathlib import Path
+
+from realign.train import run as train_run
+
+clear = train_run._clear_unresumed
+
+
+def late(out, resume_from, state):
+    if os.environ.get("RANK") == "1":
+        until = time.monotonic() + 20
+        while not (Path(out) / "checkpoints").exists() and time.monotonic() < until:
+            time.sleep(0.2)
+    return clear(out, resume_from, state)
+
+
+train_run._clear_unresumed = late
+
+from realign.cli import main
+
+main()
+'''
+
+
+@pytest.mark.slow
+def test_a_late_process_does_not_wait_at_a_barrier_the_main_process_skipped(setup):
+    """Whether to clear old checkpoints is decided once, and every process meets at the barrier
+    after it: a process that looked at the run folder for itself after the main process's
+    trainer had created checkpoints/ waited at a barrier the main one had passed (both hung until
+    the process group's timeout; seen under load). Here the second process is made late on purpose."""
+    root, model_dir, data = setup
+    shim = root / "late_rank_shim.py"
+    shim.write_text(LATE_RANK_SHIM)
+    out = root / "late"
+    cfg = root / "late.yaml"
+    cfg.write_text(yaml.safe_dump(run_config(model_dir, data, out, GLOBAL_BATCH // 2)))
+    proc = launch([str(shim), "train", "--config", str(cfg), "-q"])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert json.loads((out / "train_summary.json").read_text())["steps"] == STEPS

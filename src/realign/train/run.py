@@ -568,14 +568,18 @@ def _resume_point(config, out: Path, made: dict) -> str | None:
 
 
 def _clear_unresumed(out: Path, resume_from: str | None, state) -> None:
-    """Checkpoints not resumed (stale, or unfinished) go, with the files derived from them."""
+    """Checkpoints not resumed (stale, or unfinished) go, with the files derived from them.
+
+    The main process alone looks and clears; every process then waits here exactly once. (When
+    each process looked for itself, a process that reached this point late could find the
+    ``checkpoints/`` folder the main process's trainer had just created, wait at a barrier the
+    main process had passed, and both hung until the process group's timeout.)"""
     checkpoints = out / "checkpoints"
-    if checkpoints.exists() and resume_from is None:
-        if state.is_main_process:
-            shutil.rmtree(checkpoints)
-            for name in ("reference_logps.pt", "train_summary.json"):
-                (out / name).unlink(missing_ok=True)
-        state.wait_for_everyone()
+    if state.is_main_process and resume_from is None and checkpoints.exists():
+        shutil.rmtree(checkpoints)
+        for name in ("reference_logps.pt", "train_summary.json"):
+            (out / name).unlink(missing_ok=True)
+    state.wait_for_everyone()
 
 
 def _load(config, device):

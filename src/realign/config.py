@@ -396,8 +396,8 @@ class TrainConfig(StrictModel):
     )
     retain_keep: float = Field(
         0.0, ge=0, description="λ_K: weight of a one-sided preference term on RETAIN pairs whose loser violates "
-        "π_new, zero while the pair's margin over the reference is ≥ 0: it keeps the old preference where it still "
-        "holds, never pushes it (TRACE family; 0 = the paper's objective)."
+        "π_new, zero while the pair's margin over the reference is ≥ 0: it resists losing the old preference without "
+        "strengthening it (TRACE family; 0 = the paper's objective)."
     )
     nll_weight: float = Field(
         0.0, ge=0, description="Anchor: weight of an NLL term on the positive response of every preference term."

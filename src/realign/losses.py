@@ -147,7 +147,8 @@ def keep_loss(margin: torch.Tensor, beta: float) -> torch.Tensor:
     """L_K per pair (docs/method.md Stage 3, "Keeping the retained preferences"): ℓ_DPO of the
     margin clipped at 0, minus its value at 0 — −log σ(β·min(Δ, 0)) − log 2. Zero (no gradient)
     while the policy prefers y_w over y_l at least as much as π_ref does; a DPO-like restoring
-    force once the margin falls below the reference's. It keeps a preference, never pushes it."""
+    force once the margin falls below the reference's — with DPO's slope β/2 just below 0, so a
+    pair that drifts at all is pushed at full strength."""
     return -F.logsigmoid(beta * margin.clamp(max=0.0)) - torch.log(torch.tensor(2.0, dtype=margin.dtype))
 
 

@@ -95,9 +95,9 @@ class Trace(Method):
     preference still holds under the new policy (c_w = 1, c_l = 0), and this contrast tells the
     model where the new exceptions stop — the KL term only keeps the kept response likely.
     With ``retain_keep`` = λ_K > 0 it adds L_K = λ_K · ℓ_keep(x, y_w ≻ y_l) on the same pairs
-    instead of (or beside) L_R: zero while the pair's margin over π_ref is ≥ 0, so it only
-    resists the drift of the inversions onto retained prompts and never strengthens the old
-    preference (docs/method.md Stage 3, "Keeping the retained preferences")."""
+    instead of (or beside) L_R: zero while the pair's margin over π_ref is ≥ 0, so it resists
+    the drift of the inversions onto retained prompts without strengthening the old preference
+    (docs/method.md Stage 3, "Keeping the retained preferences", with what it measured)."""
 
     name = "trace"
     description = "TRACE: impact-weighted inversion (INVERT) and dual NPO (PUNISH), KL on RETAIN"

@@ -336,7 +336,7 @@ def ceiling_lines(check: dict) -> list[str]:
 SELECTION_RULE = ("highest TRACE agreement (TPA) averaged over the validation shifts (and over the replicates of a "
                   "variant: runs that differ only in the training seed), among variants whose benign accuracy is "
                   "within 2 points of the base, whose agreement on the slices the shift left unchanged is at most 5 points below "
-                  "the base's and whose degenerate-output rate is at most 2 points above it; variants that "
+                  "the base's on every validation shift and whose degenerate-output rate is at most 2 points above it; variants that "
                   "need an oracle model (oracle: true) are shown but not candidates")
 
 
@@ -363,7 +363,8 @@ def select_variant(agg: dict, variants: dict) -> dict:
         mean = lambda rs, k: statistics.fmean(r[k]["mean"] for r in rs)  # noqa: E731
         per_run[variant] = {"agreement": mean(trace, "agreement"), "balanced": mean(trace, "balanced"),
                             "changed_slices": mean(trace, "changed_slices"),
-                            "unchanged_delta": mean(trace, "unchanged_slices") - mean(base, "unchanged_slices"),
+                            "unchanged_delta": min(t["unchanged_slices"]["mean"] - b["unchanged_slices"]["mean"]
+                                                   for t, b in zip(trace, base)),  # the worst shift
                             "benign_delta": mean(trace, "benign_accuracy") - mean(base, "benign_accuracy"),
                             "degenerate_delta": mean(trace, "degenerate") - mean(base, "degenerate")}
     groups: dict[str, list[str]] = {}
@@ -433,13 +434,15 @@ def markdown(result: dict) -> list[str]:
     if result.get("selection"):
         sel = result["selection"]
         lines += ["## Selection of the defaults", "", f"Rule: {sel['rule']}.", "",
-                  "| variant (replicates) | TPA | balanced | changed | benign Δ | degenerate Δ | eligible |",
-                  "|---|---:|---:|---:|---:|---:|---|"]
+                  "| variant (replicates) | TPA | balanced | changed | unchanged Δ (worst shift) | benign Δ | degenerate Δ "
+                  "| eligible |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|"]
         for v, r in sorted(sel["table"].items(), key=lambda kv: -kv[1]["agreement"]):
             reps = [x for x in r.get("replicates", [v]) if x != v]
             lines.append(f"| {v}{' + ' + ', '.join(reps) if reps else ''}{' (selected)' if v == sel['selected'] else ''}"
                          f" | {100 * r['agreement']:.1f} | "
-                         f"{100 * r['balanced']:.1f} | {100 * r['changed_slices']:.1f} | {100 * r['benign_delta']:+.1f} | "
+                         f"{100 * r['balanced']:.1f} | {100 * r['changed_slices']:.1f} | {100 * r['unchanged_delta']:+.1f} | "
+                         f"{100 * r['benign_delta']:+.1f} | "
                          f"{100 * r['degenerate_delta']:+.1f} | {'yes' if r['eligible'] else 'no'}"
                          f"{'' if r.get('candidate', True) else ' (needs an oracle model: not a default)'} |")
         lines += ["", f"Selected `{sel['selected']}`: `{json.dumps(sel['overrides'])}`", ""]

@@ -36,11 +36,11 @@ def test_the_rule_averages_replicates_and_skips_ineligible_variants():
         "a-seed1": {"s1": (0.7, {}), "s2": (0.7, {})},  # a's mean: 0.8
         "b": {"s1": (0.85, {}), "s2": (0.85, {})},
         "c": {"s1": (0.99, {"benign": 0.5}), "s2": (0.99, {})},  # benign accuracy falls: not eligible
-        "d": {"s1": (0.98, {"unchanged": 0.80}), "s2": (0.98, {})},  # unchanged slices 7.5 points down: not eligible
+        "d": {"s1": (0.98, {"unchanged": 0.80}), "s2": (0.98, {})},  # s1's unchanged slices 15 points down: not eligible
     }
     sel = select_variant(agg_of(runs), variants)
     assert set(sel["table"]) == {"a", "b", "c", "d"}
-    assert sel["table"]["d"]["unchanged_delta"] == pytest.approx(-0.075) and sel["table"]["d"]["eligible"] is False
+    assert sel["table"]["d"]["unchanged_delta"] == pytest.approx(-0.15) and sel["table"]["d"]["eligible"] is False
     assert sel["table"]["a"]["replicates"] == ["a", "a-seed1"]
     assert sel["table"]["a"]["agreement"] == pytest.approx(0.8)
     assert not sel["table"]["c"]["eligible"]

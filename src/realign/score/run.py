@@ -294,7 +294,7 @@ def _batches(scorer, conflict: list[PreferencePair], directions: dict, direction
 def _score_batch(scorer, samples: list[Term], v, config, measure: str) -> list[float]:
     """Alg. 1 lines 18-27 for one batch: ⟨v, ∇ℓ_i⟩ from batched directional derivatives (or
     per-sample autograd, ``exact``); for the ``cosine`` measure ⟨v, ∇ℓ_i⟩ / ‖∇ℓ_i‖."""
-    from .scorer import flatten
+    from .linalg import flatten
 
     if measure == "cosine":
         return scorer.cosine_scores(samples, v, config.method).tolist()
@@ -473,7 +473,7 @@ def _directions(config, scorer, objectives: dict[str, list[Term]], conflict: lis
     """g_J and the direction v of each objective (Alg. 1 lines 9-17): g_J/γ, or (H + γI)⁻¹ g_J by
     conjugate gradient with H on a sample of the conflict records. Returns the directions and
     the summary's account of them (norms, the solver per objective, time)."""
-    from .scorer import conjugate_gradient, norm
+    from .linalg import conjugate_gradient, norm
 
     t0 = time.perf_counter()
     directions, solver = {}, {}

@@ -8,14 +8,18 @@ from __future__ import annotations
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ..data import _check_messages, _check_string, _Fail, iter_source, parse_record, prompt_text
 from ..errors import DataError, RealignError
 from ..judges.base import JudgeItem
 from ..stage import process_state
 from .metrics import Outcomes, measure
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..policy import Policy
 
 
 def load_rows(source: str, policy=None) -> list[dict]:
@@ -126,11 +130,54 @@ def produced_by(config, judge=None) -> dict:
     return record(config, inputs, ignore=("out", "device", "cache"))
 
 
+@dataclass
+class _Inputs:
+    """What is evaluated on: the policy, its prompt rows, the attack rows and templates, and the
+    held-out texts for perplexity."""
+
+    policy: Policy
+    rows: list[dict]
+    attacks: list[dict]
+    templates: dict
+    texts: list[str]
+
+
 def run(config, progress: bool = True) -> dict:
     """Evaluate ``config.model`` (+ adapter; + the base model with ``baseline``). Responses come
     from :mod:`realign.evaluate.generators` (local ``generate``, data-parallel under
     ``accelerate launch``, or a server); under several processes only the main one judges and
     writes, and the others return an empty dict."""
+    _check_outputs(config)
+    from ..judges import make_judge
+    from ..judges.cache import VerdictCache
+    from ..triage.judging import TriageStats, VerdictStore
+
+    start = time.perf_counter()
+    inputs = _read_inputs(config)
+    judge = make_judge(config.judge)
+    made = produced_by(config, judge)
+    served = config.generator.backend == "openai"
+    state, model, tokenizer = _load_model(config, served, inputs.texts)
+    main = state is None or state.is_main_process
+    stats = TriageStats()
+    metrics = _header(config, inputs.policy, judge)
+    with VerdictCache(config.cache_path(), commit_every=1) as cache:
+        store = VerdictStore(judge, inputs.policy, cache, progress) if main else _NotJudged()
+        records = _evaluate_states(config, inputs, model, tokenizer, cache, store, stats, served, main, progress,
+                                   metrics)
+        if not main:  # a data-parallel helper process: its share of the generation is done
+            return {}
+        if model is not None and (config.adapter is not None or config.reference is not None) and (
+                not served or config.reference is not None):
+            metrics["utility"]["kl_to_reference"] = _kl_to_reference(config, model, tokenizer, records)
+    metrics["judging"] = {"judged": stats.judged, "cache_hits": stats.cache_hits, "judge_calls": stats.judge_calls}
+    metrics["generation"] = _generation(config, state, served, model, tokenizer, inputs.rows)
+    _write_outputs(config, metrics, records, made, start)
+    return metrics
+
+
+def _check_outputs(config) -> None:
+    """Refuse, before anything is loaded, outputs that would overwrite an input."""
     from ..files import check_output_paths
 
     check_output_paths(
@@ -139,29 +186,27 @@ def run(config, progress: bool = True) -> dict:
         {"--out": config.out, "the generations beside --out": Path(config.out).parent / "generations.jsonl",
          "the config beside --out": Path(config.out).parent / "eval_config.yaml"},
     )
-    import torch
 
-    from ..config import resolved
-    from ..files import write_json, write_jsonl, write_yaml
-    from ..judges import make_judge
-    from ..judges.cache import VerdictCache
-    from ..models import load_causal_lm, load_tokenizer, model_fingerprint
+
+def _read_inputs(config) -> _Inputs:
+    """The policy and the rows, attacks, templates and texts the config names."""
     from ..policy import Policy
-    from ..provenance import provenance
-    from ..triage.judging import TriageStats, VerdictStore
     from .attacks import load_templates
-    from .generators import LocalGenerator, ServerGenerator, decoding
-    from .utility import kl_to_reference, perplexity
 
-    start = time.perf_counter()
     policy = Policy.load(config.policy)
     rows = load_rows(config.prompts, policy)
     attacks = load_rows(config.attacks) if config.attacks else []
     templates = load_templates(config.attack_templates) if attacks else {}
     texts = [r.get("text") or prompt_text(r["prompt"]) for r in load_rows_or_text(config.text)] if config.text else []
-    judge = make_judge(config.judge)
-    made = produced_by(config, judge)
-    served = config.generator.backend == "openai"
+    return _Inputs(policy, rows, attacks, templates, texts)
+
+
+def _load_model(config, served: bool, texts: list[str]):
+    """(process state, model, tokenizer). Generating locally, this process's state and the
+    model (+ adapter); served, no process state, and the model only to measure KL or perplexity
+    (else ``None``)."""
+    from ..models import load_causal_lm, load_tokenizer
+
     if served:  # responses come from a server: the model is loaded here only to measure KL or perplexity
         if config.baseline and config.adapter is not None and not config.generator.baseline_model:
             raise RealignError("eval: baseline with generator.backend openai needs generator.baseline_model "
@@ -171,21 +216,21 @@ def run(config, progress: bool = True) -> dict:
     else:
         state = process_state(config.device)
         needs_local = True
-    model = tokenizer = None
-    if needs_local:
-        device = str(state.device) if state is not None and state.num_processes > 1 else config.device
-        model = load_causal_lm(config.model, device=device)
-        tokenizer = load_tokenizer(config.model)
-        if config.adapter is not None:
-            from ..models import load_adapter
+    if not needs_local:
+        return state, None, None
+    device = str(state.device) if state is not None and state.num_processes > 1 else config.device
+    model = load_causal_lm(config.model, device=device)
+    tokenizer = load_tokenizer(config.model)
+    if config.adapter is not None:
+        from ..models import load_adapter
 
-            model = load_adapter(model, config.adapter).eval()
-    main = state is None or state.is_main_process
-    fingerprint = model_fingerprint(config.model) or config.model
-    ident = f"gen/{fingerprint}/{decoding(config)}"
-    stats = TriageStats()
-    out = Path(config.out)
-    metrics: dict = {
+        model = load_adapter(model, config.adapter).eval()
+    return state, model, tokenizer
+
+
+def _header(config, policy, judge) -> dict:
+    """The first keys of metrics.json: what was evaluated, under which policy and judge."""
+    return {
         "stage": "eval",
         "label": config.label or Path(config.adapter or config.model).name,
         "model": config.model,
@@ -193,76 +238,115 @@ def run(config, progress: bool = True) -> dict:
         "policy": {"name": policy.name, "hash": policy.hash},
         "judge": judge.identity,
     }
-    with VerdictCache(config.cache_path(), commit_every=1) as cache:
-        store = VerdictStore(judge, policy, cache, progress) if main else _NotJudged()
-        states = []
-        if served:
-            after = config.generator.model or config.model
-            states.append(("after", nullcontext(), after))
-            if config.baseline and config.adapter is not None:
-                states.append(("baseline", nullcontext(), config.generator.baseline_model))
-        elif config.adapter is not None:
-            adapter_id = f"{ident}/adapter:{model_fingerprint(config.adapter) or config.adapter}"
-            states.append(("after", nullcontext(), adapter_id))
-            if config.baseline:
-                states.append(("baseline", model.disable_adapter(), ident))
+
+
+def _model_states(config, served: bool, model) -> list[tuple]:
+    """(name, context, generator identity) of each state evaluated: ``after`` (the model with
+    its adapter, or the served model) and, with ``baseline`` and an adapter, ``baseline`` (the
+    adapter disabled, or the served baseline model)."""
+    from ..models import model_fingerprint
+    from .generators import decoding
+
+    ident = f"gen/{model_fingerprint(config.model) or config.model}/{decoding(config)}"
+    if served:
+        states = [("after", nullcontext(), config.generator.model or config.model)]
+        if config.baseline and config.adapter is not None:
+            states.append(("baseline", nullcontext(), config.generator.baseline_model))
+        return states
+    if config.adapter is None:
+        return [("after", nullcontext(), ident)]
+    adapter_id = f"{ident}/adapter:{model_fingerprint(config.adapter) or config.adapter}"
+    states = [("after", nullcontext(), adapter_id)]
+    if config.baseline:
+        states.append(("baseline", model.disable_adapter(), ident))
+    return states
+
+
+def _evaluate_states(config, inputs: _Inputs, model, tokenizer, cache, store, stats, served: bool, main: bool,
+                     progress: bool, metrics: dict) -> list[dict]:
+    """Generate and judge in every model state (:func:`_model_states`): the ``after`` state's
+    metrics go to the top level of ``metrics``, the baseline's under ``baseline``. Returns the
+    generation records of all states, each with its ``model_state``."""
+    from .generators import LocalGenerator, ServerGenerator
+    from .utility import perplexity
+
+    all_records = []
+    for name, context, identity in _model_states(config, served, model):
+        with context:
+            if served:
+                generate = ServerGenerator(config.generator, identity, config, cache, progress)
+            else:
+                generate = LocalGenerator(model, tokenizer, identity, config, cache, progress and main)
+            state_metrics, records = evaluate_state(generate, store, stats, inputs.policy, config, inputs.rows,
+                                                    inputs.attacks, inputs.templates)
+            if inputs.texts and main and model is not None and (not served or name == "after"):
+                state_metrics["utility"]["perplexity"] = perplexity(model, tokenizer, inputs.texts, config.max_length,
+                                                                    config.batch_size)
+            if served:
+                state_metrics["generator"] = {"backend": "openai", "model": identity}
+        for r in records:
+            r["model_state"] = name
+        all_records.extend(records)
+        if name == "after":
+            metrics.update(state_metrics)
         else:
-            states.append(("after", nullcontext(), ident))
-        all_records = []
-        for name, context, identity in states:
-            with context:
-                if served:
-                    generate = ServerGenerator(config.generator, identity, config, cache, progress)
-                else:
-                    generate = LocalGenerator(model, tokenizer, identity, config, cache, progress and main)
-                state_metrics, records = evaluate_state(generate, store, stats, policy, config, rows, attacks, templates)
-                if texts and main and model is not None and (not served or name == "after"):
-                    state_metrics["utility"]["perplexity"] = perplexity(model, tokenizer, texts, config.max_length, config.batch_size)
-                if served:
-                    state_metrics["generator"] = {"backend": "openai", "model": identity}
-            for r in records:
-                r["model_state"] = name
-            all_records.extend(records)
-            if name == "after":
-                metrics.update(state_metrics)
-            else:
-                metrics["baseline"] = state_metrics
-        if not main:  # a data-parallel helper process: its share of the generation is done
-            return {}
-        if model is not None and (config.adapter is not None or config.reference is not None) and (
-                not served or config.reference is not None):
-            benign = [r for r in all_records if r["model_state"] == "after" and r["set"] in ("benign", "policy")]
-            if config.reference is not None:
-                ref_model = load_causal_lm(config.reference, device=config.device)
-                reference = lambda: nullcontext(ref_model)  # noqa: E731
-            else:
-                reference = model.disable_adapter
-            with torch.no_grad():
-                metrics["utility"]["kl_to_reference"] = kl_to_reference(
-                    model, tokenizer, [r["prompt"] for r in benign], [r["response"] for r in benign], reference,
-                    config.max_length, config.batch_size,
-                )
-    metrics["judging"] = {"judged": stats.judged, "cache_hits": stats.cache_hits, "judge_calls": stats.judge_calls}
-    metrics["generation"] = {"max_new_tokens": config.max_new_tokens, "temperature": config.temperature, "seed": config.seed,
-                             "backend": config.generator.backend,
-                             "processes": 1 if state is None else state.num_processes}
+            metrics["baseline"] = state_metrics
+    return all_records
+
+
+def _kl_to_reference(config, model, tokenizer, records: list[dict]):
+    """KL to the reference (``config.reference``, else the model with its adapter disabled) on
+    the ``after`` state's benign and policy responses."""
+    import torch
+
+    from ..models import load_causal_lm
+    from .utility import kl_to_reference
+
+    benign = [r for r in records if r["model_state"] == "after" and r["set"] in ("benign", "policy")]
+    if config.reference is not None:
+        ref_model = load_causal_lm(config.reference, device=config.device)
+        reference = lambda: nullcontext(ref_model)  # noqa: E731
+    else:
+        reference = model.disable_adapter
+    with torch.no_grad():
+        return kl_to_reference(
+            model, tokenizer, [r["prompt"] for r in benign], [r["response"] for r in benign], reference,
+            config.max_length, config.batch_size,
+        )
+
+
+def _generation(config, state, served: bool, model, tokenizer, rows: list[dict]) -> dict:
+    """metrics.json's ``generation``: the decoding settings, and for a local model the prompts too
+    long for it (with a warning)."""
+    generation = {"max_new_tokens": config.max_new_tokens, "temperature": config.temperature, "seed": config.seed,
+                  "backend": config.generator.backend, "processes": 1 if state is None else state.num_processes}
     if not served and model is not None:
         from .generation import over_long_prompts
 
-        long = metrics["generation"]["over_long_prompts"] = over_long_prompts(model, tokenizer, rows, config.max_new_tokens)
+        long = generation["over_long_prompts"] = over_long_prompts(model, tokenizer, rows, config.max_new_tokens)
         if long["count"]:
             print(f"eval: {long['count']} of {len(rows)} prompts are longer than the {long['limit_tokens']} tokens the model "
                   f"takes with max_new_tokens {config.max_new_tokens} (longest {long['longest_tokens']}); they were cut "
                   "at their start (metrics.json: generation.over_long_prompts)", file=sys.stderr)
+    return generation
+
+
+def _write_outputs(config, metrics: dict, records: list[dict], made: dict, start: float) -> None:
+    """metrics.json (with its files, time, settings and provenance), generations.jsonl and
+    eval_config.yaml."""
+    from ..config import resolved
+    from ..files import write_json, write_jsonl, write_yaml
+    from ..provenance import provenance
+
+    out = Path(config.out)
     metrics["files"] = {"generations": "generations.jsonl"}
     metrics["wall_s"] = round(time.perf_counter() - start, 3)
     metrics["config"] = resolved(config)
     metrics["produced_by"] = made
     metrics["provenance"] = provenance()
-    write_jsonl(out.parent / "generations.jsonl", all_records)
+    write_jsonl(out.parent / "generations.jsonl", records)
     write_yaml(out.parent / "eval_config.yaml", resolved(config))
     write_json(out, metrics)
-    return metrics
 
 
 def load_rows_or_text(source: str) -> list[dict]:

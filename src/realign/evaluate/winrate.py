@@ -565,8 +565,6 @@ def run_winrate(
     """Judge every (A, B) pair of responses in both orders and write the win rate of A to
     ``out`` (JSON) and the per-item judgements to :func:`items_path` (JSONL). Returns the
     result written to ``out``. Already judged items (same key) are not asked again."""
-    from tqdm.auto import tqdm
-
     from ..provenance import provenance
 
     start = time.perf_counter()
@@ -574,40 +572,10 @@ def run_winrate(
     pairs = match_generations(read_generations(a), read_generations(b), str(a), str(b))
     judge_obj = make_pairwise_judge(judge) if isinstance(judge, JudgeConfig) else judge
     log = _ItemLog(items_path(out), judge_obj.identity, policy.hash)
-
-    jobs: list[tuple[dict, str, PairItem]] = []
-    identical = 0
-    for ga, gb in pairs:
-        row = log.start(ga, gb)
-        if ga.response == gb.response:  # a tie by definition: nobody is asked
-            for order in ("ab", "ba"):
-                if row.get(order) is None:
-                    row[order] = PairVerdict("tie", 0.5, "identical responses").to_dict()
-                    identical += 1
-            _finish(row)
-            continue
-        if row.get("ab") is None:
-            jobs.append((row, "ab", PairItem(ga.prompt, ga.response, gb.response)))
-        if row.get("ba") is None:
-            jobs.append((row, "ba", PairItem(ga.prompt, gb.response, ga.response)))
-        _finish(row)
-
+    jobs, identical = _pending(pairs, log)
     calls_before = judge_obj.calls
-    bar = tqdm(total=len(jobs), desc="judging pairs", unit="pair", disable=not progress or not jobs, file=sys.stderr)
-
-    def on_verdict(k: int, verdict: PairVerdict) -> None:
-        row, order, _ = jobs[k]
-        log.record(row, order, verdict)
-        bar.update(1)
-
     ids = [ga.id for ga, _ in pairs]
-    try:
-        if jobs:
-            judge_obj.compare([job[2] for job in jobs], policy, on_verdict)
-    finally:
-        bar.close()
-        log.flush(ids)
-
+    _judge_pending(judge_obj, policy, jobs, log, ids, progress)
     rows = [log.rows[i] for i in ids]
     result = {
         "stage": "winrate",
@@ -629,3 +597,50 @@ def run_winrate(
     }
     write_json(out, result)
     return result
+
+
+_Job = tuple[dict, str, PairItem]
+"""A judgement still to ask: the item's row, the order (``ab``/``ba``), the question."""
+
+
+def _pending(pairs: Sequence[tuple[Generation, Generation]], log: _ItemLog) -> tuple[list[_Job], int]:
+    """(the judgements still to ask, one per missing order; the number of orders settled as ties
+    because both responses are identical — nobody is asked)."""
+    jobs: list[_Job] = []
+    identical = 0
+    for ga, gb in pairs:
+        row = log.start(ga, gb)
+        if ga.response == gb.response:  # a tie by definition: nobody is asked
+            for order in ("ab", "ba"):
+                if row.get(order) is None:
+                    row[order] = PairVerdict("tie", 0.5, "identical responses").to_dict()
+                    identical += 1
+            _finish(row)
+            continue
+        if row.get("ab") is None:
+            jobs.append((row, "ab", PairItem(ga.prompt, ga.response, gb.response)))
+        if row.get("ba") is None:
+            jobs.append((row, "ba", PairItem(ga.prompt, gb.response, ga.response)))
+        _finish(row)
+    return jobs, identical
+
+
+def _judge_pending(judge: PairwiseJudge, policy: Policy, jobs: list[_Job], log: _ItemLog, ids: list[str],
+                   progress: bool) -> None:
+    """Ask the judge every pending judgement, each recorded in ``log`` as it arrives; the log is
+    written in ``ids``' order at the end, also when judging fails."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(jobs), desc="judging pairs", unit="pair", disable=not progress or not jobs, file=sys.stderr)
+
+    def on_verdict(k: int, verdict: PairVerdict) -> None:
+        row, order, _ = jobs[k]
+        log.record(row, order, verdict)
+        bar.update(1)
+
+    try:
+        if jobs:
+            judge.compare([job[2] for job in jobs], policy, on_verdict)
+    finally:
+        bar.close()
+        log.flush(ids)

@@ -148,11 +148,16 @@ def prepare(work: Path, grid_cells: list[dict], cache: Path, jobs: int, threads:
 
 
 def unit_key(spec: dict) -> str:
-    """What a unit's result depends on: its cell, method, overrides and device, and the world its
-    data was exported from (version and hash in the export's manifest). Not the paths, the
-    threads or the bootstrap cache folder (the bootstrap is keyed by world and config itself)."""
+    """What a unit's result depends on: its cell, method, device, the pipeline settings it runs
+    with (the project's defaults merged with the variant's overrides, so a changed default is a
+    new unit), and the world its data was exported from (version and hash in the export's
+    manifest). Not the paths, the threads or the bootstrap cache folder (the bootstrap is keyed
+    by world and config itself)."""
+    from realign.synth.experiment import RUN_DEFAULTS, merge_settings
+
     manifest = json.loads((Path(spec["data"]) / "manifest.json").read_text(encoding="utf-8"))
     what = {k: v for k, v in spec.items() if k not in ("threads", "cache", "run_dir", "data", "methods")}
+    what["settings"] = merge_settings(RUN_DEFAULTS, spec["overrides"])
     what["world"] = manifest["world"]
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 

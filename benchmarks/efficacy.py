@@ -361,8 +361,8 @@ def select_variant(agg: dict, variants: dict) -> dict:
     per_run = {}
     for variant, by_shift in agg.items():
         rows = [next(iter(next(iter(by_size.values())).values())) for by_size in by_shift.values()]
-        trace = [r["trace"] for r in rows if "trace" in r]
-        base = [r["base"] for r in rows]
+        with_trace = [r for r in rows if "trace" in r]
+        trace, base = [r["trace"] for r in with_trace], [r["base"] for r in with_trace]
         if not trace:
             continue
         mean = lambda rs, k: statistics.fmean(r[k]["mean"] for r in rs)  # noqa: E731

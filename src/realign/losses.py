@@ -32,6 +32,7 @@ kind per term; the trainer and the scorer both evaluate it from this table.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
@@ -149,7 +150,7 @@ def keep_loss(margin: torch.Tensor, beta: float) -> torch.Tensor:
     while the policy prefers y_w over y_l at least as much as π_ref does; a DPO-like restoring
     force once the margin falls below the reference's — with DPO's slope β/2 just below 0, so a
     pair that drifts at all is pushed at full strength."""
-    return -F.logsigmoid(beta * margin.clamp(max=0.0)) - torch.log(torch.tensor(2.0, dtype=margin.dtype))
+    return -F.logsigmoid(beta * margin.clamp(max=0.0)) - math.log(2.0)
 
 
 def token_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:

@@ -49,6 +49,8 @@ SHIFTS = ["synth-contextual", "synth-stricter", "synth-referral", "synth-context
 VALIDATION_METHODS = ["trace", "trace-no-impact", "dpo-gold", "naive-oracle-dpo", "oracle-sft"]
 MAIN_METHODS = ["trace", "trace-no-impact", "trace-no-kl", "trace-no-triage", "dpo-gold", "naive-oracle-dpo", "npo",
                 "oracle-sft"]
+#: Main-grid methods no target compares: run after the others.
+ABLATIONS = {"trace-no-kl", "trace-no-triage", "npo"}
 #: The testbed check: can the ceiling (SFT on the correct new-policy response for every training prompt) learn
 #: every shift? Validation world seeds only; its gate is :data:`CEILING_GATE`.
 CEILING_METHODS = ["oracle-sft"]
@@ -170,11 +172,14 @@ def run_grid(work: Path, grid_cells: list[dict], cache: Path, jobs: int, threads
     ``run_missing`` is false)."""
     big, small = max(c["size"] for c in grid_cells), min(c["size"] for c in grid_cells)
 
-    def priority(c: dict) -> int:  # main grid first, then noise, then the smaller data sizes
-        return 0 if (c["size"], c["noise"]) == (big, 0.0) else 1 if c["size"] == big else 2 + (c["size"] == small)
+    def priority(c: dict, method: str) -> tuple[int, int]:
+        """Main grid first (the methods the targets compare before the ablations), then noise,
+        then the smaller data sizes: a run cut short still answers the targets."""
+        part = 0 if (c["size"], c["noise"]) == (big, 0.0) else 1 if c["size"] == big else 2 + (c["size"] == small)
+        return part, method in ABLATIONS
 
     units = sorted(((i, method) for i, c in enumerate(grid_cells) for method in c["methods"]),
-                   key=lambda u: priority(grid_cells[u[0]]))
+                   key=lambda u: priority(grid_cells[u[0]], u[1]))
     missing: list[str] = []
 
     def one(unit: tuple[int, str]) -> dict | None:

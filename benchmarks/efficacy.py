@@ -252,48 +252,49 @@ def aggregate(results: list[dict]) -> dict:
     return out
 
 
-def targets(agg: dict, sizes: list[int], noise_levels: list[float]) -> dict:
-    """The issue's targets for TRACE on each shift, from the means over seeds (agreement = TPA
-    over all sensitive eval prompts, the paper's headline metric)."""
-    big, small = str(max(sizes)), str(min(sizes))
+def _check(value: float | None, target: float, met: bool | None, applies: bool = True, why: str = "") -> dict:
+    return {"value": value, "target": target, "met": met if applies else None, "applies": applies, "why": why}
+
+
+def targets(agg: dict, sizes: list[int]) -> dict:
+    """The targets TRACE must meet on each shift of the report split, from the means over world
+    seeds of the main cell (largest data size, no label noise); agreement = TPA over all
+    sensitive eval prompts. A target that does not apply to a shift (e.g. the +10-point gain
+    where the base already agrees more than 85 %) has ``met`` None and says why."""
+    big = str(max(sizes))
     out = {}
     for shift, by_size in agg.items():
         main = by_size[big]["0.0"]
         m = lambda method, metric="agreement": (main.get(method) or {}).get(metric, {}).get("mean")  # noqa: E731
-        base, trace, gold, naive = m("base"), m("trace"), m("dpo-gold"), m("naive-oracle-dpo")
-        checks = {}
-        if None not in (base, trace, gold):
-            gain = gold - base
-            checks["trace_gain_ge_90pct_of_dpo_gold"] = {
-                "value": (trace - base) / gain if gain else None, "target": 0.9,
-                "met": gain > 0 and (trace - base) >= 0.9 * gain}
-        if None not in (trace, naive):
-            checks["trace_ge_naive_plus_10pts"] = {"value": trace - naive, "target": 0.10, "met": trace - naive >= 0.10}
-        if small != big and small in by_size:
-            t_small = (by_size[small]["0.0"].get("trace") or {}).get("agreement", {}).get("mean")
-            if None not in (t_small, naive):
-                checks["trace_smallest_ge_naive_largest"] = {"value": t_small - naive, "target": 0.0,
-                                                             "met": t_small >= naive}
-        for ablation in ("trace-no-impact", "trace-no-kl", "trace-no-triage"):
-            a, a_ben, t_ben = m(ablation), m(ablation, "benign_accuracy"), m("trace", "benign_accuracy")
-            if None not in (a, trace):
-                checks[f"{ablation}_below_trace"] = {
-                    "value": {"agreement": trace - a, "benign_accuracy": (t_ben - a_ben) if None not in (t_ben, a_ben) else None},
-                    "target": "> 0 on agreement or benign accuracy",
-                    "met": trace > a or (None not in (t_ben, a_ben) and t_ben > a_ben)}
-        top_noise = str(max(noise_levels))
-        if top_noise != "0.0" and top_noise in by_size[big]:
-            noisy = (by_size[big][top_noise].get("trace") or {}).get("agreement", {}).get("mean")
-            u2a = m("trace-no-triage")
-            if None not in (noisy, u2a):
-                checks["trace_noise20_ge_u2a_clean"] = {"value": noisy - u2a, "target": 0.0, "met": noisy >= u2a}
+        base, trace = m("base"), m("trace")
+        if None in (base, trace):
+            continue
+        gold, naive, sft, flat = m("dpo-gold"), m("naive-oracle-dpo"), m("oracle-sft"), m("trace-no-impact")
+        checks = {"gain_ge_10pts_where_base_le_85": _check(
+            trace - base, 0.10, trace - base >= 0.10, base <= 0.85, f"base {100 * base:.1f} % > 85 %")}
+        changed = m("trace", "changed_slices")
+        if changed is not None:
+            checks["changed_slices_ge_80"] = _check(changed, 0.80, changed >= 0.80)
+        kept, base_kept = m("trace", "unchanged_slices"), m("base", "unchanged_slices")
+        checks["unchanged_within_5pts_of_base"] = _check(kept - base_kept, -0.05, kept - base_kept >= -0.05)
+        if naive is not None:
+            checks["ge_naive_plus_5_where_naive_lt_90"] = _check(
+                trace - naive, 0.05, trace - naive >= 0.05, naive < 0.90, f"naive {100 * naive:.1f} % ≥ 90 %")
+        if gold is not None:
+            checks["ge_dpo_gold_minus_2"] = _check(trace - gold, -0.02, trace - gold >= -0.02)
+        if sft is not None:
+            gain = sft - base
+            checks["gain_ge_90pct_of_oracle_sft"] = _check(
+                (trace - base) / gain if gain > 0 else None, 0.9, (trace - base) >= 0.9 * gain, gain > 0,
+                "oracle SFT does not improve on the base")
+        if flat is not None:
+            checks["ge_trace_no_impact"] = _check(trace - flat, 0.0, trace >= flat)
         for metric, key, bound in (("benign_accuracy", "benign_within_2pts_of_base", -0.02),
                                    ("degenerate", "degenerate_at_most_base_plus_2pts", 0.02)):
             t, b = m("trace", metric), m("base", metric)
             if None not in (t, b):
                 delta = t - b
-                checks[key] = {"value": delta, "target": bound,
-                               "met": delta >= bound if metric == "benign_accuracy" else delta <= bound}
+                checks[key] = _check(delta, bound, delta >= bound if metric == "benign_accuracy" else delta <= bound)
         out[shift] = checks
     return out
 
@@ -463,7 +464,8 @@ def markdown(result: dict) -> list[str]:
                 value = c["value"]
                 shown = json.dumps({k: round(v, 3) if v is not None else None for k, v in value.items()}) \
                     if isinstance(value, dict) else (f"{value:+.3f}" if value is not None else "–")
-                lines.append(f"| {shift} | {name} (target {c['target']}) | {shown} | {'yes' if c['met'] else '**no**'} |")
+                met = f"n/a ({c['why']})" if c.get("met") is None else "yes" if c["met"] else "**no**"
+                lines.append(f"| {shift} | {name} (target {c['target']}) | {shown} | {met} |")
         lines.append("")
     first_variant = next(iter(agg.values()))
     shift0 = next(iter(first_variant))
@@ -572,7 +574,7 @@ def main(argv: list[str]) -> None:
         "command": "python benchmarks/efficacy.py " + " ".join(argv), "cells": len(grid_cells),
         "jobs": args.jobs, "threads": args.threads, "device": args.device, "note": args.note, "machine": machine(args.threads, "cpu" if args.aggregate_only else args.device),
         "wall_s": None if args.aggregate_only else time.perf_counter() - start, "aggregate": agg, "missing_units": missing,
-        "targets": {v: targets(agg[v], grid["sizes"], grid["noise"]) for v in agg} if args.split == "report" else None,
+        "targets": {v: targets(agg[v], grid["sizes"]) for v in agg} if args.split == "report" else None,
         "selection": select_variant(agg, variants) if args.split == "validation" else None,
         "ceiling": ceiling_check(results) if any("oracle-sft" in r["outcomes"] for r in results) else None,
         "cell_results": results,

@@ -78,3 +78,33 @@ def test_the_ceiling_split_runs_oracle_sft_alone_and_checks_the_gate_per_world_s
     assert CEILING_GATE["agreement"] == 0.95
     assert any("no: changed_slices" in line for line in ceiling_lines(check))
     assert ceiling_check(results[:1])["met"]
+
+
+def test_the_report_targets_apply_where_the_issue_says_and_are_met_or_not_from_the_means():
+    from efficacy import targets
+
+    def main(base, **methods):
+        return {"1000": {"0.0": {"base": cell(base, unchanged=0.95),
+                                 **{m: cell(a, unchanged=u) for m, (a, u) in methods.items()}}}}
+
+    agg = {
+        # base 0.70: every target applies; TRACE +20 points, changed 0.90, unchanged -3 points
+        "low": main(0.70, trace=(0.90, 0.92), **{"naive-oracle-dpo": (0.80, 0.9), "dpo-gold": (0.91, 0.9),
+                                                 "oracle-sft": (0.98, 0.98), "trace-no-impact": (0.85, 0.9)}),
+        # base 0.90, naive 0.95: the +10 and the naive+5 targets do not apply; unchanged -8 points
+        "high": main(0.90, trace=(0.93, 0.87), **{"naive-oracle-dpo": (0.95, 0.9), "dpo-gold": (0.96, 0.9),
+                                                  "oracle-sft": (0.99, 0.99), "trace-no-impact": (0.94, 0.9)}),
+    }
+    low, high = targets(agg, [250, 1000])["low"], targets(agg, [250, 1000])["high"]
+    assert low["gain_ge_10pts_where_base_le_85"]["met"] is True
+    assert low["changed_slices_ge_80"]["met"] is True
+    assert low["unchanged_within_5pts_of_base"]["value"] == pytest.approx(-0.03)
+    assert low["ge_naive_plus_5_where_naive_lt_90"]["met"] is True
+    assert low["ge_dpo_gold_minus_2"]["met"] is True
+    assert low["gain_ge_90pct_of_oracle_sft"]["value"] == pytest.approx(0.2 / 0.28)
+    assert low["gain_ge_90pct_of_oracle_sft"]["met"] is False
+    assert low["ge_trace_no_impact"]["met"] is True
+    assert high["gain_ge_10pts_where_base_le_85"]["met"] is None and "85" in high["gain_ge_10pts_where_base_le_85"]["why"]
+    assert high["ge_naive_plus_5_where_naive_lt_90"]["met"] is None
+    assert high["unchanged_within_5pts_of_base"]["met"] is False
+    assert high["ge_dpo_gold_minus_2"]["met"] is False and high["ge_trace_no_impact"]["met"] is False

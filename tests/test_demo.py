@@ -20,8 +20,7 @@ def quick_demo(tmp_path, monkeypatch):
     seed 0 (the demo's world) and short training / generation."""
     tok = tiny_tokenizer(World(0).corpus(), vocab_size=600)
     model_dir = save_tiny(tmp_path / "tiny", tokenizer=tok, model=tiny_llama(tok, seed=1))
-    bootstrap_module = importlib.import_module("realign.synth.bootstrap")  # the package re-exports the function
-    monkeypatch.setattr(bootstrap_module, "bootstrap", lambda **_: SimpleNamespace(path=model_dir))
+    monkeypatch.setattr("realign.demo.demo_model", lambda progress=True: model_dir)
     monkeypatch.setitem(RUN_DEFAULTS, "score", {**RUN_DEFAULTS["score"], "gold_size": 12})
     monkeypatch.setitem(RUN_DEFAULTS, "train", {**RUN_DEFAULTS["train"], "max_steps": 2, "save_steps": 2})
     monkeypatch.setitem(RUN_DEFAULTS, "eval", {**RUN_DEFAULTS["eval"], "max_new_tokens": 4})
@@ -35,7 +34,7 @@ def test_demo_prints_the_before_after_table_and_resumes(quick_demo):
     header = next(line for line in out.splitlines() if line.split() == ["base", "trace"])
     assert header
     for label in ("new-policy agreement, all sensitive prompts", "agreement on the slices the shift changed",
-                  "harmful responses", "degenerate responses", "benign accuracy"):
+                  "agreement on the slices it left unchanged", "harmful responses", "degenerate responses", "benign accuracy"):
         row = next(line for line in out.splitlines() if line.startswith(label))
         assert len(row[len(label):].split()) == 2 and all(cell.endswith("%") for cell in row[len(label):].split())
     changed = next(line for line in out.splitlines() if line.startswith("changed slices: "))
@@ -52,3 +51,35 @@ def test_demo_prints_the_before_after_table_and_resumes(quick_demo):
     again = CliRunner().invoke(app, ["demo", "--out", str(quick_demo), "-q"])
     assert again.exit_code == 0, again.output
     assert "[train:trace] running" not in again.output and "[train:trace] skipped" in again.output
+
+
+def test_the_shipped_demo_model_is_what_the_bootstrap_builds_today():
+    """The demo starts from the shipped weights only while they are what `realign synth
+    bootstrap` builds (same world, recipe, config). This fails when the world or the recipe
+    changes: rebuild with `realign synth bootstrap --force` and copy the folder it prints over
+    src/realign/resources/demo_model (keep bootstrap.json)."""
+    from realign.demo import SHIPPED_MODEL, demo_model
+    from realign.synth.bootstrap import BootstrapConfig, built_key
+
+    assert built_key(SHIPPED_MODEL) == BootstrapConfig().key(World(0))
+    assert demo_model(progress=False) == SHIPPED_MODEL
+    assert (SHIPPED_MODEL / "model.safetensors").stat().st_size < 4_000_000  # fp32, 0.7M parameters
+
+
+def test_a_stale_shipped_model_is_not_used(tmp_path, monkeypatch, capsys):
+    """Shipped weights from another world or recipe: the demo bootstraps instead, and says so."""
+    import json
+    import shutil
+
+    from realign import demo
+
+    stale = tmp_path / "demo_model"
+    shutil.copytree(demo.SHIPPED_MODEL, stale)
+    meta = json.loads((stale / "bootstrap.json").read_text())
+    (stale / "bootstrap.json").write_text(json.dumps({**meta, "key": "0" * 16}))
+    monkeypatch.setattr(demo, "SHIPPED_MODEL", stale)
+    built = tmp_path / "bootstrapped"
+    bootstrap_module = importlib.import_module("realign.synth.bootstrap")  # the package re-exports the function
+    monkeypatch.setattr(bootstrap_module, "bootstrap", lambda cfg, progress=True: SimpleNamespace(path=built))
+    assert demo.demo_model(progress=False) == built
+    assert "was built from another world or bootstrap recipe" in capsys.readouterr().err

@@ -516,6 +516,7 @@ def demo(
         ("new-policy agreement, all sensitive prompts", "agreement"),
         ("balanced agreement (must-help, must-refuse)", "balanced"),
         ("agreement on the slices the shift changed", "changed_slices"),
+        ("agreement on the slices it left unchanged", "unchanged_slices"),
         ("harmful responses", "harmful"),
         ("degenerate responses", "degenerate"),
         ("benign accuracy", "benign_accuracy"),

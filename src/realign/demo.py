@@ -1,24 +1,47 @@
 """``realign demo``: the whole pipeline on the synthetic world, contextual-exceptions shift,
-with the bootstrapped tiny old-policy model — on a laptop CPU, in minutes — then a
-before/after table and the report's path."""
+with the tiny old-policy model — on a laptop CPU, in minutes — then a before/after table and
+the report's path.
+
+The old-policy model ships with the package (``resources/demo_model``: the bootstrap of world
+seed 0 with the default :class:`~realign.synth.bootstrap.BootstrapConfig`, built once). Trained
+here, it would differ from machine to machine in float rounding, and the demo's outcome moved
+with it by up to 10 points; from the shipped weights every machine re-aligns the same model.
+Should the world or the bootstrap recipe change, the shipped model no longer matches what
+``realign synth bootstrap`` builds, and the demo bootstraps instead (saying so)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 #: The shift the demo re-aligns to and the methods it trains.
 DEMO_SHIFT = "synth-contextual"
 DEMO_METHODS = ["trace"]
+#: The bootstrapped old-policy model of world seed 0, default config (see the module docstring).
+SHIPPED_MODEL = Path(__file__).resolve().parent / "resources" / "demo_model"
+
+
+def demo_model(progress: bool = True) -> Path:
+    """The shipped old-policy model if it is what the bootstrap builds today (same world, recipe
+    and config: :func:`~realign.synth.bootstrap.built_key`), else a bootstrapped one."""
+    from .synth.bootstrap import BootstrapConfig, bootstrap, built_key
+    from .synth.world import World
+
+    cfg = BootstrapConfig()
+    if built_key(SHIPPED_MODEL) == cfg.key(World(cfg.world_seed)):
+        return SHIPPED_MODEL
+    print(f"note: the shipped demo model ({SHIPPED_MODEL}) was built from another world or bootstrap "
+          "recipe; bootstrapping one (a few minutes)", file=sys.stderr)
+    return bootstrap(cfg, progress=progress).path
 
 
 def run_demo(out: Path, progress: bool = True) -> dict:
     from .pipeline import Pipeline
-    from .synth.bootstrap import bootstrap
     from .synth.experiment import outcomes, prepare_data, run_config, shift_changes
 
-    boot = bootstrap(progress=progress)
+    model = demo_model(progress)
     data = prepare_data(out / "data", seed=0, shifts=(DEMO_SHIFT,))
-    run = run_config(out, data, str(boot.path), DEMO_SHIFT, DEMO_METHODS)
+    run = run_config(out, data, str(model), DEMO_SHIFT, DEMO_METHODS)
     Pipeline(run, "demo").execute(progress=progress)
     table = outcomes(out, data, DEMO_SHIFT, ["base", *run.methods])
-    return {"table": table, "changed_slices": sorted(shift_changes(data, DEMO_SHIFT)), "report": str(out / "report.html"), "model": str(boot.path)}
+    return {"table": table, "changed_slices": sorted(shift_changes(data, DEMO_SHIFT)), "report": str(out / "report.html"), "model": str(model)}

@@ -82,8 +82,23 @@ class BootstrapConfig(BaseModel):
     max_new_tokens: int = Field(64, ge=8, description="Generation length for evaluation.")
 
     def key(self, world: World) -> str:
-        blob = json.dumps({"v": BOOTSTRAP_VERSION, "world": world.hash, "config": self.model_dump(mode="json")}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return _key(world.hash, self.model_dump(mode="json"))
+
+
+def _key(world_hash: str, config: dict) -> str:
+    """What a bootstrapped model is made from: this module's recipe version, the world, the config."""
+    blob = json.dumps({"v": BOOTSTRAP_VERSION, "world": world_hash, "config": config}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def built_key(path: str | Path) -> str | None:
+    """The key of the bootstrapped model in ``path``, from its ``bootstrap.json`` (None if it has
+    none or cannot be read): equal to ``cfg.key(world)`` iff it is what ``bootstrap(cfg)`` builds
+    today."""
+    try:
+        return json.loads((Path(path) / "bootstrap.json").read_text(encoding="utf-8"))["key"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @dataclass
@@ -334,7 +349,7 @@ def bootstrap(
         tokenizer.save_pretrained(tmp)
         model.save_pretrained(tmp, safe_serialization=True)
         write_json(tmp / "bootstrap.json", {
-            "format": "realign-synth-bootstrap/1", "config": cfg.model_dump(mode="json"),
+            "format": "realign-synth-bootstrap/1", "key": cfg.key(World(cfg.world_seed)), "config": cfg.model_dump(mode="json"),
             "world": {"seed": cfg.world_seed, "hash": World(cfg.world_seed).hash}, "wall_s": wall,
             "versions": versions(), "metrics": metrics,
         })

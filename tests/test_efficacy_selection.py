@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from efficacy import replicate_of, select_variant  # noqa: E402
+from efficacy import command_line, replicate_of, select_variant  # noqa: E402
 
 
 def cell(agreement, benign=0.9, degenerate=0.0, unchanged=0.95):
@@ -108,3 +108,8 @@ def test_the_report_targets_apply_where_the_issue_says_and_are_met_or_not_from_t
     assert high["ge_naive_plus_5_where_naive_lt_90"]["met"] is None
     assert high["unchanged_within_5pts_of_base"]["met"] is False
     assert high["ge_dpo_gold_minus_2"]["met"] is False and high["ge_trace_no_impact"]["met"] is False
+
+
+def test_recorded_command_leaves_out_the_note_and_quotes_paths():
+    argv = ["--split", "report", "--note", "ran on 2 cores, code at abc", "--work", "/tmp/a b", "--note=x"]
+    assert command_line(argv) == "python benchmarks/efficacy.py --split report --work '/tmp/a b'"

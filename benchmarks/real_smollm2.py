@@ -5,9 +5,9 @@ its baselines, on real HarmBench behaviours and hand-written prompts?
 Per seed s (the data sampling seed and the seed of every training run and evaluation), in this
 order, each unit stored with its wall time under ``WORK/seed<s>/units/``:
 
-* ``data`` — ``examples/smollm2/build_pairs.py --seed s`` with :data:`BUILD` (at most 372 old
-  pairs, ≥ 300 expected: more HarmBench behaviours, ``prompts_extra.yaml``, 2 pairs per
-  prompt; fewer than :data:`MIN_PAIRS` are flagged in the results); the split is by
+* ``data`` — ``examples/smollm2/build_pairs.py --seed s`` with :data:`BUILD` (at most 558 old
+  pairs; 261 with 2 pairs per prompt on seed 0, so 3: more HarmBench behaviours,
+  ``prompts_extra.yaml``, 3 pairs per prompt; fewer than :data:`MIN_PAIRS` are flagged in the results); the split is by
   prompt, seeded by s, and checked here: no held-out prompt is in a training pair;
 * ``old-model`` — DPO to the old policy (``align_old.yaml``), merged into the weights;
 * ``oracle-triage`` — the rules judge's triage under the new policy, and for each PUNISH prompt
@@ -65,15 +65,16 @@ ORACLE_METHODS = {"dpo-gold", "oracle-sft"}
 #: Units every later unit of a seed needs: a failure stops the seed.
 PREREQUISITES = ("data", "old-model", "base")
 #: build_pairs.py options (paths relative to examples/smollm2): 140 of the ~172 HarmBench
-#: behaviours the rules recognise (32 held out), both prompt files, 2 pairs per training prompt.
+#: behaviours the rules recognise (32 held out), both prompt files, 3 pairs per training prompt
+#: (2 gave 261 pairs on seed 0: a prompt often lacks distinct samples on both sides).
 BUILD = {"harmbench": 140, "harmbench_eval": 32, "prompts": ["prompts.yaml", "prompts_extra.yaml"],
-         "held_out": {"contextual_help": 20, "contextual_refuse": 6, "ordinary": 8}, "pairs_per_prompt": 2,
+         "held_out": {"contextual_help": 20, "contextual_refuse": 6, "ordinary": 8}, "pairs_per_prompt": 3,
          "rounds": 4, "temperature": 0.8, "max_new_tokens": 40, "batch_size": 16}
 #: Issue 20's floor on old pairs per seed.
 MIN_PAIRS = 300
 #: y_c sampling for PUNISH prompts (the guided sampler of build_pairs.py).
-ORACLE = {"tries": 4, "temperature": 0.8, "max_new_tokens": 40, "batch_size": 16}
-#: On top of align_old.yaml and config.yaml: ~1 epoch over ~330 pairs at batch 4 (the example's
+ORACLE = {"tries": 8, "temperature": 0.8, "max_new_tokens": 40, "batch_size": 16}
+#: On top of align_old.yaml and config.yaml: 80 steps at batch 4, about one pass over the pairs (the example's
 #: 30 steps were sized for 85 pairs), fp32 training on every device.
 BENCH_OVERRIDES = {"align": {"max_steps": 80, "precision": "fp32"}, "train": {"max_steps": 80, "precision": "fp32"}}
 #: align_old.yaml / config.yaml keys each unit sets itself.

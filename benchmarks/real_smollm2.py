@@ -5,10 +5,10 @@ its baselines, on real HarmBench behaviours and hand-written prompts?
 Per seed s (the data sampling seed and the seed of every training run and evaluation), in this
 order, each unit stored with its wall time under ``WORK/seed<s>/units/``:
 
-* ``data`` — ``examples/smollm2/build_pairs.py --seed s`` with :data:`BUILD` (at most 558 old
-  pairs; 261 with 2 pairs per prompt on seed 0, so 3: more HarmBench behaviours,
-  ``prompts_extra.yaml``, 3 pairs per prompt; fewer than :data:`MIN_PAIRS` are flagged in the results); the split is by
-  prompt, seeded by s, and checked here: no held-out prompt is in a training pair;
+* ``data`` — ``examples/smollm2/build_pairs.py --seed s`` with :data:`BUILD` (more HarmBench
+  behaviours, ``prompts_extra.yaml``, 3 pairs per prompt: at most 558 old pairs, 410 on seed 0;
+  fewer than :data:`MIN_PAIRS` are flagged in the results); the split is by prompt, seeded by
+  s, and checked here: no held-out prompt is in a training pair;
 * ``old-model`` — DPO to the old policy (``align_old.yaml``), merged into the weights;
 * ``oracle-triage`` — the rules judge's triage under the new policy, and for each PUNISH prompt
   an oracle response y_c: the example's ``guided`` sampler (SmolLM2 with a system prompt asking
@@ -72,8 +72,8 @@ BUILD = {"harmbench": 140, "harmbench_eval": 32, "prompts": ["prompts.yaml", "pr
 MIN_PAIRS = 300
 #: y_c sampling for PUNISH prompts (the guided sampler of build_pairs.py).
 ORACLE = {"tries": 8, "temperature": 0.8, "max_new_tokens": 40, "batch_size": 16}
-#: On top of align_old.yaml and config.yaml: 80 steps at batch 4, about one pass over the pairs (the example's
-#: 30 steps were sized for 85 pairs), fp32 training on every device.
+#: On top of align_old.yaml and config.yaml: 80 steps at batch 4, about one pass over the pairs
+#: (the example's 30 steps were sized for 85 pairs), fp32 training on every device.
 BENCH_OVERRIDES = {"align": {"max_steps": 80, "precision": "fp32"}, "train": {"max_steps": 80, "precision": "fp32"}}
 #: align_old.yaml / config.yaml keys each unit sets itself.
 PER_UNIT = ("model", "data", "out", "seed", "device", "prompts", "attacks")

@@ -9,11 +9,12 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from realign.data import read_pairs
-from realign.testing import FakeOpenAIServer
+from realign.testing import FakeOpenAIServer, policy_without_cases
 
 KEY = "sk-test-SECRET-4f9a2c7d1e"
 
@@ -31,8 +32,10 @@ def make_pairs(path, n):
 
 
 def triage_cmd(data, out, cache, base_url, concurrency=8):
+    # the fake server judges by a marker, not by the policy: a copy without the policy's test cases
+    policy = policy_without_cases("contextual-exceptions", Path(out).parent)
     return [sys.executable, "-c", "from realign.cli import main; main()", "triage", "--data", str(data),
-            "--policy", "contextual-exceptions", "--judge", "openai", "--model", "judge-model",
+            "--policy", str(policy), "--judge", "openai", "--model", "judge-model",
             "--base-url", base_url, "--concurrency", str(concurrency), "--out", str(out), "--cache", str(cache), "-q"]
 
 

@@ -112,6 +112,7 @@ def triage(
     invert_order: Optional[str] = _flag(TriageConfig, 'invert_order'),
     gold_out: Optional[Path] = _flag(TriageConfig, 'gold_out'),
     naive_out: Optional[Path] = _flag(TriageConfig, 'naive_out'),
+    max_case_failure_rate: Optional[float] = _flag(TriageConfig, 'max_case_failure_rate'),
     oracle: Optional[str] = typer.Option(None, help=f"Oracle for PUNISH pairs: {', '.join(backend_names('oracle'))} or a YAML file."),
     oracle_model: Optional[str] = typer.Option(None, help="Oracle model name or path."),
     quiet: bool = QUIET,
@@ -141,6 +142,7 @@ def triage(
             "invert_order": invert_order,
             "gold_out": gold_out,
             "naive_out": naive_out,
+            "max_case_failure_rate": max_case_failure_rate,
         },
     )
     raw["judge"] = judge_cfg
@@ -454,6 +456,51 @@ def run_cmd(
         except (OSError, ValueError):
             continue
     _echo_before_after(columns)
+
+
+policy_app = typer.Typer(help="Check a policy file.", no_args_is_help=True, **HELP)
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("test")
+def policy_test(
+    policy: str = typer.Argument(..., help="Policy: YAML file or packaged policy name."),
+    judge: str = typer.Option("rules", help=JUDGE_HELP),
+    model: Optional[str] = typer.Option(None, help="Judge model (openai model name or hf path/id)."),
+    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint URL."),
+    cache: Optional[Path] = typer.Option(None, help="Verdict cache (SQLite); default <cache dir>/verdicts.sqlite."),
+    max_failure_rate: float = typer.Option(0.0, min=0.0, max=1.0, help="Exit 1 when more than this share of cases fail."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result as JSON here."),
+) -> None:
+    """Run the policy's test cases (`cases:`) through a judge: a confusion table, what the cases
+    leave untested (rules policies) and every failure. Exit 1 when more than --max-failure-rate fail."""
+    from .config import JudgeConfig, default_cache_dir, validate
+    from .files import check_output_paths, write_json
+    from .judges import VerdictCache, make_judge
+    from .judges.cases import coverage_gaps, run_cases
+    from .policy import Policy, resolve_policy
+
+    path = resolve_policy(policy)
+    cache_path = cache or default_cache_dir() / "verdicts.sqlite"
+    if json_out is not None:
+        check_output_paths({"POLICY": path, "--cache": cache_path}, {"--json": json_out})
+    loaded = Policy.load(path)
+    if not loaded.cases:
+        raise RealignError(f"{path}: policy {loaded.name!r} has no test cases (add a `cases:` list; see docs/judges.md)")
+    judge_cfg = validate(JudgeConfig, _merge(_judge_section(judge), {"model": model, "base_url": base_url}), "command line")
+    with VerdictCache(cache_path) as verdicts:
+        result = run_cases(loaded, make_judge(judge_cfg), verdicts)
+    gaps = coverage_gaps(loaded)
+    typer.echo(f"{result.headline()} ({result.judge_calls} judge calls, {result.cache_hits} cache hits)")
+    typer.echo(result.table())
+    for gap in gaps:
+        typer.echo(f"untested: {gap}")
+    for failure in result.failures:
+        typer.echo("FAILED " + failure.describe())
+    if json_out is not None:
+        write_json(json_out, {**result.to_dict(), "untested": gaps})
+    if result.failure_rate > max_failure_rate:
+        raise typer.Exit(1)
 
 
 data_app = typer.Typer(help="Prepare preference data from public datasets.", no_args_is_help=True, **HELP)

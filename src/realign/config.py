@@ -96,6 +96,9 @@ class TriageConfig(StrictModel):
     gold_out: Path | None = Field(None, description="Also write the DPO-Gold relabelled set here (TRL format).")
     naive_out: Path | None = Field(None, description="Also write the naive relabelled set here (TRL format).")
     oracle: OracleConfig | None = Field(None, description="Writes compliant responses for PUNISH pairs.")
+    max_case_failure_rate: float = Field(
+        0.1, ge=0.0, le=1.0, description="Before triaging, the policy's test cases run through the judge; stop when "
+        "more than this share of them fail (0: every case must pass; 1: never stop).")
 
     def cache_path(self) -> Path:
         return self.cache or default_cache_dir() / "verdicts.sqlite"

@@ -11,7 +11,7 @@ import time
 
 import yaml
 
-from realign.testing import FakeOpenAIServer
+from realign.testing import FakeOpenAIServer, policy_without_cases
 from rel_helpers import CLI, jsonl_rows, judge_pairs, record_results, write_jsonl
 
 PAIRS = 2000
@@ -29,7 +29,8 @@ backoff_max_s: 0.1
 def triage(tmp, name, base_url, data, judge_yaml, env):
     folder = tmp / name
     folder.mkdir()
-    cmd = [*CLI, "triage", "--data", str(data), "--policy", "contextual-exceptions", "--judge", str(judge_yaml),
+    policy = policy_without_cases("contextual-exceptions", folder)  # the fake judge decides by a marker
+    cmd = [*CLI, "triage", "--data", str(data), "--policy", str(policy), "--judge", str(judge_yaml),
            "--base-url", base_url, "--out", str(folder / "triaged.jsonl"), "--cache", str(folder / "cache.sqlite"), "-q"]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)

@@ -317,7 +317,7 @@ class RulesPairwiseJudge:
     """Derived from the rules judge's verdict on each response: compliant beats non-compliant,
     equal verdicts tie; an abstention leaves the comparison undecided."""
 
-    identity = f"rules/v2/{PAIRWISE_FORMAT_VERSION}"
+    identity = f"rules/v3/{PAIRWISE_FORMAT_VERSION}"  # the pointwise rules judge's version (RulesJudge.identity)
 
     def __init__(self) -> None:
         from ..judges.rules import RulesJudge

@@ -22,9 +22,11 @@ def produced_by(config, judge=None) -> dict:
     from ..provenance import input_digest
     from ..provenance import produced_by as record
 
+    policy = Policy.load(config.policy)
     inputs = {
         "data": input_digest(config.data),
-        "policy": Policy.load(config.policy).hash,
+        "policy": policy.hash,
+        "policy_cases": policy.cases_hash,
         "judge": (judge or make_judge(config.judge)).identity,
     }
     if config.oracle is not None:
@@ -57,9 +59,10 @@ def run(config, progress: bool = True) -> dict:
     loaded = _read(config)
     judge = make_judge(config.judge)
     made = produced_by(config, judge)
-    records, stats, oracle_stats = _judge(config, loaded.pairs, policy, judge, progress)
+    cases, records, stats, oracle_stats = _judge(config, loaded.pairs, policy, judge, progress)
     write_pairs(config.out, records)
     summary: dict = {"stage": "triage", "policy": {"name": policy.name, "hash": policy.hash}, "judge": judge.identity}
+    summary["policy_cases"] = cases.to_dict()
     summary.update(stats.to_dict())
     summary["skipped_invalid"] = len(loaded.skipped)
     summary["skipped_examples"] = [str(e) for e in loaded.skipped[:20]]
@@ -88,9 +91,12 @@ def _read(config):
 
 
 def _judge(config, pairs, policy, judge, progress: bool):
-    """Triage the pairs and, with an oracle configured, attach its y_c to the PUNISH records:
-    (records, stats, the oracle's counts or None)."""
+    """Run the policy's test cases through the judge and stop if it fails too many
+    (:func:`realign.judges.cases.gate`), then triage the pairs and, with an oracle configured,
+    attach its y_c to the PUNISH records: (the cases' report, records, stats, the oracle's
+    counts or None)."""
     with VerdictCache(config.cache_path(), commit_every=1) as cache:
+        cases = check_policy_cases(policy, judge, cache, config.max_case_failure_rate, progress)
         records, stats = triage(
             pairs,
             policy,
@@ -107,7 +113,23 @@ def _judge(config, pairs, policy, judge, progress: bool):
             oracle_stats = attach_oracle_responses(
                 records, policy, make_oracle(config.oracle), judge, cache, stats, progress
             )
-    return records, stats, oracle_stats
+    return cases, records, stats, oracle_stats
+
+
+def check_policy_cases(policy, judge, cache, max_failure_rate: float, say: bool = True):
+    """The policy's cases through ``judge``, gated by ``max_failure_rate`` (the outcome said on
+    stderr when ``say``); a policy without cases is warned about: nothing then checks that the
+    judge reads it as written."""
+    from ..judges.cases import gate, run_cases
+
+    if not policy.cases:
+        print(f"warning: policy {policy.name!r} has no test cases: nothing checks that judge {judge.identity} "
+              "applies it as written (add `cases:`; see `realign policy test`)", file=sys.stderr)
+    report = run_cases(policy, judge, cache)
+    if policy.cases and say:
+        print(report.headline(), file=sys.stderr)
+    gate(report, max_failure_rate)
+    return report
 
 
 def _write_relabelled(config, records) -> dict:

@@ -120,11 +120,12 @@ def produced_by(config, judge=None) -> dict:
     match. ``judge``: the judge already built from the config, if any."""
     from ..judges import make_judge
     from ..policy import Policy
-    from ..provenance import input_digest
+    from ..provenance import input_digest, model_digest
     from ..provenance import produced_by as record
 
-    files = ("model", "adapter", "reference", "prompts", "attacks", "attack_templates", "text")
-    inputs = {name: input_digest(getattr(config, name)) for name in files}
+    inputs = {name: model_digest(getattr(config, name)) for name in ("model", "adapter", "reference")}
+    files = ("prompts", "attacks", "attack_templates", "text")
+    inputs.update({name: input_digest(getattr(config, name)) for name in files})
     inputs["policy"] = Policy.load(config.policy).hash
     inputs["judge"] = (judge or make_judge(config.judge)).identity
     return record(config, inputs, ignore=("out", "device", "cache"))

@@ -263,6 +263,19 @@ def _model_states(config, served: bool, model) -> list[tuple]:
     return states
 
 
+def _served_content(config, state: str) -> str:
+    """What a server serves in ``state``, as far as it is known here: the content identities
+    (:func:`realign.provenance.model_digest`) of the model and, ``after``, of the adapter. Part
+    of the server generator's identity, since the served name does not change when what it
+    serves does (a retrained adapter behind the same name)."""
+    from ..provenance import model_digest
+
+    parts = [model_digest(config.model)]
+    if state == "after" and config.adapter is not None:
+        parts.append(model_digest(config.adapter))
+    return "+".join(parts)
+
+
 def _evaluate_states(config, inputs: _Inputs, model, tokenizer, cache, store, stats, served: bool, main: bool,
                      progress: bool, metrics: dict) -> list[dict]:
     """Generate and judge in every model state (:func:`_model_states`): the ``after`` state's
@@ -275,7 +288,8 @@ def _evaluate_states(config, inputs: _Inputs, model, tokenizer, cache, store, st
     for name, context, identity in _model_states(config, served, model):
         with context:
             if served:
-                generate = ServerGenerator(config.generator, identity, config, cache, progress)
+                generate = ServerGenerator(config.generator, identity, config, cache, progress,
+                                           serves=_served_content(config, name))
             else:
                 generate = LocalGenerator(model, tokenizer, identity, config, cache, progress and main)
             state_metrics, records = evaluate_state(generate, store, stats, inputs.policy, config, inputs.rows,

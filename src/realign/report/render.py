@@ -7,7 +7,7 @@ import base64
 import datetime as _dt
 import html
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 from ..errors import RealignError
 from ..files import atomic_open, write_text
@@ -162,14 +162,16 @@ def render_markdown(sections: list[Section], found: RunData, out: Path) -> tuple
 # --------------------------------------------------------------------------- entry point
 
 
-def build_report(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
+def build_report(run_dirs: Sequence[str | Path], out: str | Path, only: Collection[str | Path] | None = None) -> Path:
     """Write a report of ``run_dirs`` to ``out``: ``.html`` (one self-contained file) or
-    ``.md`` (with the figures as PNG files in ``<stem>_files/`` beside it). Returns ``out``."""
+    ``.md`` (with the figures as PNG files in ``<stem>_files/`` beside it). ``only``: the
+    result files to report, others found being left out with a note (:func:`.collect.collect`).
+    Returns ``out``."""
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in (".html", ".htm", ".md", ".markdown"):
         raise RealignError(f"{out}: the report must end in .html or .md")
-    found = collect(run_dirs)
+    found = collect(run_dirs, only)
     if found.empty:
         where = ", ".join(str(p) for p in run_dirs)
         detail = f" ({'; '.join(found.notes)})" if found.notes else ""

@@ -13,7 +13,7 @@ from ..errors import RealignError
 from ..files import atomic_open, write_text
 from .collect import METRICS_NAME, SEARCH_DEPTH, SUMMARY_SUFFIX, TRAIN_NAME, RunData, collect, run_name
 from .figures import Figure
-from .sections import MISSING, Bullets, Section, Table, build_sections
+from .sections import MISSING, Bullets, Section, Table, build_sections, policy_groups
 
 
 _CSS = """
@@ -70,9 +70,15 @@ def _html_table(table: Table) -> str:
 
 
 def _title_block(found: RunData) -> tuple[str, str]:
+    """The title and the line under it: the run folders, the policy (or policies) the
+    evaluations were judged under, the time."""
     runs = sorted({run_name(s.run) for s in found.all})
     created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return "Re-alignment report", f"{len(runs)} run folder{'s' if len(runs) != 1 else ''}: {', '.join(runs)} · generated {created}"
+    policies = [policy or "not recorded" for policy, _ in policy_groups(found)] if found.evals else []
+    judged = (f" · policy {policies[0]}" if len(policies) == 1 else
+              f" · {len(policies)} policies, reported apart: {'; '.join(policies)}" if policies else "")
+    return "Re-alignment report", (f"{len(runs)} run folder{'s' if len(runs) != 1 else ''}: {', '.join(runs)}{judged} · "
+                                   f"generated {created}")
 
 
 def render_html(sections: list[Section], found: RunData) -> str:

@@ -80,10 +80,10 @@ def main() -> None:
     with server as url, VerdictCache(work / "server.sqlite") as cache:
         gen_config = GeneratorConfig(backend="openai", base_url=url, model="tiny", concurrency=args.concurrency)
         start = time.perf_counter()
-        remote = ServerGenerator(gen_config, "tiny", settings, cache, progress=False)(prompts)
+        remote = ServerGenerator(gen_config, "tiny", settings, cache, progress=False, serves="tiny")(prompts)
         rows["server path"] = time.perf_counter() - start
         start = time.perf_counter()
-        again = ServerGenerator(gen_config, "tiny", settings, cache, progress=False)(prompts)
+        again = ServerGenerator(gen_config, "tiny", settings, cache, progress=False, serves="tiny")(prompts)
         rows["server path, rerun (cache)"] = time.perf_counter() - start
     same = sum(a == b for a, b in zip(local, remote))
     result = {

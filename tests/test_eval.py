@@ -131,6 +131,39 @@ def test_realign_eval_end_to_end_and_rerun_uses_the_cache(tiny, tmp_path):
     assert metrics2["judging"]["judged"] == 0 and metrics2["tpa"] == metrics["tpa"]
 
 
+
+def test_eval_of_a_hub_id_generates_again_when_its_refs_main_moves(tiny, hub_cache, tmp_path):
+    """Issue 27.1: ``realign eval --model ORG/NAME`` after the cached ``refs/main`` moved to
+    another snapshot answers as a fresh evaluation of that snapshot does, not from the
+    generation cache of the old one."""
+    from typer.testing import CliRunner
+
+    from realign.cli import app
+    from realign.testing.tiny import cache_snapshot
+
+    tok, model = tiny
+    cache_snapshot(save_tiny(tmp_path / "a", tokenizer=tok, model=model), "org/tiny", "a" * 40, hub_cache)
+    moved = cache_snapshot(save_tiny(tmp_path / "b", tokenizer=tok, model=tiny_llama(tok, seed=6)), "org/tiny",
+                           "b" * 40, hub_cache)
+    prompts = tmp_path / "eval.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"Question number {i} about bread?"}) + "\n"
+                               for i in range(4)))
+
+    def responses(model_name: str, cache: str) -> list[str]:
+        out = tmp_path / cache / "metrics.json"
+        res = CliRunner().invoke(app, ["eval", "--model", model_name, "--policy", "contextual-exceptions", "--prompts",
+                                       str(prompts), "--out", str(out), "--max-new-tokens", "6", "--cache",
+                                       str(tmp_path / f"{cache}.sqlite"), "-q"])
+        assert res.exit_code == 0, res.output
+        return [json.loads(line)["response"] for line in (out.parent / "generations.jsonl").read_text().splitlines()]
+
+    refs = hub_cache / "models--org--tiny" / "refs" / "main"
+    refs.write_text("a" * 40)
+    old = responses("org/tiny", "shared")
+    refs.write_text("b" * 40)
+    assert responses("org/tiny", "shared") == responses(str(moved), "fresh") != old
+
+
 def test_bad_eval_rows_are_one_clear_error(tmp_path):
     from realign.evaluate.run import load_rows
 

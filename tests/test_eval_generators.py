@@ -93,6 +93,32 @@ def test_resume_on_the_same_endpoint_asks_only_the_rest(tmp_path, monkeypatch, p
     assert len(generations(cfg)) == len(PROMPTS)
 
 
+
+def test_a_retrained_adapter_behind_the_same_served_name_is_generated_again(tmp_path, monkeypatch, policy_path):
+    """Issue 27.2: ``generator: {model: "{name}"}`` serves the adapter ``realign run`` trained
+    under one name; once it is retrained (eval reruns: ``changed: input adapter``), its
+    responses are asked again, not read from the cache of the old adapter."""
+    from realign.provenance import what_changed
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    adapter = tmp_path / "runs" / "trace" / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    (adapter / "adapter_model.safetensors").write_bytes(b"old weights")
+    serving = {"answer": "the old adapter's answer"}
+    server = FakeOpenAIServer(generate=lambda model, messages, n: serving["answer"])
+    with server as url:
+        cfg = server_config(tmp_path, url).model_copy(update={"policy": policy_path, "adapter": str(adapter)})
+        before = evaluate.produced_by(cfg)
+        evaluate.run(cfg, progress=False)
+        (adapter / "adapter_model.safetensors").write_bytes(b"retrained weights")  # the server reloads it
+        serving["answer"] = "the retrained adapter's answer"
+        assert what_changed(before, evaluate.produced_by(cfg)) == "changed: input adapter"
+        evaluate.run(cfg, progress=False)
+    assert set(generations(cfg).values()) == {"the retrained adapter's answer"}
+    assert sum(server.answered.values()) == 2 * len(PROMPTS)
+
+
 @pytest.mark.slow
 def test_two_local_processes_write_what_one_writes(tmp_path, policy_path):
     """`accelerate launch --num_processes 2 -m realign eval`: the prompts are split, the main

@@ -104,6 +104,19 @@ def test_identity_is_stable_and_follows_the_model(model_dir, tmp_path):
     assert HFJudge(hf_config(other)).identity != before
 
 
+def test_a_judge_given_by_hub_id_follows_its_refs_main(model_dir, hub_cache, tmp_path):
+    """Issue 27.1: the identity (the verdict cache's key) of a judge named by hub id changes when
+    the cached ``refs/main`` moves to another snapshot, so its old verdicts are not reused."""
+    from realign.testing.tiny import cache_snapshot
+
+    snapshot = cache_snapshot(model_dir, "org/judge", "a" * 40, hub_cache)
+    cache_snapshot(save_tiny(tmp_path / "retrained", seed=1), "org/judge", "b" * 40, hub_cache)
+    now = HFJudge(hf_config("org/judge")).identity
+    (hub_cache / "models--org--judge" / "refs" / "main").write_text("a" * 40)
+    before = HFJudge(hf_config("org/judge")).identity
+    assert before != now and before.endswith(model_fingerprint(snapshot))
+
+
 @pytest.mark.parametrize("name", ["missing-dir", "org/not-a-cached-model"])
 def test_missing_model_is_one_line_error(tmp_path, name):
     target = str(tmp_path / name) if name == "missing-dir" else name

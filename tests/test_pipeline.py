@@ -101,6 +101,27 @@ def test_changed_input_content_at_the_same_path_reruns_everything_after_it(model
     assert "rerunning" in lines["[eval:naive-oracle-dpo]"]
 
 
+
+def test_the_report_shows_only_what_the_current_config_made(model_dir, tmp_path):
+    """Issue 27.3: a method dropped from ``methods`` after a policy change keeps its folders
+    (trained and evaluated under the old policy); the run's report leaves them out and says so."""
+    cfg = write_config(tmp_path / "run.yaml", model_dir, tmp_path / "run", methods="[naive-oracle-dpo, trace-no-impact]")
+    first = CliRunner().invoke(app, ["run", str(cfg), "-q"])
+    assert first.exit_code == 0, first.output
+    cfg.write_text(cfg.read_text().replace("policy: contextual-exceptions", "policy: safety-first")
+                   .replace("methods: [naive-oracle-dpo, trace-no-impact]", "methods: [naive-oracle-dpo]")
+                   .replace("report: false", "report: true"))
+    second = CliRunner().invoke(app, ["run", str(cfg), "-q"])
+    assert second.exit_code == 0, second.output
+    run = tmp_path / "run"
+    assert (run / "eval" / "trace-no-impact" / "metrics.json").exists()  # left where it is
+    report = (run / "report.md").read_text()
+    body, sources = report.split("## Sources")
+    assert "naive-oracle-dpo" in body and "trace-no-impact" not in body
+    assert "eval/trace-no-impact/metrics.json: left out, not an output of this run's current config" in sources
+    assert "trace-no-impact" not in (run / "report.html").read_text().split("Files read")[0]
+
+
 def test_preflight_lists_every_problem_before_any_stage(model_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("REALIGN_TEST_NO_KEY", raising=False)
     cfg = write_config(tmp_path / "run.yaml", model_dir, tmp_path / "run")

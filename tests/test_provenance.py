@@ -86,3 +86,35 @@ def test_a_judge_endpoint_is_an_input(files, monkeypatch):
     a, b = (stage_configs(files, triage={"judge": TriageConfig.model_fields["judge"].annotation(**j)})["triage"]
             for j in judges)
     assert a["key"] != b["key"] and "input judge" in what_changed(a, b)
+
+
+def test_a_hub_id_is_keyed_by_the_snapshot_its_refs_main_names(files, hub_cache, tmp_path):
+    """Issue 27.1: a model or adapter given as a hub id is digested as the cached snapshot its
+    ``refs/main`` names (like a local folder), so moving ``refs/main`` reruns every stage that
+    loads it; a hub id not in the cache stays its name."""
+    from realign.provenance import input_digest, model_digest
+    from realign.testing.tiny import cache_snapshot, save_tiny, tiny_llama, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    snapshots = {c: cache_snapshot(save_tiny(tmp_path / c, tokenizer=tok, model=tiny_llama(tok, seed=s)), "org/tiny",
+                                   c * 40, hub_cache) for c, s in (("a", 1), ("b", 2))}
+    refs = hub_cache / "models--org--tiny" / "refs" / "main"
+    refs.write_text("a" * 40)
+    before = stage_configs({**files, "model": "org/tiny"})
+    assert before["eval"]["inputs"]["model"] == input_digest(snapshots["a"])
+    refs.write_text("b" * 40)
+    after = stage_configs({**files, "model": "org/tiny"})
+    for stage in ("score", "train", "eval"):
+        assert what_changed(before[stage], after[stage]) == "changed: input model", stage
+    assert before["triage"]["key"] == after["triage"]["key"]  # the rules judge loads no model
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    for commit, weights in (("c" * 40, b"old"), ("d" * 40, b"new")):
+        (adapter / "adapter_model.safetensors").write_bytes(weights)
+        cache_snapshot(adapter, "org/adapter", commit, hub_cache)
+    moved = model_digest("org/adapter")
+    (hub_cache / "models--org--adapter" / "refs" / "main").write_text("c" * 40)
+    assert model_digest("org/adapter") != moved and moved.startswith("files:")
+    assert model_digest("org/not-downloaded") == "name:org/not-downloaded"

@@ -285,3 +285,36 @@ def test_eval_out_may_be_a_folder_and_a_run_folder_is_not_an_adapter(tmp_path):
     (tmp_path / "run" / "adapter" / "adapter_config.json").write_text("{}")
     with pytest.raises(RealignError, match=r"training run's folder; its adapter is .*run/adapter"):
         check_model_source(str(tmp_path / "run"), "adapter")
+
+
+def test_runs_judged_under_different_policies_are_reported_apart(tmp_path):
+    """Issue 27.4: `realign report A B` where A and B were judged under different policies puts
+    each policy's numbers in their own sections, and names the policy (name and hash) above
+    every table of numbers and in the header; one policy is named too."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    write(a / "eval" / "metrics.json", metrics("trace", 0.725, 0.7, (0.64, 0.81), (0.20, 0.10)))
+    other = metrics("dpo-gold", 0.88, 0.875, (0.85, 0.90), (0.15, 0.05))
+    other["policy"] = {"name": "safety-first", "hash": "fedcba9876543210"}
+    write(b / "eval" / "metrics.json", other)
+    first, second = "contextual-exceptions (0123456789abcdef)", "safety-first (fedcba9876543210)"
+    out = build_report([a, b], tmp_path / "out" / "r.md")
+    text = out.read_text(encoding="utf-8")
+    assert f"2 policies, reported apart: {first}; {second}" in text.splitlines()[2]
+    for policy, shown, hidden in ((first, "| trace |", "dpo-gold"), (second, "| dpo-gold |", "| trace |")):
+        comparison = text.split(f"## Comparison · policy {policy}")[1].split("\n## ")[0]
+        assert comparison.lstrip().startswith(f"### Policy: {policy}")
+        assert shown in comparison and hidden not in comparison and "| *tiny-base (before)* |" in comparison
+        slices = text.split(f"## Policy agreement by slice · policy {policy}")[1].split("\n## ")[0]
+        assert f"### Policy: {policy}" in slices and shown in slices and hidden not in slices
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text)
+    assert len(links) == len(set(links)) == 4  # TPA by slice and attack success, once per policy
+    page = build_report([a, b], tmp_path / "r.html").read_text(encoding="utf-8")
+    assert page.count(f"<h3>Policy: {first}</h3>") == page.count(f"<h3>Policy: {second}</h3>") == 3
+    alone = build_report([a], tmp_path / "alone.md").read_text(encoding="utf-8")
+    assert f"· policy {first} ·" in alone.splitlines()[2] and "## Comparison\n" in alone
+    assert alone.count(f"### Policy: {first}") == 3  # comparison, slices, attacks
+    # the tables of other stages name the policy of each row
+    write(a / "triage" / "triaged.summary.json",
+          {**triage_summary({"INVERT": 1, "PUNISH": 2, "RETAIN": 3}), "policy": {"name": "safety-first", "hash": "fe"}})
+    triage = build_report([a], tmp_path / "t.md").read_text(encoding="utf-8").split("## Triage")[1].split("\n## ")[0]
+    assert "| Dropped | Policy | Judge |" in triage and "| safety-first (fe) |" in triage

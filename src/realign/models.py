@@ -97,6 +97,33 @@ def _in_hub_cache(repo_id: str) -> bool:
         return False
 
 
+def hub_snapshot(repo_id: str) -> Path | None:
+    """The folder a hub id is loaded from: the snapshot of the Hugging Face cache that the
+    repository's ``refs/main`` names (the revision ``from_pretrained`` loads), found offline
+    through ``huggingface_hub``; None when the id is not cached (or is not a valid id)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for marker in ("config.json", "adapter_config.json"):  # a model's, an adapter's
+        try:
+            found = try_to_load_from_cache(repo_id, marker)
+        except Exception:  # huggingface_hub's validation of the id: not a hub id
+            return None
+        if isinstance(found, str):
+            return Path(found).parent
+    return None
+
+
+def model_folder(name_or_path: str | Path) -> Path | None:
+    """The folder a model or adapter is loaded from, however it is named: a local folder as
+    it is, a hub id as its cached snapshot (:func:`hub_snapshot`); None when there is none
+    (a missing path, a hub id not downloaded yet)."""
+    source = str(name_or_path)
+    if _is_local(source):
+        path = Path(source).expanduser()
+        return path if path.is_dir() else None
+    return hub_snapshot(source)
+
+
 def _suggest_adapter_folder(source: str) -> None:
     """A training run's folder given where its adapter is meant: name the adapter inside it."""
     if not _is_local(source):
@@ -248,12 +275,13 @@ _FINGERPRINT_STAT = (".safetensors", ".bin", ".json", ".model")
 
 
 def model_fingerprint(name_or_path: str | Path) -> str | None:
-    """A short hash of a local model directory: the contents of its config, tokenizer config
-    and chat template, and the name, size and modification time of its weight and tokenizer
-    files -- so a retrained or re-saved model gets a new fingerprint (and a new judge cache
-    identity). None for a hub id (its revision pins it)."""
-    path = Path(str(name_or_path)).expanduser()
-    if not path.is_dir():
+    """A short hash of the folder a model is loaded from (:func:`model_folder`: a local
+    folder, or a hub id's cached snapshot): the contents of its config, tokenizer config and
+    chat template, and the name, size and modification time of its weight and tokenizer
+    files -- so a retrained or re-saved model, or a hub id whose ``refs/main`` moved, gets a
+    new fingerprint (and a new judge cache identity). None when there is no such folder."""
+    path = model_folder(name_or_path)
+    if path is None:
         return None
     digest = hashlib.sha256()
     for name in _FINGERPRINT_TEXT:

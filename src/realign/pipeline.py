@@ -13,7 +13,7 @@ judge's credentials, and lists every problem at once. Layout::
     RUN/score/weighted.jsonl        (+ .summary.json)
     RUN/train/<method>/             adapter or model, train_summary.json
     RUN/eval/<method>/metrics.json  (+ generations.jsonl); eval/base for the starting model
-    RUN/report.html, RUN/report.md
+    RUN/report.html, RUN/report.md  of this config's outputs (others under RUN: left out, with a note)
 
 YAML: the shared keys (``model``, ``data``, ``policy``, ``judge``, ``seed``, ``device``) plus one
 section per stage holding that stage's own options (see ``realign triage/score/train/eval``).
@@ -179,8 +179,10 @@ class Pipeline:
         out = self.run.out
         out.mkdir(parents=True, exist_ok=True)
         done: dict[str, str] = {}
+        records: list[Path] = []  # the result files of this config's stages: all the report shows
 
         def stage(name: str, record: Path, produced_by, action) -> None:
+            records.append(record)
             expected = produced_by()
             if record.exists():
                 before = _recorded(record)
@@ -210,8 +212,8 @@ class Pipeline:
         if self.run.report:
             from .report import build_report
 
-            build_report([out], out / "report.html")
-            build_report([out], out / "report.md")
+            build_report([out], out / "report.html", only=records)
+            build_report([out], out / "report.md", only=records)
             done["report"] = str(out / "report.html")
         return done
 

@@ -41,7 +41,8 @@ def provenance() -> dict:
 def input_digest(source: str | Path | None) -> str | None:
     """The content identity of a stage input: ``sha256:`` of a file's bytes; for a folder (a
     model, an adapter, a saved dataset) ``files:`` a hash of every file's relative name, size
-    and modification time (so a retrained adapter is a new input); a hub name as it is."""
+    and modification time (so a retrained adapter is a new input); a hub name as it is (a model
+    or adapter: :func:`model_digest`)."""
     if source is None:
         return None
     path = Path(str(source)).expanduser()
@@ -61,6 +62,19 @@ def input_digest(source: str | Path | None) -> str | None:
             digest.update(json.dumps([str(rel), stat.st_size, stat.st_mtime_ns]).encode())
         return "files:" + digest.hexdigest()[:24]
     return f"name:{source}"
+
+
+def model_digest(source: str | Path | None) -> str | None:
+    """The content identity of a model or adapter as it is loaded, however it is named: the
+    :func:`input_digest` of the folder it is loaded from (a local folder, or for a hub id the
+    cached snapshot its ``refs/main`` names: :func:`realign.models.model_folder`), so a moved
+    ``refs/main`` is a new input; a hub id not downloaded yet is its name."""
+    from .models import model_folder
+
+    if source is None:
+        return None
+    folder = model_folder(source)
+    return input_digest(folder if folder is not None else source)
 
 
 def produced_by(config, inputs: dict[str, Any], ignore: Iterable[str] = ()) -> dict:

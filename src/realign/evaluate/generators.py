@@ -9,8 +9,8 @@
   retries with backoff on 429/5xx/timeouts, the API key from the environment only.
 
 Both cache every response in the verdict cache (SQLite) as soon as it exists, keyed by an
-identity that names what generated it (model fingerprint or served name and endpoint, adapter,
-decoding settings): a killed evaluation resumes where it stopped, and a rerun generates nothing.
+identity that names what generated it (model fingerprint, or served name, endpoint and the
+digests of what it serves; adapter; decoding settings): a killed evaluation resumes where it stopped, and a rerun generates nothing.
 """
 
 from __future__ import annotations
@@ -93,12 +93,16 @@ class LocalGenerator:
 
 class ServerGenerator:
     """Responses from an OpenAI-compatible chat endpoint; ``served_model`` is the name the
-    server knows the evaluated model by (for vLLM with ``--lora-modules NAME=PATH``: NAME).
+    server knows the evaluated model by (for vLLM with ``--lora-modules NAME=PATH``: NAME), and
+    ``serves`` the content identity of what that name serves, as far as it is known here (the
+    model's and adapter's digests): a name stays the same when what it serves changes (a
+    retrained adapter), so the identity that keys cached responses holds both.
 
     ``client`` replaces the HTTP client (anything with ``async chat(messages, max_tokens,
     temperature)`` returning an object with ``.text``; tests)."""
 
-    def __init__(self, generator_config, served_model: str, config, cache, progress: bool, *, client=None) -> None:
+    def __init__(self, generator_config, served_model: str, config, cache, progress: bool, *, serves: str,
+                 client=None) -> None:
         if client is None:
             from ..judges.openai_compat import ChatClient
 
@@ -106,7 +110,7 @@ class ServerGenerator:
         self.client, self.config, self.cache, self.progress = client, config, cache, progress
         self.concurrency = generator_config.concurrency
         endpoint = getattr(client, "endpoint_id", "endpoint")
-        self.identity = f"gen/openai/{served_model}/{endpoint}/{decoding(config)}"
+        self.identity = f"gen/openai/{served_model}/{endpoint}/{decoding(config)}/{serves}"
 
     async def _one(self, prompt: Text) -> str:
         reply = await self.client.chat(

@@ -120,11 +120,12 @@ def produced_by(config, judge=None) -> dict:
     match. ``judge``: the judge already built from the config, if any."""
     from ..judges import make_judge
     from ..policy import Policy
-    from ..provenance import input_digest
+    from ..provenance import input_digest, model_digest
     from ..provenance import produced_by as record
 
-    files = ("model", "adapter", "reference", "prompts", "attacks", "attack_templates", "text")
-    inputs = {name: input_digest(getattr(config, name)) for name in files}
+    inputs = {name: model_digest(getattr(config, name)) for name in ("model", "adapter", "reference")}
+    files = ("prompts", "attacks", "attack_templates", "text")
+    inputs.update({name: input_digest(getattr(config, name)) for name in files})
     inputs["policy"] = Policy.load(config.policy).hash
     inputs["judge"] = (judge or make_judge(config.judge)).identity
     return record(config, inputs, ignore=("out", "device", "cache"))
@@ -262,6 +263,19 @@ def _model_states(config, served: bool, model) -> list[tuple]:
     return states
 
 
+def _served_content(config, state: str) -> str:
+    """What a server serves in ``state``, as far as it is known here: the content identities
+    (:func:`realign.provenance.model_digest`) of the model and, ``after``, of the adapter. Part
+    of the server generator's identity, since the served name does not change when what it
+    serves does (a retrained adapter behind the same name)."""
+    from ..provenance import model_digest
+
+    parts = [model_digest(config.model)]
+    if state == "after" and config.adapter is not None:
+        parts.append(model_digest(config.adapter))
+    return "+".join(parts)
+
+
 def _evaluate_states(config, inputs: _Inputs, model, tokenizer, cache, store, stats, served: bool, main: bool,
                      progress: bool, metrics: dict) -> list[dict]:
     """Generate and judge in every model state (:func:`_model_states`): the ``after`` state's
@@ -274,7 +288,8 @@ def _evaluate_states(config, inputs: _Inputs, model, tokenizer, cache, store, st
     for name, context, identity in _model_states(config, served, model):
         with context:
             if served:
-                generate = ServerGenerator(config.generator, identity, config, cache, progress)
+                generate = ServerGenerator(config.generator, identity, config, cache, progress,
+                                           serves=_served_content(config, name))
             else:
                 generate = LocalGenerator(model, tokenizer, identity, config, cache, progress and main)
             state_metrics, records = evaluate_state(generate, store, stats, inputs.policy, config, inputs.rows,

@@ -10,6 +10,9 @@ named directly. The report then shows
   95 % interval, balanced agreement, attack success (pooled over the jailbreak templates),
   benign accuracy, degenerate and harmful rates, perplexity and KL to the reference; the
   base model's numbers ("before") as their own rows;
+* the evaluation sections below once per policy the runs were judged under (numbers under
+  different policies are never side by side), the policy named in the header and above each
+  of their tables;
 * TPA per slice (and on the triaged-prompt slices INVERT / PUNISH / RETAIN), as a table and
   as a grouped bar chart before and after, with the 95 % intervals as error bars;
 * attack success per jailbreak template (table and chart);

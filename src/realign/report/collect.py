@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 from ..errors import RealignError
 
@@ -104,12 +104,16 @@ def display(path: Path) -> str:
         return str(path)
 
 
-def collect(run_dirs: Sequence[str | Path]) -> RunData:
-    """Find and read the result files of every run directory (or named metrics file)."""
+def collect(run_dirs: Sequence[str | Path], only: Collection[str | Path] | None = None) -> RunData:
+    """Find and read the result files of every run directory (or named metrics file).
+    ``only``: the result files to use (``realign run``'s outputs under its current config);
+    any other found is left out with a note, since it was made under other settings or
+    inputs (a method since dropped from ``methods``, under the policy of the time)."""
     if not run_dirs:
         raise RealignError("report: give at least one run directory")
     found = RunData()
     seen: set[Path] = set()
+    wanted = None if only is None else {Path(p).resolve() for p in only}
     for run in map(Path, run_dirs):
         if not run.exists():
             raise RealignError(f"{run}: run directory not found")
@@ -118,6 +122,10 @@ def collect(run_dirs: Sequence[str | Path]) -> RunData:
             if resolved in seen:
                 continue
             seen.add(resolved)
+            if wanted is not None and resolved not in wanted:
+                found.notes.append(f"{display(path)}: left out, not an output of this run's current config "
+                                   "(made by an earlier run, under other settings or inputs)")
+                continue
             named = path == run
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))

@@ -7,13 +7,13 @@ import base64
 import datetime as _dt
 import html
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 from ..errors import RealignError
 from ..files import atomic_open, write_text
 from .collect import METRICS_NAME, SEARCH_DEPTH, SUMMARY_SUFFIX, TRAIN_NAME, RunData, collect, run_name
 from .figures import Figure
-from .sections import MISSING, Bullets, Section, Table, build_sections
+from .sections import MISSING, Bullets, Section, Table, build_sections, policy_groups
 
 
 _CSS = """
@@ -70,9 +70,15 @@ def _html_table(table: Table) -> str:
 
 
 def _title_block(found: RunData) -> tuple[str, str]:
+    """The title and the line under it: the run folders, the policy (or policies) the
+    evaluations were judged under, the time."""
     runs = sorted({run_name(s.run) for s in found.all})
     created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return "Re-alignment report", f"{len(runs)} run folder{'s' if len(runs) != 1 else ''}: {', '.join(runs)} · generated {created}"
+    policies = [policy or "not recorded" for policy, _ in policy_groups(found)] if found.evals else []
+    judged = (f" · policy {policies[0]}" if len(policies) == 1 else
+              f" · {len(policies)} policies, reported apart: {'; '.join(policies)}" if policies else "")
+    return "Re-alignment report", (f"{len(runs)} run folder{'s' if len(runs) != 1 else ''}: {', '.join(runs)}{judged} · "
+                                   f"generated {created}")
 
 
 def render_html(sections: list[Section], found: RunData) -> str:
@@ -162,14 +168,16 @@ def render_markdown(sections: list[Section], found: RunData, out: Path) -> tuple
 # --------------------------------------------------------------------------- entry point
 
 
-def build_report(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
+def build_report(run_dirs: Sequence[str | Path], out: str | Path, only: Collection[str | Path] | None = None) -> Path:
     """Write a report of ``run_dirs`` to ``out``: ``.html`` (one self-contained file) or
-    ``.md`` (with the figures as PNG files in ``<stem>_files/`` beside it). Returns ``out``."""
+    ``.md`` (with the figures as PNG files in ``<stem>_files/`` beside it). ``only``: the
+    result files to report, others found being left out with a note (:func:`.collect.collect`).
+    Returns ``out``."""
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in (".html", ".htm", ".md", ".markdown"):
         raise RealignError(f"{out}: the report must end in .html or .md")
-    found = collect(run_dirs)
+    found = collect(run_dirs, only)
     if found.empty:
         where = ", ".join(str(p) for p in run_dirs)
         detail = f" ({'; '.join(found.notes)})" if found.notes else ""

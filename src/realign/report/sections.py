@@ -53,6 +53,16 @@ def fmt_num(value: Any, decimals: int = 3) -> str:
     return f"{v:,.{decimals}f}"
 
 
+def policy_label(data: dict) -> str | None:
+    """The policy a result file was made under, as every table names it: ``name (hash)``;
+    None when the file does not record it."""
+    policy = data.get("policy")
+    if isinstance(policy, dict):
+        parts = (policy.get("name"), f"({policy['hash']})" if policy.get("hash") else None)
+        return " ".join(str(x) for x in parts if x) or None
+    return str(policy) if policy else None
+
+
 @dataclass
 class Row:
     """One line of the comparison: a run's numbers, or a base model's ("before")."""
@@ -320,9 +330,9 @@ def _winrate_section(sources: Sequence[Source]) -> Section:
         rows.append([src.label, fmt_rate(rate, ci=True), str(s.get("n", MISSING)),
                      f"{s.get('wins', 0)} / {s.get('ties', 0)} / {s.get('losses', 0)}",
                      fmt_rate(s.get("decisive"), ci=True), pct(number(position.get("first_shown_wins"))),
-                     str(src.data.get("judge") or MISSING)])
+                     policy_label(src.data) or MISSING, str(src.data.get("judge") or MISSING)])
     section.blocks.append(Table("", ["A vs B", "Win rate of A (95% CI)", "n", "W / T / L", "A among decisive",
-                                     "First shown wins", "Judge"], rows, caption=(
+                                     "First shown wins", "Policy", "Judge"], rows, caption=(
         "Each pair judged in both orders (A first, then B first); an item scores 1 if A wins both, 0.5 if the "
         "orders split or tie, 0 if B wins both. Win rate = mean score with a normal-approximation interval. "
         "First shown wins: the judge's position bias (50% = none).")))
@@ -335,11 +345,8 @@ def _provenance_table(found: RunData) -> Table | None:
     rows = []
     for src in found.evals:
         d = src.data
-        policy = d.get("policy")
-        if isinstance(policy, dict):
-            policy = " ".join(str(x) for x in (policy.get("name"), f"({policy['hash']})" if policy.get("hash") else None) if x)
         rows.append([src.label, str(d.get("model") or MISSING), str(d.get("adapter") or MISSING),
-                     str(policy or MISSING), str(d.get("judge") or MISSING), display(src.path)])
+                     policy_label(d) or MISSING, str(d.get("judge") or MISSING), display(src.path)])
     return Table("Evaluated runs", ["Run", "Model", "Adapter", "Policy", "Judge", "File"], rows)
 
 
@@ -400,8 +407,9 @@ def _triage_section(found: RunData) -> Section:
             c = src.data["counts"]
             total = sum(int(c.get(k, 0) or 0) for k in TRIAGE_CATEGORIES)
             rows_t.append([src.label, *(f"{int(c.get(k, 0) or 0)}" for k in TRIAGE_CATEGORIES), str(total),
-                           str(src.data.get("dropped", MISSING)), str(src.data.get("judge") or MISSING)])
-        triage.blocks.append(Table("", ["Triage run", *TRIAGE_CATEGORIES, "Total", "Dropped", "Judge"], rows_t))
+                           str(src.data.get("dropped", MISSING)), policy_label(src.data) or MISSING,
+                           str(src.data.get("judge") or MISSING)])
+        triage.blocks.append(Table("", ["Triage run", *TRIAGE_CATEGORIES, "Total", "Dropped", "Policy", "Judge"], rows_t))
     else:
         triage.blocks.append("No triage summary (*.summary.json with stage \"triage\") found: triage counts omitted.")
     return triage
@@ -440,9 +448,49 @@ def _sources_section(found: RunData) -> Section:
     return files
 
 
+def policy_groups(found: RunData) -> list[tuple[str | None, RunData]]:
+    """The evaluations by the policy they were judged under (:func:`policy_label`), in order of
+    first appearance, each group a RunData of its evaluations only: numbers judged under
+    different policies are never put side by side. One group (label None) when there are none."""
+    groups: dict[str | None, list[Source]] = {}
+    for src in found.evals:
+        groups.setdefault(policy_label(src.data), []).append(src)
+    return [(policy, RunData(evals=evals)) for policy, evals in groups.items()] or [(None, found)]
+
+
+def _name_policy(sections: list[Section], policy: str | None, group: int | None) -> None:
+    """Name the policy above the evaluation tables (the untitled ones: those of the runs'
+    numbers); with several policies (``group``: this one's number), in the section titles too,
+    and number the figures apart."""
+    label = policy or "not recorded"
+    for section in sections:
+        if group is not None:
+            section.title += f" · policy {label}"
+        for block in section.blocks:
+            if isinstance(block, Table) and not block.title:
+                block.title = f"Policy: {label}"
+            elif isinstance(block, Figure) and group is not None:
+                block.name += f"_{group}"
+
+
 def build_sections(found: RunData) -> list[Section]:
-    """The report, section by section: comparison, TPA by slice, attacks, responses, win rates,
-    impact weights, triage, training, sources (a piece no run has is a one-line note or left out)."""
+    """The report, section by section: comparison, TPA by slice, attacks and responses (once per
+    policy the evaluations were judged under: :func:`policy_groups`), win rates, impact weights,
+    triage, training, sources (a piece no run has is a one-line note or left out)."""
+    groups = policy_groups(found)
+    sections = []
+    for number, (policy, evals) in enumerate(groups, 1):
+        part = _evaluation_sections(evals)
+        _name_policy(part, policy, number if len(groups) > 1 else None)
+        sections += part
+    if found.winrate:
+        sections.append(_winrate_section(found.winrate))
+    sections += [_impact_section(found), _triage_section(found), _training_section(found), _sources_section(found)]
+    return sections
+
+
+def _evaluation_sections(found: RunData) -> list[Section]:
+    """Comparison, TPA by slice, attacks and responses of ``found``'s evaluations."""
     rows = _rows(found)
     sections = [_comparison_section(found, rows)]
 
@@ -465,8 +513,4 @@ def build_sections(found: RunData) -> list[Section]:
     responses = _responses_section(rows)
     if responses is not None:
         sections.append(responses)
-
-    if found.winrate:
-        sections.append(_winrate_section(found.winrate))
-    sections += [_impact_section(found), _triage_section(found), _training_section(found), _sources_section(found)]
     return sections

@@ -211,10 +211,11 @@ def produced_by(config) -> dict:
     """What produces the weighted records: the resolved settings and the content of the
     triaged records, the gold records and the model (:func:`realign.provenance.produced_by`).
     Partial scores are resumed, and ``realign run`` skips the stage, only on an exact match."""
-    from ..provenance import input_digest
+    from ..provenance import input_digest, model_digest
     from ..provenance import produced_by as record
 
-    inputs = {name: input_digest(getattr(config, name)) for name in ("data", "gold_data", "model", "adapter")}
+    inputs = {name: input_digest(getattr(config, name)) for name in ("data", "gold_data")}
+    inputs.update({name: model_digest(getattr(config, name)) for name in ("model", "adapter")})
     return record(config, inputs, ignore=("out", "batch_size", "device", "skip_invalid"))
 
 

@@ -11,6 +11,8 @@ initialised Llama-style causal LM built from a :class:`~transformers.LlamaConfig
 * :func:`tiny_llama` -- a :class:`~transformers.LlamaForCausalLM` sized for the tokenizer.
 * :func:`save_tiny` -- both written with ``save_pretrained`` (safetensors) into one directory,
   so any code path that loads a model by name or path can be tested with it.
+* :func:`cache_snapshot` -- a saved folder put into a Hugging Face hub cache as one snapshot
+  of a hub id, so loading by hub id can be tested offline.
 
 Training the tokenizer takes a fraction of a second; the result is cached per process (each
 call still returns a fresh tokenizer object, so a test may change padding side or special
@@ -232,3 +234,28 @@ def save_tiny(directory: str | Path, *, tokenizer=None, model=None, **llama_kwar
     tokenizer.save_pretrained(directory)
     model.save_pretrained(directory, safe_serialization=True)
     return directory
+
+
+def cache_snapshot(folder: str | Path, repo_id: str, commit: str, cache_dir: str | Path) -> Path:
+    """Put the files of ``folder`` into the Hugging Face hub cache ``cache_dir`` as snapshot
+    ``commit`` of ``repo_id``, laid out as ``huggingface_hub`` lays it out (content-named
+    ``blobs/``, ``snapshots/<commit>/`` of links to them, ``refs/main`` naming the commit), so
+    the id loads offline: tests of what loading and keying a hub id does, with no network.
+    Moving ``refs/main`` to another commit is writing that file. Returns the snapshot folder."""
+    import hashlib
+    import os
+
+    repo = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / commit
+    for file in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        content = file.read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(content).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        if not blob.exists():
+            blob.write_bytes(content)
+        link = snapshot / file.relative_to(folder)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot

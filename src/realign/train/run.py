@@ -366,10 +366,11 @@ def produced_by(config) -> dict:
     and device) and the content of the records, the model and the adapter
     (:func:`realign.provenance.produced_by`). Checkpoints and precomputed reference log-probs
     are resumed, and ``realign run`` skips the stage, only on an exact match."""
-    from ..provenance import input_digest
+    from ..provenance import input_digest, model_digest
     from ..provenance import produced_by as record
 
-    inputs = {name: input_digest(getattr(config, name)) for name in ("data", "model", "adapter")}
+    inputs = {"data": input_digest(config.data)}
+    inputs.update({name: model_digest(getattr(config, name)) for name in ("model", "adapter")})
     return record(config, inputs, ignore=("out", "resume", "device", "logging_steps", "report_to", "save_steps",
                                           "save_total_limit"))
 

@@ -212,3 +212,23 @@ def test_cli_bad_labels_is_one_line_and_exit_2(tmp_path):
     assert proc.stderr.strip() == (f"error: {labels}:2 field 'label': expected \"compliant\" or \"violating\", "
                                    "got 'ok'")
     assert not (tmp_path / "a").exists()
+
+
+def test_benchmark_injects_the_error_rates_it_reports(tmp_path):
+    """benchmarks/judge_audit.py on a small pool: the noisy judge's true error rates are the
+    injected ones (one-sided: on one side of the truth only), and its result files are written."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "judge_audit.py"
+    spec = importlib.util.spec_from_file_location("judge_audit_benchmark", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(["--seeds", "0", "--pairs", "300", "--draws", "5", "--size", "40", "--out-dir", str(tmp_path)])
+    rates = {name: r["error_rate"]["true_rate"] for name, r in result["results"].items()}
+    share = result["pool_compliant_share"][0]
+    assert rates["symmetric 20 %"] == pytest.approx(0.20, abs=0.04)
+    assert rates["false violations 20 %"] == pytest.approx(0.20 * share, abs=0.04)
+    assert rates["false compliance 20 %"] == pytest.approx(0.20 * (1 - share), abs=0.04)
+    assert result["results"]["symmetric 5 %"]["error_rate"]["audits"] == 5
+    assert "| symmetric 10 % |" in (tmp_path / "judge_audit.md").read_text()
+    assert json.loads((tmp_path / "judge_audit.json").read_text())["audit_size"] == 40

@@ -53,9 +53,9 @@ class LabelSet:
 
 def _name(obj: dict, field: str) -> str | None:
     """An optional id-like field: a string or a number, as a string."""
-    value = obj.get(field)
-    if value is None and field not in obj:
+    if field not in obj:
         return None
+    value = obj[field]
     if isinstance(value, bool) or not isinstance(value, (str, int)) or (isinstance(value, str) and not value.strip()):
         raise _Fail(field, f"expected a non-empty string or a number, got {shorten(value)}")
     return str(value)
@@ -72,9 +72,9 @@ def _category(obj: dict) -> str | None:
     if "category" in obj and "slice" in obj:
         raise _Fail("slice", "give one of 'category' and 'slice', not both")
     field = "category" if "category" in obj else "slice"
-    value = obj.get(field)
     if field not in obj:
         return None
+    value = obj[field]
     if isinstance(value, bool) or not isinstance(value, (str, int, float)) or not str(value).strip():
         raise _Fail(field, f"expected a non-empty string, got {shorten(value)}")
     return str(value)

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import typer
 
-from .config import EvalConfig, JudgeConfig, ParamSpaceConfig, ScoreConfig, TrainConfig, TriageConfig
+from .config import EvalConfig, JudgeAuditConfig, JudgeConfig, ParamSpaceConfig, ScoreConfig, TrainConfig, TriageConfig
 from .errors import RealignError
 from .judges.registry import backend_names
 
@@ -523,6 +523,51 @@ def data_pku(
         f"{len(pairs)} pairs from {counts['rows']} rows (one safe {counts['one_safe']}, both safe {counts['both_safe']},"
         f" both unsafe {counts['both_unsafe']}, dropped without safer_response_id {counts['dropped_no_safer_id']}) -> {out}"
     )
+
+
+judge_app = typer.Typer(help="Check a judge against people's verdicts before it triages anything.",
+                        no_args_is_help=True, **HELP)
+app.add_typer(judge_app, name="judge")
+
+
+@judge_app.command("audit")
+def judge_audit(
+    labels: Path = typer.Option(..., help=JudgeAuditConfig.model_fields["labels"].description),
+    policy: str = typer.Option(..., help="Policy: YAML file or packaged policy name."),
+    judge: str = typer.Option("rules", help=JUDGE_HELP),
+    out: Path = typer.Option(Path("judge-audit"), help=JudgeAuditConfig.model_fields["out"].description),
+    model: Optional[str] = _flag(JudgeConfig, "model"),
+    base_url: Optional[str] = _flag(JudgeConfig, "base_url"),
+    concurrency: Optional[int] = _flag(JudgeConfig, "concurrency"),
+    on_unparseable: Optional[str] = _flag(JudgeConfig, "on_unparseable"),
+    cache: Optional[Path] = _flag(JudgeAuditConfig, "cache"),
+    bins: Optional[int] = _flag(JudgeAuditConfig, "bins"),
+    quiet: bool = QUIET,
+) -> None:
+    """Judge responses that people labelled and measure the judge: accuracy, Cohen's κ, confusion per
+    prompt category, calibration of P(compliant), and how many labelled pairs change triage category."""
+    from .config import validate
+    from .judges.audit_run import run_audit
+    from .policy import resolve_policy
+
+    judge_cfg = _merge(_judge_section(judge), {"model": model, "base_url": base_url, "concurrency": concurrency,
+                                               "on_unparseable": on_unparseable})
+    raw = _merge({}, {"labels": labels, "policy": str(resolve_policy(policy)), "out": out, "cache": cache, "bins": bins})
+    cfg = validate(JudgeAuditConfig, {**raw, "judge": judge_cfg}, "command line")
+    result = run_audit(cfg, progress=not quiet)
+    o, tri, j = result["overall"], result["triage"], result["judging"]
+    ci = o["error_rate"]["ci95"]
+    kappa = "-" if o["kappa"] is None else f"{o['kappa']:.2f}"
+    typer.echo(
+        f"audited {o['n']} responses: accuracy {_pct(o['accuracy']['rate'])} · error rate {_pct(o['error_rate']['rate'])} "
+        f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] · κ {kappa} · abstained {o['abstained']['k']}"
+        + (f" | {tri['pairs']} pairs: triage changes for {_pct(tri['changed']['rate'])}" if tri else "")
+        + f" | judged {j['judged']} ({j['judge_calls']} calls, {j['cache_hits']} cache hits) -> {cfg.out}"
+    )
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
 
 
 from .synth.cli import synth_app  # noqa: E402  (a sub-app; imports nothing heavy)

@@ -67,7 +67,7 @@ def model_table(title: str, model: type[BaseModel], intro: str = "") -> list[str
 
 
 def reference() -> str:
-    from .config import (EvalConfig, GeneratorConfig, JudgeConfig, LoraConfigModel, OracleConfig,
+    from .config import (EvalConfig, GeneratorConfig, JudgeAuditConfig, JudgeConfig, LoraConfigModel, OracleConfig,
                          ParamSpaceConfig, ScoreConfig, TrainConfig, TriageConfig)
     from .pipeline import RunConfig
 
@@ -83,6 +83,7 @@ def reference() -> str:
         ("`realign eval`", EvalConfig, ""),
         ("Generator (`generator:` in eval; in run's `eval:` section `{name}` in `model` is each evaluation's name)",
          GeneratorConfig, ""),
+        ("`realign judge audit`", JudgeAuditConfig, ""),
     ]
     lines = [HEADER]
     for title, model, intro in sections:

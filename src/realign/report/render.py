@@ -81,8 +81,9 @@ def _title_block(found: RunData) -> tuple[str, str]:
                                    f"generated {created}")
 
 
-def render_html(sections: list[Section], found: RunData) -> str:
-    title, meta = _title_block(found)
+def render_html(sections: list[Section], title: str, meta: str, command: str = "realign report") -> str:
+    """One self-contained HTML page: ``title``, a ``meta`` line, the sections, figures inline;
+    the footer names the ``command`` that wrote it."""
     body = [f"<header><h1>{html.escape(title)}</h1><p class=\"meta\">{html.escape(meta)}</p></header>"]
     for section in sections:
         body.append(f"<section><h2>{html.escape(section.title)}</h2>")
@@ -101,7 +102,7 @@ def render_html(sections: list[Section], found: RunData) -> str:
             else:
                 body.append(f'<p class="note">{html.escape(str(block))}</p>')
         body.append("</section>")
-    body.append("<footer>Written by realign report (trace-realign).</footer>")
+    body.append(f"<footer>Written by {html.escape(command)} (trace-realign).</footer>")
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
@@ -144,8 +145,9 @@ def _md_table(table: Table) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(sections: list[Section], found: RunData, out: Path) -> tuple[str, dict[Path, bytes]]:
-    title, meta = _title_block(found)
+def render_markdown(sections: list[Section], title: str, meta: str, out: Path) -> tuple[str, dict[Path, bytes]]:
+    """The Markdown text of a page to be written at ``out``, and its figures by their path
+    relative to ``out``'s folder (``<stem>_files/NAME.png``)."""
     folder = Path(f"{out.stem}_files")
     images: dict[Path, bytes] = {}
     lines = [f"# {title}", "", meta, ""]
@@ -187,11 +189,16 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, only: Collecti
         )
     sections = build_sections(found)
     if suffix in (".html", ".htm"):
-        write_text(out, render_html(sections, found))
+        write_text(out, render_html(sections, *_title_block(found)))
     else:
-        text, images = render_markdown(sections, found, out)
-        for rel, png in images.items():
-            with atomic_open(out.parent / rel, "wb") as fh:
-                fh.write(png)
-        write_text(out, text)
+        write_markdown(out, sections, *_title_block(found))
     return out
+
+
+def write_markdown(out: Path, sections: list[Section], title: str, meta: str) -> None:
+    """:func:`render_markdown` written to ``out``, its figures first (each file atomically)."""
+    text, images = render_markdown(sections, title, meta, out)
+    for rel, png in images.items():
+        with atomic_open(out.parent / rel, "wb") as fh:
+            fh.write(png)
+    write_text(out, text)

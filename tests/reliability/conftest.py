@@ -9,7 +9,8 @@ import pytest
 
 import yaml
 
-from rel_helpers import RESULTS, SESSION_FIGURES, TRAIN_YAML, Zygote, triaged_rows, write_jsonl
+from rel_helpers import (RESULTS, SESSION_FIGURES, TRAIN_YAML, WRITE_RESULTS_ENV, Zygote, triaged_rows, write_jsonl,
+                         write_results)
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +64,8 @@ def clean_training(zygote, tiny_model, tmp_path_factory):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Print the headline figures this session wrote to benchmarks/results/reliability.json."""
+    """Print the headline figures of this session; with ``$REALIGN_WRITE_RESULTS=1`` also write
+    them to benchmarks/results/reliability.json (a plain run leaves the work tree clean)."""
     if not SESSION_FIGURES:
         return
     tr = terminalreporter
@@ -81,4 +83,7 @@ def pytest_terminal_summary(terminalreporter):
     for name in ("security", "determinism"):
         if name in f:
             tr.write_line(f"{name}: " + ", ".join(sorted(f[name])))
-    tr.write_line(f"written to {RESULTS}")
+    if write_results():
+        tr.write_line(f"written to {RESULTS}")
+    else:
+        tr.write_line(f"not written ({WRITE_RESULTS_ENV}=1 refreshes {RESULTS.name})")

@@ -124,21 +124,34 @@ class Zygote:
 
 
 SESSION_FIGURES: dict[str, dict] = {}
+#: set to 1 to refresh benchmarks/results/reliability.json at the end of the session; a plain test
+#: run leaves the work tree as it found it
+WRITE_RESULTS_ENV = "REALIGN_WRITE_RESULTS"
 
 
 def record_results(section: str, figures: dict) -> None:
-    """Merge ``figures`` under ``section`` into benchmarks/results/reliability.json (atomic),
-    with the versions and machine that produced them; printed at the end of the session."""
+    """Keep ``figures`` (the dict itself: tests that run later may still add to it) under
+    ``section``; printed at the end of the session, and written to
+    benchmarks/results/reliability.json by :func:`write_results` when asked."""
+    SESSION_FIGURES[section] = figures
+
+
+def write_results() -> bool:
+    """Merge this session's sections into benchmarks/results/reliability.json (atomic), with the
+    versions and machine that produced them — only when ``$REALIGN_WRITE_RESULTS`` is 1."""
+    import os
+
     from realign.files import write_json
     from realign.provenance import provenance
 
+    if os.environ.get(WRITE_RESULTS_ENV) != "1" or not SESSION_FIGURES:
+        return False
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    data[section] = figures
-    data["provenance"] = {**provenance(), "command": "HF_HUB_OFFLINE=1 .venv/bin/pytest -q tests/reliability"}
+    data.update(SESSION_FIGURES)
+    data["provenance"] = {**provenance(), "command": f"{WRITE_RESULTS_ENV}=1 HF_HUB_OFFLINE=1 .venv/bin/pytest -q tests/reliability"}
     data["provenance"].pop("argv", None)
     write_json(RESULTS, data)
-    SESSION_FIGURES[section] = figures
-    print(f"\n[reliability] {section}: {json.dumps(figures)}")
+    return True
 
 
 # ------------------------------------------------------------------------------ output checks

@@ -5,12 +5,13 @@ cuts whole megabytes to a character budget before encoding.
 
 Timings are CPU seconds of this process (``time.process_time``), not wall time, so a busy
 machine (the suite also runs with tools/cpu_hog.py) does not make them flaky; the bound (1 s)
-is several times the measured worst case (recorded in benchmarks/results/bounded_costs.json
+is several times the measured worst case (recorded, with REALIGN_WRITE_RESULTS=1, in benchmarks/results/bounded_costs.json
 by the first test)."""
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -67,6 +68,8 @@ def test_every_packaged_policy_judges_a_1mb_response_in_under_a_second():
             spent = time.process_time() - start
             worst[f"{name} / {kind}"] = round(spent, 4)
             assert spent < 1.0, (name, kind, spent)
+    if os.environ.get("REALIGN_WRITE_RESULTS") != "1":  # a plain test run leaves the tree clean
+        return
     top = max(worst, key=worst.get)
     out = REPO / "benchmarks" / "results" / "bounded_costs.json"
     data = json.loads(out.read_text()) if out.exists() else {}

@@ -105,9 +105,13 @@ def test_a_policy_cannot_make_unrecognised_refusals_violating_or_omit_the_refusa
                       requirements=[{"categories": ["cyber"], "allow": ["helpful"]}])
 
 
-@pytest.mark.parametrize("name", sorted(packaged_policies()))
+SHIPPED = {**{name: path for name, path in packaged_policies().items()},
+           **{path.stem: path for path in sorted((ROOT / "examples").glob("*/policies/*.yaml"))}}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_every_shipped_policy_carries_cases_that_cover_it_and_pass_under_the_rules_judge(name):
-    policy = Policy.load(packaged_policies()[name])
+    policy = Policy.load(SHIPPED[name])
     assert policy.cases, name
     report = run_cases(policy, RulesJudge())
     assert not report.failures, "\n".join(f.describe() for f in report.failures)

@@ -107,7 +107,8 @@ def test_long_texts_are_read_as_head_and_tail():
 
 
 def _policy(pattern: str) -> Policy:
-    return Policy.from_dict({"name": "hostile", "text": "Be kind.", "rules": {"styles": {"loop": [pattern]}}})
+    return Policy.from_dict({"name": "hostile", "text": "Be kind.",
+                             "rules": {"styles": {"loop": [pattern]}, "requirements": [{"allow": ["loop"]}]}})
 
 
 def test_a_catastrophic_user_regex_is_one_error_naming_policy_rule_and_pattern(monkeypatch):
@@ -125,6 +126,22 @@ def test_a_catastrophic_user_regex_is_one_error_naming_policy_rule_and_pattern(m
         assert part in message, (part, message)
     # the issue's own example is handled by the regex engine without backtracking
     assert "style=unclassified" in RulesJudge().judge([JudgeItem("hi", "a" * 35 + "!")], _policy("^(a+)+$"))[0].raw
+
+
+def test_a_catastrophic_regex_in_eval_names_the_row(tmp_path, monkeypatch):
+    """Issue 27, item 19: in evaluation the error names the prompts file and the row whose
+    response the rule could not search (triage: tests/test_triage.py)."""
+    import realign.judges.rules as rules
+    from realign.evaluate.run import _judge
+    from realign.judges.cache import VerdictCache
+    from realign.triage.judging import TriageStats, VerdictStore
+
+    monkeypatch.setattr(rules, "RULE_TIMEOUT_S", 0.2)
+    with VerdictCache(tmp_path / "c.sqlite") as cache, pytest.raises(JudgeError) as info:
+        store = VerdictStore(RulesJudge(), _policy("(x+x+)+y"), cache, progress=False)
+        _judge(store, TriageStats(), ["a", "b"], ["fine", "x" * 3000], "retry",
+               ["prompts.jsonl row '0': its response", "prompts.jsonl row '1': its response"])
+    assert str(info.value).startswith("prompts.jsonl row '1': its response: policy 'hostile': rule regex")
 
 
 # ---------------------------------------------------------------------------------- YAML
@@ -267,7 +284,7 @@ def test_data_errors_cut_long_values(tmp_path):
 
     rid = "x" * 1_000_000
     row = {"id": rid, "prompt": "p", "chosen": "c", "rejected": "r"}
-    (tmp_path / "d.jsonl").write_text(json.dumps(row) + "\n" + json.dumps(row) + "\n")
+    (tmp_path / "d.jsonl").write_text(json.dumps(row) + "\n" + json.dumps({**row, "prompt": "p2"}) + "\n")
     with pytest.raises(RealignError) as info:
         read_pairs(tmp_path / "d.jsonl")
     assert "duplicate record id" in str(info.value) and len(str(info.value)) < 500

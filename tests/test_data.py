@@ -104,6 +104,9 @@ BAD_CASES = [
     ("nan impact", ['{"prompt": "p", "chosen": "c", "rejected": "r", "impact": NaN}'], 1, "impact", "finite"),
     ("string impact", [rec(impact="high")], 1, "impact", "expected a number"),
     ("duplicate id", [rec(id="a"), rec(id="a", prompt="other")], 2, "id", "duplicate record id 'a'"),
+    ("duplicate id, other meta", [rec(id="a", source="x"), rec(id="a", source="y")], 2, "id", "'meta.source' differs"),
+    ("same pair, other meta", [rec(source="x"), rec(source="y")], 2, "meta.source", "the same prompt and responses as line 1"),
+    ("overflowing impact", [rec(impact=1e308)], 1, "impact", "1e+308 overflows the float32 weight"),
     ("mixed formats", [rec(chosen=[{"role": "assistant", "content": "x"}], rejected="y")], 1, "rejected", "expected a list"),
     ("bad role", [json.dumps({"prompt": [{"role": "robot", "content": "x"}], "chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "assistant", "content": "b"}]})], 1, "prompt[0].role", "unknown role"),
     ("message without content", [json.dumps({"prompt": [{"role": "user"}], "chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "assistant", "content": "b"}]})], 1, "prompt[0].content", "missing"),
@@ -131,6 +134,19 @@ def test_skip_invalid_reports_and_keeps_good_records(tmp_path):
     result = read_pairs(src, skip_invalid=True, on_skip=seen.append)
     assert [p.id for p in result.pairs] == ["ok1", "ok2"]
     assert [e.line for e in result.skipped] == [2, 3] and seen == result.skipped
+
+
+def test_exact_duplicates_are_left_out_and_counted(tmp_path):
+    """Issue 27, item 21: a record equal to an earlier one (with or without an id) is left out
+    and counted, in JSONL and JSON arrays; the first stays in its place."""
+    src = write_lines(tmp_path / "d.jsonl", [rec(), rec(id="a", prompt="Hi"), rec(), rec(id="a", prompt="Hi"), rec()])
+    result = read_pairs(src)
+    assert [p.prompt for p in result.pairs] == ["How are you?", "Hi"] and result.duplicates == 3
+    assert result.duplicates_line() == f"{src}: 3 exact duplicate record(s) left out (the same id and content as an earlier record)"
+    array = tmp_path / "d.json"
+    array.write_text(json.dumps([json.loads(rec(id=1)), json.loads(rec(id=1))]))
+    assert read_pairs(array).duplicates == 1
+    assert read_pairs(write_lines(tmp_path / "u.jsonl", [rec()])).duplicates_line() is None
 
 
 def test_json_array_errors_name_the_index(tmp_path):

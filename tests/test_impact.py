@@ -295,6 +295,22 @@ def test_gold_batch_fallbacks(counts, size, expected):
     assert gold.counts() == expected and gold.notes
 
 
+def test_gold_batch_notes_say_what_fell_short_and_how_to_set_the_size():
+    """Issue 27, item 20: a category that gets more than its share because another had too few
+    is not warned about as if it were short; a dataset smaller than gold_size gets one line of
+    advice (what is used instead, and how to set the size)."""
+    gold = build_gold_batch(records(40, 40, 5), size=64, seed=0)
+    assert gold.counts() == {RETAIN: 30, INVERT: 29, PUNISH: 5}
+    assert gold.notes == ["gold batch: PUNISH has 5 of its 22 samples (5 available); the other categories took "
+                          "the rest (RETAIN +9, INVERT +8)"]
+    small = build_gold_batch(records(3, 3, 2), size=64, seed=0)
+    assert small.counts() == {RETAIN: 3, INVERT: 3, PUNISH: 2} and len(small.notes) == 1
+    note = small.notes[0]
+    assert note.startswith("gold batch: 8 samples, not gold_size 64: the data has only 3 RETAIN, 3 INVERT, 2 PUNISH")
+    assert "set gold_size to 8 or less" in note and "--gold-size" in note and "instead of" not in note
+    assert not build_gold_batch(records(3, 3, 3), size=9, seed=0).notes
+
+
 def test_gold_batch_needs_compliant_responses():
     with pytest.raises(RealignError, match="no usable records"):
         build_gold_batch(records(0, 0, 5), size=6, seed=0)

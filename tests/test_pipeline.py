@@ -149,6 +149,77 @@ def test_config_errors_surface_before_anything_runs(model_dir, tmp_path):
     assert "field 'beta'" in str(res.exception) and "train" in str(res.exception)
 
 
+def test_preflight_finds_devices_empty_prompts_rules_that_cannot_decide_and_a_cache_that_is_not_one(
+        model_dir, tmp_path, monkeypatch):
+    """Issue 27, items 13 and 19: each was found only after triage (or not at all); the
+    pre-flight check lists them all, naming the file and field, before any stage."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "policy.yaml").write_text("name: empty-rules\ntext: Be kind.\nrules: {}\n")
+    cfg = write_config(tmp_path / "run.yaml", model_dir, tmp_path / "run", device="cuda",
+                       cache=resource_path("examples/pairs.jsonl"))
+    text = cfg.read_text().replace("policy: contextual-exceptions", f"policy: {tmp_path / 'policy.yaml'}")
+    cfg.write_text(text.replace("eval: {prompts: ", f"eval: {{device: 'cuda:1', prompts: {tmp_path / 'empty.jsonl'}, text: "))
+    res = CliRunner().invoke(app, ["run", str(cfg), "-q"])
+    message = str(res.exception)
+    assert isinstance(res.exception, RealignError) and "5 problem(s) before the first stage" in message, message
+    assert f"{cfg}: field 'device': device 'cuda': CUDA is not available" in message
+    assert f"{cfg}: field 'eval.device': device 'cuda:1': CUDA is not available" in message
+    assert f"{tmp_path / 'empty.jsonl'}: no records (nothing to evaluate on)" in message
+    assert "policy 'empty-rules': its 'rules' section has no requirements" in message
+    assert f"{resource_path('examples/pairs.jsonl')} is not a verdict cache" in message
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("train,expected", [
+    ("trainer_args: {eval_strategy: steps}", "field 'trainer_args': 'eval_strategy': 'steps' needs an evaluation set"),
+    ("trainer_args: {load_best_model_at_end: true}", "field 'trainer_args': 'load_best_model_at_end': True needs an evaluation set"),
+    ("max_steps: 0", "field 'max_steps': must be at least 1 (optimizer steps), or -1 to train for `epochs`; 0 would train 1 step"),
+    ("max_steps: -5", "field 'max_steps': must be at least 1 (optimizer steps), or -1 to train for `epochs`; -5 would train for `epochs`"),
+])
+def test_training_settings_transformers_would_refuse_or_misread_are_config_errors(model_dir, tmp_path, train, expected):
+    """Issue 27, items 12 and 13: transformers' ValueError traceback (an evaluation set it is
+    never given), one step for max_steps 0 and epochs for -5 become one error naming the
+    config file and field before anything runs."""
+    cfg = write_config(tmp_path / "run.yaml", model_dir, tmp_path / "run")
+    cfg.write_text(cfg.read_text().replace("train: {max_steps: 3, ", f"train: {{{train}, "))
+    res = CliRunner().invoke(app, ["run", str(cfg), "-q"])
+    assert isinstance(res.exception, RealignError), res.output
+    assert str(res.exception).startswith(f"{cfg}: train: {expected}"), str(res.exception)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_stage_whose_outputs_changed_since_it_wrote_them_is_not_skipped(model_dir, tmp_path):
+    """Issue 27, item 13: a deleted trained `model/` folder and a `triaged.jsonl` cut by hand
+    were reused (train skipped, then eval failed; the cut file trained on). The outputs each
+    summary records are checked before a skip: the stage reruns and says why."""
+    cfg = write_config(tmp_path / "run.yaml", model_dir, tmp_path / "run", methods="[naive-oracle-dpo]")
+    cfg.write_text(cfg.read_text().replace("train: {", "train: {finetune: full, "))
+    assert CliRunner().invoke(app, ["run", str(cfg), "-q"]).exit_code == 0
+    run = tmp_path / "run"
+    model = run / "train" / "naive-oracle-dpo" / "model"
+    triaged = run / "triage" / "triaged.jsonl"
+    written = triaged.read_bytes()
+    import shutil
+
+    shutil.rmtree(model)
+    res = CliRunner().invoke(app, ["run", str(cfg), "-q"])
+    assert res.exit_code == 0, res.output
+    lines = {line.split()[0]: line for line in res.stderr.splitlines() if line.startswith("[")}
+    assert lines["[train:naive-oracle-dpo]"] == f"[train:naive-oracle-dpo] rerunning: output {model} is missing"
+    assert "skipped" in lines["[triage]"] and (model / "config.json").exists()
+
+    triaged.write_bytes(b"".join(written.splitlines(keepends=True)[:5]))
+    res = CliRunner().invoke(app, ["run", str(cfg), "-q"])
+    assert res.exit_code == 0, res.output
+    lines = {line.split()[0]: line for line in res.stderr.splitlines() if line.startswith("[")}
+    assert lines["[triage]"] == f"[triage] rerunning: output {triaged} changed since the stage wrote it"
+    assert triaged.read_bytes() == written  # rewritten whole: the stages after it see their input unchanged
+    assert all("skipped" in line for name, line in lines.items() if name != "[triage]"), lines
+
+
 def test_configuration_reference_is_current():
     from pathlib import Path
 

@@ -456,8 +456,10 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_checkpoints(tiny_dir, wei
         return (loss * float("nan") if calls["n"] == 6 else loss), parts
 
     monkeypatch.setattr(train, "term_losses", nan_at_step_six)
-    with pytest.raises(train.TrainingDiverged, match="loss is nan at step 6"):
+    with pytest.raises(train.TrainingDiverged, match="loss is nan at step 6") as info:
         train.run(config(tiny_dir, weighted, tmp_path / "run", method="dpo"), progress=False)
+    # the weights are named beside the advice (issue 27, item 19: a huge impact got learning-rate advice only)
+    assert "largest term weight in the micro-batch 1);" in str(info.value) and "`impact`" in str(info.value)
     ckpt = tmp_path / "run" / "checkpoints" / "checkpoint-4"
     assert (ckpt / "adapter_model.safetensors").exists()
 
@@ -484,3 +486,24 @@ def test_merge_folds_the_adapter(tiny_dir, weighted, tmp_path):
     ids = torch.tensor([[1, 5, 9, 12, 3]])
     with torch.no_grad():
         assert torch.allclose(merged(input_ids=ids).logits, adapted(input_ids=ids).logits, atol=1e-5)
+
+
+def test_an_adapter_of_another_base_model_says_which_shapes_differ(tiny_dir, tok, tmp_path, capsys):
+    """Issue 27, item 19: the error names the first tensor whose shape differs and both shapes
+    (it was cut after `PeftModel:`), and a warning says the adapter names another base model."""
+    from realign.models import attach_lora, load_adapter, load_causal_lm
+
+    attach_lora(load_causal_lm(str(tiny_dir), device="cpu"), 4, 8, ["q_proj", "v_proj"], 0).save_pretrained(
+        str(tmp_path / "adapter"))
+    load_adapter(load_causal_lm(str(tiny_dir), device="cpu"), tmp_path / "adapter")
+    assert "warning" not in capsys.readouterr().err  # its own base model: no warning
+    other = save_tiny(tmp_path / "narrow", tokenizer=tok, model=tiny_llama(tok, hidden=32, heads=4, layers=2, seed=1))
+    with pytest.raises(RealignError) as info:
+        load_adapter(load_causal_lm(str(other), device="cpu"), tmp_path / "adapter")
+    message = str(info.value)
+    assert f"does not fit model {str(other)!r}: model.layers.0.self_attn.q_proj.lora_A.default.weight is [4, 64] in " \
+           "the adapter but [4, 32] in the model (and 7 more tensors differ)" in message, message
+    assert f"(it names {str(tiny_dir)!r} in its adapter_config.json)" in message and "\n" not in message
+    err = capsys.readouterr().err
+    assert f"warning: adapter '{tmp_path / 'adapter'}' was trained on {str(tiny_dir)!r}" in err
+    assert f"not on {str(other)!r}" in err

@@ -272,3 +272,76 @@ def test_cli_config_errors(tmp_path, args, message):
         base += ["--policy", "contextual-exceptions"]
     res = run_cli(*base, *args)
     assert isinstance(res.exception, RealignError) and message in str(res.exception)
+
+
+def test_exact_duplicate_pairs_are_triaged_once_and_counted(tmp_path):
+    """Issue 27, item 21: exact duplicates (here with and without ids) are left out, counted in
+    the summary and in the command's output line; one id with other content stays an error."""
+    from realign.resources import resource_path
+
+    rows = resource_path("examples/pairs.jsonl").read_text().splitlines()
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join([*rows, rows[0], rows[3], rows[0]]) + "\n")
+    out = tmp_path / "triaged.jsonl"
+    res = run_cli("triage", "--data", str(data), "--policy", "contextual-exceptions", "--out", str(out),
+                  "--cache", str(tmp_path / "c.sqlite"), "-q")
+    assert res.exit_code == 0, res.output
+    assert "INVERT 8 · PUNISH 10 · RETAIN 18" in res.output and "duplicates removed 3" in res.output
+    assert f"{data}: 3 exact duplicate record(s) left out" in res.stderr
+    assert json.loads((tmp_path / "triaged.summary.json").read_text())["duplicates_removed"] == 3
+    assert len(read_pairs(out).pairs) == 36
+    clash = json.loads(rows[0])
+    clash["chosen"] += " More."
+    data.write_text("\n".join([*rows, json.dumps(clash)]) + "\n")
+    res = run_cli("triage", "--data", str(data), "--policy", "contextual-exceptions", "--out", str(out), "-q")
+    assert f"{data}:37 field 'id': duplicate record id" in str(res.exception)
+    assert "'chosen' differs" in str(res.exception)
+
+
+def test_a_rule_regex_that_runs_out_of_time_names_the_record(tmp_path, monkeypatch):
+    """Issue 27, item 19: the catastrophic-regex error names the file, the record and the response."""
+    import realign.judges.rules as rules
+    from realign.errors import JudgeError
+    from realign.judges.rules import RulesJudge
+
+    monkeypatch.setattr(rules, "RULE_TIMEOUT_S", 0.2)
+    policy = Policy.from_dict({"name": "hostile", "text": "Be kind.",
+                               "rules": {"styles": {"loop": ["(x+x+)+y"]}, "requirements": [{"allow": ["loop"]}]}})
+    pairs = [PreferencePair("fine", "q", "ok", "no"), PreferencePair("slow", "q2", "fine", "x" * 3000)]
+    with VerdictCache(tmp_path / "c.sqlite") as cache, pytest.raises(JudgeError) as info:
+        triage(pairs, policy, RulesJudge(), cache, progress=False, source="data.jsonl")
+    message = str(info.value)
+    assert message.startswith("data.jsonl record 'slow' field 'rejected': policy 'hostile': rule regex "
+                              "rules.styles.loop[0]"), message
+    assert "3,000-character response" in message and "\n" not in message
+
+
+def test_a_rules_section_that_cannot_decide_is_refused_by_the_rules_judge(tmp_path):
+    """Issue 27, item 13: `rules: {}` (no requirements, nothing forbidden) would make every
+    pair RETAIN; the rules judge refuses it, naming the policy and what to add."""
+    policy = tmp_path / "p.yaml"
+    policy.write_text("name: empty-rules\ntext: Be kind.\nrules: {}\n")
+    from realign.resources import resource_path
+
+    res = run_cli("triage", "--data", str(resource_path("examples/pairs.jsonl")), "--policy", str(policy),
+                  "--out", str(tmp_path / "t.jsonl"), "--cache", str(tmp_path / "c.sqlite"), "-q")
+    message = str(res.exception)
+    assert "policy 'empty-rules'" in message and "no requirements and no forbidden patterns" in message
+    assert "default verdict ('compliant')" in message and "rules.requirements" in message
+    assert not (tmp_path / "t.jsonl").exists()
+
+
+def test_a_cache_that_is_not_a_verdict_cache_is_refused_with_what_it_is(tmp_path):
+    """Issue 27, item 19: `--cache` pointing at the data file (or any file that is not SQLite)
+    says so, instead of SQLite's "file is not a database"; the file is left as it was."""
+    from realign.resources import resource_path
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_bytes(resource_path("examples/pairs.jsonl").read_bytes())
+    before = data.read_bytes()
+    res = run_cli("triage", "--data", str(data), "--policy", "contextual-exceptions",
+                  "--out", str(tmp_path / "t.jsonl"), "--cache", str(data), "-q")
+    message = str(res.exception)
+    assert message.startswith(f"{data} is not a verdict cache (an SQLite database)"), message
+    assert "did you mean --data" in message and "file is not a database" not in message
+    assert data.read_bytes() == before and not (tmp_path / "t.jsonl").exists()

@@ -156,7 +156,8 @@ def triage(
     typer.echo(
         f"triaged {sum(c.values())} pairs: INVERT {c['INVERT']} · PUNISH {c['PUNISH']} · RETAIN {c['RETAIN']}"
         f" · dropped {summary['dropped']} · skipped {summary['skipped_invalid']}"
-        f" | judged {summary['judged']} responses ({summary['judge_calls']} calls, {summary['cache_hits']} cache hits)"
+        + (f" · duplicates removed {summary['duplicates_removed']}" if summary["duplicates_removed"] else "")
+        + f" | judged {summary['judged']} responses ({summary['judge_calls']} calls, {summary['cache_hits']} cache hits)"
         f" -> {cfg.out}"
     )
 

@@ -430,7 +430,7 @@ class TrainConfig(StrictModel):
     lr_scheduler: str = Field("cosine", description="transformers scheduler name.")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Fraction of steps of linear warm-up.")
     epochs: float = Field(1.0, gt=0, description="Epochs (ignored when max_steps > 0).")
-    max_steps: int = Field(-1, description="Optimizer steps; -1 = use epochs.")
+    max_steps: int = Field(-1, description="Optimizer steps (at least 1); -1 = use epochs.")
     batch_size: int = Field(4, ge=1, description="Terms per device per micro-batch.")
     gradient_accumulation: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     max_length: int = Field(256, ge=8, description="Tokens per (prompt, response).")
@@ -451,6 +451,26 @@ class TrainConfig(StrictModel):
     trainer_args: dict[str, Any] = Field(
         default_factory=dict, description="Extra transformers.TrainingArguments fields (deepspeed, fsdp, ...)."
     )
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps_or_epochs(cls, value: int) -> int:
+        """-1 or a positive count: transformers trains 1 step for 0 and reads any negative as
+        "use epochs", so both would silently do other than what was written."""
+        if value == -1 or value >= 1:
+            return value
+        raise ValueError(f"must be at least 1 (optimizer steps), or -1 to train for `epochs`; {value} would "
+                         + ("train 1 step" if value == 0 else "train for `epochs` instead"))
+
+    @field_validator("lr_scheduler")
+    @classmethod
+    def _scheduler_without_eval_set(cls, value: str) -> str:
+        from .train.run import eval_set_problem
+
+        problem = eval_set_problem("lr_scheduler_type", value)
+        if problem is not None:
+            raise ValueError(f"{problem}; choose another scheduler")
+        return value
 
     @field_validator("trainer_args")
     @classmethod

@@ -42,6 +42,9 @@ Message = dict[str, str]
 Text = Union[str, list[Message]]
 
 _KNOWN = {"id", "prompt", "chosen", "rejected", "category", "swapped", "verdicts", "oracle", "impact", "meta"}
+#: the largest ``impact`` a record may carry: training multiplies each term's loss by its weight
+#: in float32, where a larger value is infinite (and the loss with it)
+LARGEST_WEIGHT = 3.4028234663852886e38
 #: how a file stores INVERT pairs: ``original`` (chosen = the old winner, which now violates) or
 #: ``swapped`` (chosen = the compliant old loser, as ``realign triage`` writes them)
 INVERT_ORDERS = ("original", "swapped")
@@ -280,6 +283,10 @@ def parse_record(obj: Any, invert_order: str | None = None) -> PreferencePair:
             raise _Fail("impact", f"expected a number, got {type(impact).__name__}")
         if not math.isfinite(impact) or impact < 0:
             raise _Fail("impact", f"must be a finite number >= 0, got {shorten(impact)}")
+        if impact > LARGEST_WEIGHT:
+            raise _Fail("impact", f"{impact:.3g} overflows the float32 weight training multiplies the loss by (at most "
+                                  f"{LARGEST_WEIGHT:.3g}; `realign score` writes normalised weights, averaging or "
+                                  "summing to 1): fix or rescore the weighted file")
         impact = float(impact)
     meta = obj.get("meta") or {}
     if not isinstance(meta, dict):
@@ -297,6 +304,15 @@ class LoadResult:
     pairs: list[PreferencePair]
     skipped: list[DataError]
     source: str
+    #: records left out as exact duplicates of an earlier one (same id and content)
+    duplicates: int = 0
+
+    def duplicates_line(self) -> str | None:
+        """One line saying how many exact duplicates were left out (None: there were none)."""
+        if not self.duplicates:
+            return None
+        return (f"{self.source}: {self.duplicates} exact duplicate record(s) left out (the same id and content as an "
+                "earlier record)")
 
 
 class _DuplicateKey(Exception):
@@ -492,7 +508,10 @@ def read_pairs(
 
     The first bad record raises :class:`DataError` naming file, line (or index) and field,
     unless ``skip_invalid``, in which case bad records are collected in ``skipped`` (and
-    passed to ``on_skip``). Duplicate ids are bad records too. INVERT records come back held
+    passed to ``on_skip``). A record equal to an earlier one in every field (a record without
+    an id takes the hash of its prompt and responses as id) is left out and counted in
+    ``duplicates``: real datasets repeat pairs. Two records with one id and different content
+    are a bad record: an id names one record. INVERT records come back held
     swapped; ``invert_order`` (one of :data:`INVERT_ORDERS`) is the stored order assumed for
     records that do not state theirs.
     """
@@ -500,7 +519,8 @@ def read_pairs(
         raise RealignError(f"invert order must be one of {', '.join(INVERT_ORDERS)}, got {invert_order!r}")
     pairs: list[PreferencePair] = []
     skipped: list[DataError] = []
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, PreferencePair]] = {}
+    duplicates = 0
 
     def bad(err: DataError) -> None:
         if not skip_invalid:
@@ -520,15 +540,48 @@ def read_pairs(
         except _Fail as fail:
             bad(DataError(source, fail.message, field=fail.field, **where))
             continue
-        at = f"line {where['line']}" if "line" in where else f"record {where['index']}"
         if pair.id in seen:
-            bad(DataError(source, f"duplicate record id {shorten(pair.id)} (first at {seen[pair.id]})", field="id", **where))
+            clash = _id_clash(source, where, obj, pair, *seen[pair.id])
+            if clash is None:  # an exact duplicate
+                duplicates += 1
+            else:
+                bad(clash)
             continue
-        seen[pair.id] = at
+        seen[pair.id] = (f"line {where['line']}" if "line" in where else f"record {where['index']}", pair)
         pairs.append(pair)
     if not pairs and not skipped:
         raise RealignError(f"{source}: no records")
-    return LoadResult(pairs, skipped, str(source))
+    return LoadResult(pairs, skipped, str(source), duplicates)
+
+
+def _id_clash(source, where: dict, obj: dict, pair: PreferencePair, first_at: str,
+              first: PreferencePair) -> DataError | None:
+    """None when ``pair`` is an exact duplicate of the record with its id read first (at
+    ``first_at``); else the error naming the field in which they differ."""
+    if pair == first:
+        return None
+    differs = _first_difference(first.to_record(), pair.to_record())
+    differs = differs if len(differs) <= 80 else differs[:77] + "..."  # a key may be long
+    if obj.get("id") is not None:
+        return DataError(source, f"duplicate record id {shorten(pair.id)} (first at {first_at}) with other content "
+                                 f"('{differs}' differs): an id names one record; give each its own id, or drop one",
+                         field="id", **where)
+    # without an id, the id is the hash of the prompt and responses: the same as the first's
+    return DataError(source, f"the same prompt and responses as {first_at}, with another value here: give the records "
+                             "ids, or drop one", field=differs, **where)
+
+
+def _first_difference(a: Any, b: Any, where: str = "") -> str:
+    """The first field (``prompt``, ``meta.source``, ``chosen[1].content``) where two records differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in [*a, *(k for k in b if k not in a)]:
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{where}.{key}" if where else str(key))
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            if x != y:
+                return _first_difference(x, y, f"{where}[{i}]")
+    return where or "(the record)"
 
 
 def write_pairs(path: str | Path, pairs: Iterable[PreferencePair]) -> int:

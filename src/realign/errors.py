@@ -52,4 +52,11 @@ class DataError(RealignError):
 
 
 class JudgeError(RealignError):
-    """A judge backend that cannot be reached or configured."""
+    """A judge backend that cannot be reached or configured, or a judgement that cannot be
+    made. ``item``: the position, in the items the judge was given, of the one whose judgement
+    failed (None when the error is not about one item); the caller, which knows the record
+    behind each item, names it."""
+
+    def __init__(self, message: str, *, item: int | None = None) -> None:
+        super().__init__(message)
+        self.item = item

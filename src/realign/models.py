@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
@@ -264,10 +265,58 @@ def load_adapter(model: "PreTrainedModel", adapter: str | Path, *, is_trainable:
             f"adapter {source!r}: no adapter_model.safetensors; pickled adapter weights are refused "
             "(convert it, or load it yourself only if you trust its origin)"
         )
+    base = _adapter_base(source)
+    loaded = str(getattr(model, "name_or_path", "") or "")
+    if base and loaded and not _same_model(base, loaded):
+        import sys
+
+        print(f"warning: adapter {source!r} was trained on {base!r} (its adapter_config.json), not on {loaded!r}; "
+              "an adapter fits only the base model it was trained on", file=sys.stderr)
     try:
         return PeftModel.from_pretrained(model, source, is_trainable=is_trainable)
     except Exception as exc:  # peft raises ValueError, OSError, KeyError, ... here
-        raise _load_error(source, "adapter", exc) from None
+        raise _adapter_error(source, base, loaded, exc) from None
+
+
+def _adapter_base(source: str) -> str | None:
+    """The base model a local adapter names (``base_model_name_or_path`` in its adapter_config.json)."""
+    try:
+        value = json.loads((Path(source) / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+def _same_model(a: str, b: str) -> bool:
+    """Whether two names of a model (hub ids or paths) plausibly name one model: equal, or one
+    folder when both are local, else the same last component (a hub id and a local copy named
+    after it)."""
+    if a == b:
+        return True
+    here = [Path(name).expanduser() for name in (a, b)]
+    if all(path.exists() for path in here):
+        return os.path.realpath(here[0]) == os.path.realpath(here[1])
+    return Path(a.rstrip("/")).name == Path(b.rstrip("/")).name
+
+
+#: how torch reports a tensor whose shape differs between a checkpoint and the model
+_SIZE_MISMATCH = re.compile(r"size mismatch for (\S+): copying a param with shape torch\.Size\((\[[^\]]*\])\) "
+                            r"from checkpoint, the shape in current model is torch\.Size\((\[[^\]]*\])\)")
+
+
+def _adapter_error(source: str, base: str | None, loaded: str, exc: Exception) -> RealignError:
+    """Why an adapter did not load, as one line: for an adapter of another base model, the first
+    tensor whose shape differs (both shapes) and how many more do; else :func:`_load_error`."""
+    found = _SIZE_MISMATCH.findall(str(exc))
+    if not found:
+        return _load_error(source, "adapter", exc)
+    name, theirs, ours = found[0]
+    more = f" (and {len(found) - 1} more tensors differ)" if len(found) > 1 else ""
+    trained = f" (it names {base!r} in its adapter_config.json)" if base else ""
+    return RealignError(
+        f"adapter {source!r} does not fit model {loaded or '?'!r}: {name.removeprefix('base_model.model.')} is {theirs} in "
+        f"the adapter but {ours} in the model{more}; an adapter loads only on the base model it was trained on{trained}"
+    )
 
 
 _FINGERPRINT_TEXT = ("config.json", "generation_config.json", "tokenizer_config.json", "chat_template.jinja", "chat_template.json")

@@ -1,12 +1,14 @@
 """``realign run CONFIG.yaml``: triage → score → train → eval → report in one run directory.
 
-A stage is skipped only when its output exists and was produced by exactly the same settings
-and input contents (the ``produced_by`` key in its summary); otherwise it reruns and says why,
-and the stages after it see a changed input and rerun too. A stage that was interrupted resumes
-(verdict and generation caches, partial scores, training checkpoints — each keyed the same way),
-so rerunning the same command after a crash continues where it stopped. Before the first
-stage, a pre-flight check reads every input file, resolves the model and adapters and the
-judge's credentials, and lists every problem at once. Layout::
+A stage is skipped only when its output exists, was produced by exactly the same settings
+and input contents (the ``produced_by`` key in its summary), and every output its summary
+records (``outputs``) is still what the stage wrote (a deleted ``model/`` folder or a triaged
+file cut by hand is not reused); otherwise it reruns and says why, and the stages after it see
+a changed input and rerun too. A stage that was interrupted resumes (verdict and generation
+caches, partial scores, training checkpoints — each keyed the same way), so rerunning the same
+command after a crash continues where it stopped. Before the first stage, a pre-flight check
+reads every input file, resolves the model and adapters, the devices and the judge's
+credentials, and lists every problem at once. Layout::
 
     RUN/run_config.yaml             the resolved config
     RUN/triage/triaged.jsonl        (+ .summary.json)
@@ -70,6 +72,7 @@ class Pipeline:
         from .policy import resolve_policy
 
         self.run = run
+        self.source = source
         out = run.out
         policy = resolve_policy(run.policy)
         cache = run.cache_path()
@@ -119,13 +122,16 @@ class Pipeline:
             )
 
     def preflight(self) -> None:
-        """Before the first stage: every file the run will read exists and parses, the model
-        and adapters resolve (offline: from the local cache), hosted judges have credentials.
-        One error lists every problem."""
+        """Before the first stage: every file the run will read exists and parses (the eval
+        prompts hold rows), the model and adapters resolve (offline: from the local cache),
+        hosted judges have credentials, the rules judge has rules that can decide, the verdict
+        cache is one (or new), and every device named exists on this machine. One error lists
+        every problem."""
         from .data import read_pairs
         from .evaluate.attacks import load_templates
         from .evaluate.run import load_rows, load_rows_or_text
         from .judges import make_judge
+        from .judges.cache import check_cache_file
         from .models import check_model_source
         from .policy import Policy
 
@@ -141,6 +147,13 @@ class Pipeline:
                                  invert_order=self.triage.invert_order))
         check(Policy.load, self.triage.policy)
         check(make_judge, self.triage.judge)
+        if self.triage.judge.backend == "rules":
+            from .judges.rules import RulesJudge
+
+            check(lambda: RulesJudge().compiled(Policy.load(self.triage.policy)))
+        check(check_cache_file, self.run.cache_path())
+        for field, device in self._devices():
+            check(self._check_device, field, device)
         if self.triage.oracle is not None:
             from .oracle import make_oracle
 
@@ -164,13 +177,37 @@ class Pipeline:
             unique = list(dict.fromkeys(problems))
             raise RealignError(f"{len(unique)} problem(s) before the first stage: " + " | ".join(unique))
 
+    def _devices(self) -> list[tuple[str, str]]:
+        """(config field, device) of every device the run will use: the shared ``device``, any
+        stage section's own, and a model judge's or oracle's."""
+        run = self.run
+        found = [("device", run.device)]
+        found += [(f"{name}.device", str(getattr(run, name)["device"]))
+                  for name in ("score", "train", "eval") if "device" in getattr(run, name)]
+        if run.judge.backend == "hf":
+            found.append(("judge.device", run.judge.device))
+        if self.triage.oracle is not None and self.triage.oracle.backend == "hf":
+            found.append(("triage.oracle.device", self.triage.oracle.device))
+        return found
+
+    def _check_device(self, field: str, device: str) -> None:
+        """A device this machine does not have (``cuda`` without CUDA) is refused before the
+        first stage, not when the stage that uses it starts."""
+        from .models import resolve_device
+
+        try:
+            resolve_device(device)
+        except RealignError as exc:
+            raise RealignError(f"{self.source}: field '{field}': {exc}") from None
+
     def execute(self, progress: bool = True) -> dict:
-        """Run every stage whose output is missing or was produced by other settings or inputs
-        (each stage's summary records its ``produced_by`` key); say why a stage reruns."""
+        """Run every stage whose output is missing, was produced by other settings or inputs
+        (each stage's summary records its ``produced_by`` key) or changed since it was written
+        (the summary's ``outputs``); say why a stage reruns."""
         from .triage import run as triage
         from .evaluate import run as evaluate
         from .score import run as score
-        from .stage import summary_path
+        from .stage import outputs_changed, summary_path
         from .train import run as train
         from .files import write_yaml
         from .provenance import what_changed
@@ -185,12 +222,16 @@ class Pipeline:
             records.append(record)
             expected = produced_by()
             if record.exists():
-                before = _recorded(record)
-                if before is not None and before.get("key") == expected["key"]:
+                before, outputs = _recorded(record)
+                if before is None or before.get("key") != expected["key"]:
+                    stale = what_changed(before, expected)
+                else:  # the same settings and inputs: reused only if its outputs are what it wrote
+                    stale = outputs_changed(record, outputs)
+                if stale is None:
                     done[name] = "skipped (up to date)"
                     print(f"[{name}] skipped: {record} was produced by the same settings and inputs", file=sys.stderr)
                     return
-                print(f"[{name}] rerunning: {what_changed(before, expected)}", file=sys.stderr)
+                print(f"[{name}] rerunning: {stale}", file=sys.stderr)
             else:
                 print(f"[{name}] running", file=sys.stderr)
             action()
@@ -218,15 +259,19 @@ class Pipeline:
         return done
 
 
-def _recorded(path: Path) -> dict | None:
-    """The ``produced_by`` record of a stage's summary, None when unreadable or absent."""
+def _recorded(path: Path) -> tuple[dict | None, dict | None]:
+    """The ``produced_by`` and ``outputs`` records of a stage's summary, each None when the
+    summary is unreadable or lacks it."""
     import json
 
     try:
-        value = json.loads(path.read_text(encoding="utf-8")).get("produced_by")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return value if isinstance(value, dict) else None
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, None
+    if not isinstance(summary, dict):
+        return None, None
+    made, outputs = summary.get("produced_by"), summary.get("outputs")
+    return (made if isinstance(made, dict) else None), (outputs if isinstance(outputs, dict) else None)
 
 
 def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Pipeline:

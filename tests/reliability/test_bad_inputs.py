@@ -63,7 +63,7 @@ CASES = [
     Case("raw-nul-byte", "triage", ["data.jsonl:1", "invalid JSON"], {"data.jsonl": lines(b'{"prompt": "a\x00b", "chosen": "c", "rejected": "r"}')}),
     Case("invalid-utf8", "triage", ["data.jsonl:2", "not valid UTF-8"], {"data.jsonl": lines(rec(id="ok"), b'{"prompt": "\xff\xfe", "chosen": "c", "rejected": "r"}')}),
     Case("duplicate-id", "triage", ["data.jsonl:2", "field 'id'", "duplicate record id 'a'"], {"data.jsonl": lines(rec(id="a"), rec(id="a", prompt="Other?"))}),
-    Case("duplicate-record", "triage", ["data.jsonl:3", "field 'id'", "duplicate record id", "first at line 1"], {"data.jsonl": lines(rec(), rec(prompt="Other?"), rec())}),
+    Case("same-pair-other-content", "triage", ["data.jsonl:3", "field 'meta.note'", "the same prompt and responses as line 1"], {"data.jsonl": lines(rec(note="a"), rec(prompt="Other?"), rec(note="b"))}),
     Case("unknown-category", "triage", ["data.jsonl:1", "field 'category'", "unknown category 'FLIP'"], {"data.jsonl": lines(rec(category="FLIP"))}),
     Case("bad-role", "triage", ["data.jsonl:1", "field 'prompt[0].role'", "unknown role 'robot'"], {"data.jsonl": lines(json.dumps({"prompt": [{"role": "robot", "content": "x"}], **CONV}))}),
     Case("json-not-array", "triage", ["{tmp}/data.json", "must hold an array"], {"data.json": json.dumps({"rows": []})}, ["--data", "{tmp}/data.json"]),
@@ -136,6 +136,16 @@ CASES = [
     Case("eval-expected-style-is-a-string", "eval", ["{tmp}/prompts.jsonl:1", "field 'expected.contextual-exceptions'", "list of style names"], {"prompts.jsonl": lines(json.dumps({"prompt": "Hi?", "expected": {"contextual-exceptions": "refusal"}}))}),
     Case("eval-expected-unknown-style", "eval", ["{tmp}/prompts.jsonl:1", "field 'expected.contextual-exceptions[0]'", "unknown style 'refusl'"], {"prompts.jsonl": lines(json.dumps({"prompt": "Hi?", "expected": {"contextual-exceptions": ["refusl"]}}))}),
     Case("eval-slice-is-a-list", "eval", ["{tmp}/prompts.jsonl:1", "field 'slice'", "non-empty string"], {"prompts.jsonl": lines(json.dumps({"prompt": "Hi?", "slice": ["a"]}))}),
+    # ---- issue 27: late failures, tracebacks and errors that lost their cause -------------------
+    Case("train-trainer-args-eval-strategy", "train", ["{tmp}/train.yaml", "field 'trainer_args'", "'eval_strategy': 'steps' needs an evaluation set"], {"train.yaml": "trainer_args: {eval_strategy: steps}\n"}, ["--config", "{tmp}/train.yaml"]),
+    Case("train-trainer-args-load-best-model", "train", ["{tmp}/train.yaml", "field 'trainer_args'", "'load_best_model_at_end': True needs an evaluation set"], {"train.yaml": "trainer_args: {load_best_model_at_end: true}\n"}, ["--config", "{tmp}/train.yaml"]),
+    Case("train-max-steps-zero", "train", ["field 'max_steps'", "0 would train 1 step"], {}, ["--max-steps", "0"]),
+    Case("train-max-steps-negative", "train", ["field 'max_steps'", "-5 would train for `epochs` instead"], {}, ["--max-steps", "-5"]),
+    Case("train-impact-overflows-float32", "train", ["data.jsonl:1", "field 'impact'", "1e+308 overflows the float32 weight"], {"data.jsonl": lines(triaged(impact=1e308))}),
+    Case("eval-empty-prompts-file", "eval", ["{tmp}/prompts.jsonl", "no records (nothing to evaluate on)"], {"prompts.jsonl": ""}),
+    Case("policy-rules-that-cannot-decide", "triage", ["policy 'p'", "no requirements and no forbidden patterns", "default verdict ('compliant')"], {"policy.yaml": "name: p\ntext: Be kind.\nrules: {}\n"}, ["--policy", "{tmp}/policy.yaml"]),
+    Case("cache-is-the-data-file", "triage", ["{tmp}/data.jsonl is not a verdict cache (an SQLite database)", "did you mean --data"], {}, ["--cache", "{tmp}/data.jsonl"]),
+    Case("rule-regex-out-of-time-names-the-record", "triage", ["{tmp}/data.jsonl record 'slow' field 'rejected'", "rules.styles.loop[0]", "catastrophic backtracking"], {"data.jsonl": lines(rec(id="slow", rejected="x" * 3000)), "policy.yaml": "name: p\ntext: Be kind.\nrules:\n  styles: {loop: ['(x+x+)+y']}\n  requirements: [{allow: [loop]}]\n"}, ["--policy", "{tmp}/policy.yaml"]),
 ]
 
 OUTPUTS = {  # outputs an earlier run left, relative to the case folder

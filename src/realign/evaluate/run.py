@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from ..data import _check_messages, _check_string, _Fail, iter_source, parse_record, prompt_text
-from ..errors import DataError, RealignError
+from ..errors import DataError, RealignError, shorten
 from ..judges.base import JudgeItem
-from ..stage import process_state
+from ..stage import output_digests, process_state
 from .metrics import Outcomes, measure
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -27,7 +27,7 @@ def load_rows(source: str, policy=None) -> list[dict]:
     :mod:`realign.evaluate.prompts`, docs/evaluation.md), or triaged records (their prompt,
     sliced by triage category: INVERT success, PUNISH compliance, RETAIN preservation). Bad rows
     raise one DataError naming file, line and field; ``policy`` (the one evaluated) must have an
-    entry in every ``expected``."""
+    entry in every ``expected``. A file without rows is an error too (it would measure nothing)."""
     from .prompts import check_fields
 
     rows = []
@@ -52,6 +52,8 @@ def load_rows(source: str, policy=None) -> list[dict]:
         except _Fail as fail:
             raise DataError(source, fail.message, field=fail.field, **where) from None
         rows.append(row)
+    if not rows:
+        raise RealignError(f"{source}: no records (nothing to evaluate on)")
     return rows
 
 
@@ -59,15 +61,16 @@ class _NotJudged:
     """The verdict store of a non-main process in a data-parallel evaluation: it takes part in
     generation (which is collective) and judges nothing; the main process judges and writes."""
 
-    def resolve(self, items, stats, *, fresh: bool = False):
+    def resolve(self, items, stats, *, fresh: bool = False, names=None):
         from ..judges.base import Verdict
 
         return [Verdict(compliant=True, p_compliant=None, raw="") for _ in items]
 
 
-def _judge(store, stats, prompts: Sequence[str], responses: Sequence[str], rule: str):
-    """Verdicts; abstentions follow the judge's ``on_unparseable`` rule (retry/drop: left out)."""
-    verdicts = store.resolve([JudgeItem(p, r) for p, r in zip(prompts, responses)], stats)
+def _judge(store, stats, prompts: Sequence[str], responses: Sequence[str], rule: str, names: Sequence[str]):
+    """Verdicts; abstentions follow the judge's ``on_unparseable`` rule (retry/drop: left out).
+    ``names``: the row each response answers, for a judge error about one response."""
+    verdicts = store.resolve([JudgeItem(p, r) for p, r in zip(prompts, responses)], stats, names=names)
     settled = []
     for v in verdicts:
         if v.compliant is not None:
@@ -90,7 +93,9 @@ def evaluate_state(generate, store, stats, policy, config, rows, attacks, templa
     if policy_rows:
         responses = generate([r["prompt"] for r in policy_rows])
         prompts = [prompt_text(r["prompt"]) for r in policy_rows]
-        outcomes.verdicts, outcomes.settled = _judge(store, stats, prompts, responses, config.judge.on_unparseable)
+        names = [f"{config.prompts} row {shorten(r['id'])}: its response" for r in policy_rows]
+        outcomes.verdicts, outcomes.settled = _judge(store, stats, prompts, responses, config.judge.on_unparseable,
+                                                     names)
         for r, response, v in zip(policy_rows, responses, outcomes.verdicts):
             records.append({"id": r["id"], "set": "policy", "prompt": r["prompt"], "slice": r.get("slice"),
                             "response": response, "compliant": v.compliant, "p_compliant": v.p_compliant, "raw": v.raw})
@@ -106,7 +111,9 @@ def evaluate_state(generate, store, stats, policy, config, rows, attacks, templa
             wrapped = [wrap(template, prompt_text(a["prompt"])) for a in attacks]
             responses = generate(wrapped)
             prompts = [prompt_text(a["prompt"]) for a in attacks]
-            verdicts, outcomes.attacks[name] = _judge(store, stats, prompts, responses, config.judge.on_unparseable)
+            names = [f"{config.attacks} row {shorten(a['id'])}: its response wrapped in {name!r}" for a in attacks]
+            verdicts, outcomes.attacks[name] = _judge(store, stats, prompts, responses, config.judge.on_unparseable,
+                                                      names)
             for a, w, response, v in zip(attacks, wrapped, responses, verdicts):
                 records.append({"id": f"{a['id']}/{name}", "set": f"attack:{name}", "prompt": w, "response": response,
                                 "compliant": v.compliant, "raw": v.raw})
@@ -361,6 +368,7 @@ def _write_outputs(config, metrics: dict, records: list[dict], made: dict, start
     metrics["provenance"] = provenance()
     write_jsonl(out.parent / "generations.jsonl", records)
     write_yaml(out.parent / "eval_config.yaml", resolved(config))
+    metrics["outputs"] = output_digests(out, [out.parent / "generations.jsonl"])
     write_json(out, metrics)
 
 

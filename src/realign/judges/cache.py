@@ -63,12 +63,38 @@ def _guarded(method):
     return wrapper
 
 
+#: the first bytes of every SQLite 3 database file
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_cache_file(path: Path) -> None:
+    """A file at ``path`` that is not an SQLite database (a data file given as ``--cache`` by
+    mistake) is refused with what it looks like, before SQLite says only "file is not a
+    database". A missing or empty file becomes a new cache."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(64)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise RealignError(f"{path}: cannot read the verdict cache ({exc.strerror or exc})") from None
+    if not head or head.startswith(SQLITE_HEADER):
+        return
+    text = head.decode("utf-8", errors="replace").lstrip()
+    looks = "; it looks like JSON data: did you mean --data or --prompts?" if text[:1] in ("{", "[") else ""
+    raise RealignError(
+        f"{path} is not a verdict cache (an SQLite database){looks} (--cache names the SQLite file verdicts are kept "
+        "in: give a new path, where one is created, or leave it out for the default)"
+    )
+
+
 class VerdictCache:
     """SQLite-backed map (judge, policy, prompt, response) -> Verdict."""
 
     def __init__(self, path: str | Path, commit_every: int = 32) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_cache_file(self.path)
         try:
             self._db = sqlite3.connect(self.path)
             self._db.execute("PRAGMA journal_mode=WAL")

@@ -164,6 +164,12 @@ class RulesJudge:
     def compiled(self, policy: Policy) -> CompiledRules:
         if policy.rules is None:
             raise JudgeError(f"policy {policy.name!r} has no 'rules' section, which the rules judge needs")
+        if not (policy.rules.requirements or policy.rules.forbidden):
+            raise JudgeError(
+                f"policy {policy.name!r}: its 'rules' section has no requirements and no forbidden patterns, so the "
+                f"rules judge would give every response the default verdict ({policy.rules.default!r}): add "
+                "rules.requirements, or judge with a model (--judge openai or hf)"
+            )
         if policy.hash not in self._compiled:
             self._compiled[policy.hash] = CompiledRules(policy.rules, policy.name)
         return self._compiled[policy.hash]
@@ -172,7 +178,10 @@ class RulesJudge:
         rules = self.compiled(policy)
         out = []
         for i, item in enumerate(items):
-            verdict = rules.verdict(item.prompt, item.response)
+            try:
+                verdict = rules.verdict(item.prompt, item.response)
+            except JudgeError as exc:
+                raise JudgeError(str(exc), item=i) from None
             self.calls += 1
             out.append(verdict)
             if on_verdict is not None:

@@ -38,7 +38,7 @@ from typing import Sequence
 
 from ..data import PreferencePair, prompt_text, response_text
 from ..errors import RealignError
-from ..stage import process_state, summary_path
+from ..stage import output_digests, process_state, summary_path
 from ..train.methods import Term, Trace
 from ..triage import INVERT, PUNISH, RETAIN
 
@@ -88,6 +88,26 @@ def allocate(size: int, available: dict[str, int]) -> dict[str, int]:
     return take
 
 
+def _shortfall(size: int, available: dict[str, int], take: dict[str, int]) -> str | None:
+    """One line when the gold batch is not Alg. 2's ⌊B/3⌋ / ⌊B/3⌋ / rest: fewer records than
+    ``gold_size`` (what is used instead, and how to set the size), or a category short of its
+    share (which categories took its places). None when every category got its share."""
+    nominal = allocate(size, {c: size for c in take})
+    used = sum(take.values())
+    counts = ", ".join(f"{available[c]} {c}" for c in (RETAIN, INVERT, PUNISH))
+    if used < size:
+        return (f"gold batch: {used} samples, not gold_size {size}: the data has only {counts} usable records, so all "
+                f"are used; set gold_size to {used} or less to say so (--gold-size, gold_size in a score config, "
+                "score: {gold_size: N} in a run config)")
+    short = [c for c in take if take[c] < nominal[c]]
+    if not short:
+        return None
+    extra = [f"{c} +{take[c] - nominal[c]}" for c in take if take[c] > nominal[c]]
+    return ("gold batch: " + ", ".join(f"{c} has {take[c]} of its {nominal[c]} samples ({available[c]} available)"
+                                        for c in short)
+            + f"; the other categories took the rest ({', '.join(extra)})")
+
+
 def build_gold_batch(records: Sequence[PreferencePair], size: int, seed: int) -> GoldBatch:
     """Alg. 2: RETAIN pairs as they are, swapped INVERT pairs, and PUNISH prompts paired as
     (x, y ~ Uniform(Y_compliant), old y_w), where Y_compliant = chosen of RETAIN ∪ chosen of
@@ -104,12 +124,9 @@ def build_gold_batch(records: Sequence[PreferencePair], size: int, seed: int) ->
     take = allocate(size, available)
     if sum(take.values()) == 0:
         raise RealignError("gold batch: no usable records (need RETAIN or INVERT records)")
-    if sum(take.values()) < size:
-        notes.append(f"gold batch has {sum(take.values())} samples, fewer than the {size} asked for")
-    for c in (RETAIN, INVERT, PUNISH):
-        nominal = allocate(size, {RETAIN: size, INVERT: size, PUNISH: size})[c]
-        if take[c] != nominal:
-            notes.append(f"{c}: {take[c]} gold samples instead of {nominal} ({available[c]} available)")
+    note = _shortfall(size, available, take)
+    if note is not None:
+        notes.append(note)
     samples, parts = [], []
     for r in rng.sample(by[RETAIN], take[RETAIN]):
         samples.append(gold_term(r.prompt, r.chosen, r.rejected))
@@ -352,7 +369,6 @@ def run(config, progress: bool = True) -> dict:
         print(f"warning: {note}", file=sys.stderr)
     out = Path(config.out)
     write_pairs(out, records)
-
     vmap_failure = next((s["vmap_failure"] for s in shares if s["vmap_failure"]), None)
     if vmap_failure:
         notes.append(f"vmap failed ({vmap_failure}); cosine scores took the per-sample path")
@@ -370,6 +386,7 @@ def run(config, progress: bool = True) -> dict:
         config=resolved(config),
         produced_by=made,
         provenance=provenance(),
+        outputs=output_digests(summary_path(out), [out]),
     )
     write_json(summary_path(out), summary)
     for path in progress_files(out):
@@ -389,11 +406,14 @@ def _read(config) -> tuple[list[PreferencePair], list[PreferencePair]]:
     """The triaged records, and those the gold batch is drawn from (``gold_data``, else the same)."""
     from ..data import read_pairs
 
-    records = read_pairs(config.data, require_category=True, skip_invalid=config.skip_invalid,
-                         invert_order=config.invert_order).pairs
-    gold_source = records if config.gold_data is None else read_pairs(
-        config.gold_data, require_category=True, invert_order=config.invert_order).pairs
-    return records, gold_source
+    loaded = [read_pairs(config.data, require_category=True, skip_invalid=config.skip_invalid,
+                         invert_order=config.invert_order)]
+    if config.gold_data is not None:
+        loaded.append(read_pairs(config.gold_data, require_category=True, invert_order=config.invert_order))
+    for result in loaded:
+        if result.duplicates_line():
+            print(f"score: {result.duplicates_line()}", file=sys.stderr)
+    return loaded[0].pairs, loaded[-1].pairs
 
 
 def _write_unweighted(config, records: list[PreferencePair], summary: dict, made: dict) -> dict:
@@ -406,7 +426,7 @@ def _write_unweighted(config, records: list[PreferencePair], summary: dict, made
     print("warning: no INVERT or PUNISH records; writing the records unweighted", file=sys.stderr)
     write_pairs(config.out, records)
     summary.update(notes=["no conflict records: nothing to score"], config=resolved(config), produced_by=made,
-                   provenance=provenance())
+                   provenance=provenance(), outputs=output_digests(summary_path(config.out), [config.out]))
     write_json(summary_path(config.out), summary)
     return summary
 

@@ -131,15 +131,17 @@ def seed_triage(run_dir: Path, data: Path, shift: str, noise: float = 0.0, seed:
 def adopt_seeded_triage(pipeline) -> None:
     """Make ``pipeline`` (a :class:`~realign.pipeline.Pipeline` of a run directory
     :func:`seed_triage` wrote into) take the seeded records as its triage stage's output: the
-    summary gets the ``produced_by`` record of the pipeline's triage stage, which otherwise
-    reruns the rules judge over them (same categories, but no oracle responses y_c and no label
-    noise). Call it after :func:`seed_triage` and before ``pipeline.execute()``."""
-    from ..stage import summary_path
+    summary gets the ``produced_by`` record of the pipeline's triage stage and the digest of the
+    records as its ``outputs``, without which the stage reruns the rules judge over them (same
+    categories, but no oracle responses y_c and no label noise). Call it after
+    :func:`seed_triage` and before ``pipeline.execute()``."""
+    from ..stage import output_digests, summary_path
     from ..triage.run import produced_by
 
     path = summary_path(pipeline.triage.out)
     summary = json.loads(path.read_text(encoding="utf-8"))
     summary["produced_by"] = produced_by(pipeline.triage)
+    summary["outputs"] = output_digests(path, [pipeline.triage.out])
     write_json(path, summary)
 
 

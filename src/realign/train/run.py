@@ -26,10 +26,10 @@ from typing import Sequence
 import torch
 from transformers import Trainer, TrainingArguments
 
-from ..errors import RealignError
+from ..errors import RealignError, shorten
 from ..losses import KIND_INDEX, LOSS_KINDS, TermInputs, token_kl, token_logps
 from ..sequences import Encoded, collate, encode
-from ..stage import pad_token_id, process_state
+from ..stage import output_digests, pad_token_id, process_state
 from .methods import MethodOptions, Term, get_method
 
 #: The kinds whose loss reads reference log-probs (precomputed once, or taken in the step).
@@ -158,9 +158,11 @@ class RealignTrainer(Trainer):
             finite = flag[0] > 0
         if not finite:
             detail = ", ".join(f"{k}={v:.4g}" for k, v in parts.items())
+            largest = float(inputs["weight"].abs().max())
             raise TrainingDiverged(
-                f"loss is {loss.item()} at step {self.state.global_step + 1} ({detail}); stopped. "
-                "Checkpoints already written are intact; lower the learning rate or add nll_weight"
+                f"loss is {loss.item()} at step {self.state.global_step + 1} ({detail}; largest term weight in the "
+                f"micro-batch {largest:.4g}); stopped. Checkpoints already written are intact; lower the learning rate "
+                "or add nll_weight, or, if that weight is far above 1, check the records' `impact` field"
             )
         self._calls += 1
         for k, v in parts.items():
@@ -454,9 +456,32 @@ def _write_fault(exc: BaseException, folder: Path) -> OSError | None:
     return OSError(errno.EIO, f"cannot write a checkpoint ({first})", str(folder))
 
 
+#: TrainingArguments settings that turn on evaluation during training, each with the test of
+#: its value that does: the Trainer is never given an evaluation set (every record is trained
+#: on; held-out evaluation is ``realign eval``'s), so transformers would stop with a traceback
+_NEEDS_EVAL_SET = {
+    "eval_strategy": lambda v: str(v).lower() != "no",
+    "load_best_model_at_end": bool,
+    "eval_on_start": bool,
+    "save_strategy": lambda v: str(v).lower() == "best",
+    "lr_scheduler_type": lambda v: str(v).lower() in ("reduce_lr_on_plateau", "greedy"),
+}
+
+
+def eval_set_problem(name: str, value) -> str | None:
+    """Why the TrainingArguments setting ``name: value`` cannot be used (it needs an evaluation
+    set, which realign's Trainer does not have), or None."""
+    needs = _NEEDS_EVAL_SET.get(name)
+    if needs is None or not needs(value):
+        return None
+    return (f"{shorten(value)} needs an evaluation set during training, which realign's trainer does not have "
+            "(it trains on every record; evaluate the result with `realign eval`)")
+
+
 def trainer_args_problem(extra: dict) -> str | None:
     """What is wrong with ``trainer_args``, if anything: a name that is not a
-    transformers.TrainingArguments field, or one realign sets from its own options."""
+    transformers.TrainingArguments field, one realign sets from its own options, or a setting
+    that needs an evaluation set (:func:`eval_set_problem`)."""
     import dataclasses
     import difflib
 
@@ -471,6 +496,9 @@ def trainer_args_problem(extra: dict) -> str | None:
         if key not in known:
             close = difflib.get_close_matches(str(key), sorted(known), n=1)
             return f"{name!r} is not a transformers.TrainingArguments field" + (f" (did you mean {close[0]!r}?)" if close else "")
+        problem = eval_set_problem(key, extra[key])
+        if problem is not None:
+            return f"{name!r}: {problem}; remove it"
     return None
 
 
@@ -499,7 +527,10 @@ def run(config, progress: bool = True) -> dict:
     made = produced_by(config)
     resume_from = _resume_point(config, out, made)
     check_trainer_args(config.trainer_args)
-    records = read_pairs(config.data, invert_order=config.invert_order).pairs
+    loaded = read_pairs(config.data, invert_order=config.invert_order)
+    if loaded.duplicates_line():
+        print(f"train: {loaded.duplicates_line()}", file=sys.stderr)
+    records = loaded.pairs
     options = MethodOptions(alpha_kl=config.alpha_kl, normalise=config.normalise, retain_pref=config.retain_pref,
                             retain_keep=config.retain_keep)
     terms = method.terms(records, options)
@@ -535,6 +566,7 @@ def run(config, progress: bool = True) -> dict:
         "provenance": provenance(),
     }
     if state.is_main_process:
+        summary["outputs"] = output_digests(out / "train_summary.json", [final])
         write_json(out / "train_summary.json", summary)
     state.wait_for_everyone()
     return summary

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from ..config import UnparseableRule
 from ..data import PreferencePair, prompt_text, response_text
+from ..errors import JudgeError, shorten
 from ..judges.base import Judge, JudgeItem, Verdict
 from ..judges.cache import VerdictCache
 from ..policy import Policy
@@ -54,7 +55,10 @@ class VerdictStore:
     def __init__(self, judge: Judge, policy: Policy, cache: VerdictCache, progress: bool = True) -> None:
         self.judge, self.policy, self.cache, self.progress = judge, policy, cache, progress
 
-    def resolve(self, items: Sequence[JudgeItem], stats: TriageStats, *, fresh: bool = False) -> list[Verdict]:
+    def resolve(self, items: Sequence[JudgeItem], stats: TriageStats, *, fresh: bool = False,
+                names: Sequence[str] | None = None) -> list[Verdict]:
+        """One verdict per item. ``names``: what each item is (a record and its response), put
+        before the message of a judge error about one item (a rule regex that ran out of time)."""
         verdicts: list[Verdict | None] = [None] * len(items)
         if not fresh:
             for i, v in self.cache.get_many(self.judge.identity, self.policy.hash, items).items():
@@ -73,6 +77,10 @@ class VerdictStore:
 
             try:
                 self.judge.judge(todo, self.policy, on_verdict=store)
+            except JudgeError as exc:
+                if exc.item is None or names is None:
+                    raise
+                raise JudgeError(f"{names[missing[exc.item]]}: {exc}") from None
             finally:
                 self.cache.commit()
                 bar.close()
@@ -98,21 +106,20 @@ def triage(
     on_unparseable: UnparseableRule = "retry",
     unparseable_retries: int = 2,
     progress: bool = True,
+    source: str | None = None,
 ) -> tuple[list[PreferencePair], TriageStats]:
     """Judge both responses of every pair and assign INVERT / PUNISH / RETAIN. Input records
-    that were triaged before are taken in their old order (:func:`old_pair`)."""
+    that were triaged before are taken in their old order (:func:`old_pair`). ``source``: the
+    file the pairs came from, named with the record in a judge error about one response."""
     start = time.perf_counter()
     stats = TriageStats(pairs=len(pairs))
+    names = _item_names(pairs, source)
     pairs = [replace(p, chosen=w, rejected=l, swapped=False) for p in pairs for _, w, l in [old_pair(p)]]
-    index: dict[JudgeItem, int] = {}
-    for pair in pairs:
-        x = prompt_text(pair.prompt)
-        for response in (pair.chosen, pair.rejected):
-            index.setdefault(JudgeItem(x, response_text(response)), len(index))
-    items = list(index)
+    items = list(names)
+    index = {item: i for i, item in enumerate(items)}
     stats.responses = len(items)
     store = VerdictStore(judge, policy, cache, progress)
-    verdicts = store.resolve(items, stats)
+    verdicts = store.resolve(items, stats, names=[names[item] for item in items])
     stats.abstentions = sum(v.abstained for v in verdicts)
     if on_unparseable == "retry":
         _retry_abstentions(store, items, verdicts, stats, unparseable_retries)
@@ -127,6 +134,20 @@ def triage(
             out.append(record)
     stats.wall_s = time.perf_counter() - start
     return out, stats
+
+
+def _item_names(pairs: Sequence[PreferencePair], source: str | None) -> dict[JudgeItem, str]:
+    """Every unique response to judge (in the order pairs give them: old winner, old loser),
+    named by the first record that holds it: ``FILE record 'ID' field 'chosen'`` (a triaged
+    record: its old winner or loser, whichever field the file keeps it in)."""
+    names: dict[JudgeItem, str] = {}
+    for p in pairs:
+        x = prompt_text(p.prompt)
+        sides = ("field 'chosen'", "field 'rejected'") if p.category is None else ("its old winner", "its old loser")
+        for response, side in zip(old_pair(p)[1:], sides):
+            names.setdefault(JudgeItem(x, response_text(response)),
+                             f"{source + ' ' if source else ''}record {shorten(p.id)} {side}")
+    return names
 
 
 def _retry_abstentions(store: VerdictStore, items: Sequence[JudgeItem], verdicts: list[Verdict],

@@ -7,7 +7,7 @@ import sys
 import time
 
 from ..judges.cache import VerdictCache
-from ..stage import summary_path
+from ..stage import output_digests, summary_path
 from .judging import triage
 from .relabel import attach_oracle_responses, gold_pairs, naive_pairs
 
@@ -64,6 +64,7 @@ def run(config, progress: bool = True) -> dict:
     summary: dict = {"stage": "triage", "policy": {"name": policy.name, "hash": policy.hash}, "judge": judge.identity}
     summary["policy_cases"] = cases.to_dict()
     summary.update(stats.to_dict())
+    summary["duplicates_removed"] = loaded.duplicates
     summary["skipped_invalid"] = len(loaded.skipped)
     summary["skipped_examples"] = [str(e) for e in loaded.skipped[:20]]
     if oracle_stats is not None:
@@ -73,16 +74,20 @@ def run(config, progress: bool = True) -> dict:
     summary["config"] = resolved(config)
     summary["produced_by"] = made
     summary["provenance"] = provenance()
+    summary["outputs"] = output_digests(summary_path(config.out), [config.out, config.gold_out, config.naive_out])
     write_json(summary_path(config.out), summary)
     return summary
 
 
 def _read(config):
-    """The pairs of ``config.data``; the first 20 records skipped as invalid are said on stderr."""
+    """The pairs of ``config.data``; the exact duplicates left out and the first 20 records
+    skipped as invalid are said on stderr."""
     from ..data import read_pairs
 
     loaded = read_pairs(config.data, split=config.split, skip_invalid=config.skip_invalid,
                         invert_order=config.invert_order)
+    if loaded.duplicates_line():
+        print(f"triage: {loaded.duplicates_line()}", file=sys.stderr)
     for err in loaded.skipped[:20]:
         print(f"skipped: {err}", file=sys.stderr)
     if len(loaded.skipped) > 20:
@@ -105,6 +110,7 @@ def _judge(config, pairs, policy, judge, progress: bool):
             on_unparseable=config.judge.on_unparseable,
             unparseable_retries=config.judge.unparseable_retries,
             progress=progress,
+            source=config.data,
         )
         oracle_stats = None
         if config.oracle is not None:

@@ -562,8 +562,36 @@ def os_error_line(exc: OSError) -> tuple[str, int]:
     return f"{where + ': ' if where else ''}{cause}{hint}", 1 if name in _ENVIRONMENT_ERRNOS else 2
 
 
+def _leave_process_group(clean: bool) -> None:
+    """Under ``accelerate launch``: tear the processes' ``torch.distributed`` group down before
+    the interpreter exits -- after a barrier when the command ended normally, so that no
+    process leaves while another still talks to it -- instead of leaving it to the interpreter's
+    exit, where a gloo group can abort a process ("terminate called without an active
+    exception"). After an error, no barrier: the other processes may never reach it."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return
+    if clean:
+        torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit status 2; faults of
+    """Console entry point (:func:`_main`), then the process group's teardown under
+    ``accelerate launch`` (:func:`_leave_process_group`)."""
+    status: Any = 1
+    try:
+        _main()
+        status = 0
+    except SystemExit as exc:
+        status = exc.code
+        raise
+    finally:
+        _leave_process_group(clean=status in (0, None))
+
+
+def _main() -> None:
+    """Run the command: user errors become one line on stderr and exit status 2; faults of
     the machine (disk full) one line and exit status 1; Ctrl-C one line and exit status 130."""
     import sqlite3
 

@@ -354,12 +354,15 @@ def eval_cmd(
         o = tpa["overall"]
         line += f"TPA {o['rate']:.1%} [{o['ci95'][0]:.1%}, {o['ci95'][1]:.1%}] (n={o['n']})"
         if tpa.get("balanced") is not None:
-            line += f", balanced {tpa['balanced']:.1%}"
+            line += f", balanced (must-help, must-refuse) {tpa['balanced']:.1%}"
     acc = metrics["utility"]["benign_accuracy"]
     if acc:
         line += f", benign accuracy {acc['rate']:.1%}"
+    unclassified = metrics.get("attacks_unclassified") or {}
     for name, r in metrics.get("attacks", {}).items():
         line += f", ASR[{name}] {r['rate']:.1%}"
+        if (u := (unclassified.get(name) or {}).get("rate")):
+            line += f" ({u:.1%} unclassified)"
     typer.echo(line + f" -> {cfg.out}")
     if isinstance(metrics.get("baseline"), dict):
         _echo_before_after({"before": metrics["baseline"], "after": metrics})

@@ -106,7 +106,8 @@ def evaluate_state(generate, store, stats, policy, config, rows, attacks, templa
             wrapped = [wrap(template, prompt_text(a["prompt"])) for a in attacks]
             responses = generate(wrapped)
             prompts = [prompt_text(a["prompt"]) for a in attacks]
-            verdicts, outcomes.attacks[name] = _judge(store, stats, prompts, responses, config.judge.on_unparseable)
+            verdicts = store.resolve([JudgeItem(p, r) for p, r in zip(prompts, responses)], stats)
+            outcomes.attacks[name] = verdicts
             for a, w, response, v in zip(attacks, wrapped, responses, verdicts):
                 records.append({"id": f"{a['id']}/{name}", "set": f"attack:{name}", "prompt": w, "response": response,
                                 "compliant": v.compliant, "raw": v.raw})

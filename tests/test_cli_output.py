@@ -32,3 +32,17 @@ def test_quiet_triage_prints_its_result_line_only(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert done.stdout.count("\n") == 1 and done.stdout.startswith("triaged 36 pairs")
+    # no judge configured: the line says which judge decided, and that it is the default (issue 27 item 15)
+    assert " by judge rules/v2 (the default: no judge configured) -> " in done.stdout
+    named = subprocess.run([*argv, "--judge", "rules"], capture_output=True, text=True, env=ENV)
+    assert named.returncode == 0, named.stderr
+    assert " by judge rules/v2 -> " in named.stdout
+
+
+def test_a_hosted_judge_is_named_with_its_endpoint_and_no_secret():
+    from realign.cli import _judge_named
+    from realign.config import JudgeConfig
+
+    config = JudgeConfig(backend="openai", model="gpt-4o", base_url="https://me:s3cret@llm.example:8443/v1?key=abc")
+    named = _judge_named(config, "openai/gpt-4o/v3/endpoint-0123456789")
+    assert named == "judge openai/gpt-4o/v3/endpoint-0123456789 at https://llm.example:8443/v1"

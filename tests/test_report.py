@@ -136,6 +136,7 @@ def test_html_report_numbers_and_embedded_figures(runs, tmp_path):
     out = build_report(runs, tmp_path / "report.html")
     page = out.read_text(encoding="utf-8")
 
+    assert "judge: rules/v1 · generated" in page  # the header names the judge that decided (issue 27 item 15)
     # comparison table: TPA with its interval, balanced, pooled ASR, benign accuracy, degenerate rate
     assert "72.5% (66.5–78.5)" in page and "88.0%" in page
     assert "70.0%" in page and "87.5%" in page  # balanced

@@ -155,8 +155,22 @@ def triage(
         f"triaged {sum(c.values())} pairs: INVERT {c['INVERT']} · PUNISH {c['PUNISH']} · RETAIN {c['RETAIN']}"
         f" · dropped {summary['dropped']} · skipped {summary['skipped_invalid']}"
         f" | judged {summary['judged']} responses ({summary['judge_calls']} calls, {summary['cache_hits']} cache hits)"
-        f" -> {cfg.out}"
+        f" by {_judge_named(cfg.judge, summary['judge'])} -> {cfg.out}"
     )
+
+
+def _judge_named(config: JudgeConfig, identity: str) -> str:
+    """Which judge decided, as output names it: its identity (backend, model, prompt format;
+    never a key), a hosted judge's endpoint (no credentials, no query) and, where the config
+    names no judge backend, that the rules judge decided as the default."""
+    named = f"judge {identity}"
+    if config.backend == "openai":
+        from .judges.openai_compat import endpoint_of
+
+        named += f" at {endpoint_of(config)}"
+    if "backend" not in config.model_fields_set:
+        named += " (the default: no judge configured)"
+    return named
 
 
 @app.command()
@@ -445,11 +459,14 @@ def run_cmd(
 ) -> None:
     """The whole pipeline: triage -> score -> train -> eval -> report (a stage whose output was produced by the same settings and inputs is skipped)."""
     from .pipeline import load
+    from .stage import summary_path
 
     pipeline = load(config, {"out": out} if out else None)
     done = pipeline.execute(progress=not quiet)
+    triaged = json.loads(summary_path(pipeline.triage.out).read_text(encoding="utf-8"))
     for stage, status in done.items():
-        typer.echo(f"{stage:<24} {status}")
+        judged = f" · {_judge_named(pipeline.run.judge, triaged['judge'])}" if stage == "triage" else ""
+        typer.echo(f"{stage:<24} {status}{judged}")
     columns = {}
     for name, cfg in pipeline.eval.items():
         try:

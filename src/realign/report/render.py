@@ -72,7 +72,9 @@ def _html_table(table: Table) -> str:
 def _title_block(found: RunData) -> tuple[str, str]:
     runs = sorted({run_name(s.run) for s in found.all})
     created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return "Re-alignment report", f"{len(runs)} run folder{'s' if len(runs) != 1 else ''}: {', '.join(runs)} · generated {created}"
+    judges = sorted({str(s.data["judge"]) for s in (*found.evals, *found.triage) if s.data.get("judge")})
+    return "Re-alignment report", (f"{len(runs)} run folder{'s' if len(runs) != 1 else ''}: {', '.join(runs)}"
+                                   + (f" · judge: {', '.join(judges)}" if judges else "") + f" · generated {created}")
 
 
 def render_html(sections: list[Section], found: RunData) -> str:

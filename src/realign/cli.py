@@ -5,6 +5,7 @@ outputs. Errors a user can cause print one line (``error: ...``), never a traceb
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -71,11 +72,16 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def _silence_libraries(quiet: bool) -> bool:
-    """``-q`` also silences the progress bars of the libraries underneath (weight loading)."""
+    """``-q`` also silences the progress bars of the libraries underneath: transformers' (weight
+    loading) and datasets' ("Generating train split" when data is read through it)."""
     if quiet:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
+        if "datasets" in sys.modules:
+            sys.modules["datasets"].disable_progress_bars()
+        else:  # datasets reads its switch when first imported, which no command does before this
+            os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
     return quiet
 
 

@@ -8,8 +8,9 @@ named directly. The report then shows
 
 * a comparison table across runs and methods: Target Policy Agreement (TPA) overall with its
   95 % interval, slice-mean and balanced agreement, attack success and unclassified attack
-  responses (pooled over the jailbreak templates), benign accuracy, degenerate and harmful rates, perplexity and KL to the reference; the
-  base model's numbers ("before") as their own rows;
+  responses (pooled over the jailbreak templates), benign accuracy, degenerate and harmful
+  rates, perplexity and KL to the reference; the base model's numbers ("before") as their own
+  rows;
 * TPA per slice (and on the triaged-prompt slices INVERT / PUNISH / RETAIN), as a table and
   as a grouped bar chart before and after, with the 95 % intervals as error bars;
 * attack success per jailbreak template (table and chart);

@@ -218,7 +218,7 @@ def _attack_section(rows: list[Row]) -> Section | None:
     section.blocks.append(Table("", ["Run", *templates], table_rows, [r.baseline for r in rows],
                                 "Share of harmful requests answered in violation of the policy (lower is better), "
                                 "95% interval in parentheses; control = the request without a jailbreak wrapper. "
-                                "Responses the judge could not classify are no success (Comparison: Unclassified)."))
+                                "Responses the judge could not classify are no success (Comparison: Unclassified (attacks))."))
     values = [[(r.numbers.get("attacks") or {}).get(t) for t in templates] for r in rows]
     png = grouped_bars("Attack success rate by jailbreak template", [("", templates, values)],
                        [(r.label, r.baseline) for r in rows], "attack success (%)", auto_ylim=True)

@@ -423,7 +423,8 @@ def _pooled(by_slice: dict, slices: set[str]) -> float | None:
 def outcomes(metrics_path: Path, data: Path, spec: dict) -> dict:
     """One evaluation's figures from its metrics.json: agreement (overall, balanced, changed /
     unchanged slices, must-help / must-refuse, per slice), HarmBench refusal rate without and
-    under each jailbreak template (1 − attack success), benign accuracy, degenerate rate, KL."""
+    under each jailbreak template (1 − attack success − unclassified), benign accuracy,
+    degenerate rate, KL."""
     metrics = _json(metrics_path)
     tpa, changed = metrics["tpa"], changed_slices(data, spec)
     by_slice = tpa["by_slice"]
@@ -432,9 +433,10 @@ def outcomes(metrics_path: Path, data: Path, spec: dict) -> dict:
            "changed_slices": _pooled(by_slice, changed), "unchanged_slices": _pooled(by_slice, set(by_slice) - changed),
            "must_help": rate(tpa.get("must_help")), "must_refuse": rate(tpa.get("must_refuse")),
            "harmbench_refusal": rate(by_slice.get("harmbench"))}
+    unclassified = metrics.get("attacks_unclassified") or {}
     for name, attack in (metrics.get("attacks") or {}).items():
         if name != "control":  # the held-out behaviours unwrapped: harmbench_refusal
-            row[f"refusal:{name}"] = None if rate(attack) is None else 1 - rate(attack)
+            row[f"refusal:{name}"] = None if rate(attack) is None else 1 - rate(attack) - (rate(unclassified.get(name)) or 0)
     row.update({"benign_accuracy": rate(metrics["utility"].get("benign_accuracy")),
                 "degenerate": rate(metrics.get("degenerate_rate")),
                 "kl_to_reference": metrics["utility"].get("kl_to_reference"),

@@ -42,10 +42,11 @@ def test_demo_prints_the_before_after_table_and_resumes(quick_demo):
     assert f"report: {quick_demo / 'report.html'}" in out and (quick_demo / "report.html").is_file()
     assert (quick_demo / "run_config.yaml").is_file() and (quick_demo / "train" / "trace").is_dir()
     # the report of a real run says what its numbers are: the base model is the (before) row, and
-    # Balanced is defined as what the synthetic prompts make it (they state the expected behaviour)
+    # balanced agreement is there, as the synthetic prompts state the expected behaviour, beside the slice mean
     report = (quick_demo / "report.md").read_text()
     assert "| *base (before)* |" in report and "Rows marked (before) are the model before re-alignment" in report
-    assert "Balanced: mean of the must-help and must-refuse rates" in report
+    header = next(line for line in report.splitlines() if line.startswith("| Run | TPA"))
+    assert "Balanced (help/refuse)" in header and "Slice mean" in header
     assert "## Responses" in report and "### Response styles" in report
     # a second run finds every stage's output and redoes nothing
     again = CliRunner().invoke(app, ["demo", "--out", str(quick_demo), "-q"])

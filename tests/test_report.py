@@ -22,7 +22,8 @@ def rate(r: float, n: int = 200) -> dict:
 
 
 BASELINE = {
-    "tpa": {"overall": rate(0.52), "by_slice": {"must_help": rate(0.085), "must_refuse": rate(0.93)}, "balanced": 0.5075},
+    "tpa": {"overall": rate(0.52), "by_slice": {"must_help": rate(0.085), "must_refuse": rate(0.93)},
+            "must_help": rate(0.085), "must_refuse": rate(0.93), "balanced": 0.5075},
     "triage_slices": {"INVERT": rate(0.10, 40), "PUNISH": rate(0.55, 40), "RETAIN": rate(0.95, 40)},
     "attacks": {"control": rate(0.05, 60), "fictional_nesting": rate(0.40, 60), "refusal_suppression": rate(0.30, 60)},
     "utility": {"benign_accuracy": rate(0.81, 100), "perplexity": 12.25, "kl_to_reference": 0.0},
@@ -42,7 +43,7 @@ def metrics(label: str, tpa: float, balanced: float, slices: tuple[float, float]
         "tpa": {
             "overall": rate(tpa),
             "by_slice": {"must_help": rate(slices[0]), "must_refuse": rate(slices[1])},
-            "balanced": balanced,
+            "must_help": rate(slices[0]), "must_refuse": rate(slices[1]), "balanced": balanced,
         },
         "triage_slices": {"INVERT": rate(0.6, 40), "PUNISH": rate(0.75, 40), "RETAIN": rate(0.9, 40)},
         "attacks": {"control": rate(0.05, 60), "fictional_nesting": rate(asr[0], 60), "refusal_suppression": rate(asr[1], 60)},
@@ -135,6 +136,7 @@ def test_html_report_numbers_and_embedded_figures(runs, tmp_path):
     out = build_report(runs, tmp_path / "report.html")
     page = out.read_text(encoding="utf-8")
 
+    assert "judge: rules/v1 · generated" in page  # the header names the judge that decided (issue 27 item 15)
     # comparison table: TPA with its interval, balanced, pooled ASR, benign accuracy, degenerate rate
     assert "72.5% (66.5–78.5)" in page and "88.0%" in page
     assert "70.0%" in page and "87.5%" in page  # balanced
@@ -249,15 +251,18 @@ def _pipeline_layout(tmp_path: Path, slice_name: str = "must_help", expected: bo
     return run
 
 
-def test_the_base_model_run_is_the_before_row_and_the_caption_says_what_balanced_is(tmp_path):
-    run = _pipeline_layout(tmp_path)
+def test_the_base_model_run_is_the_before_row_and_balanced_and_slice_mean_have_their_own_columns(tmp_path):
+    run = _pipeline_layout(tmp_path)  # metrics.json written when `balanced` also meant the slice mean
     text = build_report([run], tmp_path / "r.md").read_text()
     assert "| *base (before)* |" in text and "Rows marked (before) are the model before re-alignment" in text
     assert "No base-model" not in text and "/cache/models" not in text.split("## Sources")[0]
-    assert "Balanced: mean of the per-slice rates (the prompts do not say" in text
+    header = next(line for line in text.splitlines() if line.startswith("| Run | TPA"))
+    assert "Slice mean" in header and "Balanced" not in header  # no must-help/must-refuse: no balanced agreement
     run2 = _pipeline_layout(tmp_path / "b", expected=True)
     text2 = build_report([run2], tmp_path / "r2.md").read_text()
-    assert "Balanced: mean of the must-help and must-refuse rates" in text2
+    header2 = next(line for line in text2.splitlines() if line.startswith("| Run | TPA"))
+    assert "Slice mean" in header2 and "Balanced (help/refuse)" in header2
+    assert "Balanced (help/refuse): the mean of the must-help and must-refuse rates" in text2
 
 
 def test_example_responses_and_style_counts_are_shown_escaped(tmp_path):

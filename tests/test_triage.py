@@ -306,7 +306,8 @@ def test_a_rule_regex_that_runs_out_of_time_names_the_record(tmp_path, monkeypat
 
     monkeypatch.setattr(rules, "RULE_TIMEOUT_S", 0.2)
     policy = Policy.from_dict({"name": "hostile", "text": "Be kind.",
-                               "rules": {"styles": {"loop": ["(x+x+)+y"]}, "requirements": [{"allow": ["loop"]}]}})
+                               "rules": {"styles": {"loop": ["(x+x+)+y"], "refusal": ["I can't"]},
+                                         "requirements": [{"allow": ["loop"]}]}})
     pairs = [PreferencePair("fine", "q", "ok", "no"), PreferencePair("slow", "q2", "fine", "x" * 3000)]
     with VerdictCache(tmp_path / "c.sqlite") as cache, pytest.raises(JudgeError) as info:
         triage(pairs, policy, RulesJudge(), cache, progress=False, source="data.jsonl")

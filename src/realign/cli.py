@@ -5,6 +5,7 @@ outputs. Errors a user can cause print one line (``error: ...``), never a traceb
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -71,11 +72,16 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def _silence_libraries(quiet: bool) -> bool:
-    """``-q`` also silences the progress bars of the libraries underneath (weight loading)."""
+    """``-q`` also silences the progress bars of the libraries underneath: transformers' (weight
+    loading) and datasets' ("Generating train split" when data is read through it)."""
     if quiet:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
+        if "datasets" in sys.modules:
+            sys.modules["datasets"].disable_progress_bars()
+        else:  # datasets reads its switch when first imported, which no command does before this
+            os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
     return quiet
 
 
@@ -158,8 +164,22 @@ def triage(
         f" · dropped {summary['dropped']} · skipped {summary['skipped_invalid']}"
         + (f" · duplicates removed {summary['duplicates_removed']}" if summary["duplicates_removed"] else "")
         + f" | judged {summary['judged']} responses ({summary['judge_calls']} calls, {summary['cache_hits']} cache hits)"
-        f" -> {cfg.out}"
+        f" by {_judge_named(cfg.judge, summary['judge'])} -> {cfg.out}"
     )
+
+
+def _judge_named(config: JudgeConfig, identity: str) -> str:
+    """Which judge decided, as output names it: its identity (backend, model, prompt format;
+    never a key), a hosted judge's endpoint (no credentials, no query) and, where the config
+    names no judge backend, that the rules judge decided as the default."""
+    named = f"judge {identity}"
+    if config.backend == "openai":
+        from .judges.openai_compat import endpoint_of
+
+        named += f" at {endpoint_of(config)}"
+    if "backend" not in config.model_fields_set:
+        named += " (the default: no judge configured)"
+    return named
 
 
 @app.command()
@@ -357,12 +377,15 @@ def eval_cmd(
         o = tpa["overall"]
         line += f"TPA {o['rate']:.1%} [{o['ci95'][0]:.1%}, {o['ci95'][1]:.1%}] (n={o['n']})"
         if tpa.get("balanced") is not None:
-            line += f", balanced {tpa['balanced']:.1%}"
+            line += f", balanced (must-help, must-refuse) {tpa['balanced']:.1%}"
     acc = metrics["utility"]["benign_accuracy"]
     if acc:
         line += f", benign accuracy {acc['rate']:.1%}"
+    unclassified = metrics.get("attacks_unclassified") or {}
     for name, r in metrics.get("attacks", {}).items():
         line += f", ASR[{name}] {r['rate']:.1%}"
+        if (u := (unclassified.get(name) or {}).get("rate")):
+            line += f" ({u:.1%} unclassified)"
     typer.echo(line + f" -> {cfg.out}")
     if isinstance(metrics.get("baseline"), dict):
         _echo_before_after({"before": metrics["baseline"], "after": metrics})
@@ -445,11 +468,14 @@ def run_cmd(
 ) -> None:
     """The whole pipeline: triage -> score -> train -> eval -> report (a stage whose output was produced by the same settings and inputs is skipped)."""
     from .pipeline import load
+    from .stage import summary_path
 
     pipeline = load(config, {"out": out} if out else None)
     done = pipeline.execute(progress=not quiet)
+    triaged = json.loads(summary_path(pipeline.triage.out).read_text(encoding="utf-8"))
     for stage, status in done.items():
-        typer.echo(f"{stage:<24} {status}")
+        judged = f" · {_judge_named(pipeline.run.judge, triaged['judge'])}" if stage == "triage" else ""
+        typer.echo(f"{stage:<24} {status}{judged}")
     columns = {}
     for name, cfg in pipeline.eval.items():
         try:
@@ -655,8 +681,36 @@ def os_error_line(exc: OSError) -> tuple[str, int]:
     return f"{where + ': ' if where else ''}{cause}{hint}", 1 if name in _ENVIRONMENT_ERRNOS else 2
 
 
+def _leave_process_group(clean: bool) -> None:
+    """Under ``accelerate launch``: tear the processes' ``torch.distributed`` group down before
+    the interpreter exits -- after a barrier when the command ended normally, so that no
+    process leaves while another still talks to it -- instead of leaving it to the interpreter's
+    exit, where a gloo group can abort a process ("terminate called without an active
+    exception"). After an error, no barrier: the other processes may never reach it."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return
+    if clean:
+        torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit status 2; faults of
+    """Console entry point (:func:`_main`), then the process group's teardown under
+    ``accelerate launch`` (:func:`_leave_process_group`)."""
+    status: Any = 1
+    try:
+        _main()
+        status = 0
+    except SystemExit as exc:
+        status = exc.code
+        raise
+    finally:
+        _leave_process_group(clean=status in (0, None))
+
+
+def _main() -> None:
+    """Run the command: user errors become one line on stderr and exit status 2; faults of
     the machine (disk full) one line and exit status 1; Ctrl-C one line and exit status 130."""
     import sqlite3
 

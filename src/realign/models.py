@@ -15,6 +15,7 @@ import json
 import os
 import re
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
@@ -390,10 +391,69 @@ def _fold_system(messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:
     return [first, *messages[2:]]
 
 
+#: Stands for a quoted literal while a chat is rendered (:func:`quote_specials`): a private-use
+#: character, which no chat template writes.
+_MARK = "\U000f8000"
+
+
+def _literals(tokenizer: "PreTrainedTokenizerBase") -> tuple[str, ...]:
+    """What a message may not spell as a token: every string the tokenizer reads as a special
+    token (its special tokens and the added tokens marked special), longest first, and
+    :data:`_MARK` itself (so a content holding it is quoted too, and nothing is lost)."""
+    specials = set(tokenizer.all_special_tokens)
+    specials |= {t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special}
+    return (*sorted((t for t in specials if t), key=lambda t: (-len(t), t)), _MARK)
+
+
+@lru_cache(maxsize=16)
+def _literal_pattern(literals: tuple[str, ...]) -> "re.Pattern[str]":
+    return re.compile("|".join(re.escape(t) for t in literals))
+
+
+def quote_specials(tokenizer: "PreTrainedTokenizerBase", messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    """``messages`` with every special-token string inside a content (``</s>``,
+    ``<|assistant|>``, ...) replaced by a placeholder. Data is data: rendered through the chat
+    template and encoded with :func:`encode_rendered`, the placeholders become the text they
+    stand for, never the special tokens, so a record cannot open or close a turn. Messages
+    without such strings come back unchanged."""
+    literals = _literals(tokenizer)
+    pattern = _literal_pattern(literals)
+    index = {t: i for i, t in enumerate(literals)}
+
+    def quote(content: str) -> str:
+        return pattern.sub(lambda m: f"{_MARK}{index[m.group()]}{_MARK}", content)
+
+    return [{**m, "content": quote(m["content"])} if isinstance(m.get("content"), str) else m for m in messages]
+
+
+def encode_rendered(tokenizer: "PreTrainedTokenizerBase", text: str, add_special_tokens: bool) -> list[int]:
+    """Token ids of ``text``, rendered (:func:`render_chat`) from :func:`quote_specials`'
+    messages: the template's own special tokens are special tokens, each quoted string is
+    encoded as plain text (special-token parsing off). ``add_special_tokens`` as
+    :func:`render_chat` returns it: True marks plain ``User:``/``Assistant:`` blocks, which hold
+    no template tokens, so all of such a text is read as text. Without quoted strings this is
+    the tokenizer's own encoding of ``text``."""
+    if _MARK not in text:
+        return tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
+    literals = _literals(tokenizer)
+    pieces = text.split(_MARK)  # template text and quoted literals' indices, alternating
+    if add_special_tokens:
+        plain = "".join(literals[int(p)] if i % 2 else p for i, p in enumerate(pieces))
+        return tokenizer(plain, add_special_tokens=True, split_special_tokens=True)["input_ids"]
+    ids: list[int] = []
+    for i, piece in enumerate(pieces):
+        if piece:
+            literal = bool(i % 2)
+            ids += tokenizer(literals[int(piece)] if literal else piece, add_special_tokens=False,
+                             split_special_tokens=literal)["input_ids"]
+    return ids
+
+
 def encode_chat(tokenizer: "PreTrainedTokenizerBase", messages: Sequence[dict[str, str]]) -> list[int]:
-    """Token ids of :func:`render_chat`'s prompt."""
-    text, special = render_chat(tokenizer, messages)
-    return tokenizer(text, add_special_tokens=special)["input_ids"]
+    """Token ids of :func:`render_chat`'s prompt, the messages' contents read as text
+    (:func:`quote_specials`)."""
+    text, special = render_chat(tokenizer, quote_specials(tokenizer, messages))
+    return encode_rendered(tokenizer, text, special)
 
 
 def pad_left(

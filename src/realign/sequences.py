@@ -5,7 +5,9 @@ the chat template with the generation prompt, or plain ``User:/Assistant:`` bloc
 response is what the template writes for the assistant turn after that (its end-of-turn
 token included), or the response text and eos without a template. Impact scoring, training
 and evaluation all call :func:`encode`, so the gold batch, per-sample scores and the training
-loss see identical tokens (the reference code formats them differently; we do not).
+loss see identical tokens (the reference code formats them differently; we do not). Message
+contents are data: a special token's text inside them (``</s>``, ``<|assistant|>``) is encoded
+as text (:func:`realign.models.quote_specials`), never as the token, here as in generation.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 from .data import Text
-from .models import render_chat
+from .models import encode_rendered, quote_specials, render_chat
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -111,11 +113,11 @@ def encode(tokenizer: "PreTrainedTokenizerBase", prompt: Text, response: Text, m
     the tokens kept are the same."""
     budget = char_budget(tokenizer, max_length)
     prompt, response = cut_text(prompt, budget, "tail"), cut_text(response, budget, "head")
-    messages = prompt_messages(prompt)
+    messages = quote_specials(tokenizer, prompt_messages(prompt))
     prompt_text, special = render_chat(tokenizer, messages)
-    p_ids = tokenizer(prompt_text, add_special_tokens=special)["input_ids"]
-    r_text = _render_response(tokenizer, messages, prompt_text, response_messages(response))
-    r_ids = tokenizer(r_text, add_special_tokens=False)["input_ids"]
+    p_ids = encode_rendered(tokenizer, prompt_text, special)
+    r_text = _render_response(tokenizer, messages, prompt_text, quote_specials(tokenizer, response_messages(response)))
+    r_ids = encode_rendered(tokenizer, r_text, False)
     truncated = len(p_ids) + len(r_ids) > max_length
     if truncated:
         room_for_prompt = max_length - min(len(r_ids), max_length // 2)

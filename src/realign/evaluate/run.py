@@ -112,8 +112,8 @@ def evaluate_state(generate, store, stats, policy, config, rows, attacks, templa
             responses = generate(wrapped)
             prompts = [prompt_text(a["prompt"]) for a in attacks]
             names = [f"{config.attacks} row {shorten(a['id'])}: its response wrapped in {name!r}" for a in attacks]
-            verdicts, outcomes.attacks[name] = _judge(store, stats, prompts, responses, config.judge.on_unparseable,
-                                                      names)
+            verdicts = store.resolve([JudgeItem(p, r) for p, r in zip(prompts, responses)], stats, names=names)
+            outcomes.attacks[name] = verdicts
             for a, w, response, v in zip(attacks, wrapped, responses, verdicts):
                 records.append({"id": f"{a['id']}/{name}", "set": f"attack:{name}", "prompt": w, "response": response,
                                 "compliant": v.compliant, "raw": v.raw})

@@ -276,7 +276,6 @@ class HFPairwiseJudge(NextTokenJudgeModel):
     def _ids(self, policy: Policy, item: PairItem) -> list[int]:
         from ..models import encode_chat
 
-        item = PairItem(self.defuse(item.prompt), self.defuse(item.first), self.defuse(item.second))
         return encode_chat(self.tokenizer, pairwise_messages(policy, item))
 
     def encode(self, policy: Policy, item: PairItem) -> tuple[list[int], str]:

@@ -49,7 +49,6 @@ class HFJudge(NextTokenJudgeModel):
 
     # -- inputs --------------------------------------------------------------------------
     def _encode(self, policy: Policy, item: JudgeItem) -> list[int]:
-        item = JudgeItem(self.defuse(item.prompt), self.defuse(item.response))
         return encode_chat(self.tokenizer, judge_messages(policy, item))
 
     def encode(self, policy: Policy, item: JudgeItem) -> tuple[list[int], str]:

@@ -72,9 +72,6 @@ class NextTokenJudgeModel:
                 f"judge model {config.model!r}: none of the spellings of {missing[0]!r} is a single token "
                 "in its vocabulary, so its answer cannot be read from one next-token distribution"
             )
-        specials = set(self.tokenizer.all_special_tokens)
-        specials |= {t.content for t in getattr(self.tokenizer, "added_tokens_decoder", {}).values() if t.special}
-        self._specials = sorted((t for t in specials if len(t) > 1), key=len, reverse=True)
         fingerprint = model_fingerprint(config.model)
         self.identity = f"hf/{config.model}/{format_version}" + (f"/{fingerprint}" if fingerprint else "")
         self.calls = 0
@@ -136,15 +133,6 @@ class NextTokenJudgeModel:
             raise JudgeError(f"judge model {self.config.model!r}: cannot fit an input into {limit} tokens")
         parts = [f"{name} kept {k} of {n} tokens" for name, k, n in zip(names, keep, lengths) if k < n]
         return ids, "truncated (" + ", ".join(parts) + ")"
-
-    def defuse(self, text: str) -> str:
-        """Special-token strings inside judged text stay text: a response that writes
-        "<|im_start|>system" must not become the model's own role tokens (a zero-width space
-        after the first character keeps the tokenizer from matching them)."""
-        for special in self._specials:
-            if special in text:
-                text = text.replace(special, special[0] + "\u200b" + special[1:])
-        return text
 
     def answer_scores(self, sequences: list[list[int]]) -> AnswerScores:
         """The answers' pooled log-probabilities for a batch of token-id sequences, read at

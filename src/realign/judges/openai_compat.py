@@ -90,6 +90,16 @@ def _display_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def base_url_of(config: EndpointConfig) -> str:
+    """The endpoint a config asks: its ``base_url``, else ``$OPENAI_BASE_URL``, else OpenAI's."""
+    return (config.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+
+
+def endpoint_of(config: EndpointConfig) -> str:
+    """The endpoint a config asks, as messages and run output show it (:func:`_display_url`)."""
+    return _display_url(base_url_of(config))
+
+
 def _parse_retry_after(headers: Any) -> float | None:
     """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
     if headers is None:
@@ -304,8 +314,7 @@ class ChatClient:
         self.config = config
         self.role = role
         self.model = config.model
-        base_url = config.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
-        self.base_url = base_url.rstrip("/")
+        self.base_url = base_url_of(config)
         self.endpoint = _display_url(self.base_url)
         #: names the endpoint in cache identities without revealing it (a hash of scheme, host,
         #: port and path): another server with the same model name is another judge

@@ -7,9 +7,10 @@ named ``metrics.json`` (``realign eval``), ``*.summary.json`` with ``"stage": "t
 named directly. The report then shows
 
 * a comparison table across runs and methods: Target Policy Agreement (TPA) overall with its
-  95 % interval, balanced agreement, attack success (pooled over the jailbreak templates),
-  benign accuracy, degenerate and harmful rates, perplexity and KL to the reference; the
-  base model's numbers ("before") as their own rows;
+  95 % interval, slice-mean and balanced agreement, attack success and unclassified attack
+  responses (pooled over the jailbreak templates), benign accuracy, degenerate and harmful
+  rates, perplexity and KL to the reference; the base model's numbers ("before") as their own
+  rows;
 * the evaluation sections below once per policy the runs were judged under (numbers under
   different policies are never side by side), the policy named in the header and above each
   of their tables;

@@ -77,8 +77,9 @@ def _title_block(found: RunData) -> tuple[str, str]:
     policies = [policy or "not recorded" for policy, _ in policy_groups(found)] if found.evals else []
     judged = (f" · policy {policies[0]}" if len(policies) == 1 else
               f" · {len(policies)} policies, reported apart: {'; '.join(policies)}" if policies else "")
-    return "Re-alignment report", (f"{len(runs)} run folder{'s' if len(runs) != 1 else ''}: {', '.join(runs)}{judged} · "
-                                   f"generated {created}")
+    judges = sorted({str(s.data["judge"]) for s in (*found.evals, *found.triage) if s.data.get("judge")})
+    return "Re-alignment report", (f"{len(runs)} run folder{'s' if len(runs) != 1 else ''}: {', '.join(runs)}{judged}"
+                                   + (f" · judge: {', '.join(judges)}" if judges else "") + f" · generated {created}")
 
 
 def render_html(sections: list[Section], title: str, meta: str, command: str = "realign report") -> str:

@@ -114,19 +114,6 @@ def _rows(found: RunData) -> list[Row]:
     return rows
 
 
-def _balanced_meaning(rows: list[Row]) -> str:
-    """What the Balanced column is, from the metrics themselves (see ``evaluate.tpa.agreement``)."""
-    kinds = {("must-help" if "must_help" in (r.numbers.get("tpa") or {}) else "slices") for r in rows
-             if (r.numbers.get("tpa") or {}).get("balanced") is not None}
-    if kinds == {"must-help"}:
-        return ("Balanced: mean of the must-help and must-refuse rates (prompts whose expected behaviour under "
-                "this policy is a helpful answer, resp. a refusal).")
-    if kinds == {"slices"}:
-        return "Balanced: mean of the per-slice rates (the prompts do not say which behaviour the policy expects)."
-    return ("Balanced: mean of the must-help and must-refuse rates where the prompts say which behaviour the policy "
-            "expects, else the mean of the per-slice rates.")
-
-
 def _ordered_union(dicts: Iterable[Any]) -> list[str]:
     out: list[str] = []
     for d in dicts:
@@ -188,8 +175,12 @@ def _comparison_section(found: RunData, rows: list[Row]) -> Section:
     section.blocks.append(Table(
         "", header, table_rows, [r.baseline for r in rows],
         "Rates in percent. TPA: share of responses the judge finds compliant with the new policy (higher is "
-        "better), 95% Wilson interval in parentheses. " + _balanced_meaning(rows) + " ASR: attack success "
-        "rate, pooled over the jailbreak templates (lower is better)."
+        "better), 95% Wilson interval in parentheses. Slice mean: the mean of the per-slice rates. Balanced "
+        "(help/refuse): the mean of the must-help and must-refuse rates (prompts whose expected behaviour under this "
+        "policy is a helpful answer, resp. a refusal), where the prompts say so. ASR: attack success "
+        "rate, pooled over the jailbreak templates (lower is better): responses the judge finds violating. "
+        "Unclassified (attacks): responses it could not classify (an abstention, or no style the rules know, "
+        "as a refusal in other words), counted neither as a success nor as resisted."
         + (" Rows marked (before) are the model before re-alignment." if any(r.baseline for r in rows) else ""),
     ))
     return section
@@ -236,7 +227,8 @@ def _attack_section(rows: list[Row]) -> Section | None:
                   for r in rows]
     section.blocks.append(Table("", ["Run", *templates], table_rows, [r.baseline for r in rows],
                                 "Share of harmful requests answered in violation of the policy (lower is better), "
-                                "95% interval in parentheses; control = the request without a jailbreak wrapper."))
+                                "95% interval in parentheses; control = the request without a jailbreak wrapper. "
+                                "Responses the judge could not classify are no success (Comparison: Unclassified (attacks))."))
     values = [[(r.numbers.get("attacks") or {}).get(t) for t in templates] for r in rows]
     png = grouped_bars("Attack success rate by jailbreak template", [("", templates, values)],
                        [(r.label, r.baseline) for r in rows], "attack success (%)", auto_ylim=True)

@@ -34,10 +34,10 @@ def test_quiet_triage_prints_its_result_line_only(tmp_path):
     assert done.stderr == ""
     assert done.stdout.count("\n") == 1 and done.stdout.startswith("triaged 36 pairs")
     # no judge configured: the line says which judge decided, and that it is the default (issue 27 item 15)
-    assert " by judge rules/v2 (the default: no judge configured) -> " in done.stdout
+    assert " by judge rules/v3 (the default: no judge configured) -> " in done.stdout
     named = subprocess.run([*argv, "--judge", "rules"], capture_output=True, text=True, env=ENV)
     assert named.returncode == 0, named.stderr
-    assert " by judge rules/v2 -> " in named.stdout
+    assert " by judge rules/v3 -> " in named.stdout
 
 
 def test_a_hosted_judge_is_named_with_its_endpoint_and_no_secret():
@@ -91,4 +91,4 @@ report: false
     stage_line = re.compile(r"\[(triage|score|train:[\w-]+|eval:[\w-]+)\] (running|skipped|rerunning)")
     assert all(stage_line.match(line) for line in done.stderr.splitlines()), done.stderr  # the stages' own lines
     # the judge was left out: the triage row says the rules judge decided, as the default (item 15)
-    assert "judge rules/v2 (the default: no judge configured)" in done.stdout.splitlines()[0]
+    assert "judge rules/v3 (the default: no judge configured)" in done.stdout.splitlines()[0]

@@ -145,7 +145,7 @@ CASES = [
     Case("eval-empty-prompts-file", "eval", ["{tmp}/prompts.jsonl", "no records (nothing to evaluate on)"], {"prompts.jsonl": ""}),
     Case("policy-rules-that-cannot-decide", "triage", ["policy 'p'", "no requirements and no forbidden patterns", "default verdict ('compliant')"], {"policy.yaml": "name: p\ntext: Be kind.\nrules: {}\n"}, ["--policy", "{tmp}/policy.yaml"]),
     Case("cache-is-the-data-file", "triage", ["{tmp}/data.jsonl is not a verdict cache (an SQLite database)", "did you mean --data"], {}, ["--cache", "{tmp}/data.jsonl"]),
-    Case("rule-regex-out-of-time-names-the-record", "triage", ["{tmp}/data.jsonl record 'slow' field 'rejected'", "rules.styles.loop[0]", "catastrophic backtracking"], {"data.jsonl": lines(rec(id="slow", rejected="x" * 3000)), "policy.yaml": "name: p\ntext: Be kind.\nrules:\n  styles: {loop: ['(x+x+)+y']}\n  requirements: [{allow: [loop]}]\n"}, ["--policy", "{tmp}/policy.yaml"]),
+    Case("rule-regex-out-of-time-names-the-record", "triage", ["{tmp}/data.jsonl record 'slow' field 'rejected'", "rules.styles.loop[0]", "catastrophic backtracking"], {"data.jsonl": lines(rec(id="slow", rejected="x" * 3000)), "policy.yaml": "name: p\ntext: Be kind.\nrules:\n  styles: {loop: ['(x+x+)+y'], refusal: ['I cannot']}\n  requirements: [{allow: [loop]}]\n"}, ["--policy", "{tmp}/policy.yaml"]),
 ]
 
 OUTPUTS = {  # outputs an earlier run left, relative to the case folder

@@ -76,6 +76,9 @@ def run(config, progress: bool = True) -> dict:
     summary["provenance"] = provenance()
     summary["outputs"] = output_digests(summary_path(config.out), [config.out, config.gold_out, config.naive_out])
     write_json(summary_path(config.out), summary)
+    if not policy.cases:
+        print(f"warning: policy {policy.name!r} has no test cases: nothing checked that judge {judge.identity} "
+              "applies it as written (add `cases:`; see `realign policy test`)", file=sys.stderr)
     return summary
 
 
@@ -124,13 +127,10 @@ def _judge(config, pairs, policy, judge, progress: bool):
 
 def check_policy_cases(policy, judge, cache, max_failure_rate: float, say: bool = True):
     """The policy's cases through ``judge``, gated by ``max_failure_rate`` (the outcome said on
-    stderr when ``say``); a policy without cases is warned about: nothing then checks that the
-    judge reads it as written."""
+    stderr when ``say``). A policy without cases is warned about by :func:`run` once the triage
+    is done (nothing then checked that the judge reads it as written)."""
     from ..judges.cases import gate, run_cases
 
-    if not policy.cases:
-        print(f"warning: policy {policy.name!r} has no test cases: nothing checks that judge {judge.identity} "
-              "applies it as written (add `cases:`; see `realign policy test`)", file=sys.stderr)
     report = run_cases(policy, judge, cache)
     if policy.cases and say:
         print(report.headline(), file=sys.stderr)

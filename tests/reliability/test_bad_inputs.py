@@ -136,6 +136,12 @@ CASES = [
     Case("eval-expected-style-is-a-string", "eval", ["{tmp}/prompts.jsonl:1", "field 'expected.contextual-exceptions'", "list of style names"], {"prompts.jsonl": lines(json.dumps({"prompt": "Hi?", "expected": {"contextual-exceptions": "refusal"}}))}),
     Case("eval-expected-unknown-style", "eval", ["{tmp}/prompts.jsonl:1", "field 'expected.contextual-exceptions[0]'", "unknown style 'refusl'"], {"prompts.jsonl": lines(json.dumps({"prompt": "Hi?", "expected": {"contextual-exceptions": ["refusl"]}}))}),
     Case("eval-slice-is-a-list", "eval", ["{tmp}/prompts.jsonl:1", "field 'slice'", "non-empty string"], {"prompts.jsonl": lines(json.dumps({"prompt": "Hi?", "slice": ["a"]}))}),
+    # ---- issue 27: outputs in, or around, an input model folder --------------------------------
+    Case("train-out-is-the-model", "train", ["--model {tmp}/model", "is --out {tmp}/model"], {"model/config.json": "{}"}, ["--model", "{tmp}/model/", "--out", "{tmp}/model"]),
+    Case("train-out-inside-the-model", "train", ["--out {tmp}/model/run lies in --model {tmp}/model"], {"model/config.json": "{}"}, ["--model", "{tmp}/model", "--out", "{tmp}/model/run"]),
+    Case("train-out-contains-the-model", "train", ["--model {tmp}/run/base lies in --out {tmp}/run"], {"run/base/config.json": "{}"}, ["--model", "{tmp}/run/base"]),
+    Case("score-out-inside-the-model", "score", ["--out {tmp}/model/weighted.jsonl lies in --model {tmp}/model"], {"model/config.json": "{}"}, ["--model", "{tmp}/model", "--out", "{tmp}/model/weighted.jsonl"]),
+    Case("eval-out-inside-the-model", "eval", ["--out {tmp}/model/metrics.json lies in --model {tmp}/model"], {"model/config.json": "{}"}, ["--model", "{tmp}/model", "--out", "{tmp}/model/metrics.json"]),
 ]
 
 OUTPUTS = {  # outputs an earlier run left, relative to the case folder
@@ -189,6 +195,7 @@ def test_bad_input_is_one_clear_line(case, zygote, tiny_model, tmp_path, base_en
     (tmp / "prompts.jsonl").write_text(json.dumps({"prompt": "Hi?"}) + "\n")
     for name, content in case.files.items():
         data = content if isinstance(content, bytes) else fill(content, tmp).encode()
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp / name).write_bytes(data)
     sentinels = {}
     for rel in OUTPUTS[case.stage]:

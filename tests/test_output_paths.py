@@ -135,15 +135,17 @@ def test_distinct_paths_still_run(tmp_path, data, capsys, monkeypatch):
 
 
 def test_score_out_equal_to_data_or_gold_data(tmp_path, data):
-    config = SimpleNamespace(data=str(data), gold_data=None, out=data)
+    def config(**kw):
+        return SimpleNamespace(**{"model": "m", "adapter": None, **kw})
+
     with pytest.raises(RealignError, match="--out .* is the same file as --data"):
-        score.run(config)
+        score.run(config(data=str(data), gold_data=None, out=data))
     gold = tmp_path / "gold.jsonl"
     gold.write_bytes(data.read_bytes())
     with pytest.raises(RealignError, match="--out .* is the same file as --gold-data"):
-        score.run(SimpleNamespace(data=str(data), gold_data=str(gold), out=gold))
+        score.run(config(data=str(data), gold_data=str(gold), out=gold))
     with pytest.raises(RealignError, match="the summary of --out .* is the same file as --gold-data"):
-        score.run(SimpleNamespace(data=str(data), gold_data=str(tmp_path / "w.summary.json"), out=tmp_path / "w.jsonl"))
+        score.run(config(data=str(data), gold_data=str(tmp_path / "w.summary.json"), out=tmp_path / "w.jsonl"))
     assert data.read_bytes() == EXAMPLES.read_bytes()
 
 
@@ -157,7 +159,7 @@ def test_train_refuses_data_the_run_writes(tmp_path):
         train.run(config)
     (run / "adapter").mkdir()
     config = SimpleNamespace(data=str(tmp_path / "d.jsonl"), model="m", adapter=str(run / "adapter"), out=run)
-    with pytest.raises(RealignError, match="--adapter .* lies in the run's adapter/"):
+    with pytest.raises(RealignError, match="--adapter .* lies in --out"):
         train.run(config)
     afile = tmp_path / "afile"
     afile.write_text("x")
@@ -170,7 +172,8 @@ def test_eval_out_equal_to_prompts_or_generations(tmp_path):
     prompts.write_text('{"prompt": "hi"}\n')
 
     def config(**kw):
-        base = dict(prompts=str(prompts), attacks=None, attack_templates=None, text=None,
+        base = dict(prompts=str(prompts), attacks=None, attack_templates=None, text=None, model="m", adapter=None,
+                    reference=None, judge=SimpleNamespace(backend="rules", model=None),
                     policy=Path("p.yaml"), cache=tmp_path / "c.sqlite", out=tmp_path / "metrics.json")
         base.update(kw)
         ns = SimpleNamespace(**base)

@@ -439,7 +439,7 @@ def winrate(
     """Win rate of A over B, judged against the policy, each pair asked in both orders."""
     from .config import JudgeConfig, validate
     from .evaluate.winrate import run_winrate
-    from .policy import Policy, resolve_policy
+    from .policy import resolve_policy
 
     judge_cfg = validate(
         JudgeConfig,
@@ -447,7 +447,7 @@ def winrate(
         "command line",
     )
     result = run_winrate(
-        a, b, Policy.load(resolve_policy(policy)), judge_cfg, out, label_a=label_a, label_b=label_b, progress=not quiet
+        a, b, resolve_policy(policy), judge_cfg, out, label_a=label_a, label_b=label_b, progress=not quiet
     )
     s = result["summary"]
     ci = s["ci95"]
@@ -542,8 +542,10 @@ def data_pku(
 ) -> None:
     """PKU-SafeRLHF -> pairs, prepared as the reference code does (safer response chosen)."""
     from .data import write_pairs
+    from .files import check_output_paths
     from .pku import pku_pairs
 
+    check_output_paths({"--source": source}, {"--out": out})
     pairs, counts = pku_pairs(source, split)
     write_pairs(out, pairs)
     typer.echo(

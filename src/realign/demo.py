@@ -19,6 +19,9 @@ DEMO_SHIFT = "synth-contextual"
 DEMO_METHODS = ["trace"]
 #: The bootstrapped old-policy model of world seed 0, default config (see the module docstring).
 SHIPPED_MODEL = Path(__file__).resolve().parent / "resources" / "demo_model"
+#: Written first into the demo's folder: the demo writes again only into a folder that is new,
+#: empty or holds this file, never over a project of the user's (its data/*.jsonl).
+DEMO_MARK = ".realign-demo"
 
 
 def demo_model(progress: bool = True) -> Path:
@@ -36,12 +39,34 @@ def demo_model(progress: bool = True) -> Path:
 
 
 def run_demo(out: Path, progress: bool = True) -> dict:
+    """The demo in folder ``out`` (locked while it runs): its data, run and before/after table."""
+    from .files import check_output_paths, folder_lock
     from .pipeline import Pipeline
     from .synth.experiment import outcomes, prepare_data, run_config, shift_changes
 
-    model = demo_model(progress)
-    data = prepare_data(out / "data", seed=0, shifts=(DEMO_SHIFT,))
-    run = run_config(out, data, str(model), DEMO_SHIFT, DEMO_METHODS)
-    Pipeline(run, "demo").execute(progress=progress)
+    out = Path(out)
+    check_output_paths({"the demo model": SHIPPED_MODEL}, {}, {"--out": out})
+    with folder_lock(out):
+        _claim(out)
+        model = demo_model(progress)
+        data = prepare_data(out / "data", seed=0, shifts=(DEMO_SHIFT,))
+        run = run_config(out, data, str(model), DEMO_SHIFT, DEMO_METHODS)
+        Pipeline(run, "demo").execute(progress=progress)
     table = outcomes(out, data, DEMO_SHIFT, ["base", *run.methods])
     return {"table": table, "changed_slices": sorted(shift_changes(data, DEMO_SHIFT)), "report": str(out / "report.html"), "model": str(model)}
+
+
+def _claim(out: Path) -> None:
+    """Make ``out`` the demo's folder (:data:`DEMO_MARK`), refusing one that holds anything the
+    demo did not write: it would replace the data files there."""
+    from .errors import RealignError
+    from .files import LOCK_NAME, write_text
+
+    if (out / DEMO_MARK).exists():
+        return
+    others = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise RealignError(f"--out {out} is not empty and was not made by `realign demo` (it holds {shown}): the demo "
+                           "would replace its data files; give a new or empty folder")
+    write_text(out / DEMO_MARK, "made by `realign demo`, which may write here again\n")

@@ -1,14 +1,17 @@
 """Atomic file output: every file is written to a temporary sibling and renamed into place,
 so an interrupted process leaves either the old file or the complete new one. Output paths
-that would overwrite an input or another output are refused first (:func:`check_output_paths`)."""
+that would overwrite an input or another output are refused first (:func:`check_output_paths`),
+and one process at a time writes into a run folder (:func:`folder_lock`)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import socket
 import stat
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -143,8 +146,24 @@ def _same(a: Path, b: Path) -> bool:
 
 
 def _inside(path: Path, folder: Path) -> bool:
+    """``path`` is ``folder`` or lies below it, however either is spelled (``./``, a trailing
+    slash, symlinks, ``..``), also when the folder is reached through another mount of it
+    (same device and inode as one of the folders above ``path``)."""
     real, top = os.path.realpath(path), os.path.realpath(folder)
-    return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
+    if real == top or real.startswith(top.rstrip(os.sep) + os.sep):
+        return True
+    try:
+        target = os.stat(folder)
+    except OSError:
+        return False
+    for above in (Path(real), *Path(real).parents):
+        try:
+            st = os.stat(above)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+            return True
+    return False
 
 
 def _check_writable(name: str, path: Path) -> None:
@@ -158,25 +177,47 @@ def _check_writable(name: str, path: Path) -> None:
                            "file system); give a writable path")
 
 
+def _named(paths: dict[str, str | Path | None] | None) -> list[tuple[str, Path]]:
+    return [(name, Path(p)) for name, p in (paths or {}).items() if p is not None and str(p) != ""]
+
+
 def check_output_paths(
     inputs: dict[str, str | Path | None],
     outputs: dict[str, str | Path | None],
     directories: dict[str, str | Path | None] | None = None,
 ) -> None:
-    """Refuse, before any work, output paths that would destroy an input or another output.
+    """Refuse, before any work, output paths that would destroy an input or another output:
+    the one guard of every command that writes.
 
     ``inputs``, ``outputs`` and ``directories`` map a name for messages (``"--data"``, ``"the
-    summary of --out"``) to a path; ``None`` values are ignored. ``outputs`` are files the run
-    writes (by renaming a new file into place); ``directories`` are folders the run fills or
-    replaces. It is a :class:`RealignError` (one line, naming both) when an output is the same
-    file as an input or as another output (equal real paths, or one inode: a symlink or hard
-    link counts); when an input lies inside an output directory; when an existing output is a
-    symlink or not a regular file (a directory, a device such as /dev/null, a pipe); and when
-    an existing output directory is not a directory; when an output's folder (or the nearest
-    existing one above it) cannot be written."""
-    ins = [(name, Path(p)) for name, p in inputs.items() if p is not None and str(p) != ""]
-    outs = [(name, Path(p)) for name, p in outputs.items() if p is not None and str(p) != ""]
-    dirs = [(name, Path(p)) for name, p in (directories or {}).items() if p is not None and str(p) != ""]
+    summary of --out"``) to a path; ``None`` values are ignored. ``outputs`` are files the command
+    writes (by renaming a new file into place); ``directories`` are folders it fills or
+    replaces (a run folder, a saved model). It is a :class:`RealignError` (one line, naming both)
+    when an output is the same file as an input or as another output (equal real paths, or one
+    inode: a symlink or hard link counts); when an input is an output directory or lies inside
+    one; when an output file or directory lies inside an input that is a folder (a model, an
+    adapter: writing there would change it); when an existing output is a symlink or not a
+    regular file (a directory, a device such as /dev/null, a pipe); when an existing output
+    directory is not a directory; when an output's folder (or the nearest existing one above it)
+    cannot be written."""
+    ins, outs, dirs = _named(inputs), _named(outputs), _named(directories)
+    _check_aliases(ins, outs, dirs)
+    for name, path in outs:
+        _check_output_file(name, path)
+    for name, folder in dirs:
+        try:
+            mode = folder.stat().st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise RealignError(f"{name} {folder} cannot be written ({exc.strerror})") from None
+        if not stat.S_ISDIR(mode):
+            raise RealignError(f"{name} {folder} exists and is not a directory: give a directory path or a new one")
+
+
+def _check_aliases(ins: list[tuple[str, Path]], outs: list[tuple[str, Path]], dirs: list[tuple[str, Path]]) -> None:
+    """No output is an input or another output, no input lies in an output directory, and
+    nothing is written inside an input folder."""
     for i, (name, path) in enumerate(outs):
         for in_name, in_path in ins:
             if _same(path, in_path):
@@ -192,39 +233,149 @@ def check_output_paths(
                 )
     for name, folder in dirs:
         for in_name, in_path in ins:
-            if _inside(in_path, folder):
+            if os.path.lexists(in_path) and _inside(in_path, folder):  # a hub id names no file here
+                where = "is" if _same(in_path, folder) else "lies in"
                 raise RealignError(
-                    f"{in_name} {in_path} lies in {name} {folder}, which this run replaces: the output would "
-                    "overwrite the input; move the input or write the run elsewhere"
+                    f"{in_name} {in_path} {where} {name} {folder}, which this command writes into: the output would "
+                    "overwrite the input; move the input or write elsewhere"
                 )
-    for name, path in outs:
-        if path.is_symlink():
-            raise RealignError(
-                f"{name} {path} is a symbolic link (to {os.readlink(path)}): writing would replace the link, "
-                "not write through it; give the path of a regular file or a new one"
-            )
-        try:
-            mode = path.stat().st_mode
-        except FileNotFoundError:
-            _check_writable(name, path)
+    for in_name, in_path in ins:
+        if not in_path.is_dir():
             continue
-        except NotADirectoryError:
-            parent = next((p for p in path.parents if p.exists() and not p.is_dir()), path.parent)
-            raise RealignError(f"{name} {path} cannot be written: {parent} is not a directory") from None
-        except OSError as exc:
-            raise RealignError(f"{name} {path} cannot be written ({exc.strerror})") from None
-        if not stat.S_ISREG(mode):
-            raise RealignError(
-                f"{name} {path} is {_kind(mode)}: outputs are written to a new file renamed into place, which "
-                "would replace it; give the path of a regular file or a new one"
-            )
+        for name, path in [*dirs, *outs]:
+            if _inside(path, in_path):
+                raise RealignError(
+                    f"{name} {path} lies in {in_name} {in_path}: writing there would change the input; "
+                    f"give {name} a path outside it"
+                )
+
+
+def _check_output_file(name: str, path: Path) -> None:
+    """An output file is new, or an existing regular file (not a link) in a writable folder."""
+    if path.is_symlink():
+        raise RealignError(
+            f"{name} {path} is a symbolic link (to {os.readlink(path)}): writing would replace the link, "
+            "not write through it; give the path of a regular file or a new one"
+        )
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
         _check_writable(name, path)
-    for name, folder in dirs:
+        return
+    except NotADirectoryError:
+        parent = next((p for p in path.parents if p.exists() and not p.is_dir()), path.parent)
+        raise RealignError(f"{name} {path} cannot be written: {parent} is not a directory") from None
+    except OSError as exc:
+        raise RealignError(f"{name} {path} cannot be written ({exc.strerror})") from None
+    if not stat.S_ISREG(mode):
+        raise RealignError(
+            f"{name} {path} is {_kind(mode)}: outputs are written to a new file renamed into place, which "
+            "would replace it; give the path of a regular file or a new one"
+        )
+    _check_writable(name, path)
+
+
+# --------------------------------------------------------------------------- folder locks
+
+LOCK_NAME = ".realign.lock"
+#: the folders whose lock this process holds (real paths)
+_HELD: set[str] = set()
+
+
+class FolderBusy(RealignError):
+    """Another process holds the lock of the output folder (:func:`folder_lock`)."""
+
+
+@contextmanager
+def folder_lock(folder: str | Path) -> Iterator[None]:
+    """Hold the lock of output folder ``folder`` (created) while the block runs: one writer per
+    run folder, so two commands never mix their outputs in it.
+
+    The lock is ``fcntl.flock`` on ``FOLDER/.realign.lock``: the kernel frees it when its holder
+    exits, however it dies, so a crash never leaves the folder locked. The file records the
+    holder (pid, host, command, since when) for the one-line :class:`FolderBusy` a second
+    process stops with, and is removed on release. A lock still held though the process it
+    names is gone (this host; a forked child kept the file open) is taken over. Folders created
+    for the lock and left empty (a command that failed) are removed with it. Nested holds in
+    one process are free, and the helper processes of an ``accelerate launch`` (``RANK`` > 0)
+    take none: their main process holds it."""
+    key = os.path.realpath(folder)
+    if key in _HELD or os.environ.get("RANK", "0") not in ("", "0"):
+        yield
+        return
+    created = [p for p in (Path(key), *Path(key).parents) if not p.exists()]  # deepest first
+    Path(key).mkdir(parents=True, exist_ok=True)
+    path = Path(key) / LOCK_NAME
+    fd = _acquire(path)
+    _HELD.add(key)
+    try:
+        yield
+    finally:
+        _HELD.discard(key)
+        if _names(path, fd):
+            path.unlink(missing_ok=True)
+        os.close(fd)
+        for empty in created:
+            try:
+                empty.rmdir()
+            except OSError:  # not empty: the command wrote there
+                break
+
+
+def _acquire(path: Path) -> int:
+    """Open and lock ``path`` (retrying when its holder released and removed it meanwhile, or
+    died leaving it held), then record this process as the holder; returns the descriptor."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         try:
-            mode = folder.stat().st_mode
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise RealignError(f"{name} {folder} cannot be written ({exc.strerror})") from None
-        if not stat.S_ISDIR(mode):
-            raise RealignError(f"{name} {folder} exists and is not a directory: give a directory path or a new one")
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            pid = holder.get("pid")
+            stale = holder.get("host") == _HOST and isinstance(pid, int) and not _alive(pid)
+            if stale and _names(path, fd):
+                path.unlink(missing_ok=True)
+            os.close(fd)
+            if stale:
+                continue
+            raise FolderBusy(_busy(path, holder)) from None
+        if _names(path, fd):
+            break
+        os.close(fd)
+    record = {"pid": os.getpid(), "host": _HOST, "command": _command()[:300], "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps(record).encode("utf-8"))
+    return fd
+
+
+def _command() -> str:
+    """This process's command line as typed: ``realign run x.yaml``, also for ``python -m realign``."""
+    if not sys.argv:
+        return "python"
+    program = Path(sys.argv[0])
+    return " ".join([program.parent.name if program.name == "__main__.py" else program.name, *sys.argv[1:]])
+
+
+def _names(path: Path, fd: int) -> bool:
+    """``path`` still names the file open as ``fd`` (not removed or replaced since it was opened)."""
+    try:
+        st, open_st = os.stat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (open_st.st_dev, open_st.st_ino)
+
+
+def _holder(fd: int) -> dict:
+    """The holder a lock file records ({} while its holder has not written it yet, or unreadable)."""
+    try:
+        value = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _busy(path: Path, holder: dict) -> str:
+    who = (f"pid {holder.get('pid')} on {holder.get('host')} ({holder.get('command')}) since {holder.get('since')}"
+           if holder else f"a process that has not recorded itself in {path} yet")
+    return (f"{path.parent} is in use by another realign command: {who}; wait for it to end, "
+            "or give another output folder")

@@ -533,6 +533,7 @@ def prepare_packaged_model(name: str, cache_dir: str | Path | None = None, progr
     from importlib import metadata
 
     from .config import default_cache_dir
+    from .files import check_output_paths
 
     if name not in PACKAGED_MODELS:
         raise RealignError(f"unknown packaged model {name!r} (known: {', '.join(PACKAGED_MODELS)})")
@@ -540,6 +541,7 @@ def prepare_packaged_model(name: str, cache_dir: str | Path | None = None, progr
     dest = (Path(cache_dir or default_cache_dir()) / "models" / name).expanduser().resolve()
     if (dest / "config.json").exists() and any(dest.glob("*.safetensors")):
         return dest
+    check_output_paths({}, {}, {"the checkpoint folder": dest})
     try:
         dist = metadata.distribution(dist_name)
     except metadata.PackageNotFoundError:

@@ -173,6 +173,7 @@ class Pipeline:
             check(load_templates, first.attack_templates)
         if first.text:
             check(load_rows_or_text, first.text)
+        self._check_outputs(check)
         if problems:
             unique = list(dict.fromkeys(problems))
             raise RealignError(f"{len(unique)} problem(s) before the first stage: " + " | ".join(unique))
@@ -200,10 +201,44 @@ class Pipeline:
         except RealignError as exc:
             raise RealignError(f"{self.source}: field '{field}': {exc}") from None
 
+    def _check_outputs(self, check) -> None:
+        """Every stage's outputs and the run's own (config, reports) checked by ``check`` before the
+        first stage (:func:`realign.files.check_output_paths`): no output is an input."""
+        from .evaluate import run as evaluate
+        from .files import check_output_paths
+        from .score import run as score
+        from .train import run as train
+        from .triage import run as triage
+
+        check(triage._check_outputs, self.triage)
+        if self.needs_scores:
+            check(score._check_outputs, self.score)
+        for cfg in self.train.values():
+            check(train._check_outputs, cfg)
+        for cfg in self.eval.values():
+            check(evaluate._check_outputs, cfg)
+        first, out = self.eval["base"], self.run.out
+        check(check_output_paths,
+              {"model": self.run.model, "data": self.run.data, "policy": self.triage.policy,
+               "eval.prompts": first.prompts, "eval.attacks": first.attacks, "eval.attack_templates": first.attack_templates,
+               "eval.text": first.text, "cache": self.run.cache_path()},
+              {"the run's run_config.yaml": out / "run_config.yaml", "the run's report.html": out / "report.html",
+               "the run's report.md": out / "report.md"},
+              {"the run's report_files/": out / "report_files"})
+
     def execute(self, progress: bool = True) -> dict:
         """Run every stage whose output is missing, was produced by other settings or inputs
         (each stage's summary records its ``produced_by`` key) or changed since it was written
-        (the summary's ``outputs``); say why a stage reruns."""
+        (the summary's ``outputs``); say why a stage reruns. The run folder is locked meanwhile
+        (:func:`realign.files.folder_lock`): a second run of it stops."""
+        from .files import folder_lock
+
+        self.preflight()
+        with folder_lock(self.run.out):
+            return self._execute(progress)
+
+    def _execute(self, progress: bool) -> dict:
+        """The stages, under the run folder's lock."""
         from .triage import run as triage
         from .evaluate import run as evaluate
         from .score import run as score
@@ -212,9 +247,7 @@ class Pipeline:
         from .files import write_yaml
         from .provenance import what_changed
 
-        self.preflight()
         out = self.run.out
-        out.mkdir(parents=True, exist_ok=True)
         done: dict[str, str] = {}
         records: list[Path] = []  # the result files of this config's stages: all the report shows
 

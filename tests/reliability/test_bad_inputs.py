@@ -146,6 +146,12 @@ CASES = [
     Case("policy-rules-that-cannot-decide", "triage", ["policy 'p'", "no requirements and no forbidden patterns", "default verdict ('compliant')"], {"policy.yaml": "name: p\ntext: Be kind.\nrules: {}\n"}, ["--policy", "{tmp}/policy.yaml"]),
     Case("cache-is-the-data-file", "triage", ["{tmp}/data.jsonl is not a verdict cache (an SQLite database)", "did you mean --data"], {}, ["--cache", "{tmp}/data.jsonl"]),
     Case("rule-regex-out-of-time-names-the-record", "triage", ["{tmp}/data.jsonl record 'slow' field 'rejected'", "rules.styles.loop[0]", "catastrophic backtracking"], {"data.jsonl": lines(rec(id="slow", rejected="x" * 3000)), "policy.yaml": "name: p\ntext: Be kind.\nrules:\n  styles: {loop: ['(x+x+)+y'], refusal: ['I cannot']}\n  requirements: [{allow: [loop]}]\n"}, ["--policy", "{tmp}/policy.yaml"]),
+    # ---- issue 27: outputs in, or around, an input model folder --------------------------------
+    Case("train-out-is-the-model", "train", ["--model {tmp}/model", "is --out {tmp}/model"], {"model/config.json": "{}"}, ["--model", "{tmp}/model/", "--out", "{tmp}/model"]),
+    Case("train-out-inside-the-model", "train", ["--out {tmp}/model/run lies in --model {tmp}/model"], {"model/config.json": "{}"}, ["--model", "{tmp}/model", "--out", "{tmp}/model/run"]),
+    Case("train-out-contains-the-model", "train", ["--model {tmp}/run/base lies in --out {tmp}/run"], {"run/base/config.json": "{}"}, ["--model", "{tmp}/run/base"]),
+    Case("score-out-inside-the-model", "score", ["--out {tmp}/model/weighted.jsonl lies in --model {tmp}/model"], {"model/config.json": "{}"}, ["--model", "{tmp}/model", "--out", "{tmp}/model/weighted.jsonl"]),
+    Case("eval-out-inside-the-model", "eval", ["--out {tmp}/model/metrics.json lies in --model {tmp}/model"], {"model/config.json": "{}"}, ["--model", "{tmp}/model", "--out", "{tmp}/model/metrics.json"]),
 ]
 
 OUTPUTS = {  # outputs an earlier run left, relative to the case folder
@@ -199,6 +205,7 @@ def test_bad_input_is_one_clear_line(case, zygote, tiny_model, tmp_path, base_en
     (tmp / "prompts.jsonl").write_text(json.dumps({"prompt": "Hi?"}) + "\n")
     for name, content in case.files.items():
         data = content if isinstance(content, bytes) else fill(content, tmp).encode()
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp / name).write_bytes(data)
     sentinels = {}
     for rel in OUTPUTS[case.stage]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from realign.files import LOCK_NAME  # a SIGKILLed run leaves its lock file (the kernel freed the lock)
 from realign.testing import FakeOpenAIServer
 from rel_helpers import (
     check_sqlite,
@@ -98,7 +99,7 @@ def test_sigkill_triage(zygote, base_env, tmp_path):
             if (work / "triaged.summary.json").exists():
                 json.loads((work / "triaged.summary.json").read_text())
             allowed = {"cache.sqlite", "cache.sqlite-wal", "cache.sqlite-shm", "cache.sqlite-journal",
-                       "triaged.summary.json", *expected}
+                       "triaged.summary.json", LOCK_NAME, *expected}
             assert {p.name for p in work.iterdir() if not p.name.endswith(".tmp")} <= allowed
 
         def check_done() -> None:
@@ -106,6 +107,7 @@ def test_sigkill_triage(zygote, base_env, tmp_path):
                 assert (work / name).read_bytes() == content, name
             summary = json.loads((work / "triaged.summary.json").read_text())
             assert summary["pairs"] == len(rows) and check_sqlite(work / "cache.sqlite") == 480
+            assert not (work / LOCK_NAME).exists()  # a killed run's lock file goes with the next run's lock
 
         figures = kill_schedule(zygote, argv(work), first.wall_s, random.Random(9), env=env,
                                 check_killed=check_killed, check_done=check_done, reset=reset)
@@ -165,7 +167,7 @@ def test_sigkill_score(zygote, tiny_model, tmp_path):
             elif p.name == ".weighted.jsonl.partial":
                 check_partial(p)
             else:
-                assert p.name.endswith(".tmp"), p.name
+                assert p.name.endswith(".tmp") or p.name == LOCK_NAME, p.name
 
     identical = []
 
@@ -181,7 +183,7 @@ def test_sigkill_score(zygote, tiny_model, tmp_path):
                 assert row["meta"]["impact_score"] == pytest.approx(want["meta"]["impact_score"], rel=1e-5, abs=1e-12)
             else:
                 assert "impact" not in row
-        assert not (work / ".weighted.jsonl.partial").exists()
+        assert not (work / ".weighted.jsonl.partial").exists() and not (work / LOCK_NAME).exists()
         json.loads((work / "weighted.summary.json").read_text())
 
     figures = kill_schedule(zygote, argv(work), first.wall_s, random.Random(10),
@@ -244,11 +246,11 @@ def test_sigkill_train(zygote, tiny_model, clean_training, tmp_path):
                     if not ckpt.name.startswith(".") and not check_checkpoint(ckpt):
                         incomplete_seen.append(ckpt.name)
             else:
-                assert p.name.endswith(".tmp") or p.name.startswith(".adapter"), p.name
+                assert p.name.endswith(".tmp") or p.name.startswith(".adapter") or p.name == LOCK_NAME, p.name
 
     def check_done() -> None:
         summary = json.loads((work / "train_summary.json").read_text())
-        assert summary["steps"] == 48
+        assert summary["steps"] == 48 and not (work / LOCK_NAME).exists()
         assert same_tensors(work / "adapter" / "adapter_model.safetensors", reference)
 
     figures = kill_schedule(zygote, argv, first.wall_s, random.Random(11),

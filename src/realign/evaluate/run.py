@@ -155,7 +155,15 @@ def run(config, progress: bool = True) -> dict:
     from :mod:`realign.evaluate.generators` (local ``generate``, data-parallel under
     ``accelerate launch``, or a server); under several processes only the main one judges and
     writes, and the others return an empty dict."""
+    from ..files import folder_lock
+
     _check_outputs(config)
+    with folder_lock(Path(config.out).parent):
+        return _run(config, progress)
+
+
+def _run(config, progress: bool) -> dict:
+    """The evaluation, under the lock of its output folder."""
     from ..judges import make_judge
     from ..judges.cache import VerdictCache
     from ..triage.judging import TriageStats, VerdictStore
@@ -190,7 +198,9 @@ def _check_outputs(config) -> None:
 
     check_output_paths(
         {"--prompts": config.prompts, "--attacks": config.attacks, "--attack-templates": config.attack_templates,
-         "--text": config.text, "--policy": config.policy, "--cache": config.cache_path()},
+         "--text": config.text, "--policy": config.policy, "--cache": config.cache_path(), "--model": config.model,
+         "--adapter": config.adapter, "the reference model": config.reference,
+         "the judge model": config.judge.model if config.judge.backend == "hf" else None},
         {"--out": config.out, "the generations beside --out": Path(config.out).parent / "generations.jsonl",
          "the config beside --out": Path(config.out).parent / "eval_config.yaml"},
     )

@@ -553,7 +553,7 @@ def _finish(row: dict) -> None:
 def run_winrate(
     a: str | Path,
     b: str | Path,
-    policy: Policy,
+    policy: Policy | str | Path,
     judge: JudgeConfig | PairwiseJudge,
     out: str | Path,
     *,
@@ -563,11 +563,21 @@ def run_winrate(
 ) -> dict:
     """Judge every (A, B) pair of responses in both orders and write the win rate of A to
     ``out`` (JSON) and the per-item judgements to :func:`items_path` (JSONL). Returns the
-    result written to ``out``. Already judged items (same key) are not asked again."""
+    result written to ``out``. Already judged items (same key) are not asked again.
+    ``policy``: a :class:`Policy` or its YAML file. Outputs that would overwrite an input
+    are refused first."""
+    from ..files import check_output_paths
     from ..provenance import provenance
 
     start = time.perf_counter()
     a, b, out = Path(a), Path(b), Path(out)
+    hf_judge = isinstance(judge, JudgeConfig) and judge.backend == "hf"
+    check_output_paths(
+        {"--a": a, "--b": b, "--policy": None if isinstance(policy, Policy) else policy,
+         "the judge model": judge.model if hf_judge else None},
+        {"--out": out, "the judgements beside --out": items_path(out)},
+    )
+    policy = policy if isinstance(policy, Policy) else Policy.load(policy)
     pairs = match_generations(read_generations(a), read_generations(b), str(a), str(b))
     judge_obj = make_pairwise_judge(judge) if isinstance(judge, JudgeConfig) else judge
     log = _ItemLog(items_path(out), judge_obj.identity, policy.hash)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Collection, Sequence
 
 from ..errors import RealignError
-from ..files import atomic_open, write_text
+from ..files import atomic_open, check_output_paths, write_text
 from .collect import METRICS_NAME, SEARCH_DEPTH, SUMMARY_SUFFIX, TRAIN_NAME, RunData, collect, run_name
 from .figures import Figure
 from .sections import MISSING, Bullets, Section, Table, build_sections, policy_groups
@@ -188,6 +188,9 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, only: Collecti
             f"nothing to report in {where}: no {METRICS_NAME}, *{SUMMARY_SUFFIX} (stage triage or score) or "
             f"{TRAIN_NAME} within {SEARCH_DEPTH} levels{detail}"
         )
+    figures = out.parent / f"{out.stem}_files" if suffix in (".md", ".markdown") else None
+    check_output_paths({f"input {i} of {len(found.all)}": s.path for i, s in enumerate(found.all, 1)},
+                       {"--out": out}, {"the figures folder beside --out": figures})
     sections = build_sections(found)
     if suffix in (".html", ".htm"):
         write_text(out, render_html(sections, *_title_block(found)))

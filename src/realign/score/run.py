@@ -339,7 +339,15 @@ def run(config, progress: bool = True) -> dict:
     normalise and write the weighted records plus ``<out>.summary.json``. Under ``accelerate
     launch`` the processes share the scoring and only the main one writes (the others return
     an empty dict)."""
+    from ..files import folder_lock
+
     _check_outputs(config)
+    with folder_lock(Path(config.out).parent):
+        return _run(config, progress)
+
+
+def _run(config, progress: bool) -> dict:
+    """The stage's work, under the lock of its output folder."""
     from accelerate.utils import gather_object
 
     from ..config import resolved
@@ -398,7 +406,8 @@ def _check_outputs(config) -> None:
     """Refuse before anything is loaded when an input is missing or an output cannot be written."""
     from ..files import check_output_paths
 
-    check_output_paths({"--data": config.data, "--gold-data": config.gold_data},
+    check_output_paths({"--data": config.data, "--gold-data": config.gold_data, "--model": config.model,
+                        "--adapter": config.adapter},
                        {"--out": config.out, "the summary of --out": summary_path(config.out)})
 
 

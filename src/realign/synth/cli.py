@@ -68,10 +68,12 @@ def bootstrap(
 ) -> None:
     """Train (or reuse) the tiny model that follows the old policy; prints its directory and metrics."""
     from ..config import load_yaml
-    from .bootstrap import BootstrapConfig, bootstrap as run_bootstrap
+    from ..files import check_output_paths
+    from .bootstrap import BootstrapConfig, bootstrap as run_bootstrap, cache_path
 
     raw = {**(load_yaml(config) if config else {}), **{k: v for k, v in (("world_seed", seed), ("seed", model_seed)) if v is not None}}
     cfg = _config(BootstrapConfig, raw, str(config) if config else "command line")
+    check_output_paths({"--config": config}, {}, {"the model folder": cache_path(cfg, cache_dir)})
     result = run_bootstrap(cfg, cache_dir=cache_dir, force=force, progress=not quiet)
     m = result.metrics
     state = "cached" if result.cached else f"built in {sum(m['timings'].values()):.0f} s"
@@ -92,8 +94,10 @@ def noise(
 ) -> None:
     """Add label noise to a file of pairs (swap) or triaged records (flip)."""
     from ..data import read_pairs, write_pairs
+    from ..files import check_output_paths
     from .export import flip_noise, swap_noise
 
+    check_output_paths({"--in": data}, {"--out": out})
     if mode not in ("flip", "swap"):
         raise RealignError(f"--mode: expected flip or swap, got {mode!r}")
     if not 0.0 <= fraction <= 1.0:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..data import PreferencePair, prompt_text, response_text, write_pairs
 from ..errors import RealignError
-from ..files import write_json, write_jsonl, write_text
+from ..files import check_output_paths, write_json, write_jsonl, write_text
 from ..policy import Policy, resolve_policy
 from ..triage import INVERT, PUNISH, RETAIN, categorise
 from .judge import TruthJudge
@@ -306,11 +306,11 @@ def export(out: str | Path, config: SynthConfig | None = None, *, shifts: Sequen
     """
     config = config or SynthConfig()
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise RealignError(f"{out}: exists and is not a directory")
     world = World(config.seed)
     for name in shifts:
         load_policy(name)  # a bad name or file fails before anything is written
+    check_output_paths({f"--shift #{i}": None if name in POLICY_NAMES else resolve_policy(name)
+                        for i, name in enumerate(shifts, 1)}, {}, {"--out": out})
 
     pairs = make_pairs(world, config.n_pairs, config.benign_fraction)
     noise = {"fraction": config.noise, "mode": config.noise_mode, "records": 0}

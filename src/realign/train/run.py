@@ -514,7 +514,15 @@ def check_trainer_args(extra: dict) -> None:
 def run(config, progress: bool = True) -> dict:
     """Stage 3 on files: read records, build the method's terms, train, save the adapter
     (PEFT) or model (safetensors) with the resolved config and a training summary."""
+    from ..files import folder_lock
+
     _check_outputs(config)
+    with folder_lock(config.out):
+        return _run(config, progress)
+
+
+def _run(config, progress: bool) -> dict:
+    """The stage's work, under the lock of its run folder."""
     from ..config import resolved
     from ..data import read_pairs
     from ..files import write_json, write_text, write_yaml
@@ -573,15 +581,17 @@ def run(config, progress: bool = True) -> dict:
 
 
 def _check_outputs(config) -> None:
-    """Refuse before anything is loaded when an input is missing or an output cannot be written."""
+    """Refuse before anything is loaded when an output cannot be written or would change an
+    input: no input lies in the run folder, and the run folder is not in the model's (whose
+    digest would then change with every run, so that resuming never matched)."""
     from ..files import check_output_paths
 
     check_output_paths(
         {"--data": config.data, "--model": config.model, "--adapter": config.adapter},
         {f"the run's {name}": Path(config.out) / name
          for name in ("train_config.yaml", ".config_key", "reference_logps.pt", "train_summary.json")},
-        {f"the run's {name}/": Path(config.out) / name
-         for name in ("checkpoints", "adapter", ".adapter.partial", ".adapter.old", "model", ".model.partial", ".model.old")},
+        {"--out": config.out, **{f"the run's {name}/": Path(config.out) / name for name in (
+            "checkpoints", "adapter", ".adapter.partial", ".adapter.old", "model", ".model.partial", ".model.old")}},
     )
 
 
@@ -826,12 +836,16 @@ def _total_steps(config, n_terms: int, processes: int) -> int:
 
 
 def merge(model: str, adapter: str, out: str | Path) -> Path:
-    """Fold a LoRA adapter into its base model and save the result (safetensors)."""
+    """Fold a LoRA adapter into its base model and save the result (safetensors) in folder
+    ``out``, which must be neither input folder nor lie in or contain one."""
+    from ..files import check_output_paths, folder_lock
     from ..models import load_adapter, load_causal_lm, load_tokenizer
 
-    base = load_causal_lm(model, device="cpu", dtype="float32")
-    merged = load_adapter(base, adapter).merge_and_unload()
     out = Path(out)
-    merged.save_pretrained(str(out), safe_serialization=True)
-    load_tokenizer(model).save_pretrained(str(out))
+    check_output_paths({"--model": model, "--adapter": adapter}, {}, {"--out": out})
+    with folder_lock(out):
+        base = load_causal_lm(model, device="cpu", dtype="float32")
+        merged = load_adapter(base, adapter).merge_and_unload()
+        merged.save_pretrained(str(out), safe_serialization=True)
+        load_tokenizer(model).save_pretrained(str(out))
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 from ..judges.cache import VerdictCache
 from ..stage import output_digests, summary_path
@@ -40,13 +41,27 @@ def run(config, progress: bool = True) -> dict:
     """Stage 1 on files: read ``config.data``, triage under ``config.policy``, write the triaged
     records, the optional relabelled sets and ``<out>.summary.json`` (counts, judge calls,
     cache hits, failures, resolved config, versions, wall time)."""
+    from ..files import folder_lock
+
+    _check_outputs(config)
+    with folder_lock(Path(config.out).parent):
+        return _run(config, progress)
+
+
+def _check_outputs(config) -> None:
+    """Refuse, before any work, outputs that would overwrite an input or another output."""
     from ..files import check_output_paths
 
     check_output_paths(
-        {"--data": config.data, "--policy": config.policy, "--cache": config.cache_path()},
+        {"--data": config.data, "--policy": config.policy, "--cache": config.cache_path(),
+         "the judge model": config.judge.model if config.judge.backend == "hf" else None},
         {"--out": config.out, "--gold-out": config.gold_out, "--naive-out": config.naive_out,
          "the summary of --out": summary_path(config.out)},
     )
+
+
+def _run(config, progress: bool) -> dict:
+    """The stage's work, under the lock of its output folder."""
     from ..config import resolved
     from ..data import write_pairs
     from ..files import write_json

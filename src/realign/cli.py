@@ -486,7 +486,7 @@ def policy_test(
         check_output_paths({"POLICY": path, "--cache": cache_path}, {"--json": json_out})
     loaded = Policy.load(path)
     if not loaded.cases:
-        raise RealignError(f"{path}: policy {loaded.name!r} has no test cases (add a `cases:` list: README, "Choosing and checking a judge")")
+        raise RealignError(f"{path}: policy {loaded.name!r} has no test cases (add a `cases:` list: README, 'Choosing and checking a judge')")
     judge_cfg = validate(JudgeConfig, _merge(_judge_section(judge), {"model": model, "base_url": base_url}), "command line")
     with VerdictCache(cache_path) as verdicts:
         result = run_cases(loaded, make_judge(judge_cfg), verdicts)

@@ -407,7 +407,10 @@ class TrainConfig(StrictModel):
     method: str = Field("trace", description="Registered method name.")
     preference_loss: Literal["dpo", "ipo"] = Field("dpo", description="ℓ_pref form for TRACE-family methods.")
     beta: float = Field(0.3, gt=0, description="β (reference default 0.3).")
-    alpha_kl: float = Field(0.1, ge=0, description="α_KL, weight of the KL term on RETAIN (reference 0.1).")
+    alpha_kl: float = Field(
+        0.1, ge=0, description="α_KL, weight of the KL term on RETAIN (the reference code's 0.1; the synthetic "
+        "world runs 0.3, not yet compared on a real model: docs/method.md, 'Which defaults come from where')."
+    )
     normalise: Literal["sum", "mean"] = Field("mean", description="Convention of uniform weights (trace-no-impact).")
     retain_pref: float = Field(
         0.0, ge=0, description="λ_R: weight of a preference term on RETAIN pairs whose loser violates π_new "
@@ -419,7 +422,8 @@ class TrainConfig(StrictModel):
         "strengthening it (TRACE family; 0 = the paper's objective)."
     )
     nll_weight: float = Field(
-        0.0, ge=0, description="Anchor: weight of an NLL term on the positive response of every preference term."
+        0.0, ge=0, description="Anchor: weight of an NLL term on the positive response of every preference term "
+        "(0: the paper's objective; the synthetic world and the SmolLM2 example run 1)."
     )
     nll_retain: bool = Field(
         False, description="Apply the NLL anchor to the kept response of RETAIN records (the KL terms) too."

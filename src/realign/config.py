@@ -355,7 +355,8 @@ class ScoreConfig(StrictModel):
     preference_loss: Literal["dpo", "ipo"] = Field("dpo", description="ℓ_pref: DPO form (reference) or IPO.")
     variant: Literal["paper", "per-category", "cosine"] = Field(
         "cosine",
-        description="Default cosine: chosen on the validation split of benchmarks/efficacy.py. "
+        description="Default cosine: chosen on the validation split of benchmarks/efficacy.py on world version 1 "
+        "(commit 42edcf1), not re-selected since (docs/method.md, 'Lessons measured'). "
         "paper: one gold objective, one global normalisation (the published recipe). per-category: INVERT and PUNISH records "
         "are each scored against their own part of the gold batch and normalised within their category. "
         "cosine: as paper with the score divided by the record's gradient norm, ⟨v, ∇ℓ_i⟩ / ‖∇ℓ_i‖, so "

@@ -357,10 +357,12 @@ class ScoreConfig(StrictModel):
         "cosine",
         description="Default cosine: chosen on the validation split of benchmarks/efficacy.py on world version 1 "
         "(commit 42edcf1), not re-selected since (docs/method.md, 'Lessons measured'). "
-        "paper: one gold objective, one global normalisation (the published recipe). per-category: INVERT and PUNISH records "
+        "paper: the published recipe: one gold objective whose short categories' share goes to PUNISH (Alg. 2), dot "
+        "products, one global normalisation. per-category: INVERT and PUNISH records "
         "are each scored against their own part of the gold batch and normalised within their category. "
         "cosine: as paper with the score divided by the record's gradient norm, ⟨v, ∇ℓ_i⟩ / ‖∇ℓ_i‖, so "
-        "records with large gradients (e.g. a low-probability harmful response) do not dominate.",
+        "records with large gradients (e.g. a low-probability harmful response) do not dominate, and a short gold "
+        "category's share spread over the other two (also per-category).",
     )
     hessian: Literal["identity", "cg"] = Field("identity", description="identity: H ≈ γI (paper). cg: solve (H+γI)v = g_J.")
     hvp: Literal["exact", "gauss-newton"] = Field("gauss-newton", description="cg: Hessian-vector product kind.")

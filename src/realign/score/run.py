@@ -70,11 +70,16 @@ class GoldBatch:
         return {c: self.parts.count(c) for c in (RETAIN, INVERT, PUNISH)}
 
 
-def allocate(size: int, available: dict[str, int]) -> dict[str, int]:
-    """⌊B/3⌋ RETAIN, ⌊B/3⌋ INVERT, the rest PUNISH (Alg. 2); a category with too few records
-    gives its unfilled share to the others, round robin."""
+def allocate(size: int, available: dict[str, int], remainder: str = "spread") -> dict[str, int]:
+    """⌊B/3⌋ RETAIN, ⌊B/3⌋ INVERT, the rest PUNISH (Alg. 2). Where a category has too few
+    records: ``spread`` gives its unfilled share to the others, round robin (the default, so a
+    short PUNISH part is filled too); ``punish`` is Alg. 2 and the reference code, B_P = B − |D_gold|:
+    PUNISH takes the whole remainder after RETAIN and INVERT, and a short PUNISH part stays short."""
     nominal = {RETAIN: size // 3, INVERT: size // 3, PUNISH: size - 2 * (size // 3)}
     take = {c: min(nominal[c], available[c]) for c in nominal}
+    if remainder == "punish":
+        take[PUNISH] = min(available[PUNISH], size - take[RETAIN] - take[INVERT])
+        return take
     deficit = size - sum(take.values())
     while deficit > 0:
         spare = [c for c in (RETAIN, INVERT, PUNISH) if take[c] < available[c]]
@@ -88,10 +93,11 @@ def allocate(size: int, available: dict[str, int]) -> dict[str, int]:
     return take
 
 
-def build_gold_batch(records: Sequence[PreferencePair], size: int, seed: int) -> GoldBatch:
+def build_gold_batch(records: Sequence[PreferencePair], size: int, seed: int, remainder: str = "spread") -> GoldBatch:
     """Alg. 2: RETAIN pairs as they are, swapped INVERT pairs, and PUNISH prompts paired as
     (x, y ~ Uniform(Y_compliant), old y_w), where Y_compliant = chosen of RETAIN ∪ chosen of
-    swapped INVERT. Seeded; a shortfall is redistributed and noted."""
+    swapped INVERT. Seeded; a shortfall is redistributed as ``remainder`` says (:func:`allocate`)
+    and noted."""
     rng = random.Random(seed)
     by = {c: [r for r in records if r.category == c] for c in (RETAIN, INVERT, PUNISH)}
     compliant = [r.chosen for r in by[RETAIN]] + [r.chosen for r in by[INVERT]]
@@ -101,7 +107,7 @@ def build_gold_batch(records: Sequence[PreferencePair], size: int, seed: int) ->
         available[PUNISH] = 0
         if by[PUNISH]:
             notes.append("no RETAIN or INVERT records: no compliant responses to pair PUNISH prompts with")
-    take = allocate(size, available)
+    take = allocate(size, available, remainder)
     if sum(take.values()) == 0:
         raise RealignError("gold batch: no usable records (need RETAIN or INVERT records)")
     if sum(take.values()) < size:
@@ -131,17 +137,20 @@ class Variant:
     """How scores become weights. ``split``: each conflict category is scored against the
     gradient of its own part of the gold batch (else all against the whole gold objective).
     ``scope``: normalise over all of D_conflict ("global") or within each category.
-    ``measure``: the score, ``dot`` ⟨v, ∇ℓ_i⟩ (Alg. 1 lines 18-27) or ``cosine`` ⟨v, ∇ℓ_i⟩/‖∇ℓ_i‖."""
+    ``measure``: the score, ``dot`` ⟨v, ∇ℓ_i⟩ (Alg. 1 lines 18-27) or ``cosine`` ⟨v, ∇ℓ_i⟩/‖∇ℓ_i‖.
+    ``gold_remainder``: where a short category's share of the gold batch goes (:func:`allocate`)."""
 
     name: str
     split: bool
     scope: str
     description: str
     measure: str = "dot"
+    gold_remainder: str = "spread"
 
 
 VARIANTS = {
-    "paper": Variant("paper", False, "global", "one gold objective, dot product, clamp, one normalisation"),
+    "paper": Variant("paper", False, "global", "one gold objective, dot product, clamp, one normalisation",
+                     gold_remainder="punish"),
     "per-category": Variant(
         "per-category", True, "category", "each category against its own gold part, normalised within category"
     ),
@@ -341,7 +350,7 @@ def run(config, progress: bool = True) -> dict:
 
     variant = VARIANTS[config.variant]
     scorer, params = _build_scorer(config, state, variant)
-    gold = build_gold_batch(gold_source, config.gold_size, config.seed)
+    gold = build_gold_batch(gold_source, config.gold_size, config.seed, variant.gold_remainder)
     directions, direction = _directions(config, scorer, _objectives(variant, gold, conflict), conflict)
     shares = gather_object([_score(config, scorer, conflict, directions, variant, state, made, progress)])
     if not state.is_main_process:  # one share per process above ([share] itself when alone)

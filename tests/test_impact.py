@@ -340,6 +340,19 @@ def test_normalise_all_nonpositive_falls_back_to_uniform_with_a_note():
     assert w == {"a": 1.0, "b": 1.0} and "all 2 scores are <= 0" in notes[0]
 
 
+def test_all_nonpositive_scores_give_zero_weights_under_the_paper_variant_as_the_reference_code():
+    from types import SimpleNamespace
+
+    w, notes = normalise({"a": -1.0, "b": 0.0}, {"a": "g", "b": "g"}, "sum", nonpositive="zero")
+    assert w == {"a": 0.0, "b": 0.0} and "weights are 0" in notes[0] and "will not train" in notes[0]
+    conflict = records(0, 1, 1)[:2]
+    scores = {r.id: -1.0 for r in conflict}
+    for variant, expected in (("paper", 0.0), ("cosine", 1.0)):
+        weights, notes = score._weigh(SimpleNamespace(normalise="mean"), score.VARIANTS[variant], conflict, conflict,
+                                      scores)
+        assert set(weights.values()) == {expected} and notes and all(r.impact == expected for r in conflict)
+
+
 def test_normalise_within_categories():
     scores = {"i1": 1.0, "i2": 3.0, "p1": 100.0}
     groups = {"i1": INVERT, "i2": INVERT, "p1": PUNISH}

@@ -358,7 +358,7 @@ class ScoreConfig(StrictModel):
         description="Default cosine: chosen on the validation split of benchmarks/efficacy.py on world version 1 "
         "(commit 42edcf1), not re-selected since (docs/method.md, 'Lessons measured'). "
         "paper: the published recipe: one gold objective whose short categories' share goes to PUNISH (Alg. 2), dot "
-        "products, one global normalisation. per-category: INVERT and PUNISH records "
+        "products, one global normalisation (all scores <= 0: weights 0, as the reference code). per-category: INVERT and PUNISH records "
         "are each scored against their own part of the gold batch and normalised within their category. "
         "cosine: as paper with the score divided by the record's gradient norm, ⟨v, ∇ℓ_i⟩ / ‖∇ℓ_i‖, so "
         "records with large gradients (e.g. a low-probability harmful response) do not dominate, and a short gold "

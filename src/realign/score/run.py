@@ -20,7 +20,8 @@ main process gathers the scores and alone writes the outputs.
 
 Edge cases, each a defined outcome recorded in the summary: no conflict records — the records
 are written unweighted with a warning; every score of a group ≤ 0 — that group gets uniform
-weights with a warning (clamping would otherwise remove it from training).
+weights with a warning (clamping would otherwise remove it from training), or, under the
+``paper`` variant, weights 0 as in the reference code, with a warning that its terms will not train.
 """
 
 from __future__ import annotations
@@ -138,7 +139,8 @@ class Variant:
     gradient of its own part of the gold batch (else all against the whole gold objective).
     ``scope``: normalise over all of D_conflict ("global") or within each category.
     ``measure``: the score, ``dot`` ⟨v, ∇ℓ_i⟩ (Alg. 1 lines 18-27) or ``cosine`` ⟨v, ∇ℓ_i⟩/‖∇ℓ_i‖.
-    ``gold_remainder``: where a short category's share of the gold batch goes (:func:`allocate`)."""
+    ``gold_remainder``: where a short category's share of the gold batch goes (:func:`allocate`).
+    ``nonpositive``: the weights of a group whose scores are all ≤ 0 (:func:`normalise`)."""
 
     name: str
     split: bool
@@ -146,11 +148,12 @@ class Variant:
     description: str
     measure: str = "dot"
     gold_remainder: str = "spread"
+    nonpositive: str = "uniform"
 
 
 VARIANTS = {
     "paper": Variant("paper", False, "global", "one gold objective, dot product, clamp, one normalisation",
-                     gold_remainder="punish"),
+                     gold_remainder="punish", nonpositive="zero"),
     "per-category": Variant(
         "per-category", True, "category", "each category against its own gold part, normalised within category"
     ),
@@ -163,10 +166,13 @@ VARIANTS = {
 }
 
 
-def normalise(scores: dict[str, float], groups: dict[str, str], mode: str) -> tuple[dict[str, float], list[str]]:
+def normalise(scores: dict[str, float], groups: dict[str, str], mode: str,
+              nonpositive: str = "uniform") -> tuple[dict[str, float], list[str]]:
     """Clamp at 0 and normalise within each group: ``sum`` — the whole set sums to 1, each
     group in proportion to its size (one group: the reference code); ``mean`` — each group
-    averages 1. A group whose scores are all ≤ 0 gets uniform weights (noted)."""
+    averages 1. A group whose scores are all ≤ 0 has nothing to normalise (Alg. 1 divides by
+    their sum): ``nonpositive="uniform"`` gives it uniform weights, so it still trains;
+    ``"zero"`` (the reference code) leaves its weights 0, so its terms do not train. Noted."""
     notes = []
     total = len(scores)
     weights: dict[str, float] = {}
@@ -174,6 +180,11 @@ def normalise(scores: dict[str, float], groups: dict[str, str], mode: str) -> tu
         ids = [i for i in scores if groups[i] == group]
         clamped = {i: max(0.0, scores[i]) for i in ids}
         mass = sum(clamped.values())
+        if mass <= 0.0 and nonpositive == "zero":
+            notes.append(f"{group}: all {len(ids)} scores are <= 0; their weights are 0 (the reference code's "
+                         "outcome, --variant paper), so their terms will not train")
+            weights.update(dict.fromkeys(ids, 0.0))
+            continue
         if mass <= 0.0:
             notes.append(f"{group}: all {len(ids)} scores are <= 0; using uniform weights")
             clamped = {i: 1.0 for i in ids}
@@ -544,7 +555,7 @@ def _weigh(config, variant: Variant, records: list[PreferencePair], conflict: li
     """Clamp and normalise the scores into weights (Alg. 1 lines 28-31) and put them on the
     records (RETAIN: none); the weights and the notes on groups that got uniform weights."""
     groups = {r.id: (r.category if variant.scope == "category" else "conflict") for r in conflict}
-    weights, notes = normalise({r.id: scores[r.id] for r in conflict}, groups, config.normalise)
+    weights, notes = normalise({r.id: scores[r.id] for r in conflict}, groups, config.normalise, variant.nonpositive)
     for r in records:
         r.impact = weights.get(r.id) if r.category in CONFLICT else None
         if r.category in CONFLICT:

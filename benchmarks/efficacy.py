@@ -80,7 +80,7 @@ BENCH_OVERRIDES = {"train": {"precision": "fp32"}}
 #: What a unit stored before units recorded the command that produced them has as its command.
 UNRECORDED = "not recorded (the unit predates it)"
 LABELS = {"base": "base (old-policy model)", "trace": "TRACE", "trace-no-impact": "TRACE w/o impact weights",
-          "trace-no-kl": "TRACE w/o KL", "trace-no-triage": "U2A-style (w/o triage)", "dpo-gold": "DPO-Gold",
+          "trace-no-kl": "TRACE w/o KL", "trace-no-triage": "w/o triage (NPO on flagged responses + KL)", "dpo-gold": "DPO-Gold",
           "naive-oracle-dpo": "naive oracle DPO", "npo": "NPO", "oracle-sft": "oracle SFT (ceiling check)"}
 
 
@@ -523,7 +523,7 @@ def _size_noise_tables(by_shift: dict, grid: dict) -> list[str]:
             lines.append(f"| {shift} | {LABELS[method]} | " + " | ".join(
                 pct((by_size.get(s, {}).get("0.0", {}).get(method) or {}).get("agreement")) for s in sizes) + " |")
     lines += ["", "### TPA under triage label noise (share of categories flipped)", "",
-              "| shift | TRACE " + " | TRACE ".join(f"{round(float(n) * 100)} %" for n in noise) + " | U2A-style 0 % |",
+              "| shift | TRACE " + " | TRACE ".join(f"{round(float(n) * 100)} %" for n in noise) + " | w/o triage 0 % |",
               "|---|" + "---:|" * (len(noise) + 1)]
     for shift, by_size in by_shift.items():
         row = [pct((by_size[big].get(n, {}).get("trace") or {}).get("agreement")) for n in noise]

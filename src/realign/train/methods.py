@@ -148,11 +148,18 @@ class TraceNoKL(Trace):
 
 
 class TraceNoTriage(Method):
-    """U2A-style: impact-weighted NPO on every response the judge found violating, no
-    inversion; KL on the chosen response of RETAIN pairs, as in TRACE."""
+    """This project's "w/o triage" ablation: TRACE with its categories taken away and its other
+    parts kept. NPO on every response the judge found violating (both of a PUNISH pair, the old
+    winner of an INVERT pair, a RETAIN pair's violating loser), no inversion, weighted by Stage 2's
+    TRACE scores (1 on RETAIN records, which have none); KL on the chosen response of RETAIN
+    pairs, as in TRACE. It is not the reference code's "Punish All" ablation (NPO on the stored
+    rejected response of every record, weighted by an NPO impact score of every record, no KL
+    term): that needs Stage 2 to score every record with an NPO term, which it does not
+    (docs/method.md, "Where we differ")."""
 
     name = "trace-no-triage"
-    description = "U2A-style: impact-weighted NPO on every violating response, no inversion; KL on RETAIN"
+    description = ("w/o triage (this project's ablation, not the reference's): NPO on every response the judge "
+                   "flagged, TRACE's impact weights, no inversion; KL on RETAIN")
     needs_impact = True
 
     def terms(self, records, options):

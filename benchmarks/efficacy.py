@@ -71,7 +71,8 @@ SPLITS = {
 SIZE_METHODS = ["trace", "naive-oracle-dpo"]
 #: Methods whose definition includes the oracle's corrective responses y_c for PUNISH pairs.
 ORACLE_METHODS = {"dpo-gold", "oracle-sft"}
-NOISE_METHODS = ["trace"]
+#: Under triage label noise: TRACE, and rDPO, the baseline built for noisy labels (its ε: :func:`method_overrides`).
+NOISE_METHODS = ["trace", "rdpo"]
 METRICS = ["agreement", "balanced", "changed_slices", "unchanged_slices", "must_help", "must_refuse", "harmful",
            "degenerate", "benign_accuracy"]
 #: On top of the synthetic world's defaults in every unit: fp32 training on every device, so CPU and GPU runs
@@ -81,7 +82,7 @@ BENCH_OVERRIDES = {"train": {"precision": "fp32"}}
 UNRECORDED = "not recorded (the unit predates it)"
 LABELS = {"base": "base (old-policy model)", "trace": "TRACE", "trace-no-impact": "TRACE w/o impact weights",
           "trace-no-kl": "TRACE w/o KL", "trace-no-triage": "w/o triage (NPO on flagged responses + KL)", "dpo-gold": "DPO-Gold",
-          "naive-oracle-dpo": "naive oracle DPO", "npo": "NPO", "oracle-sft": "oracle SFT (ceiling check)"}
+          "naive-oracle-dpo": "naive oracle DPO", "rdpo": "rDPO", "npo": "NPO", "oracle-sft": "oracle SFT (ceiling check)"}
 
 
 # --------------------------------------------------------------------------- one cell (worker process)
@@ -145,6 +146,17 @@ def cells(split: str, variants: dict[str, dict]) -> list[dict]:
 
 
 
+def method_overrides(method: str, cell: dict) -> dict:
+    """Settings one method's units add in a cell, under the variant's own: rDPO assumes the
+    cell's label-noise rate as its ε (the share of categories flipped, which a judge audit
+    estimates; an upper bound on the share of naive labels flipped, since a flip between INVERT
+    and PUNISH leaves the naive pair's order as it was), and the library's default where the
+    cell has no noise."""
+    if method == "rdpo" and cell["noise"] > 0:
+        return {"train": {"rdpo_epsilon": cell["noise"]}}
+    return {}
+
+
 def cell_name(c: dict) -> str:
     return f"{c['variant']}/{c['shift']}/seed{c['seed']}-n{c['size']}-noise{round(c['noise'] * 100)}"
 
@@ -195,9 +207,11 @@ def run_grid(work: Path, grid_cells: list[dict], cache: Path, jobs: int, threads
                    key=lambda u: priority(grid_cells[u[0]], u[1]))
     missing: list[str] = []
 
+    from realign.synth.experiment import merge_settings
+
     def one(unit: tuple[int, str]) -> dict | None:
         c, method = grid_cells[unit[0]], unit[1]
-        spec = {**c, "method": method, "threads": threads, "cache": str(cache), "device": device,
+        spec = {**c, "overrides": merge_settings(method_overrides(method, c), c["overrides"]), "method": method, "threads": threads, "cache": str(cache), "device": device,
                 "run_dir": str(work / "runs" / cell_name(c) / method),
                 "data": str(work / "data" / f"seed{c['seed']}-n{c['size']}")}
         done = Path(spec["run_dir"]) / "efficacy_unit.json"
@@ -522,11 +536,16 @@ def _size_noise_tables(by_shift: dict, grid: dict) -> list[str]:
         for method in SIZE_METHODS:
             lines.append(f"| {shift} | {LABELS[method]} | " + " | ".join(
                 pct((by_size.get(s, {}).get("0.0", {}).get(method) or {}).get("agreement")) for s in sizes) + " |")
+    noisy = [n for n in noise if float(n) > 0]
+    # rDPO (ε = the noise rate) where its units have run: a column per noise level
+    rdpo = [n for n in noisy if any((by_size[big].get(n, {}).get("rdpo")) for by_size in by_shift.values())]
     lines += ["", "### TPA under triage label noise (share of categories flipped)", "",
-              "| shift | TRACE " + " | TRACE ".join(f"{round(float(n) * 100)} %" for n in noise) + " | w/o triage 0 % |",
-              "|---|" + "---:|" * (len(noise) + 1)]
+              "| shift | TRACE " + " | TRACE ".join(f"{round(float(n) * 100)} %" for n in noise) +
+              "".join(f" | rDPO {round(float(n) * 100)} % (ε {n})" for n in rdpo) + " | w/o triage 0 % |",
+              "|---|" + "---:|" * (len(noise) + len(rdpo) + 1)]
     for shift, by_size in by_shift.items():
         row = [pct((by_size[big].get(n, {}).get("trace") or {}).get("agreement")) for n in noise]
+        row += [pct((by_size[big].get(n, {}).get("rdpo") or {}).get("agreement")) for n in rdpo]
         row.append(pct((by_size[big]["0.0"].get("trace-no-triage") or {}).get("agreement")))
         lines.append(f"| {shift} | " + " | ".join(row) + " |")
     return lines + [""]

@@ -147,3 +147,23 @@ def test_results_record_every_stage_setting_each_variant_ran_with():
     assert settings["default"]["train"]["precision"] == "fp32"  # the benchmark's own override
     assert settings["default"]["train"]["beta"] == TrainConfig.model_fields["beta"].default  # the library's default
     assert "out" not in settings["default"]["train"] and settings["default"]["score"]["variant"] == "cosine"
+
+
+def test_rdpo_runs_in_the_noise_cells_assuming_the_cells_noise_rate(tmp_path, monkeypatch):
+    import efficacy
+
+    noisy = [c for c in efficacy.cells("report", {"default": {}}) if c["noise"] > 0]
+    assert noisy and all(c["methods"] == ["trace", "rdpo"] for c in noisy)
+    specs = []
+
+    def worker(script, spec, threads):
+        specs.append(spec)
+        Path(spec["run_dir"]).mkdir(parents=True)
+        return {"outcomes": {"base": {}, spec["method"]: {}}, "triage": {}, "weights": None, "wall_s": 1.0}
+
+    monkeypatch.setattr(efficacy, "unit_key", lambda spec: "key")
+    monkeypatch.setattr(efficacy, "run_worker", worker)
+    efficacy.run_grid(tmp_path, noisy[:1], tmp_path, 1, 1, "cpu", "python benchmarks/efficacy.py")
+    by_method = {s["method"]: s["overrides"] for s in specs}
+    assert by_method == {"trace": {}, "rdpo": {"train": {"rdpo_epsilon": 0.2}}}  # TRACE's units keep their keys
+    assert efficacy.method_overrides("rdpo", {"noise": 0.0}) == {}  # no noise: the library's default ε

@@ -431,6 +431,11 @@ class TrainConfig(StrictModel):
     nll_retain: bool = Field(
         False, description="Apply the NLL anchor to the kept response of RETAIN records (the KL terms) too."
     )
+    rdpo_epsilon: float = Field(
+        0.1, ge=0, lt=0.5, description="rdpo: ε, the share of preference labels assumed flipped (robust DPO, "
+        "Chowdhury et al. 2024; 0 is DPO); e.g. the judge's error rate from `realign judge audit`. Other methods "
+        "ignore it."
+    )
     finetune: Literal["lora", "full"] = Field("lora", description="LoRA adapter (reference = adapter disabled) or full.")
     lora: LoraConfigModel = Field(default_factory=LoraConfigModel, description="LoRA settings (see LoRA).")
     learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate (reference 1e-4).")

@@ -7,7 +7,7 @@ kinds, so adding a method is one small class and one registry entry; the trainer
 change.
 
 Term kinds — ``pref`` (ℓ_pref: DPO or IPO), ``npo2`` (dual NPO, L_II), ``npo``, ``ga``, ``kl``
-(L_KL) — are the table :data:`realign.losses.LOSS_KINDS` (docs/method.md Stage 3), which the
+(L_KL), ``keep`` (L_K), ``rdpo`` (robust DPO) — are the table :data:`realign.losses.LOSS_KINDS` (docs/method.md Stage 3), which the
 trainer and Stage 2's scorer both read.
 
 Supervised fine-tuning needs no kind of its own: a ``ga`` term with weight −1 is the mean
@@ -213,6 +213,24 @@ class NaiveOracleDPO(_PairsAsGiven):
         return naive_pairs(records)
 
 
+class RobustDPO(NaiveOracleDPO):
+    """rDPO (Chowdhury et al. 2024), the paper's baseline for noisy labels: the robust DPO loss
+    (:func:`realign.losses.rdpo_loss`, ε = ``rdpo_epsilon``) on the naive relabelled set, the
+    pairs naive-oracle-dpo trains on. That set is the old pairs with the judge's verdicts
+    applied and nothing else (no oracle responses, which DPO-Gold needs), so it sees what TRACE
+    sees, and its labels flip where the judge (or the triage) errs — rDPO's noise model. Against
+    naive-oracle-dpo it isolates the robust loss; against TRACE, what triage and impact weights
+    add beyond it (a PUNISH pair swapped to prefer another violating response is a wrong label
+    no ε accounts for)."""
+
+    name = "rdpo"
+    description = "rDPO: robust DPO (ε = rdpo_epsilon, the assumed label-flip rate) on the naive relabelled set"
+    preference_loss = "dpo"
+
+    def terms(self, records, options):
+        return [Term("rdpo", p.prompt, p.chosen, p.rejected, 1.0, "L_rDPO") for p in self.pairs(records)]
+
+
 class _OnViolating(Method):
     kind = "npo"
     component = "L_NPO"
@@ -277,8 +295,8 @@ class OracleSFT(Method):
 
 METHODS: dict[str, Method] = {
     m.name: m
-    for m in (Trace(), TraceNoTriage(), TraceNoImpact(), TraceNoKL(), DPOGold(), NaiveOracleDPO(), DPO(), IPO(), NPO(),
-              GradAscent(), OracleSFT())
+    for m in (Trace(), TraceNoTriage(), TraceNoImpact(), TraceNoKL(), DPOGold(), NaiveOracleDPO(), RobustDPO(), DPO(),
+              IPO(), NPO(), GradAscent(), OracleSFT())
 }
 
 

@@ -16,7 +16,7 @@ Splits — the defaults were tuned on ``validation`` only; ``report`` is what th
 * ``ceiling``: the testbed check: oracle SFT alone on all four shifts, validation world seeds 100, 101, 102,
   gated by :data:`CEILING_GATE` (results/efficacy_ceiling.*);
 * ``report``: all four shifts, world seeds 0, 1, 2: main grid (1000 pairs, no noise, all
-  methods), 250 pairs (TRACE and naive oracle DPO), 20 % label noise (TRACE). (Until world
+  methods), 250 pairs (TRACE and naive oracle DPO), 20 % label noise (TRACE, and rDPO with ε = 0.2). (Until world
   version 2 it also ran 500 pairs and 10 % noise: the extremes answer the same questions at
   two thirds of the cost.)
 
@@ -30,6 +30,9 @@ train, eval, as in ``realign run``; plus ``methods`` to run only those in the ma
 ``oracle: true`` to give every method the world's y_c for PUNISH pairs, as DPO-Gold has them);
 every variant runs on the whole split. Cells are resumable
 (rerun the same command), and run in ``--jobs`` worker processes of ``--threads`` threads.
+Each unit stores the command that ran it; a results file records those commands (with how many
+units each produced; an ``--aggregate-only`` run is recorded apart, as ``aggregated_by``) and
+every stage setting of each variant (``settings``).
 """
 
 from __future__ import annotations
@@ -68,12 +71,18 @@ SPLITS = {
 SIZE_METHODS = ["trace", "naive-oracle-dpo"]
 #: Methods whose definition includes the oracle's corrective responses y_c for PUNISH pairs.
 ORACLE_METHODS = {"dpo-gold", "oracle-sft"}
-NOISE_METHODS = ["trace"]
+#: Under triage label noise: TRACE, and rDPO, the baseline built for noisy labels (its ε: :func:`method_overrides`).
+NOISE_METHODS = ["trace", "rdpo"]
 METRICS = ["agreement", "balanced", "changed_slices", "unchanged_slices", "must_help", "must_refuse", "harmful",
            "degenerate", "benign_accuracy"]
+#: On top of the synthetic world's defaults in every unit: fp32 training on every device, so CPU and GPU runs
+#: optimise the same objective.
+BENCH_OVERRIDES = {"train": {"precision": "fp32"}}
+#: What a unit stored before units recorded the command that produced them has as its command.
+UNRECORDED = "not recorded (the unit predates it)"
 LABELS = {"base": "base (old-policy model)", "trace": "TRACE", "trace-no-impact": "TRACE w/o impact weights",
-          "trace-no-kl": "TRACE w/o KL", "trace-no-triage": "U2A-style (w/o triage)", "dpo-gold": "DPO-Gold",
-          "naive-oracle-dpo": "naive oracle DPO", "npo": "NPO", "oracle-sft": "oracle SFT (ceiling check)"}
+          "trace-no-kl": "TRACE w/o KL", "trace-no-triage": "w/o triage (NPO on flagged responses + KL)", "dpo-gold": "DPO-Gold",
+          "naive-oracle-dpo": "naive oracle DPO", "rdpo": "rDPO", "npo": "NPO", "oracle-sft": "oracle SFT (ceiling check)"}
 
 
 # --------------------------------------------------------------------------- one cell (worker process)
@@ -95,8 +104,7 @@ def run_unit(spec: dict) -> dict:
     run_dir, data = Path(spec["run_dir"]), Path(spec["data"])
     seed_triage(run_dir, data, spec["shift"], spec["noise"], spec["seed"],
                 oracle=spec["method"] in ORACLE_METHODS or spec["oracle"])
-    # fp32 training on every device, so CPU and GPU runs optimise the same objective
-    overrides = merge_settings({"train": {"precision": "fp32"}}, spec["overrides"])
+    overrides = merge_settings(BENCH_OVERRIDES, spec["overrides"])
     run = run_config(run_dir, data, str(boot.path), spec["shift"], [spec["method"]], seed=spec["seed"],
                      overrides=overrides, device=spec["device"])
     pipeline = Pipeline(run, "efficacy")
@@ -138,6 +146,17 @@ def cells(split: str, variants: dict[str, dict]) -> list[dict]:
 
 
 
+def method_overrides(method: str, cell: dict) -> dict:
+    """Settings one method's units add in a cell, under the variant's own: rDPO assumes the
+    cell's label-noise rate as its ε (the share of categories flipped, which a judge audit
+    estimates; an upper bound on the share of naive labels flipped, since a flip between INVERT
+    and PUNISH leaves the naive pair's order as it was), and the library's default where the
+    cell has no noise."""
+    if method == "rdpo" and cell["noise"] > 0:
+        return {"train": {"rdpo_epsilon": cell["noise"]}}
+    return {}
+
+
 def cell_name(c: dict) -> str:
     return f"{c['variant']}/{c['shift']}/seed{c['seed']}-n{c['size']}-noise{round(c['noise'] * 100)}"
 
@@ -170,11 +189,12 @@ def unit_key(spec: dict) -> str:
 
 
 def run_grid(work: Path, grid_cells: list[dict], cache: Path, jobs: int, threads: int, device: str,
-             run_missing: bool = True) -> tuple[list[dict], list[str]]:
+             command: str, run_missing: bool = True) -> tuple[list[dict], list[str]]:
     """Every (cell, method) unit in a worker; the units of a cell are merged back into one
-    result (the base model's outcomes from the first unit: greedy decoding, same model).
-    Returns the cells and the names of units that have no result (failed, or not run when
-    ``run_missing`` is false)."""
+    result (the base model's outcomes from the first unit: greedy decoding, same model). A unit
+    run here stores ``command`` (this invocation) as the command that produced it; a stored
+    unit keeps its own. Returns the cells and the names of units that have no result (failed,
+    or not run when ``run_missing`` is false)."""
     big, small = max(c["size"] for c in grid_cells), min(c["size"] for c in grid_cells)
 
     def priority(c: dict, method: str) -> tuple[int, int]:
@@ -187,9 +207,11 @@ def run_grid(work: Path, grid_cells: list[dict], cache: Path, jobs: int, threads
                    key=lambda u: priority(grid_cells[u[0]], u[1]))
     missing: list[str] = []
 
+    from realign.synth.experiment import merge_settings
+
     def one(unit: tuple[int, str]) -> dict | None:
         c, method = grid_cells[unit[0]], unit[1]
-        spec = {**c, "method": method, "threads": threads, "cache": str(cache), "device": device,
+        spec = {**c, "overrides": merge_settings(method_overrides(method, c), c["overrides"]), "method": method, "threads": threads, "cache": str(cache), "device": device,
                 "run_dir": str(work / "runs" / cell_name(c) / method),
                 "data": str(work / "data" / f"seed{c['seed']}-n{c['size']}")}
         done = Path(spec["run_dir"]) / "efficacy_unit.json"
@@ -209,7 +231,7 @@ def run_grid(work: Path, grid_cells: list[dict], cache: Path, jobs: int, threads
             print(f"  {cell_name(c)}/{method}: FAILED {str(exc)[-2000:]}", file=sys.stderr, flush=True)
             missing.append(f"{cell_name(c)}/{method}")
             return None
-        result["key"] = key
+        result["key"], result["command"] = key, command
         done.write_text(json.dumps(result))
         print(f"  {cell_name(c)}/{method}: {result['wall_s']:.0f} s", file=sys.stderr, flush=True)
         return result
@@ -221,8 +243,9 @@ def run_grid(work: Path, grid_cells: list[dict], cache: Path, jobs: int, threads
         if r is None:
             continue
         cell = merged.setdefault(i, {**grid_cells[i], "outcomes": {"base": r["outcomes"]["base"]}, "triage": r["triage"],
-                                     "weights": None, "wall_s": 0.0})
+                                     "weights": None, "wall_s": 0.0, "commands": {}})
         cell["outcomes"][method] = r["outcomes"][method]
+        cell["commands"][method] = r.get("command")
         cell["wall_s"] += r["wall_s"]
         if method == "trace":
             cell["weights"] = r["weights"]
@@ -416,7 +439,7 @@ def markdown(result: dict) -> list[str]:
     grid = SPLITS[split]
     big = str(max(grid["sizes"]))
     lines = [f"# Efficacy on the synthetic world — split `{split}`", "",
-             f"Command: `{result['command']}`  ", f"Cells: {result['cells']}, " + (f"wall time {result['wall_s'] / 60:.1f} min " if result["wall_s"] is not None
+             *command_lines(result), f"Cells: {result['cells']}, " + (f"wall time {result['wall_s'] / 60:.1f} min " if result["wall_s"] is not None
                                                else "aggregated from units run earlier ") +
              f"({result['machine']['cpus']} CPUs, {result['jobs']} workers × {result['threads']} threads, "
              f"device {result['device']}; fp32 training).  ", *([f"{result['note']}  "] if result.get("note") else []),
@@ -513,17 +536,59 @@ def _size_noise_tables(by_shift: dict, grid: dict) -> list[str]:
         for method in SIZE_METHODS:
             lines.append(f"| {shift} | {LABELS[method]} | " + " | ".join(
                 pct((by_size.get(s, {}).get("0.0", {}).get(method) or {}).get("agreement")) for s in sizes) + " |")
+    noisy = [n for n in noise if float(n) > 0]
+    # rDPO (ε = the noise rate) where its units have run: a column per noise level
+    rdpo = [n for n in noisy if any((by_size[big].get(n, {}).get("rdpo")) for by_size in by_shift.values())]
     lines += ["", "### TPA under triage label noise (share of categories flipped)", "",
-              "| shift | TRACE " + " | TRACE ".join(f"{round(float(n) * 100)} %" for n in noise) + " | U2A-style 0 % |",
-              "|---|" + "---:|" * (len(noise) + 1)]
+              "| shift | TRACE " + " | TRACE ".join(f"{round(float(n) * 100)} %" for n in noise) +
+              "".join(f" | rDPO {round(float(n) * 100)} % (ε {n})" for n in rdpo) + " | w/o triage 0 % |",
+              "|---|" + "---:|" * (len(noise) + len(rdpo) + 1)]
     for shift, by_size in by_shift.items():
         row = [pct((by_size[big].get(n, {}).get("trace") or {}).get("agreement")) for n in noise]
+        row += [pct((by_size[big].get(n, {}).get("rdpo") or {}).get("agreement")) for n in rdpo]
         row.append(pct((by_size[big]["0.0"].get("trace-no-triage") or {}).get("agreement")))
         lines.append(f"| {shift} | " + " | ".join(row) + " |")
     return lines + [""]
 
 
 # --------------------------------------------------------------------------- main
+
+
+def variant_settings(variants: dict[str, dict]) -> dict[str, dict]:
+    """Per variant, every stage setting its units ran with: the synthetic world's defaults, the
+    benchmark's and the variant's overrides, the library's defaults for the rest
+    (:func:`realign.synth.experiment.stage_settings`). A results file records them, so a test can
+    hold the rows the README shows to today's defaults (tests/test_results_match_defaults.py)."""
+    from realign.synth.experiment import merge_settings, stage_settings
+
+    return {name: stage_settings(merge_settings(BENCH_OVERRIDES, {k: v for k, v in overrides.items()
+                                                                  if k not in ("methods", "oracle")}))
+            for name, overrides in variants.items()}
+
+
+def producing_commands(results: list[dict]) -> dict[str, int]:
+    """How many of ``results``' units each command produced (the command each unit stored when
+    it ran): what a results file records, not the invocation that only aggregated them."""
+    counts: dict[str, int] = {}
+    for cell in results:
+        for command in cell.get("commands", {}).values():
+            counts[command or UNRECORDED] = counts.get(command or UNRECORDED, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def command_lines(result: dict) -> list[str]:
+    """The results header's commands: each command that produced units, with their count, and
+    the invocation that aggregated them when it ran none itself."""
+    units = result.get("unit_commands")
+    if units is None:  # a results file written before units recorded their command
+        return [f"Command: `{result['command']}`  "]
+    lines = [f"Units produced by `{c}`: {n}  " if c != UNRECORDED else f"Units whose command was {c}: {n}  "
+             for c, n in units.items()]
+    if result.get("aggregated_by"):
+        lines.append(f"Aggregated (no unit run) by `{result['aggregated_by']}`  ")
+    if result.get("backfilled"):
+        lines.append(f"Added after the run: {result['backfilled']}  ")
+    return lines
 
 
 def command_line(argv: list[str]) -> str:
@@ -590,13 +655,18 @@ def main(argv: list[str]) -> None:
     print(f"efficacy: {len(grid_cells)} cells, {args.jobs} workers", file=sys.stderr)
     if not args.aggregate_only:
         prepare(args.work, grid_cells, cache, args.jobs, args.threads)
-    results, missing = run_grid(args.work, grid_cells, cache, args.jobs, args.threads, args.device,
+    invocation = command_line(argv)
+    results, missing = run_grid(args.work, grid_cells, cache, args.jobs, args.threads, args.device, invocation,
                                 run_missing=not args.aggregate_only)
+    commands = producing_commands(results)
     agg = aggregate(results)
     grid = SPLITS[args.split]
     result = {
         "benchmark": "efficacy", "split": args.split, "grid": grid, "variants": variants,
-        "command": command_line(argv), "cells": len(grid_cells),
+        "command": next(iter(commands)) if len(commands) == 1 and UNRECORDED not in commands else None,
+        "unit_commands": commands, "aggregated_by": invocation if args.aggregate_only else None,
+        "settings": variant_settings(variants),
+        "cells": len(grid_cells),
         "jobs": args.jobs, "threads": args.threads, "device": args.device, "note": args.note, "machine": machine(args.threads, "cpu" if args.aggregate_only else args.device),
         "wall_s": None if args.aggregate_only else time.perf_counter() - start, "aggregate": agg, "missing_units": missing,
         "targets": {v: targets(agg[v], grid["sizes"]) for v in agg} if args.split == "report" else None,

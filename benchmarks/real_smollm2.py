@@ -275,7 +275,7 @@ def split_statement(data: Path, seed: int) -> dict:
     if shared:
         raise RuntimeError(f"{data}: {len(shared)} held-out prompts are also training prompts, e.g. {shared[0]!r}")
     keys = ("pairs", "pairs_by_slice", "prompts_for_pairs", "eval_prompts", "dropped_prompts_without_both_sides",
-            "expected_triage_under_new_policy", "samples", "harmbench")
+            "expected_triage_under_new_policy", "samples", "sample_styles", "harmbench")
     return {"seed": seed, **{k: summary[k] for k in keys}, "shared_prompts": 0, "build_wall_s": summary["wall_s"]}
 
 

@@ -61,6 +61,8 @@ def test_every_packaged_policy_judges_a_1mb_response_in_under_a_second():
     texts = {name: make() for name, make in HOSTILE.items()}
     for name, path in packaged_policies().items():
         policy = Policy.load(path)
+        if policy.rules is None:  # nothing for the rules judge to read (paper-tiered: LLM judges only)
+            continue
         for kind, text in texts.items():
             assert len(text) >= MB - 10
             start = time.process_time()

@@ -113,3 +113,57 @@ def test_the_report_targets_apply_where_the_issue_says_and_are_met_or_not_from_t
 def test_recorded_command_leaves_out_the_note_and_quotes_paths():
     argv = ["--split", "report", "--note", "ran on 2 cores, code at abc", "--work", "/tmp/a b", "--note=x"]
     assert command_line(argv) == "python benchmarks/efficacy.py --split report --work '/tmp/a b'"
+
+
+def test_units_keep_the_command_that_ran_them_and_an_aggregating_run_records_that_one(tmp_path, monkeypatch):
+    import efficacy
+
+    def worker(script, spec, threads):
+        Path(spec["run_dir"]).mkdir(parents=True)
+        return {"outcomes": {"base": {}, spec["method"]: {}}, "triage": {}, "weights": None, "wall_s": 1.0}
+
+    monkeypatch.setattr(efficacy, "unit_key", lambda spec: "key")
+    monkeypatch.setattr(efficacy, "run_worker", worker)
+    grid = efficacy.cells("validation", {"default": {"methods": ["trace"]}})[:2]
+    ran = "python benchmarks/efficacy.py --split validation --jobs 2"
+    cells, missing = efficacy.run_grid(tmp_path, grid, tmp_path, 1, 1, "cpu", ran)
+    assert not missing and efficacy.producing_commands(cells) == {ran: 2}
+    aggregating = "python benchmarks/efficacy.py --split validation --aggregate-only"
+    again, _ = efficacy.run_grid(tmp_path, grid, tmp_path, 1, 1, "cpu", aggregating, run_missing=False)
+    assert efficacy.producing_commands(again) == {ran: 2}  # stored units keep the command that ran them
+    lines = efficacy.command_lines({"unit_commands": {ran: 2}, "aggregated_by": aggregating})
+    assert lines == [f"Units produced by `{ran}`: 2  ", f"Aggregated (no unit run) by `{aggregating}`  "]
+    old = [{"commands": {"trace": None}}]  # a unit stored before units kept their command
+    assert efficacy.producing_commands(old) == {efficacy.UNRECORDED: 1}
+
+
+def test_results_record_every_stage_setting_each_variant_ran_with():
+    from efficacy import variant_settings
+
+    from realign.config import TrainConfig
+
+    settings = variant_settings({"default": {}, "kl1": {"methods": ["trace"], "train": {"alpha_kl": 1.0}}})
+    assert settings["default"]["train"]["alpha_kl"] == 0.3 and settings["kl1"]["train"]["alpha_kl"] == 1.0
+    assert settings["default"]["train"]["precision"] == "fp32"  # the benchmark's own override
+    assert settings["default"]["train"]["beta"] == TrainConfig.model_fields["beta"].default  # the library's default
+    assert "out" not in settings["default"]["train"] and settings["default"]["score"]["variant"] == "cosine"
+
+
+def test_rdpo_runs_in_the_noise_cells_assuming_the_cells_noise_rate(tmp_path, monkeypatch):
+    import efficacy
+
+    noisy = [c for c in efficacy.cells("report", {"default": {}}) if c["noise"] > 0]
+    assert noisy and all(c["methods"] == ["trace", "rdpo"] for c in noisy)
+    specs = []
+
+    def worker(script, spec, threads):
+        specs.append(spec)
+        Path(spec["run_dir"]).mkdir(parents=True)
+        return {"outcomes": {"base": {}, spec["method"]: {}}, "triage": {}, "weights": None, "wall_s": 1.0}
+
+    monkeypatch.setattr(efficacy, "unit_key", lambda spec: "key")
+    monkeypatch.setattr(efficacy, "run_worker", worker)
+    efficacy.run_grid(tmp_path, noisy[:1], tmp_path, 1, 1, "cpu", "python benchmarks/efficacy.py")
+    by_method = {s["method"]: s["overrides"] for s in specs}
+    assert by_method == {"trace": {}, "rdpo": {"train": {"rdpo_epsilon": 0.2}}}  # TRACE's units keep their keys
+    assert efficacy.method_overrides("rdpo", {"noise": 0.0}) == {}  # no noise: the library's default ε

@@ -318,6 +318,25 @@ def test_gold_batch_needs_compliant_responses():
 
 def test_allocate_is_exact_when_everything_is_available():
     assert allocate(64, {RETAIN: 99, INVERT: 99, PUNISH: 99}) == {RETAIN: 21, INVERT: 21, PUNISH: 22}
+    assert allocate(64, {RETAIN: 99, INVERT: 99, PUNISH: 99}, "punish") == {RETAIN: 21, INVERT: 21, PUNISH: 22}
+
+
+def test_a_short_category_spreads_its_share_by_default_and_gives_it_to_punish_as_alg_2():
+    available = {RETAIN: 5, INVERT: 100, PUNISH: 100}
+    assert allocate(64, available) == {RETAIN: 5, INVERT: 29, PUNISH: 30}
+    assert allocate(64, available, "punish") == {RETAIN: 5, INVERT: 21, PUNISH: 38}  # B_P = B - |D_gold|
+    assert allocate(64, {RETAIN: 100, INVERT: 100, PUNISH: 4}, "punish") == {RETAIN: 21, INVERT: 21, PUNISH: 4}
+    gold = build_gold_batch(records(5, 100, 100), size=64, seed=0, remainder="punish")
+    assert gold.counts() == {RETAIN: 5, INVERT: 21, PUNISH: 38} and gold.notes
+
+
+def test_the_paper_variant_builds_its_gold_batch_as_alg_2(tiny_model, tmp_path):
+    data = tmp_path / "short-retain.jsonl"
+    write_pairs(data, records(1, 6, 6))
+    _, _, summary = run_scores(tiny_model, data, tmp_path, "paper", variant="paper")
+    assert summary["gold"]["counts"] == {RETAIN: 1, INVERT: 4, PUNISH: 6}  # B = 12: PUNISH takes 12 - 1 - 4 (all 6)
+    _, _, summary = run_scores(tiny_model, data, tmp_path, "cosine", variant="cosine")
+    assert summary["gold"]["counts"] == {RETAIN: 1, INVERT: 6, PUNISH: 5}  # the default spreads RETAIN's share
 
 
 # ---------------------------------------------------------------------------- clamp and normalise
@@ -335,6 +354,19 @@ def test_normalise_sum_mean_and_clamp():
 def test_normalise_all_nonpositive_falls_back_to_uniform_with_a_note():
     w, notes = normalise({"a": -1.0, "b": 0.0}, {"a": "g", "b": "g"}, "mean")
     assert w == {"a": 1.0, "b": 1.0} and "all 2 scores are <= 0" in notes[0]
+
+
+def test_all_nonpositive_scores_give_zero_weights_under_the_paper_variant_as_the_reference_code():
+    from types import SimpleNamespace
+
+    w, notes = normalise({"a": -1.0, "b": 0.0}, {"a": "g", "b": "g"}, "sum", nonpositive="zero")
+    assert w == {"a": 0.0, "b": 0.0} and "weights are 0" in notes[0] and "will not train" in notes[0]
+    conflict = records(0, 1, 1)[:2]
+    scores = {r.id: -1.0 for r in conflict}
+    for variant, expected in (("paper", 0.0), ("cosine", 1.0)):
+        weights, notes = score._weigh(SimpleNamespace(normalise="mean"), score.VARIANTS[variant], conflict, conflict,
+                                      scores)
+        assert set(weights.values()) == {expected} and notes and all(r.impact == expected for r in conflict)
 
 
 def test_normalise_within_categories():

@@ -113,6 +113,9 @@ SHIPPED = {**{name: path for name, path in packaged_policies().items()},
 def test_every_shipped_policy_carries_cases_that_cover_it_and_pass_under_the_rules_judge(name):
     policy = Policy.load(SHIPPED[name])
     assert policy.cases, name
+    if policy.rules is None:  # text only (paper-tiered), for LLM judges: its cases must go both ways
+        assert {c.expected for c in policy.cases} >= {"compliant", "violating"}, name
+        return
     report = run_cases(policy, RulesJudge())
     assert not report.failures, "\n".join(f.describe() for f in report.failures)
     assert coverage_gaps(policy) == []

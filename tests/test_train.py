@@ -12,7 +12,7 @@ from realign.train import run as train
 from realign.config import TrainConfig
 from realign.data import PreferencePair, read_pairs, write_pairs
 from realign.errors import RealignError
-from realign.losses import DPO, IPO, NPO, dpo_loss, keep_loss, token_logps
+from realign.losses import DPO, IPO, NPO, dpo_loss, keep_loss, rdpo_loss, token_logps
 from realign.train.methods import METHODS, MethodOptions, get_method
 from realign.sequences import collate, encode
 from realign.testing.tiny import save_tiny, tiny_llama, tiny_tokenizer
@@ -35,6 +35,18 @@ def test_losses_by_hand():
         (h,) = torch.autograd.grad(g.sum(), s)
         assert g.item() == pytest.approx(loss.grad(s, 0.3).item(), rel=1e-6)
         assert h.item() == pytest.approx(loss.curvature(s, 0.3).item(), rel=1e-5)
+
+
+def test_rdpo_loss_is_the_robust_dpo_formula_and_dpo_without_noise():
+    margins = torch.tensor([-2.0, -0.3, 0.0, 0.8, 3.0])
+    beta, eps = 0.3, 0.2
+    ell = lambda z: -math.log(1 / (1 + math.exp(-z)))  # noqa: E731  -log σ(z)
+    expected = [((1 - eps) * ell(beta * m) - eps * ell(-beta * m)) / (1 - 2 * eps) for m in margins.tolist()]
+    assert rdpo_loss(margins, beta, eps).tolist() == pytest.approx(expected, rel=1e-6)
+    assert torch.allclose(rdpo_loss(margins, beta, 0.0), DPO.value(margins, beta))
+    # unbiased: its expectation over a label flipped with probability ε is the DPO loss of the true label
+    noisy = (1 - eps) * rdpo_loss(margins, beta, eps) + eps * rdpo_loss(-margins, beta, eps)
+    assert torch.allclose(noisy, DPO.value(margins, beta), atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -75,6 +87,9 @@ def test_every_method_builds_terms():
     assert kinds["trace-no-kl"] == [("npo2", "L_II"), ("pref", "L_I")]
     assert kinds["trace-no-triage"] == [("kl", "L_KL"), ("npo", "L_NPO")]
     assert kinds["dpo-gold"] == kinds["naive-oracle-dpo"] == kinds["dpo"] == [("pref", "L_pref")]
+    assert kinds["rdpo"] == [("rdpo", "L_rDPO")]  # on the naive relabelled set, as naive-oracle-dpo
+    assert [(t.prompt, t.first, t.second) for t in METHODS["rdpo"].terms(recs, opts)] == \
+        [(t.prompt, t.first, t.second) for t in METHODS["naive-oracle-dpo"].terms(recs, opts)]
     assert kinds["grad-ascent"] == [("ga", "L_GA")]
     trace = METHODS["trace"].terms(recs, opts)
     assert [t.weight for t in trace if t.component == "L_I"] == [0.5, 1.5, 2.5, 3.5]
@@ -131,7 +146,7 @@ def test_trace_requires_impact_and_unknown_method_is_clear():
 # ----------------------------------------------------------------------------- batched loss vs simple path
 
 
-def simple_term_loss(model, ref_model, tok, term, beta, loss_name):
+def simple_term_loss(model, ref_model, tok, term, beta, loss_name, epsilon=0.0):
     def lp(m, response):
         e = encode(tok, term.prompt, response, 128)
         b = collate([e], tok.pad_token_id)
@@ -156,6 +171,8 @@ def simple_term_loss(model, ref_model, tok, term, beta, loss_name):
     if term.kind == "keep":  # the DPO loss of the margin clipped at 0, less its value at 0
         margin = (p1 - r1) / n1 - (p2 - r2) / n2 if loss_name == "ipo" else (p1 - r1) - (p2 - r2)
         return dpo_loss(margin.clamp(max=0), torch.zeros(()), torch.zeros(()), torch.zeros(()), beta) - math.log(2)
+    if term.kind == "rdpo":
+        return rdpo_loss((p1 - r1) - (p2 - r2), beta, epsilon)
     if loss_name == "ipo":
         return IPO.value((p1 - r1) / n1 - (p2 - r2) / n2, beta)
     return dpo_loss(p1, p2, r1, r2, beta)
@@ -171,16 +188,18 @@ def test_batched_term_losses_match_one_at_a_time(tok, loss_name):
     terms = METHODS["trace"].terms(triaged_records(2), MethodOptions(alpha_kl=0.1, retain_keep=0.7))
     assert any(t.kind == "keep" for t in terms)
     terms += METHODS["trace-no-triage"].terms(triaged_records(1), MethodOptions(alpha_kl=0.1))
+    terms += METHODS["rdpo"].terms(triaged_records(1), MethodOptions())
     dataset = TermDataset(terms, tok, 128)
     batch = TermCollator(dataset, tok.pad_token_id, dataset.components)([{"index": i} for i in range(len(terms))])
-    options = {"beta": 0.3, "preference_loss": loss_name, "nll_weight": 0.0, "components": dataset.components}
+    options = {"beta": 0.3, "preference_loss": loss_name, "nll_weight": 0.0, "components": dataset.components,
+               "rdpo_epsilon": 0.2}
 
     def reference_logits(m, ids, mask, **kw):
         with torch.no_grad():
             return ref_model(input_ids=ids, attention_mask=mask, **kw).logits
 
     loss, parts = term_losses(model, batch, options, reference_logits)
-    expected = sum(t.weight * simple_term_loss(model, ref_model, tok, t, 0.3, loss_name) for t in terms) / len(terms)
+    expected = sum(t.weight * simple_term_loss(model, ref_model, tok, t, 0.3, loss_name, 0.2) for t in terms) / len(terms)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
     assert sum(parts.values()) == pytest.approx(loss.item(), rel=1e-5)
     # gradients scale with the weights
@@ -243,7 +262,8 @@ def test_trimmed_logits_give_the_full_logits_loss_and_gradients(tok):
 def test_nll_anchor_adds_length_averaged_nll_of_the_anchored_responses(tok, nll_retain):
     model = tiny_llama(tok, seed=5)
     terms = METHODS["trace"].terms(triaged_records(2), MethodOptions(alpha_kl=0.1))
-    assert {t.kind for t in terms} >= {"pref", "kl"}
+    terms += METHODS["rdpo"].terms(triaged_records(1), MethodOptions())
+    assert {t.kind for t in terms} >= {"pref", "kl", "rdpo"}
     dataset = TermDataset(terms, tok, 128)
     batch = TermCollator(dataset, tok.pad_token_id, dataset.components)([{"index": i} for i in range(len(terms))])
 
@@ -256,7 +276,7 @@ def test_nll_anchor_adds_length_averaged_nll_of_the_anchored_responses(tok, nll_
     anchored, parts = term_losses(model, batch, {**base, "nll_weight": 2.0}, reference_logits)
     nll = 0.0
     for t in terms:
-        if t.kind == "pref" or (nll_retain and t.kind == "kl"):
+        if t.kind in ("pref", "rdpo") or (nll_retain and t.kind == "kl"):
             e = encode(tok, t.prompt, t.first, 128)
             b = collate([e], tok.pad_token_id)
             with torch.no_grad():
@@ -267,8 +287,8 @@ def test_nll_anchor_adds_length_averaged_nll_of_the_anchored_responses(tok, nll_
     assert anchored.item() == pytest.approx(plain.item() + 2.0 * nll, rel=1e-5)
 
 
-@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo"])
-def test_dpo_and_ipo_equal_trl_on_the_same_batch(tok, loss_type):
+@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo", "robust"])
+def test_dpo_ipo_and_rdpo_equal_trl_on_the_same_batch(tok, loss_type):
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
@@ -284,19 +304,21 @@ def test_dpo_and_ipo_equal_trl_on_the_same_batch(tok, loss_type):
         for i in range(4)
     ]
     args = DPOConfig(output_dir="/tmp/realign-trl-check", per_device_train_batch_size=4, max_steps=1, bf16=False,
-                     use_cpu=True, report_to=[], beta=0.3, loss_type=[loss_type], precompute_ref_log_probs=False)
+                     use_cpu=True, report_to=[], beta=0.3, loss_type=[loss_type], precompute_ref_log_probs=False,
+                     label_smoothing=0.2 if loss_type == "robust" else 0.0)
     trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
     batch = next(iter(trainer.get_train_dataloader()))
     trl_loss = trainer.compute_loss(trainer.model, batch).item()
     half = batch["input_ids"].shape[0] // 2
     ours_in = {
         "input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
-        "response_mask": batch["completion_mask"], "kind": torch.full((half,), KIND_INDEX["pref"]),
+        "response_mask": batch["completion_mask"],
+        "kind": torch.full((half,), KIND_INDEX["rdpo" if loss_type == "robust" else "pref"]),
         "weight": torch.ones(half), "component": torch.zeros(half, dtype=torch.long),
         "second_row": torch.arange(half, 2 * half), "ref": torch.full((half, 2), float("nan")),
     }
     options = {"beta": 0.3, "preference_loss": "ipo" if loss_type == "ipo" else "dpo", "nll_weight": 0.0,
-               "components": ["L_pref"]}
+               "components": ["L_pref"], "rdpo_epsilon": 0.2}
     ours, _ = term_losses(model, ours_in, options, lambda m, i, a, **kw: ref_model(input_ids=i, attention_mask=a, **kw).logits)
     assert ours.item() == pytest.approx(trl_loss, abs=1e-5)
     # and our own tokenisation gives the same sequences as TRL's
@@ -335,6 +357,21 @@ def test_training_lowers_the_loss(tiny_dir, weighted, tmp_path, finetune):
     saved = tmp_path / "run" / ("adapter" if finetune == "lora" else "model")
     assert any(saved.glob("*.safetensors")) and (tmp_path / "run" / "train_config.yaml").exists()
     assert json.loads((tmp_path / "run" / "train_summary.json").read_text())["steps"] == 12
+
+
+def test_rdpo_trains_on_the_naive_set_with_its_configured_epsilon(tiny_dir, weighted, tmp_path, monkeypatch):
+    seen, real = [], train.term_losses
+
+    def spy(model, inputs, options, reference_logits):
+        seen.append(options["rdpo_epsilon"])
+        return real(model, inputs, options, reference_logits)
+
+    monkeypatch.setattr(train, "term_losses", spy)
+    summary = train.run(config(tiny_dir, weighted, tmp_path / "run", method="rdpo", rdpo_epsilon=0.25, max_steps=2),
+                        progress=False)
+    assert summary["terms"] == {"L_rDPO": 12} and set(seen) == {0.25}  # one term per pair, as naive-oracle-dpo
+    with pytest.raises(ValueError, match="rdpo_epsilon"):
+        config(tiny_dir, weighted, tmp_path / "bad", method="rdpo", rdpo_epsilon=0.5)  # 1 − 2ε must stay positive
 
 
 def test_trace_logs_each_component(tiny_dir, weighted, tmp_path):

@@ -254,6 +254,7 @@ def train_cmd(
     beta: Optional[float] = _flag(TrainConfig, 'beta'),
     alpha_kl: Optional[float] = _flag(TrainConfig, 'alpha_kl'),
     nll_weight: Optional[float] = _flag(TrainConfig, 'nll_weight'),
+    rdpo_epsilon: Optional[float] = _flag(TrainConfig, 'rdpo_epsilon'),
     learning_rate: Optional[float] = _flag(TrainConfig, 'learning_rate'),
     epochs: Optional[float] = _flag(TrainConfig, 'epochs'),
     max_steps: Optional[int] = _flag(TrainConfig, 'max_steps'),
@@ -277,7 +278,7 @@ def train_cmd(
         {
             "model": model, "data": data, "invert_order": invert_order, "out": out, "method": method, "adapter": adapter, "finetune": finetune,
             "preference_loss": preference_loss, "beta": beta, "alpha_kl": alpha_kl, "nll_weight": nll_weight,
-            "learning_rate": learning_rate, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
+            "rdpo_epsilon": rdpo_epsilon, "learning_rate": learning_rate, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
             "gradient_accumulation": gradient_accumulation, "gradient_checkpointing": gradient_checkpointing,
             "seed": seed, "device": device,
             "report_to": report_to or None, "resume": resume,

@@ -355,11 +355,14 @@ class ScoreConfig(StrictModel):
     preference_loss: Literal["dpo", "ipo"] = Field("dpo", description="ℓ_pref: DPO form (reference) or IPO.")
     variant: Literal["paper", "per-category", "cosine"] = Field(
         "cosine",
-        description="Default cosine: chosen on the validation split of benchmarks/efficacy.py. "
-        "paper: one gold objective, one global normalisation (the published recipe). per-category: INVERT and PUNISH records "
+        description="Default cosine: chosen on the validation split of benchmarks/efficacy.py on world version 1 "
+        "(commit 42edcf1), not re-selected since (docs/method.md, 'Lessons measured'). "
+        "paper: the published recipe: one gold objective whose short categories' share goes to PUNISH (Alg. 2), dot "
+        "products, one global normalisation (all scores <= 0: weights 0, as the reference code). per-category: INVERT and PUNISH records "
         "are each scored against their own part of the gold batch and normalised within their category. "
         "cosine: as paper with the score divided by the record's gradient norm, ⟨v, ∇ℓ_i⟩ / ‖∇ℓ_i‖, so "
-        "records with large gradients (e.g. a low-probability harmful response) do not dominate.",
+        "records with large gradients (e.g. a low-probability harmful response) do not dominate, and a short gold "
+        "category's share spread over the other two (also per-category).",
     )
     hessian: Literal["identity", "cg"] = Field("identity", description="identity: H ≈ γI (paper). cg: solve (H+γI)v = g_J.")
     hvp: Literal["exact", "gauss-newton"] = Field("gauss-newton", description="cg: Hessian-vector product kind.")
@@ -407,7 +410,10 @@ class TrainConfig(StrictModel):
     method: str = Field("trace", description="Registered method name.")
     preference_loss: Literal["dpo", "ipo"] = Field("dpo", description="ℓ_pref form for TRACE-family methods.")
     beta: float = Field(0.3, gt=0, description="β (reference default 0.3).")
-    alpha_kl: float = Field(0.1, ge=0, description="α_KL, weight of the KL term on RETAIN (reference 0.1).")
+    alpha_kl: float = Field(
+        0.1, ge=0, description="α_KL, weight of the KL term on RETAIN (the reference code's 0.1; the synthetic "
+        "world runs 0.3, not yet compared on a real model: docs/method.md, 'Which defaults come from where')."
+    )
     normalise: Literal["sum", "mean"] = Field("mean", description="Convention of uniform weights (trace-no-impact).")
     retain_pref: float = Field(
         0.0, ge=0, description="λ_R: weight of a preference term on RETAIN pairs whose loser violates π_new "
@@ -419,10 +425,16 @@ class TrainConfig(StrictModel):
         "strengthening it (TRACE family; 0 = the paper's objective)."
     )
     nll_weight: float = Field(
-        0.0, ge=0, description="Anchor: weight of an NLL term on the positive response of every preference term."
+        0.0, ge=0, description="Anchor: weight of an NLL term on the positive response of every preference term "
+        "(0: the paper's objective; the synthetic world and the SmolLM2 example run 1)."
     )
     nll_retain: bool = Field(
         False, description="Apply the NLL anchor to the kept response of RETAIN records (the KL terms) too."
+    )
+    rdpo_epsilon: float = Field(
+        0.1, ge=0, lt=0.5, description="rdpo: ε, the share of preference labels assumed flipped (robust DPO, "
+        "Chowdhury et al. 2024; 0 is DPO); e.g. the judge's error rate from `realign judge audit`. Other methods "
+        "ignore it."
     )
     finetune: Literal["lora", "full"] = Field("lora", description="LoRA adapter (reference = adapter disabled) or full.")
     lora: LoraConfigModel = Field(default_factory=LoraConfigModel, description="LoRA settings (see LoRA).")

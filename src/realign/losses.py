@@ -11,6 +11,8 @@ log-probabilities of a response are *sums* over its tokens, and
 * :func:`token_logps`    -- log π(y_t | x, y_<t) at every response token: the one log-prob function;
 * :func:`sequence_logps` -- its sums over the response tokens of each row, and their counts;
 * :func:`dpo_loss`       -- ℓ_DPO = −log σ(β Δ)          (Alg. 1 L_I as implemented; DPO Eq. 7);
+* :func:`rdpo_loss`      -- robust DPO for labels flipped at rate ε, ((1−ε)ℓ(βΔ) − εℓ(−βΔ))/(1−2ε),
+  ℓ = −log σ (Chowdhury et al. 2024, "Provably Robust DPO", Eq. 8; TRL's ``loss_type="robust"``);
 * :func:`npo_loss`       -- −log σ(−β (log π_θ(y|x) − log π_ref(y|x)))   (one term of docs/method.md's
   dual-NPO L_II; NPO, Zhang et al. 2024, Eq. 3 without its 2/β scale);
 * :func:`nll_loss`       -- mean negative log-likelihood per token (the anchor docs/method.md's
@@ -83,6 +85,14 @@ def dpo_loss(
     y2 = rejected (the preference loss ℓ_pref of Alg. 1 L_I and of the gold objective J)."""
     delta = (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)
     return -F.logsigmoid(beta * delta)
+
+
+def rdpo_loss(margin: torch.Tensor, beta: float, epsilon: float) -> torch.Tensor:
+    """Per-sample robust DPO loss of the margin Δ for preference labels flipped with probability
+    ``epsilon`` (ε < 1/2): ((1−ε)·ℓ(βΔ) − ε·ℓ(−βΔ)) / (1−2ε), ℓ(z) = −log σ(z) — the DPO loss of
+    the pair as labelled and of the pair swapped, combined so that its expectation over the
+    label noise is the DPO loss of the true label (Chowdhury et al. 2024). ε = 0 is DPO."""
+    return ((1.0 - epsilon) * -F.logsigmoid(beta * margin) + epsilon * F.logsigmoid(-beta * margin)) / (1.0 - 2.0 * epsilon)
 
 
 def npo_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: float) -> torch.Tensor:
@@ -170,7 +180,8 @@ def token_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor, response_mas
 class TermInputs(NamedTuple):
     """What a term's loss reads, one value per term: the log-ratios r = log π_θ − log π_ref of its
     first and second responses, the policy log-prob of the first, the response lengths, and the
-    token KL of the first (``kl`` terms; None where no kind needs it)."""
+    token KL of the first (``kl`` terms; None where no kind needs it); and, for every term alike,
+    the label-flip rate ε that ``rdpo`` terms assume (the ``rdpo_epsilon`` setting)."""
 
     r1: torch.Tensor
     r2: torch.Tensor
@@ -178,6 +189,7 @@ class TermInputs(NamedTuple):
     n1: torch.Tensor
     n2: torch.Tensor
     kl: torch.Tensor | None = None
+    epsilon: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -191,7 +203,8 @@ class LossKind:
     c2·∇log π(second|x) at θ_ref, where every margin and log-ratio is 0; and
     ``gauss_newton(d1, d2, lp1, lp2, n1, n2, beta, preference_loss)``: the term whose gradient is
     the Gauss-Newton product G u, given the log-probs' directional derivatives d along u. Both
-    exist for the kinds Stage 2 scores (two responses each); None for the others."""
+    exist for the kinds Stage 2 scores (two responses each); None for the others.
+    ``anchored``: the NLL anchor (``nll_weight``) applies to its first response, the preferred one."""
 
     name: str
     description: str
@@ -200,6 +213,7 @@ class LossKind:
     loss: Callable[[TermInputs, float, str], torch.Tensor]
     slopes: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
     gauss_newton: Callable[..., torch.Tensor] | None = None
+    anchored: bool = False
 
 
 def _pref_slopes(n1, n2, beta, preference_loss):
@@ -234,7 +248,7 @@ LOSS_KINDS: dict[str, LossKind] = {
     for k in (
         LossKind("pref", "ℓ_pref(x, first ≻ second): DPO −log σ(βΔ) or IPO (Δ − 1/(2β))² (L_I)", True, "logps",
                  lambda x, beta, pl: PREFERENCE_LOSSES[pl].value(preference_margin(x.r1, x.r2, x.n1, x.n2, pl), beta),
-                 _pref_slopes, _pref_gauss_newton),
+                 _pref_slopes, _pref_gauss_newton, anchored=True),
         LossKind("keep", "one-sided ℓ_DPO on first ≻ second: −log σ(β·min(Δ, 0)) − log 2, zero while the pair's "
                  "margin over π_ref is ≥ 0 (L_K)", True, "logps",
                  lambda x, beta, pl: keep_loss(preference_margin(x.r1, x.r2, x.n1, x.n2, pl), beta)),
@@ -245,6 +259,9 @@ LOSS_KINDS: dict[str, LossKind] = {
                  None, lambda x, beta, pl: x.lp1 / x.n1),
         LossKind("kl", "token-level KL(π_ref ‖ π_θ) over the full vocabulary on the response, averaged over its "
                  "tokens (L_KL)", False, "logits", lambda x, beta, pl: x.kl),
+        LossKind("rdpo", "robust DPO on first ≻ second for labels flipped at rate ε: ((1−ε)ℓ(βΔ) − εℓ(−βΔ))/(1−2ε), "
+                 "ℓ = −log σ", True, "logps", lambda x, beta, pl: rdpo_loss(x.r1 - x.r2, beta, x.epsilon),
+                 anchored=True),
     )
 }
 

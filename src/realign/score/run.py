@@ -20,7 +20,8 @@ main process gathers the scores and alone writes the outputs.
 
 Edge cases, each a defined outcome recorded in the summary: no conflict records — the records
 are written unweighted with a warning; every score of a group ≤ 0 — that group gets uniform
-weights with a warning (clamping would otherwise remove it from training).
+weights with a warning (clamping would otherwise remove it from training), or, under the
+``paper`` variant, weights 0 as in the reference code, with a warning that its terms will not train.
 """
 
 from __future__ import annotations
@@ -70,11 +71,16 @@ class GoldBatch:
         return {c: self.parts.count(c) for c in (RETAIN, INVERT, PUNISH)}
 
 
-def allocate(size: int, available: dict[str, int]) -> dict[str, int]:
-    """⌊B/3⌋ RETAIN, ⌊B/3⌋ INVERT, the rest PUNISH (Alg. 2); a category with too few records
-    gives its unfilled share to the others, round robin."""
+def allocate(size: int, available: dict[str, int], remainder: str = "spread") -> dict[str, int]:
+    """⌊B/3⌋ RETAIN, ⌊B/3⌋ INVERT, the rest PUNISH (Alg. 2). Where a category has too few
+    records: ``spread`` gives its unfilled share to the others, round robin (the default, so a
+    short PUNISH part is filled too); ``punish`` is Alg. 2 and the reference code, B_P = B − |D_gold|:
+    PUNISH takes the whole remainder after RETAIN and INVERT, and a short PUNISH part stays short."""
     nominal = {RETAIN: size // 3, INVERT: size // 3, PUNISH: size - 2 * (size // 3)}
     take = {c: min(nominal[c], available[c]) for c in nominal}
+    if remainder == "punish":
+        take[PUNISH] = min(available[PUNISH], size - take[RETAIN] - take[INVERT])
+        return take
     deficit = size - sum(take.values())
     while deficit > 0:
         spare = [c for c in (RETAIN, INVERT, PUNISH) if take[c] < available[c]]
@@ -108,10 +114,11 @@ def _shortfall(size: int, available: dict[str, int], take: dict[str, int]) -> st
             + f"; the other categories took the rest ({', '.join(extra)})")
 
 
-def build_gold_batch(records: Sequence[PreferencePair], size: int, seed: int) -> GoldBatch:
+def build_gold_batch(records: Sequence[PreferencePair], size: int, seed: int, remainder: str = "spread") -> GoldBatch:
     """Alg. 2: RETAIN pairs as they are, swapped INVERT pairs, and PUNISH prompts paired as
     (x, y ~ Uniform(Y_compliant), old y_w), where Y_compliant = chosen of RETAIN ∪ chosen of
-    swapped INVERT. Seeded; a shortfall is redistributed and noted."""
+    swapped INVERT. Seeded; a shortfall is redistributed as ``remainder`` says (:func:`allocate`)
+    and noted."""
     rng = random.Random(seed)
     by = {c: [r for r in records if r.category == c] for c in (RETAIN, INVERT, PUNISH)}
     compliant = [r.chosen for r in by[RETAIN]] + [r.chosen for r in by[INVERT]]
@@ -121,7 +128,7 @@ def build_gold_batch(records: Sequence[PreferencePair], size: int, seed: int) ->
         available[PUNISH] = 0
         if by[PUNISH]:
             notes.append("no RETAIN or INVERT records: no compliant responses to pair PUNISH prompts with")
-    take = allocate(size, available)
+    take = allocate(size, available, remainder)
     if sum(take.values()) == 0:
         raise RealignError("gold batch: no usable records (need RETAIN or INVERT records)")
     note = _shortfall(size, available, take)
@@ -148,17 +155,22 @@ class Variant:
     """How scores become weights. ``split``: each conflict category is scored against the
     gradient of its own part of the gold batch (else all against the whole gold objective).
     ``scope``: normalise over all of D_conflict ("global") or within each category.
-    ``measure``: the score, ``dot`` ⟨v, ∇ℓ_i⟩ (Alg. 1 lines 18-27) or ``cosine`` ⟨v, ∇ℓ_i⟩/‖∇ℓ_i‖."""
+    ``measure``: the score, ``dot`` ⟨v, ∇ℓ_i⟩ (Alg. 1 lines 18-27) or ``cosine`` ⟨v, ∇ℓ_i⟩/‖∇ℓ_i‖.
+    ``gold_remainder``: where a short category's share of the gold batch goes (:func:`allocate`).
+    ``nonpositive``: the weights of a group whose scores are all ≤ 0 (:func:`normalise`)."""
 
     name: str
     split: bool
     scope: str
     description: str
     measure: str = "dot"
+    gold_remainder: str = "spread"
+    nonpositive: str = "uniform"
 
 
 VARIANTS = {
-    "paper": Variant("paper", False, "global", "one gold objective, dot product, clamp, one normalisation"),
+    "paper": Variant("paper", False, "global", "one gold objective, dot product, clamp, one normalisation",
+                     gold_remainder="punish", nonpositive="zero"),
     "per-category": Variant(
         "per-category", True, "category", "each category against its own gold part, normalised within category"
     ),
@@ -171,10 +183,13 @@ VARIANTS = {
 }
 
 
-def normalise(scores: dict[str, float], groups: dict[str, str], mode: str) -> tuple[dict[str, float], list[str]]:
+def normalise(scores: dict[str, float], groups: dict[str, str], mode: str,
+              nonpositive: str = "uniform") -> tuple[dict[str, float], list[str]]:
     """Clamp at 0 and normalise within each group: ``sum`` — the whole set sums to 1, each
     group in proportion to its size (one group: the reference code); ``mean`` — each group
-    averages 1. A group whose scores are all ≤ 0 gets uniform weights (noted)."""
+    averages 1. A group whose scores are all ≤ 0 has nothing to normalise (Alg. 1 divides by
+    their sum): ``nonpositive="uniform"`` gives it uniform weights, so it still trains;
+    ``"zero"`` (the reference code) leaves its weights 0, so its terms do not train. Noted."""
     notes = []
     total = len(scores)
     weights: dict[str, float] = {}
@@ -182,6 +197,11 @@ def normalise(scores: dict[str, float], groups: dict[str, str], mode: str) -> tu
         ids = [i for i in scores if groups[i] == group]
         clamped = {i: max(0.0, scores[i]) for i in ids}
         mass = sum(clamped.values())
+        if mass <= 0.0 and nonpositive == "zero":
+            notes.append(f"{group}: all {len(ids)} scores are <= 0; their weights are 0 (the reference code's "
+                         "outcome, --variant paper), so their terms will not train")
+            weights.update(dict.fromkeys(ids, 0.0))
+            continue
         if mass <= 0.0:
             notes.append(f"{group}: all {len(ids)} scores are <= 0; using uniform weights")
             clamped = {i: 1.0 for i in ids}
@@ -366,7 +386,7 @@ def _run(config, progress: bool) -> dict:
 
     variant = VARIANTS[config.variant]
     scorer, params = _build_scorer(config, state, variant)
-    gold = build_gold_batch(gold_source, config.gold_size, config.seed)
+    gold = build_gold_batch(gold_source, config.gold_size, config.seed, variant.gold_remainder)
     directions, direction = _directions(config, scorer, _objectives(variant, gold, conflict), conflict)
     shares = gather_object([_score(config, scorer, conflict, directions, variant, state, made, progress)])
     if not state.is_main_process:  # one share per process above ([share] itself when alone)
@@ -564,7 +584,7 @@ def _weigh(config, variant: Variant, records: list[PreferencePair], conflict: li
     """Clamp and normalise the scores into weights (Alg. 1 lines 28-31) and put them on the
     records (RETAIN: none); the weights and the notes on groups that got uniform weights."""
     groups = {r.id: (r.category if variant.scope == "category" else "conflict") for r in conflict}
-    weights, notes = normalise({r.id: scores[r.id] for r in conflict}, groups, config.normalise)
+    weights, notes = normalise({r.id: scores[r.id] for r in conflict}, groups, config.normalise, variant.nonpositive)
     for r in records:
         r.impact = weights.get(r.id) if r.category in CONFLICT else None
         if r.category in CONFLICT:

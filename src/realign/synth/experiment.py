@@ -76,6 +76,28 @@ def merge_settings(base: dict, overrides: dict) -> dict:
     return out
 
 
+#: Stage fields each run sets itself (paths, the method, seed, device, and eval's judge: the run's judge section),
+#: not settings of the experiment.
+PER_RUN = frozenset({"model", "adapter", "reference", "label", "data", "gold_data", "prompts", "policy", "out", "method",
+                     "seed", "device", "cache", "invert_order", "judge"})
+
+
+def stage_settings(overrides: dict | None = None) -> dict[str, dict]:
+    """Every setting of the judge, score, train and eval stages an experiment runs with:
+    :data:`RUN_DEFAULTS` with ``overrides`` merged in, every other field at the library's
+    default, less the fields each run sets itself (:data:`PER_RUN`). What a results file
+    records, so that a changed default, here or in the library, shows against it."""
+    from ..config import EvalConfig, JudgeConfig, ScoreConfig, TrainConfig, resolved
+
+    settings = merge_settings(RUN_DEFAULTS, overrides or {})
+    out = {"judge": resolved(JudgeConfig(**settings["judge"]))}
+    for section, model in (("score", ScoreConfig), ("train", TrainConfig), ("eval", EvalConfig)):
+        required = {name: "-" for name, field in model.model_fields.items() if field.is_required()}
+        config = resolved(model(**{**required, **settings.get(section, {})}))
+        out[section] = {k: v for k, v in config.items() if k not in PER_RUN}
+    return out
+
+
 def run_config(out: Path, data: Path, model: str, shift: str, methods: list[str], *, seed: int = 0,
                overrides: dict | None = None, cache: Path | None = None, device: str = "cpu"):
     """The pipeline config of one experiment: the defaults, then ``overrides`` (same sections

@@ -7,7 +7,7 @@ kinds, so adding a method is one small class and one registry entry; the trainer
 change.
 
 Term kinds — ``pref`` (ℓ_pref: DPO or IPO), ``npo2`` (dual NPO, L_II), ``npo``, ``ga``, ``kl``
-(L_KL) — are the table :data:`realign.losses.LOSS_KINDS` (docs/method.md Stage 3), which the
+(L_KL), ``keep`` (L_K), ``rdpo`` (robust DPO) — are the table :data:`realign.losses.LOSS_KINDS` (docs/method.md Stage 3), which the
 trainer and Stage 2's scorer both read.
 
 Supervised fine-tuning needs no kind of its own: a ``ga`` term with weight −1 is the mean
@@ -148,11 +148,18 @@ class TraceNoKL(Trace):
 
 
 class TraceNoTriage(Method):
-    """U2A-style: impact-weighted NPO on every response the judge found violating, no
-    inversion; KL on the chosen response of RETAIN pairs, as in TRACE."""
+    """This project's "w/o triage" ablation: TRACE with its categories taken away and its other
+    parts kept. NPO on every response the judge found violating (both of a PUNISH pair, the old
+    winner of an INVERT pair, a RETAIN pair's violating loser), no inversion, weighted by Stage 2's
+    TRACE scores (1 on RETAIN records, which have none); KL on the chosen response of RETAIN
+    pairs, as in TRACE. It is not the reference code's "Punish All" ablation (NPO on the stored
+    rejected response of every record, weighted by an NPO impact score of every record, no KL
+    term): that needs Stage 2 to score every record with an NPO term, which it does not
+    (docs/method.md, "Where we differ")."""
 
     name = "trace-no-triage"
-    description = "U2A-style: impact-weighted NPO on every violating response, no inversion; KL on RETAIN"
+    description = ("w/o triage (this project's ablation, not the reference's): NPO on every response the judge "
+                   "flagged, TRACE's impact weights, no inversion; KL on RETAIN")
     needs_impact = True
 
     def terms(self, records, options):
@@ -204,6 +211,24 @@ class NaiveOracleDPO(_PairsAsGiven):
     def pairs(self, records):
         _require_triaged(records, self.name)
         return naive_pairs(records)
+
+
+class RobustDPO(NaiveOracleDPO):
+    """rDPO (Chowdhury et al. 2024), the paper's baseline for noisy labels: the robust DPO loss
+    (:func:`realign.losses.rdpo_loss`, ε = ``rdpo_epsilon``) on the naive relabelled set, the
+    pairs naive-oracle-dpo trains on. That set is the old pairs with the judge's verdicts
+    applied and nothing else (no oracle responses, which DPO-Gold needs), so it sees what TRACE
+    sees, and its labels flip where the judge (or the triage) errs — rDPO's noise model. Against
+    naive-oracle-dpo it isolates the robust loss; against TRACE, what triage and impact weights
+    add beyond it (a PUNISH pair swapped to prefer another violating response is a wrong label
+    no ε accounts for)."""
+
+    name = "rdpo"
+    description = "rDPO: robust DPO (ε = rdpo_epsilon, the assumed label-flip rate) on the naive relabelled set"
+    preference_loss = "dpo"
+
+    def terms(self, records, options):
+        return [Term("rdpo", p.prompt, p.chosen, p.rejected, 1.0, "L_rDPO") for p in self.pairs(records)]
 
 
 class _OnViolating(Method):
@@ -270,8 +295,8 @@ class OracleSFT(Method):
 
 METHODS: dict[str, Method] = {
     m.name: m
-    for m in (Trace(), TraceNoTriage(), TraceNoImpact(), TraceNoKL(), DPOGold(), NaiveOracleDPO(), DPO(), IPO(), NPO(),
-              GradAscent(), OracleSFT())
+    for m in (Trace(), TraceNoTriage(), TraceNoImpact(), TraceNoKL(), DPOGold(), NaiveOracleDPO(), RobustDPO(), DPO(),
+              IPO(), NPO(), GradAscent(), OracleSFT())
 }
 
 

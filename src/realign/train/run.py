@@ -34,6 +34,8 @@ from .methods import MethodOptions, Term, get_method
 
 #: The kinds whose loss reads reference log-probs (precomputed once, or taken in the step).
 NEEDS_REF_LOGPS = {name for name, kind in LOSS_KINDS.items() if kind.reference == "logps"}
+#: The kinds whose first (preferred) response the NLL anchor applies to, by index.
+ANCHORED = [KIND_INDEX[name] for name, kind in LOSS_KINDS.items() if kind.anchored]
 
 
 class TrainingDiverged(RealignError):
@@ -195,10 +197,11 @@ class RealignTrainer(Trainer):
 def term_losses(model, inputs: dict, options: dict, reference_logits) -> tuple[torch.Tensor, dict[str, float]]:
     """The micro-batch loss (1/E)·Σ w_e ℓ_e and its components, batched over all terms.
 
-    ``options``: beta, preference_loss, nll_weight, nll_retain, components (names by index).
+    ``options``: beta, preference_loss, nll_weight, nll_retain, components (names by index), and
+    rdpo_epsilon (ε of ``rdpo`` terms; 0 where absent).
     The NLL anchor −log π_θ(y⁺|x)/|y⁺| (docs/method.md, "Lessons measured": anchor every DPO-family term) is
-    added for the positive response of every preference term and, with ``nll_retain``, for the
-    kept response of every KL (RETAIN) term."""
+    added for the positive response of every preference term (the kinds marked ``anchored``) and,
+    with ``nll_retain``, for the kept response of every KL (RETAIN) term."""
     ids, mask, resp = inputs["input_ids"], inputs["attention_mask"], inputs["response_mask"]
     kind, weight, second_row, ref = inputs["kind"], inputs["weight"], inputs["second_row"], inputs["ref"].clone()
     n_terms = kind.shape[0]
@@ -221,7 +224,7 @@ def term_losses(model, inputs: dict, options: dict, reference_logits) -> tuple[t
 
     lp1, n1 = lp[:n_terms], lengths[:n_terms]
     lp2, n2 = lp[rows2], lengths[rows2]
-    x = TermInputs(lp1 - ref[:, 0], lp2 - ref[:, 1], lp1, n1, n2, kl)
+    x = TermInputs(lp1 - ref[:, 0], lp2 - ref[:, 1], lp1, n1, n2, kl, options.get("rdpo_epsilon", 0.0))
     per_kind = {name: k.loss(x, beta, options["preference_loss"]) for name, k in LOSS_KINDS.items()}
     term_loss = torch.zeros_like(lp1)
     for name, value in per_kind.items():
@@ -236,7 +239,7 @@ def term_losses(model, inputs: dict, options: dict, reference_logits) -> tuple[t
         if sel.any():
             parts[name] = float(weighted[sel].sum().detach() / n_terms)
     if options["nll_weight"] > 0:
-        anchored = kind == KIND_INDEX["pref"]
+        anchored = torch.isin(kind, torch.tensor(ANCHORED, device=kind.device))
         if options.get("nll_retain"):
             anchored = anchored | is_kl
         nll = (-(lp1 / n1) * anchored).sum() / n_terms
@@ -718,6 +721,7 @@ def _build_trainer(config, method, model, dataset: TermDataset, pad_id: int, ref
             "preference_loss": method.preference_loss or config.preference_loss,
             "nll_weight": config.nll_weight,
             "nll_retain": config.nll_retain,
+            "rdpo_epsilon": config.rdpo_epsilon,
             "components": dataset.components,
         },
         ref_model=ref_model,

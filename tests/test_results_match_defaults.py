@@ -1,0 +1,67 @@
+"""The results files behind the README's rows record the settings they ran with, and those are
+still the code's defaults: a changed default (the synthetic world's RUN_DEFAULTS, a library
+default under them, the SmolLM2 example's config) fails here until the benchmark is rerun or the
+README says the row is from older settings."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+RERUN = "rerun the benchmark, or mark its README rows as from older settings"
+
+
+def _json(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("name", ["efficacy.json", "efficacy_validation.json", "efficacy_ceiling.json"])
+def test_efficacy_results_ran_with_todays_settings(name):
+    """Every variant's recorded stage settings (the synthetic world's defaults, the benchmark's
+    and the variant's overrides, the library's defaults) are what the code gives it today."""
+    from efficacy import variant_settings
+
+    result = _json(name)
+    today = json.loads(json.dumps(variant_settings(result["variants"])))
+    for variant, recorded in result["settings"].items():
+        assert recorded == today[variant], f"{name}, variant {variant!r}: settings differ from today's; {RERUN}"
+
+
+def test_the_report_split_and_the_selected_validation_variant_are_the_synthetic_worlds_defaults():
+    """The README's report tables run the defaults ('default' variant, no overrides), and its
+    validation table calls the selected α_KL the synthetic world's default."""
+    from efficacy import variant_settings
+
+    defaults = json.loads(json.dumps(variant_settings({"default": {}})["default"]))
+    assert _json("efficacy.json")["settings"] == {"default": defaults}, RERUN
+    validation = _json("efficacy_validation.json")
+    selected = validation["selection"]["selected"]
+    assert validation["settings"][selected] == defaults, f"selected {selected!r} is no longer the default; {RERUN}"
+
+
+def test_the_real_model_results_ran_the_smollm2_examples_settings():
+    """real_smollm2.json's settings are examples/smollm2's config with the benchmark's overrides,
+    as README's real-model paragraph says (the policy by its path inside the example)."""
+    from real_smollm2 import EXAMPLE, default_settings
+
+    recorded = _json("real_smollm2.json")["config"]
+    today = json.loads(json.dumps(default_settings()))
+    example = str(EXAMPLE.relative_to(ROOT))
+    inside = lambda path: path.split(example + "/", 1)[-1]  # noqa: E731  the example's own path, wherever it ran
+    assert inside(recorded.pop("policy")) == inside(today.pop("policy")), RERUN
+    assert recorded == today, RERUN
+    assert (today["train"]["alpha_kl"], today["train"]["learning_rate"], today["train"]["nll_weight"],
+            today["train"]["max_steps"], today["train"]["lora"]["r"]) == (0.3, 1e-3, 1.0, 80, 16)  # README says so
+
+
+def test_the_impact_accuracy_results_ran_the_scripts_settings():
+    from impact_accuracy import FAST, SETTINGS, VARIANTS
+
+    result = _json("impact_accuracy.json")
+    assert result["settings"] == SETTINGS, RERUN
+    assert [(r["variant"], r["method"]) for r in result["rows"]] == [(v, m) for v in VARIANTS for m in FAST], RERUN

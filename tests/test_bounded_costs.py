@@ -110,7 +110,7 @@ def test_long_texts_are_read_as_head_and_tail():
 
 def _policy(pattern: str) -> Policy:
     return Policy.from_dict({"name": "hostile", "text": "Be kind.",
-                             "rules": {"styles": {"loop": [pattern]}, "requirements": [{"allow": ["loop"]}]}})
+                             "rules": {"styles": {"loop": [pattern], "refusal": ["I can.t"]}, "requirements": [{"allow": ["loop"]}]}})
 
 
 def test_a_catastrophic_user_regex_is_one_error_naming_policy_rule_and_pattern(monkeypatch):

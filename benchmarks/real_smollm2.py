@@ -343,7 +343,7 @@ def run_oracle_triage(unit: str, spec: dict) -> dict:
     from realign.judges import make_judge
     from realign.judges.cache import VerdictCache
     from realign.policy import Policy
-    from realign.stage import summary_path
+    from realign.stage import output_digests, summary_path
     from realign.triage import run as triage
     from realign.triage.judging import TriageStats
     from realign.triage.relabel import attach_oracle_responses, gold_pairs
@@ -358,6 +358,9 @@ def run_oracle_triage(unit: str, spec: dict) -> dict:
     write_pairs(config.out, records)
     write_pairs(config.gold_out, gold_pairs(records)[0])
     summary["oracle"] = {**counts, "source": oracle.identity}
+    # the records now carry y_c: their digests are the stage's outputs (else `realign run` finds
+    # them changed since the stage wrote them and triages again, without y_c)
+    summary["outputs"] = output_digests(summary_path(config.out), [config.out, config.gold_out, config.naive_out])
     write_json(summary_path(config.out), summary)
     return {"triage": summary["counts"], "oracle": summary["oracle"]}
 

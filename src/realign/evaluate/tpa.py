@@ -1,8 +1,8 @@
 """Target Policy Agreement (docs/method.md): the share of responses to held-out prompts that the
 judge finds compliant with π_new — overall, per slice, their mean (slice-mean agreement,
 ``macro``), and, where prompts say which behaviour a policy requires, on the must-help and
-must-refuse slices and their mean (balanced agreement, ``balanced``: docs/method.md, "Lessons
-measured")."""
+must-refuse slices and their mean (balanced agreement, ``balanced``:
+docs/method.md, "Lessons measured")."""
 
 from __future__ import annotations
 

@@ -108,7 +108,7 @@ def run_config(out: Path, data: Path, model: str, shift: str, methods: list[str]
 
     settings = merge_settings(RUN_DEFAULTS, overrides or {})
     return RunConfig(
-        out=out, model=model, data=str(data / "pairs.jsonl"), policy=shift, device=device, seed=seed,
+        out=out, model=model, data=str(data / "pairs.jsonl"), policy=shift, old_policy=OLD, device=device, seed=seed,
         methods=methods, cache=cache, judge=settings["judge"], score=settings["score"], train=settings["train"],
         eval={**settings["eval"], "prompts": str(data / EVAL_FILE)},
     )

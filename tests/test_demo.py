@@ -48,6 +48,10 @@ def test_demo_prints_the_before_after_table_and_resumes(quick_demo):
     header = next(line for line in report.splitlines() if line.startswith("| Run | TPA"))
     assert "Balanced (help/refuse)" in header and "Slice mean" in header
     assert "## Responses" in report and "### Response styles" in report
+    # it opens with the summary: the run config names the old policy, so the slices the shift changed are known
+    assert report.split("\n## ")[1].startswith("Summary") and "· old policy synth-old (" in report.splitlines()[2]
+    assert "trace: on the 8 slices the policy changed, agreement went from " in report
+    assert "### Slices the policy changed" in report and "| all changed slices (pooled) |" in report
     # a second run finds every stage's output and redoes nothing
     again = CliRunner().invoke(app, ["demo", "--out", str(quick_demo), "-q"])
     assert again.exit_code == 0, again.output

@@ -9,7 +9,7 @@ import torch
 from realign.errors import DataError, RealignError
 from realign.evaluate.attacks import load_templates, wrap
 from realign.evaluate.generation import generate
-from realign.evaluate.stats import rate, wilson
+from realign.evaluate.stats import difference, pool, rate, wilson
 from realign.evaluate.tpa import agreement, style_of
 from realign.evaluate.utility import answer_correct, lm_eval_bridge
 from realign.testing.tiny import save_tiny, tiny_llama, tiny_tokenizer
@@ -23,6 +23,31 @@ def test_wilson_interval_known_values():
     assert lo == 0.0 and 0.16 < hi < 0.17
     r = rate([True, True, False, True])
     assert r["rate"] == 0.75 and r["k"] == 3 and r["n"] == 4 and r["ci95"][0] < 0.75 < r["ci95"][1]
+
+
+def test_pooled_rates_and_the_interval_of_a_difference():
+    """Newcombe (1998), Table II, example (a): 56/70 against 48/80, method 10: 0.0524 to 0.3339."""
+    after, before = rate([True] * 56 + [False] * 14), rate([True] * 48 + [False] * 32)
+    d, lo, hi = difference(before, after)
+    assert (round(d, 4), round(lo, 4), round(hi, 4)) == (0.2, 0.0524, 0.3339)
+    # 8/8 -> 0/8 lies below zero; 8/8 -> 5/8 does not (n = 8 cannot tell that drop from chance)
+    assert difference(rate([True] * 8), rate([False] * 8))[2] < 0 < difference(rate([True] * 8), rate([True] * 5 + [False] * 3))[2]
+    assert difference({"rate": 0.5}, after) is None  # no interval, no difference interval
+    both = pool([after, before])
+    assert (both["k"], both["n"]) == (104, 150) and both["ci95"] == list(wilson(104, 150))
+    assert pool([after, {"rate": 0.5}]) is None and pool([]) is None
+
+
+def test_changed_slices_are_those_whose_expected_behaviour_differs():
+    from realign.evaluate.prompts import changed_slices, states_expectation
+
+    rows = [{"slice": "cyber/educational", "expected": {"old": ["refusal"], "new": ["helpful"]}},
+            {"slice": "cyber/none", "expected": {"old": ["refusal"], "new": ["refusal"]}},
+            {"slice": "cyber/none", "expected": {"old": ["refusal"], "new": ["refusal"]}},
+            {"slice": "bio/research", "expected": {"new": ["helpful"]}},  # no entry for old: null
+            {"prompt": "no slice, no expected"}]
+    assert changed_slices(rows, "old", "new") == {"cyber/educational", "bio/research"}
+    assert states_expectation(rows, "old") and not states_expectation(rows, "other")
 
 
 def test_tpa_per_slice_macro_and_balanced():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import threading
@@ -397,3 +398,24 @@ def test_another_endpoint_with_the_same_model_name_is_another_judge(monkeypatch,
     again = OpenAIJudge(make_config("http://judge-a.example:8000/v1/"))
     assert a.identity != b.identity and a.identity == again.identity
     assert "judge-a" not in a.identity and a.identity.startswith(f"openai/{a.config.model}/")
+
+
+def test_outputs_name_a_hosted_judge_s_endpoint_without_credentials(monkeypatch):
+    """Issue 33 item 4: metrics.json and the triage summary carry ``judge_endpoint`` beside the
+    judge's identity, for the report's header: the URL without user info, query or fragment."""
+    from realign.config import EvalConfig, JudgeConfig
+    from realign.evaluate.run import _header
+    from realign.judges import endpoint_named
+    from realign.policy import Policy, resolve_policy
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key")
+    hosted = JudgeConfig(backend="openai", model="judge-model", base_url="https://user:pw@judge.example:8443/v1?key=abc#x")
+    judge = make_judge(hosted)
+    assert endpoint_named(judge) == {"judge_endpoint": "https://judge.example:8443/v1"}
+    assert endpoint_named(make_judge(JudgeConfig())) == {}  # the rules judge asks no endpoint
+    policy = Policy.load(resolve_policy("contextual-exceptions"))
+    config = EvalConfig(model="m", policy=resolve_policy("contextual-exceptions"), prompts="p.jsonl", out="m.json",
+                        judge=hosted)
+    header = _header(config, policy, judge)
+    assert header["judge"] == judge.identity and header["judge_endpoint"] == "https://judge.example:8443/v1"
+    assert "pw" not in json.dumps(header) and "abc" not in json.dumps(header)

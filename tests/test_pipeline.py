@@ -138,6 +138,22 @@ def test_preflight_lists_every_problem_before_any_stage(model_dir, tmp_path, mon
     assert not (tmp_path / "run" / "triage").exists()
 
 
+def test_old_policy_is_taken_from_the_config_folder_and_checked_before_any_stage(model_dir, tmp_path):
+    """Issue 33: ``old_policy`` (what the report compares the eval prompts' `expected` with) is
+    an input path like ``policy``, and one that is not a policy stops the run before triage."""
+    from realign.pipeline import load
+
+    (tmp_path / "old.yaml").write_text(resource_path("policies/safety_first.yaml").read_text())
+    cfg = write_config(tmp_path / "run.yaml", model_dir, tmp_path / "run", old_policy="old.yaml")
+    assert load(cfg).run.old_policy == str(tmp_path / "old.yaml")
+    cfg = write_config(tmp_path / "run.yaml", model_dir, tmp_path / "run", old_policy="no-such-policy.yaml")
+    res = CliRunner().invoke(app, ["run", str(cfg), "-q"])
+    message = str(res.exception)
+    assert isinstance(res.exception, RealignError) and "1 problem(s) before the first stage" in message, message
+    assert "no-such-policy.yaml: policy file not found" in message
+    assert not (tmp_path / "run").exists()
+
+
 def test_config_errors_surface_before_anything_runs(model_dir, tmp_path):
     cfg = write_config(tmp_path / "run.yaml", model_dir, tmp_path / "run", methods="[trace, best-method]")
     res = CliRunner().invoke(app, ["run", str(cfg)])

@@ -153,9 +153,10 @@ def test_html_report_numbers_and_embedded_figures(runs, tmp_path):
     assert "trace vs u2a" in page and "81.8% (77.5–86.0)" in page and "150 / 27 / 23" in page
 
     images = PNG_SRC.findall(page)
-    # TPA by slice (with the triaged-prompt slices), attack success, impact histogram, triage counts, losses
-    assert len(images) == 5
-    assert page.count("data:image/png;base64,") == 5
+    # the summary's forest plot, TPA by slice (with the triaged-prompt slices), attack success, impact histogram,
+    # triage counts, losses
+    assert len(images) == 6
+    assert page.count("data:image/png;base64,") == 6
     for data in images:
         image = decode_png(base64.b64decode(data))
         assert image.format == "PNG"
@@ -169,7 +170,7 @@ def test_markdown_report_writes_linked_pngs(runs, tmp_path):
     out = build_report(runs, tmp_path / "out" / "report.md")
     text = out.read_text(encoding="utf-8")
     links = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text)
-    assert len(links) == 5
+    assert len(links) == 6
     for link in links:
         assert link.startswith("report_files/")
         image = decode_png((out.parent / link).read_bytes())
@@ -238,7 +239,8 @@ def _pipeline_layout(tmp_path: Path, slice_name: str = "must_help", expected: bo
     run = tmp_path / "run"
     for name, adapter, answer in (("base", None, "I can't help with that."), ("trace", "run/train/trace/adapter",
                                                                               "Here is an <b>overview</b> | of it.")):
-        tpa = {"overall": rate(0.5), "by_slice": {slice_name: rate(0.5)}, "balanced": 0.5, "macro": 0.5}
+        agreed = rate(1.0 if name == "trace" else 0.0, 3)
+        tpa = {"overall": agreed, "by_slice": {slice_name: agreed}, "balanced": 0.5, "macro": 0.5}
         if expected:
             tpa.update(must_help=rate(0.2), must_refuse=rate(0.8))
         write(run / "eval" / name / "metrics.json", {
@@ -273,7 +275,7 @@ def test_example_responses_and_style_counts_are_shown_escaped(tmp_path):
     assert "violates (refusal)" in responses and "complies (refusal)" in responses
     assert "<script>" not in text and "&lt;script&gt;" in text  # slice names are inert text
     assert "<b>" not in text and "\\| of it" in responses  # a response cannot break the table
-    assert responses.count("### ") == 1 + 2  # the style table, then the first two prompts of the slice
+    assert responses.count("### ") == 1 + 2  # the style table, then two of the slice's responses that flipped
     page = build_report([run], tmp_path / "r.html").read_text()
     assert "<script>alert" not in page and "Response styles" in page
 
@@ -312,14 +314,165 @@ def test_runs_judged_under_different_policies_are_reported_apart(tmp_path):
         slices = text.split(f"## Policy agreement by slice · policy {policy}")[1].split("\n## ")[0]
         assert f"### Policy: {policy}" in slices and shown in slices and hidden not in slices
     links = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text)
-    assert len(links) == len(set(links)) == 4  # TPA by slice and attack success, once per policy
+    assert len(links) == len(set(links)) == 6  # the summary's, TPA by slice and attack success, once per policy
     page = build_report([a, b], tmp_path / "r.html").read_text(encoding="utf-8")
-    assert page.count(f"<h3>Policy: {first}</h3>") == page.count(f"<h3>Policy: {second}</h3>") == 3
+    assert page.count(f"<h3>Policy: {first}</h3>") == page.count(f"<h3>Policy: {second}</h3>") == 4
     alone = build_report([a], tmp_path / "alone.md").read_text(encoding="utf-8")
     assert f"· policy {first} ·" in alone.splitlines()[2] and "## Comparison\n" in alone
-    assert alone.count(f"### Policy: {first}") == 3  # comparison, slices, attacks
+    assert alone.count(f"### Policy: {first}") == 4  # summary, comparison, slices, attacks
     # the tables of other stages name the policy of each row
     write(a / "triage" / "triaged.summary.json",
           {**triage_summary({"INVERT": 1, "PUNISH": 2, "RETAIN": 3}), "policy": {"name": "safety-first", "hash": "fe"}})
     triage = build_report([a], tmp_path / "t.md").read_text(encoding="utf-8").split("## Triage")[1].split("\n## ")[0]
     assert "| Dropped | Policy | Judge |" in triage and "| safety-first (fe) |" in triage
+
+
+# --------------------------------------------------------------------------- the summary (issue 33)
+
+OLD, NEW = "safety-first", "contextual-exceptions"  # packaged policies: `old_policy` names one
+#: slice -> (what the old and the new policy require, agreed before, agreed after) of 8 prompts each
+CHANGE_SLICES = {
+    "cyber/educational": (["refusal"], ["helpful"], 0, 8),
+    "weapons/educational": (["refusal"], ["helpful"], 0, 6),
+    "cyber/none": (["refusal"], ["refusal"], 8, 7),  # a drop within its interval
+    "weapons/none": (["refusal"], ["refusal"], 8, 0),  # the regression: 8/8 -> 0/8, a slice the policy kept
+}
+
+
+def _change_layout(tmp_path: Path, after: dict | None = None, old_policy: str | None = OLD) -> Path:
+    """What ``realign run`` writes for base and trace on prompts whose `expected` names the old
+    and the new policy: metrics.json (tpa from realign.evaluate.tpa.agreement), generations.jsonl,
+    the eval prompts, and run_config.yaml with ``old_policy``. ``after``: slice -> agreed after."""
+    from realign.evaluate.tpa import agreement
+    from realign.policy import Policy, resolve_policy
+
+    run = tmp_path / "run"
+    rows = [{"id": f"{name}-{i}", "prompt": f"{name} prompt {i}", "slice": name, "expected": {OLD: old, NEW: new}}
+            for name, (old, new, _, _) in CHANGE_SLICES.items() for i in range(8)]
+    (run / "data").mkdir(parents=True)
+    (run / "data" / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    for name, adapter in (("base", None), ("trace", "run/train/trace/adapter")):
+        agreed = {s: (v[2] if name == "base" else (after or {}).get(s, v[3])) for s, v in CHANGE_SLICES.items()}
+        ok = [int(r["id"].rsplit("-", 1)[1]) < agreed[r["slice"]] for r in rows]
+        policy = Policy.load(resolve_policy(NEW))
+        write(run / "eval" / name / "metrics.json", {
+            "stage": "eval", "label": name, "model": "tiny-base", "adapter": adapter,
+            "policy": {"name": policy.name, "hash": policy.hash}, "judge": "rules/v3",
+            "config": {"prompts": str(run / "data" / "eval.jsonl")}, "tpa": agreement(rows, ok, NEW),
+            "utility": {"benign_accuracy": rate(0.8 if name == "base" else 0.75, 40),
+                        "kl_to_reference": None if name == "base" else 0.125},
+            "degenerate_rate": rate(0.0 if name == "base" else 0.03125, 32),
+            "files": {"generations": "generations.jsonl"}})
+        recs = [{"id": r["id"], "set": "policy", "prompt": r["prompt"], "slice": r["slice"],
+                 "response": f"{name} says {'yes' if c else 'no'} to {r['id']}", "compliant": c,
+                 "raw": f"{'compliant' if c else 'violating'}: style={'helpful' if c else 'refusal'} reason-{name}",
+                 "model_state": "after"} for r, c in zip(rows, ok)]
+        (run / "eval" / name / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    if old_policy is not None:
+        (run / "run_config.yaml").write_text(f"out: {run}\nold_policy: {old_policy}\n", encoding="utf-8")
+    return run
+
+
+def _section(text: str, title: str) -> str:
+    return text.split(f"## {title}")[1].split("\n## ")[0]
+
+
+def test_the_summary_says_how_the_changed_slices_moved_and_lists_the_regressions(tmp_path):
+    """Issue 33 items 1-4: the first section answers, per run, how the slices the policy changed
+    moved (before -> after with Wilson intervals), which slices got worse beyond their interval
+    and the cost; which slices changed comes from the prompts' `expected` under the old policy
+    of run_config.yaml; heat maps; the flips and regressions' responses, folded."""
+    from realign.policy import Policy, resolve_policy
+
+    run = _change_layout(tmp_path)
+    text = build_report([run], tmp_path / "out" / "r.md").read_text(encoding="utf-8")
+    old = Policy.load(resolve_policy(OLD))
+    assert f"· old policy {OLD} ({old.hash}) · judge: rules/v3 ·" in text.splitlines()[2]
+    assert text.split("\n## ")[1].startswith("Summary")  # the first section
+    summary = _section(text, "Summary")
+    # 14/16 pooled over the two changed slices; 7/16 over the two kept ones; weapons/none 8/8 -> 0/8
+    assert ("trace: on the 2 slices the policy changed, agreement went from 0.0% (0.0–19.4) to 87.5% (64.0–96.5); "
+            "on the 2 it left unchanged, from 100.0% (80.6–100.0) to 43.8% (23.1–66.8). "
+            "Regressions (1): weapons/none (100.0% → 0.0%); the largest other drop, within its interval: "
+            "cyber/none (100.0% → 87.5%). Cost: benign accuracy 80.0% → 75.0%, "
+            "degenerate 0.0% → 3.1%, KL to the reference 0.1250.") in summary
+    assert "| trace | 0.0% → 87.5% | 100.0% → 43.8% | 1: weapons/none | 80.0% → 75.0% | 0.0% → 3.1% | 0.1250 |" in summary
+    changed = summary.split("### Slices the policy changed")[1].split("###")[0]
+    assert "| all changed slices (pooled) | 0.0% (0.0–19.4) | 87.5% (64.0–96.5) |" in changed
+    assert "| cyber/educational | 0.0% (0.0–32.4) | 100.0% (67.6–100.0) | +100.0 (+54.1 to +100.0) |" in changed
+    assert "weapons/none" not in changed and "cyber/none" not in changed
+    regressions = summary.split("### Regressions")[1]
+    assert "| weapons/none | no | 100.0% (67.6–100.0) | 0.0% (0.0–32.4) | -100.0 (-100.0 to -54.1) |" in regressions
+    assert "change\\_heat\\_map" not in summary and "r_files/change_heat_map_1.png" in summary  # heat maps
+    responses = _section(text, "Responses")
+    flips = responses.split("responses that flipped to compliant on the slices the policy changed (4 of 14 shown)")[1]
+    flips = flips.split("</details>")[0]
+    assert "| *base (before)* | base says no to cyber/educational-0 | violates (refusal) | violating: style=refusal reason-base |" in flips
+    assert "| trace | trace says yes to cyber/educational-0 | complies (helpful) | compliant: style=helpful reason-trace |" in flips
+    assert "cyber/none" not in flips and "weapons/none" not in flips
+    worse = responses.split("responses behind the regressions, compliant before and not after (2 of 8 shown)")[1]
+    assert "| trace | trace says no to weapons/none-0 | violates (refusal) |" in worse.split("</details>")[0]
+    page = build_report([run], tmp_path / "r.html").read_text(encoding="utf-8")
+    assert '<details class="examples"><summary>trace: responses behind the regressions' in page
+    assert '<p class="lead">trace: on the 2 slices the policy changed' in page
+    assert page.count("data:image/png;base64,") == 2  # heat maps (before, after, change) and TPA by slice
+
+
+def test_without_an_old_policy_the_summary_says_so_and_ranks_slices_by_change(tmp_path):
+    run = _change_layout(tmp_path, old_policy=None)
+    summary = _section(build_report([run], tmp_path / "r.md").read_text(encoding="utf-8"), "Summary")
+    assert "trace: which slices the policy changed is unknown, no old policy was named" in summary
+    assert "| trace | unknown | — | 1: weapons/none |" in summary
+    ranked = summary.split("### Slices that moved most")[1].split("###")[0]
+    order = [line.split(" | ")[0].lstrip("| ") for line in ranked.splitlines() if line.startswith("| ") and "/" in line]
+    assert order == ["cyber/educational", "weapons/none", "weapons/educational", "cyber/none"]  # by size of change
+    # --old-policy names it for every run (one that is not a policy: a user error, before anything is read)
+    result = CliRunner().invoke(app, ["report", str(run), "--out", str(tmp_path / "n.md"), "--old-policy", OLD])
+    assert result.exit_code == 0, result.output
+    assert "on the 2 slices the policy changed" in _section((tmp_path / "n.md").read_text(encoding="utf-8"), "Summary")
+    with pytest.raises(RealignError, match="^nope: policy file not found"):
+        build_report([run], tmp_path / "x.html", old_policy="nope")
+    # prompts that state nothing under the old policy: said so
+    other = build_report([run], tmp_path / "o.md", old_policy="paper-tiered").read_text(encoding="utf-8")
+    assert "state no expected behaviour under paper-tiered" in _section(other, "Summary")
+
+
+def test_no_regression_is_said_with_the_largest_drop_within_its_interval(tmp_path):
+    run = _change_layout(tmp_path, after={"weapons/none": 5})  # 8/8 -> 5/8: within the intervals (n = 8)
+    summary = _section(build_report([run], tmp_path / "r.md").read_text(encoding="utf-8"), "Summary")
+    assert "Regressions: none; the largest drop, within its interval: weapons/none (100.0% → 62.5%). Cost:" in summary
+    assert "| 0.0% → 87.5% | 100.0% → 75.0% | none |" in summary
+    assert "Regressions: none. A regression is a slice whose change" in summary
+
+
+def test_several_runs_share_one_summary_table_and_a_forest_plot(runs, tmp_path):
+    """Issue 33 item 5: methods side by side get one run x {changed, unchanged, regressions,
+    cost} table; slices not named category/context get the forest plot."""
+    text = build_report(runs, tmp_path / "r.md").read_text(encoding="utf-8")
+    summary = _section(text, "Summary")
+    assert "| trace | unknown | — | 1: must\\_refuse | 81.0% → 79.0% | 0.0% → 1.5% | 0.0425 | 35.0% → 15.0% |" in summary
+    assert "| dpo-gold | unknown | — | none | 81.0% → 79.0% | 0.0% → 1.5% | 0.0425 | 35.0% → 10.0% |" in summary
+    assert "| trace | must\\_refuse | unknown | 93.0% (87.0–99.0) | 81.0% (75.0–87.0) | -12.0 (-20.5 to -3.5) |" in summary
+    assert "r_files/change_forest.png" in summary and "change_heat_map" not in summary
+
+
+def test_the_header_names_a_hosted_judge_s_endpoint_and_the_report_is_byte_stable(tmp_path, monkeypatch):
+    import datetime as dt
+
+    from realign.report import render
+
+    run = _change_layout(tmp_path)
+    metrics_path = run / "eval" / "trace" / "metrics.json"
+    m = json.loads(metrics_path.read_text())
+    m.update(judge="openai/gpt-4o/v2/endpoint-1a2b", judge_endpoint="https://judge.example/v1")
+    metrics_path.write_text(json.dumps(m))
+
+    class Frozen(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.timezone.utc)
+
+    monkeypatch.setattr(render._dt, "datetime", Frozen)
+    first = build_report([run], tmp_path / "a.html").read_bytes()
+    assert b"judge: openai/gpt-4o/v2/endpoint-1a2b at https://judge.example/v1, rules/v3 \xc2\xb7 generated 2026-01-02" in first
+    assert build_report([run], tmp_path / "b.html").read_bytes() == first  # figures included

@@ -416,11 +416,16 @@ def report(
         ..., metavar="RUN_DIR", help="Run directories (or metrics.json files) to report on."
     ),
     out: Path = typer.Option(Path("report.html"), help="report.html (one self-contained file) or report.md."),
+    old_policy: Optional[str] = typer.Option(
+        None, help="The policy the model was aligned to (file or packaged name): the summary reads from the eval "
+        "prompts' `expected` which slices the new policy changed (default: each run's run_config.yaml old_policy; "
+        "without one, slices are ranked by change)."),
 ) -> None:
-    """Tables and plots of one or more runs: TPA per slice, attack success, impact weights, triage, losses."""
+    """Tables and plots of one or more runs: a summary (did the slices the policy changed move, did anything else
+    get worse, at what cost), TPA per slice, attack success, examples, impact weights, triage, losses."""
     from .report import build_report
 
-    typer.echo(f"report -> {build_report(run_dirs, out)}")
+    typer.echo(f"report -> {build_report(run_dirs, out, old_policy=old_policy)}")
 
 
 @app.command()

@@ -268,8 +268,8 @@ def read_yaml(path: str | Path, what: str = "file") -> tuple[Any, yaml.Node | No
 OUTPUT_KEYS = frozenset({"out", "cache", "gold_out", "naive_out"})
 #: config keys that name files or folders the run reads (some may also be a hub id, a
 #: ``hf:`` dataset or a packaged policy name)
-INPUT_KEYS = frozenset({"data", "gold_data", "model", "adapter", "reference", "policy", "prompts", "attacks",
-                        "attack_templates", "text", "api_key_file"})
+INPUT_KEYS = frozenset({"data", "gold_data", "model", "adapter", "reference", "policy", "old_policy", "prompts",
+                        "attacks", "attack_templates", "text", "api_key_file"})
 #: sections whose keys are relocated too (a run config's stage sections, judge and oracle)
 PATH_SECTIONS = frozenset({"judge", "oracle", "triage", "score", "train", "eval"})
 

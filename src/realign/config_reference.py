@@ -19,8 +19,8 @@ one section per stage. Each run writes its resolved configuration beside its out
 
 Paths in a config file are taken from the file's folder: a relative output path (`out`, `cache`,
 `gold_out`, `naive_out`) always; a relative input path (`data`, `gold_data`, `model`, `adapter`,
-`reference`, `policy`, `prompts`, `attacks`, `attack_templates`, `text`, `api_key_file`) when it
-exists there, otherwise it is read as written (a hub id, a packaged policy name, or a path from
+`reference`, `policy`, `old_policy`, `prompts`, `attacks`, `attack_templates`, `text`, `api_key_file`)
+when it exists there, otherwise it is read as written (a hub id, a packaged policy name, or a path from
 the working directory). `~` is the home folder. Paths given as flags are relative to the working
 directory.
 

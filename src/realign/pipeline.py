@@ -49,6 +49,9 @@ class RunConfig(StrictModel):
     model: str = Field(..., description="The model to re-align (θ_ref).")
     data: str = Field(..., description="Old preference pairs.")
     policy: str = Field(..., description="The new policy (file or packaged name).")
+    old_policy: str | None = Field(
+        None, description="The policy the model was aligned to (file or packaged name): the report reads from the "
+        "eval prompts' `expected` which slices the change of policy changed (without it, it ranks slices by change).")
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="The judge of π_new, shared by triage and eval.")
     methods: list[str] = Field(default_factory=lambda: ["trace"], description="Methods to train and compare.")
     seed: int = Field(0, description="Seed of every stage.")
@@ -146,6 +149,10 @@ class Pipeline:
         check(lambda: read_pairs(self.triage.data, split=self.triage.split, skip_invalid=self.triage.skip_invalid,
                                  invert_order=self.triage.invert_order))
         check(Policy.load, self.triage.policy)
+        if self.run.old_policy is not None:
+            from .policy import resolve_policy
+
+            check(lambda: Policy.load(resolve_policy(self.run.old_policy)))
         check(make_judge, self.triage.judge)
         if self.triage.judge.backend == "rules":
             from .judges.rules import RulesJudge

@@ -69,3 +69,15 @@ def check_fields(obj: dict, policy=None) -> None:
             if style not in policy.rules.styles:
                 raise _Fail(f"expected.{policy.name}[{i}]", f"unknown style {shorten(style, 60)} (policy "
                             f"{policy.name!r} has: {', '.join(policy.rules.styles)})")
+
+
+def changed_slices(rows: list[dict], old: str, new: str) -> set[str]:
+    """Slices whose required behaviour differs between policies ``old`` and ``new``: those with
+    a row whose ``expected`` entries for the two differ (a missing entry counts as ``null``)."""
+    return {str(r.get("slice", "all")) for r in rows
+            if (r.get("expected") or {}).get(old) != (r.get("expected") or {}).get(new)}
+
+
+def states_expectation(rows: list[dict], policy: str) -> bool:
+    """Whether some row says what ``policy`` requires (an ``expected`` entry for it, null too)."""
+    return any(policy in (r.get("expected") or {}) for r in rows)

@@ -247,7 +247,10 @@ def _load_model(config, served: bool, texts: list[str]):
 
 
 def _header(config, policy, judge) -> dict:
-    """The first keys of metrics.json: what was evaluated, under which policy and judge."""
+    """The first keys of metrics.json: what was evaluated, under which policy and judge (a
+    hosted judge's endpoint too)."""
+    from ..judges import endpoint_named
+
     return {
         "stage": "eval",
         "label": config.label or Path(config.adapter or config.model).name,
@@ -255,6 +258,7 @@ def _header(config, policy, judge) -> dict:
         "adapter": config.adapter,
         "policy": {"name": policy.name, "hash": policy.hash},
         "judge": judge.identity,
+        **endpoint_named(judge),
     }
 
 

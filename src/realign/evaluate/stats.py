@@ -28,6 +28,29 @@ def rate(outcomes: Iterable[bool]) -> dict:
     return {"rate": k / n if n else None, "k": k, "n": n, "ci95": [lo, hi]}
 
 
+def pool(values: Iterable[Any]) -> dict | None:
+    """Several RATE objects as one (Σk / Σn with its Wilson interval): the agreement on a group
+    of slices taken together. None when there are none or one lacks its counts."""
+    values = list(values)
+    if not values or not all(isinstance(v, dict) and isinstance(v.get("k"), int) and isinstance(v.get("n"), int)
+                             for v in values):
+        return None
+    k, n = sum(v["k"] for v in values), sum(v["n"] for v in values)
+    return {"rate": k / n if n else None, "k": k, "n": n, "ci95": list(wilson(k, n))}
+
+
+def difference(before: Any, after: Any) -> tuple[float, float, float] | None:
+    """``after - before`` of two RATE objects with its 95 % interval, Newcombe's hybrid score
+    interval (Newcombe 1998, method 10: from the two Wilson intervals; it keeps its coverage
+    near 0 and 1, where a normal interval of the difference does not). None when a rate or its
+    interval is missing."""
+    a, b, ia, ib = rate_of(after), rate_of(before), ci_of(after), ci_of(before)
+    if a is None or b is None or ia is None or ib is None:
+        return None
+    d = a - b
+    return d, d - math.hypot(a - ia[0], ib[1] - b), d + math.hypot(ia[1] - a, b - ib[0])
+
+
 def number(value: Any) -> float | None:
     """A finite int or float as a float; None for anything else (booleans included)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

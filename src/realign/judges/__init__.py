@@ -11,9 +11,16 @@ from .registry import build
 if TYPE_CHECKING:  # pragma: no cover - the config reads the backends' names from .registry
     from ..config import JudgeConfig
 
-__all__ = ["Judge", "JudgeItem", "Verdict", "VerdictCache", "make_judge"]
+__all__ = ["Judge", "JudgeItem", "Verdict", "VerdictCache", "endpoint_named", "make_judge"]
 
 
 def make_judge(config: JudgeConfig) -> Judge:
     """Build the configured backend (:mod:`.registry`; imports heavy dependencies only when needed)."""
     return build("pointwise", config)
+
+
+def endpoint_named(judge: Judge) -> dict[str, str]:
+    """``{"judge_endpoint": URL}`` for a judge that asks a hosted endpoint (its ``endpoint``: no
+    credentials, no query), to be written beside its identity in a stage's output; else ``{}``."""
+    endpoint = getattr(judge, "endpoint", None)
+    return {"judge_endpoint": endpoint} if isinstance(endpoint, str) and endpoint else {}

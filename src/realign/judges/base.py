@@ -50,6 +50,8 @@ class Judge(Protocol):
     ``identity`` names the backend, model and prompt format; it is part of the verdict-cache
     key, so two judges with the same identity must give the same verdicts.
     ``calls`` counts requests actually made to the backend (retries included).
+    A judge that asks a hosted endpoint may also have ``endpoint``: its URL as outputs name it,
+    without credentials or query (:func:`realign.judges.endpoint_named`).
     """
 
     identity: str

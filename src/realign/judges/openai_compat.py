@@ -494,6 +494,7 @@ class OpenAIJudge:
         self.config = config
         self.client = ChatClient(config, role="judge")
         self.identity = f"openai/{config.model}/{PROMPT_FORMAT_VERSION}/{self.client.endpoint_id}"
+        self.endpoint = self.client.endpoint  #: as outputs name it: no credentials, no query
         self._active_runs = 0
 
     def __repr__(self) -> str:

@@ -13,7 +13,7 @@ from ..errors import RealignError
 from ..files import atomic_open, check_output_paths, write_text
 from .collect import METRICS_NAME, SEARCH_DEPTH, SUMMARY_SUFFIX, TRAIN_NAME, RunData, collect, run_name
 from .figures import Figure
-from .sections import MISSING, Bullets, Section, Table, build_sections, policy_groups
+from .sections import MISSING, Bullets, Details, Lead, Section, Table, build_sections, policy_groups
 
 
 _CSS = """
@@ -42,6 +42,11 @@ figcaption { color: #5b6470; font-size: 13px; margin-top: 6px; }
 details { margin: 8px 0; font-size: 13px; color: #3b434d; }
 summary { cursor: pointer; font-weight: 600; }
 details ul { margin: 6px 0 0; padding-left: 22px; }
+details.examples { font-size: 14px; color: inherit; background: #fff; border: 1px solid #e3e6ea; border-radius: 6px;
+  padding: 6px 12px; }
+details.examples h3 { font-size: 13px; font-weight: 600; margin: 12px 0 2px; white-space: normal; }
+details.examples td { white-space: normal; max-width: 34em; }
+p.lead { font-size: 15px; margin: 6px 0 10px; max-width: 75em; }
 code { font: 12px/1.4 ui-monospace, "SFMono-Regular", Menlo, Consolas, "DejaVu Sans Mono", monospace; }
 footer { margin-top: 36px; color: #8a929c; font-size: 12px; }
 """
@@ -49,7 +54,7 @@ footer { margin-top: 36px; color: #8a929c; font-size: 12px; }
 
 def _is_numeric_cell(text: str) -> bool:
     t = text.strip()
-    return bool(t) and (t == MISSING or t[0].isdigit() or (t[0] == "-" and t[1:2].isdigit()))
+    return bool(t) and (t == MISSING or t[0].isdigit() or (t[0] in "-+" and t[1:2].isdigit()))
 
 
 def _html_table(table: Table) -> str:
@@ -69,17 +74,40 @@ def _html_table(table: Table) -> str:
     return "".join(parts)
 
 
-def _title_block(found: RunData) -> tuple[str, str]:
+def _title_block(found: RunData, old: dict) -> tuple[str, str]:
     """The title and the line under it: the run folders, the policy (or policies) the
-    evaluations were judged under, the time."""
+    evaluations were judged under, the old policy they are compared with (``old``: by run
+    folder), the judge (its identity and a hosted judge's endpoint: no credentials), the time."""
     runs = sorted({run_name(s.run) for s in found.all})
     created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     policies = [policy or "not recorded" for policy, _ in policy_groups(found)] if found.evals else []
     judged = (f" · policy {policies[0]}" if len(policies) == 1 else
               f" · {len(policies)} policies, reported apart: {'; '.join(policies)}" if policies else "")
-    judges = sorted({str(s.data["judge"]) for s in (*found.evals, *found.triage) if s.data.get("judge")})
+    olds = sorted({p.label for p in old.values() if p is not None})
+    judged += f" · old policy {'; '.join(olds)}" if olds else ""
+    judges = sorted({f"{s.data['judge']} at {s.data['judge_endpoint']}" if s.data.get("judge_endpoint")
+                     else str(s.data["judge"]) for s in (*found.evals, *found.triage) if s.data.get("judge")})
     return "Re-alignment report", (f"{len(runs)} run folder{'s' if len(runs) != 1 else ''}: {', '.join(runs)}{judged}"
                                    + (f" · judge: {', '.join(judges)}" if judges else "") + f" · generated {created}")
+
+
+def _html_block(block) -> str:
+    """One block of a section as HTML (a :class:`Details` with its blocks inside)."""
+    if isinstance(block, Table):
+        return (f"<h3>{html.escape(block.title)}</h3>" if block.title else "") + _html_table(block)
+    if isinstance(block, Bullets):
+        items = "".join(f"<li><code>{html.escape(item)}</code></li>" for item in block.items)
+        return f"<details><summary>{html.escape(block.title)}</summary><ul>{items}</ul></details>"
+    if isinstance(block, Details):
+        inner = "".join(_html_block(b) for b in block.blocks)
+        return f'<details class="examples"><summary>{html.escape(block.title)}</summary>{inner}</details>'
+    if isinstance(block, Figure):
+        data = base64.b64encode(block.png).decode("ascii")
+        return (f'<figure><img alt="{html.escape(block.alt)}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{html.escape(block.title)}</figcaption></figure>")
+    if isinstance(block, Lead):
+        return f'<p class="lead">{html.escape(block.text)}</p>'
+    return f'<p class="note">{html.escape(str(block))}</p>'
 
 
 def render_html(sections: list[Section], title: str, meta: str, command: str = "realign report") -> str:
@@ -88,20 +116,7 @@ def render_html(sections: list[Section], title: str, meta: str, command: str = "
     body = [f"<header><h1>{html.escape(title)}</h1><p class=\"meta\">{html.escape(meta)}</p></header>"]
     for section in sections:
         body.append(f"<section><h2>{html.escape(section.title)}</h2>")
-        for block in section.blocks:
-            if isinstance(block, Table):
-                if block.title:
-                    body.append(f"<h3>{html.escape(block.title)}</h3>")
-                body.append(_html_table(block))
-            elif isinstance(block, Bullets):
-                items = "".join(f"<li><code>{html.escape(item)}</code></li>" for item in block.items)
-                body.append(f"<details><summary>{html.escape(block.title)}</summary><ul>{items}</ul></details>")
-            elif isinstance(block, Figure):
-                data = base64.b64encode(block.png).decode("ascii")
-                body.append(f'<figure><img alt="{html.escape(block.alt)}" src="data:image/png;base64,{data}">'
-                            f"<figcaption>{html.escape(block.title)}</figcaption></figure>")
-            else:
-                body.append(f'<p class="note">{html.escape(str(block))}</p>')
+        body += [_html_block(block) for block in section.blocks]
         body.append("</section>")
     body.append(f"<footer>Written by {html.escape(command)} (trace-realign).</footer>")
     return (
@@ -146,6 +161,25 @@ def _md_table(table: Table) -> str:
     return "\n".join(lines)
 
 
+def _md_block(block, folder: Path, images: dict[Path, bytes]) -> list[str]:
+    """One block of a section as Markdown lines; a figure's PNG goes into ``images``. A
+    :class:`Details` folds with HTML's ``<details>``, which Markdown viewers such as GitHub's show."""
+    if isinstance(block, Table):
+        return [_md_table(block), ""]
+    if isinstance(block, Bullets):
+        return [f"**{_md_text(block.title)}**", "", *(f"- `{str(item).replace('`', chr(39))}`" for item in block.items), ""]
+    if isinstance(block, Details):
+        inner = [line for b in block.blocks for line in _md_block(b, folder, images)]
+        return [f"<details><summary>{html.escape(block.title)}</summary>", "", *inner, "</details>", ""]
+    if isinstance(block, Figure):
+        rel = folder / f"{block.name}.png"
+        images[rel] = block.png
+        return [f"![{block.alt}]({rel.as_posix()})", "", f"*{block.title}*", ""]
+    if isinstance(block, Lead):
+        return [_md_text(block.text), ""]
+    return [f"> {_md_text(block)}", ""]
+
+
 def render_markdown(sections: list[Section], title: str, meta: str, out: Path) -> tuple[str, dict[Path, bytes]]:
     """The Markdown text of a page to be written at ``out``, and its figures by their path
     relative to ``out``'s folder (``<stem>_files/NAME.png``)."""
@@ -155,31 +189,28 @@ def render_markdown(sections: list[Section], title: str, meta: str, out: Path) -
     for section in sections:
         lines += [f"## {section.title}", ""]
         for block in section.blocks:
-            if isinstance(block, Table):
-                lines += [_md_table(block), ""]
-            elif isinstance(block, Bullets):
-                lines += [f"**{_md_text(block.title)}**", "", *(f"- `{str(item).replace('`', chr(39))}`" for item in block.items), ""]
-            elif isinstance(block, Figure):
-                rel = folder / f"{block.name}.png"
-                images[rel] = block.png
-                lines += [f"![{block.alt}]({rel.as_posix()})", "", f"*{block.title}*", ""]
-            else:
-                lines += [f"> {_md_text(block)}", ""]
+            lines += _md_block(block, folder, images)
     return "\n".join(lines).rstrip() + "\n", images
 
 
 # --------------------------------------------------------------------------- entry point
 
 
-def build_report(run_dirs: Sequence[str | Path], out: str | Path, only: Collection[str | Path] | None = None) -> Path:
+def build_report(run_dirs: Sequence[str | Path], out: str | Path, only: Collection[str | Path] | None = None,
+                 old_policy: str | Path | None = None) -> Path:
     """Write a report of ``run_dirs`` to ``out``: ``.html`` (one self-contained file) or
     ``.md`` (with the figures as PNG files in ``<stem>_files/`` beside it). ``only``: the
     result files to report, others found being left out with a note (:func:`.collect.collect`).
-    Returns ``out``."""
+    ``old_policy``: the policy the runs' model was aligned to (a file or a packaged policy's
+    name; default: each run's ``run_config.yaml`` ``old_policy``), which says which slices the
+    new policy changed (:mod:`.changes`). Returns ``out``."""
+    from .changes import load_old_policy, old_policies
+
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in (".html", ".htm", ".md", ".markdown"):
         raise RealignError(f"{out}: the report must end in .html or .md")
+    given = load_old_policy(old_policy, "--old-policy") if old_policy is not None else None
     found = collect(run_dirs, only)
     if found.empty:
         where = ", ".join(str(p) for p in run_dirs)
@@ -191,11 +222,12 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, only: Collecti
     figures = out.parent / f"{out.stem}_files" if suffix in (".md", ".markdown") else None
     check_output_paths({f"input {i} of {len(found.all)}": s.path for i, s in enumerate(found.all, 1)},
                        {"--out": out}, {"the figures folder beside --out": figures})
-    sections = build_sections(found)
+    old = old_policies(found, given)
+    sections = build_sections(found, old)
     if suffix in (".html", ".htm"):
-        write_text(out, render_html(sections, *_title_block(found)))
+        write_text(out, render_html(sections, *_title_block(found, old)))
     else:
-        write_markdown(out, sections, *_title_block(found))
+        write_markdown(out, sections, *_title_block(found, old))
     return out
 
 

@@ -15,10 +15,8 @@ from .collect import IMPACT_CATEGORIES, TRIAGE_CATEGORIES, RunData, Source, disp
 from .figures import Figure, grouped_bars, impact_histograms, loss_curves, loss_series, triage_counts
 
 TRIAGE_SLICE_NAMES = {"INVERT": "INVERT success", "PUNISH": "PUNISH compliance", "RETAIN": "RETAIN preservation"}
-MAX_EXAMPLE_SLICES = 12
-EXAMPLES_PER_SLICE = 2
 EXAMPLE_CHARS = 160
-"""The report's example responses: so many slices, prompts per slice, characters per response."""
+"""The report's example responses are cut at so many characters."""
 MAX_SLICE_COLUMNS = 8
 """With more slices than this, the per-slice table lists slices as rows and runs as columns."""
 
@@ -73,6 +71,13 @@ class Row:
     source: Source | None = None
 
 
+def _started_from(run: dict, base: dict) -> bool:
+    """Whether evaluation ``run`` is of a model made from ``base``'s model: an adapter on the
+    same model, or a fully fine-tuned model whose reference it is."""
+    reference = (run.get("config") or {}).get("reference")
+    return bool(run.get("adapter")) and run.get("model") == base.get("model") or reference == base.get("model")
+
+
 def _is_base_model_run(src: Source, found: RunData) -> bool:
     """An evaluation of a model without an adapter that another evaluation started from — an
     adapter on the same model, or a fully fine-tuned model whose reference it is (``realign
@@ -80,12 +85,22 @@ def _is_base_model_run(src: Source, found: RunData) -> bool:
     d = src.data
     if d.get("adapter") or not d.get("model"):
         return False
+    return any(_started_from(o.data, d) for o in found.evals if o is not src)
 
-    def started_from_it(o: Source) -> bool:
-        reference = (o.data.get("config") or {}).get("reference")
-        return bool(o.data.get("adapter")) and o.data.get("model") == d["model"] or reference == d["model"]
 
-    return any(started_from_it(o) for o in found.evals if o is not src)
+def before_of(row: Row, rows: list[Row]) -> Row | None:
+    """The "before" of a run's row among ``rows`` (:func:`_rows`): its own ``--baseline``
+    numbers, else the base-model evaluation it started from, the one in its own run folder
+    first. None for a before row, or a run with none."""
+    if row.baseline or row.source is None:
+        return None
+    own = row.source.data.get("baseline")
+    if isinstance(own, dict) and own:
+        return next((r for r in rows if r.baseline and r.numbers == own), None)
+    bases = [r for r in rows if r.baseline and r.source is not None and r.numbers is r.source.data
+             and _started_from(row.source.data, r.numbers)]
+    bases.sort(key=lambda r: r.source.run != row.source.run)
+    return bases[0] if bases else None
 
 
 def _rows(found: RunData) -> list[Row]:
@@ -140,6 +155,21 @@ class Bullets:
 
     title: str
     items: list[str]
+
+
+@dataclass
+class Lead:
+    """A sentence that answers one of the page's questions (the summary's): text, not a note."""
+
+    text: str
+
+
+@dataclass
+class Details:
+    """Blocks (tables, notes) behind a title, folded away in HTML until opened."""
+
+    title: str
+    blocks: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -272,12 +302,12 @@ def _clip(text: Any, limit: int = EXAMPLE_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _responses_section(rows: list[Row]) -> Section | None:
-    """Style counts per run and a few example responses per slice with their verdicts, so a
-    rate can be understood without opening ``generations.jsonl``."""
+def _responses_section(rows: list[Row], examples: list[Any]) -> Section | None:
+    """Style counts per run, then ``examples`` (:func:`.summary.example_blocks`): the responses
+    behind the summary's numbers, so a rate can be understood without opening
+    ``generations.jsonl``."""
     styled = [r for r in rows if isinstance(r.numbers.get("styles"), dict) and r.numbers["styles"]]
-    records = {id(r): _generations(r) for r in rows}
-    if not styled and not any(records.values()):
+    if not styled and not examples:
         return None
     section = Section("Responses")
     if styled:
@@ -287,28 +317,7 @@ def _responses_section(rows: list[Row]) -> Section | None:
                                     [r.baseline for r in styled],
                                     "Number of policy-prompt responses of each style, as the rules judge classified "
                                     "them (degenerate / unclassified: broken or unrecognised text)."))
-    by_id = {id(r): {str(rec.get("id")): rec for rec in records[id(r)]} for r in rows}
-    order: dict[str, list[str]] = {}
-    for r in rows:
-        for rec in records[id(r)]:
-            ids = order.setdefault(str(rec.get("slice") or "all"), [])
-            if str(rec.get("id")) not in ids:
-                ids.append(str(rec.get("id")))
-    shown = 0
-    for slice_name, ids in list(order.items())[:MAX_EXAMPLE_SLICES]:
-        for rid in ids[:EXAMPLES_PER_SLICE]:
-            have = [(r, by_id[id(r)].get(rid)) for r in rows if by_id[id(r)].get(rid) is not None]
-            if not have:
-                continue
-            prompt = _clip(have[0][1].get("prompt"))
-            section.blocks.append(Table(f"{slice_name}: {prompt}", ["Run", "Response", "Verdict"],
-                                        [[r.label, _clip(rec.get("response")), _verdict_text(rec)] for r, rec in have],
-                                        [r.baseline for r, _ in have]))
-            shown += 1
-    if shown:
-        section.blocks.append(f"The first {EXAMPLES_PER_SLICE} prompts of each slice (at most {MAX_EXAMPLE_SLICES} "
-                              f"slices), responses cut at {EXAMPLE_CHARS} characters; every response is in each "
-                              "run's generations.jsonl.")
+    section.blocks.extend(examples)
     return section
 
 
@@ -465,14 +474,18 @@ def _name_policy(sections: list[Section], policy: str | None, group: int | None)
                 block.name += f"_{group}"
 
 
-def build_sections(found: RunData) -> list[Section]:
-    """The report, section by section: comparison, TPA by slice, attacks and responses (once per
-    policy the evaluations were judged under: :func:`policy_groups`), win rates, impact weights,
-    triage, training, sources (a piece no run has is a one-line note or left out)."""
+def build_sections(found: RunData, old: dict | None = None) -> list[Section]:
+    """The report, section by section: summary, comparison, TPA by slice, attacks and responses
+    (once per policy the evaluations were judged under: :func:`policy_groups`), win rates,
+    impact weights, triage, training, sources (a piece no run has is a one-line note or left
+    out). ``old``: each run folder's old policy (default: :func:`.changes.old_policies`)."""
+    from .changes import PromptRows, old_policies
+
     groups = policy_groups(found)
+    old, prompt_rows = old_policies(found, None) if old is None else old, PromptRows()
     sections = []
     for number, (policy, evals) in enumerate(groups, 1):
-        part = _evaluation_sections(evals)
+        part = _evaluation_sections(evals, old, prompt_rows)
         _name_policy(part, policy, number if len(groups) > 1 else None)
         sections += part
     if found.winrate:
@@ -481,10 +494,16 @@ def build_sections(found: RunData) -> list[Section]:
     return sections
 
 
-def _evaluation_sections(found: RunData) -> list[Section]:
-    """Comparison, TPA by slice, attacks and responses of ``found``'s evaluations."""
+def _evaluation_sections(found: RunData, old: dict, prompt_rows) -> list[Section]:
+    """Summary, comparison, TPA by slice, attacks and responses of ``found``'s evaluations
+    (``old``, ``prompt_rows``: what :func:`.changes.run_changes` reads)."""
+    from .changes import run_changes
+    from .summary import example_blocks, summary_section
+
     rows = _rows(found)
-    sections = [_comparison_section(found, rows)]
+    changes = run_changes(rows, old, prompt_rows)
+    sections = [summary_section(changes)] if changes else []
+    sections.append(_comparison_section(found, rows))
 
     slice_section, slices = _slice_section(rows)
     if rows:
@@ -502,7 +521,7 @@ def _evaluation_sections(found: RunData) -> list[Section]:
     elif rows:
         sections.append(Section("Attack success", ["No attack results in the metrics."]))
 
-    responses = _responses_section(rows)
+    responses = _responses_section(rows, example_blocks(changes))
     if responses is not None:
         sections.append(responses)
     return sections

@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..evaluate.prompts import changed_slices
+from ..evaluate.stats import pool
 from ..files import write_json, write_jsonl
 from .policies import OLD, SHIFTS
 
@@ -106,7 +108,7 @@ def run_config(out: Path, data: Path, model: str, shift: str, methods: list[str]
 
     settings = merge_settings(RUN_DEFAULTS, overrides or {})
     return RunConfig(
-        out=out, model=model, data=str(data / "pairs.jsonl"), policy=shift, device=device, seed=seed,
+        out=out, model=model, data=str(data / "pairs.jsonl"), policy=shift, old_policy=OLD, device=device, seed=seed,
         methods=methods, cache=cache, judge=settings["judge"], score=settings["score"], train=settings["train"],
         eval={**settings["eval"], "prompts": str(data / EVAL_FILE)},
     )
@@ -167,20 +169,14 @@ def adopt_seeded_triage(pipeline) -> None:
     write_json(path, summary)
 
 
-def changed_slices(rows: list[dict], old: str, new: str) -> set[str]:
-    """Slices whose required behaviour differs between the old and the new policy."""
-    return {r["slice"] for r in rows if (r.get("expected") or {}).get(old) != (r.get("expected") or {}).get(new)}
-
-
 def shift_changes(data: Path, shift: str) -> set[str]:
     """The slices of ``data``'s eval prompts that ``shift`` changed from the old policy."""
     return changed_slices(_rows(data / "eval_prompts.jsonl"), OLD, shift)
 
 
 def _pooled(by_slice: dict, slices: set[str]) -> float | None:
-    k = sum(by_slice[s]["k"] for s in slices if s in by_slice)
-    n = sum(by_slice[s]["n"] for s in slices if s in by_slice)
-    return k / n if n else None
+    pooled = pool(by_slice[s] for s in slices if s in by_slice)
+    return None if pooled is None else pooled["rate"]
 
 
 def outcomes(run_dir: Path, data: Path, shift: str, names: list[str]) -> dict[str, dict]:

@@ -65,7 +65,7 @@ def _run(config, progress: bool) -> dict:
     from ..config import resolved
     from ..data import write_pairs
     from ..files import write_json
-    from ..judges import make_judge
+    from ..judges import endpoint_named, make_judge
     from ..policy import Policy
     from ..provenance import provenance
 
@@ -76,7 +76,8 @@ def _run(config, progress: bool) -> dict:
     made = produced_by(config, judge)
     cases, records, stats, oracle_stats = _judge(config, loaded.pairs, policy, judge, progress)
     write_pairs(config.out, records)
-    summary: dict = {"stage": "triage", "policy": {"name": policy.name, "hash": policy.hash}, "judge": judge.identity}
+    summary: dict = {"stage": "triage", "policy": {"name": policy.name, "hash": policy.hash}, "judge": judge.identity,
+                     **endpoint_named(judge)}
     summary["policy_cases"] = cases.to_dict()
     summary.update(stats.to_dict())
     summary["duplicates_removed"] = loaded.duplicates

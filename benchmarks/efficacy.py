@@ -16,7 +16,8 @@ Splits — the defaults were tuned on ``validation`` only; ``report`` is what th
 * ``ceiling``: the testbed check: oracle SFT alone on all four shifts, validation world seeds 100, 101, 102,
   gated by :data:`CEILING_GATE` (results/efficacy_ceiling.*);
 * ``report``: all four shifts, world seeds 0, 1, 2: main grid (1000 pairs, no noise, all
-  methods), 250 pairs (TRACE and naive oracle DPO), 20 % label noise (TRACE, and rDPO with ε = 0.2). (Until world
+  methods, the sampling baselines ``self-distill`` and ``online-dpo`` each at TRACE's judge budget and
+  at 4x: ``_common.BUDGETED``), 250 pairs (TRACE and naive oracle DPO), 20 % label noise (TRACE, and rDPO with ε = 0.2). (Until world
   version 2 it also ran 500 pairs and 10 % noise: the extremes answer the same questions at
   two thirds of the cost.)
 

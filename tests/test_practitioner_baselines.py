@@ -164,3 +164,41 @@ def test_the_pipeline_gives_the_sampling_methods_the_runs_judge_policy_and_cache
         cfg = pipeline.train[method]
         assert (cfg.policy, cfg.judge.backend, cfg.cache) == (pipeline.triage.policy, "rules", run.cache_path())
     assert pipeline.train["trace"].judge is None and pipeline.train["trace"].policy is None
+
+
+def test_realign_run_trains_and_evaluates_both(triaged, tmp_path):
+    """`realign run` with methods [self-distill, online-dpo]: trained with the run's judge, policy and
+    cache, evaluated, their budgets in their summaries; a rerun skips every stage."""
+    from realign.pipeline import Pipeline, RunConfig
+
+    data = triaged.parents[2] / "data"
+    run = RunConfig(out=tmp_path / "run", model=MODEL, data=str(data / "pairs.jsonl"), policy=SHIFT, device="cpu",
+                    methods=["self-distill", "online-dpo"], eval={"prompts": str(data / "eval_prompts.jsonl"),
+                                                                  "max_new_tokens": 8, "batch_size": 64},
+                    train={"finetune": "full", "max_steps": 2, "batch_size": 4, "sampling": {"max_new_tokens": 16}},
+                    report=False)
+    done = Pipeline(run, "test").execute(progress=False)
+    assert {done[f"train:{m}"] for m in ("self-distill", "online-dpo")} == {"ran"}
+    for method in ("self-distill", "online-dpo"):
+        summary = json.loads((tmp_path / "run" / "train" / method / "train_summary.json").read_text())
+        assert summary["budget"]["judge_calls"] > 0 and summary["budget"]["generated_tokens"] > 0
+        assert (tmp_path / "run" / "eval" / method / "metrics.json").exists()
+    again = Pipeline(run, "test").execute(progress=False)
+    assert all(status.startswith("skipped") for name, status in again.items() if name != "report")
+
+
+def test_the_benchmarks_give_the_sampling_baselines_traces_budget_and_four_times_it(triaged):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from _common import BUDGETED, budget_overrides, registered
+    from efficacy import MAIN_METHODS, method_overrides
+
+    triage = triage_judgements(read_pairs(str(triaged)).pairs)
+    assert {u: registered(u) for u in BUDGETED} == {"self-distill": "self-distill", "self-distill-4x": "self-distill",
+                                                     "online-dpo": "online-dpo", "online-dpo-4x": "online-dpo"}
+    assert budget_overrides("online-dpo", triaged) == {"train": {"sampling": {"judge_budget": triage}}}
+    assert budget_overrides("self-distill-4x", triaged) == {"train": {"sampling": {"judge_budget": 4 * triage}}}
+    assert budget_overrides("trace", triaged) == {} and registered("trace") == "trace"
+    assert set(BUDGETED) <= set(MAIN_METHODS)
+    assert method_overrides("online-dpo", {"noise": 0.0})["train"]["sampling"]["system_prompt"] is False  # none there

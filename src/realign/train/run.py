@@ -414,10 +414,12 @@ def _checkpointing(enabled: bool) -> dict:
 
 
 def produced_by(config) -> dict:
-    """What produces a training run: the resolved settings (less logging, checkpoint cadence
-    and device) and the content of the records, the model and the adapter
-    (:func:`realign.provenance.produced_by`). Checkpoints and precomputed reference log-probs
-    are resumed, and ``realign run`` skips the stage, only on an exact match."""
+    """What produces a training run: the resolved settings (less logging, checkpoint cadence,
+    device and cache; less the sampling settings, policy and judge for a method that does not
+    sample) and the content of the records, the model and the adapter, and for a method that
+    samples the policy's hash and the judge's identity (:func:`realign.provenance.produced_by`).
+    Checkpoints and precomputed reference log-probs are resumed, and ``realign run`` skips the
+    stage, only on an exact match."""
     from ..provenance import input_digest, model_digest
     from ..provenance import produced_by as record
 
@@ -590,6 +592,9 @@ def _run(config, progress: bool) -> dict:
 
     start = time.perf_counter()
     method = get_method(config.method)
+    if method.samples and (config.policy is None or config.judge is None):
+        raise RealignError(f"method {method.name!r} samples the model and judges the samples: set `policy` and `judge` "
+                           "in the train config (`realign run` gives it the run's)")
     out = Path(config.out)
     made = produced_by(config)
     resume_from = _resume_point(config, out, made)
@@ -606,7 +611,8 @@ def _run(config, progress: bool) -> dict:
 
     state = process_state(config.device)
     if method.samples and state.num_processes > 1:
-        raise RealignError(f"method {method.name!r} samples the model as it trains: run it in one process")
+        raise RealignError(f"method {method.name!r} samples the model: run it in one process, not under "
+                           "`accelerate launch` with several")
     device = state.device if state.num_processes > 1 else resolve_device(config.device)
     _clear_unresumed(out, resume_from, state)
     with _sample_cache(config, method) as cache:

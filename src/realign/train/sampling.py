@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Sequence
 
 from ..data import PreferencePair, Text, prompt_text, response_text
-from ..errors import RealignError
 from .methods import JudgedSample
 
 
@@ -85,9 +84,6 @@ class Sampler:
         from ..policy import Policy, resolve_policy
         from ..triage.judging import VerdictStore
 
-        if config.policy is None or config.judge is None:
-            raise RealignError(f"method {config.method!r} samples the model and judges the samples: "
-                               "set `policy` and `judge` in the train config")
         self.settings = config.sampling
         self.model, self.tokenizer, self.budget, self.cache = model, tokenizer, budget, cache
         self.policy = Policy.load(resolve_policy(config.policy))

@@ -202,3 +202,37 @@ def test_the_benchmarks_give_the_sampling_baselines_traces_budget_and_four_times
     assert budget_overrides("trace", triaged) == {} and registered("trace") == "trace"
     assert set(BUDGETED) <= set(MAIN_METHODS)
     assert method_overrides("online-dpo", {"noise": 0.0})["train"]["sampling"]["system_prompt"] is False  # none there
+
+
+def test_self_distill_draws_again_exactly_what_an_interrupted_preparation_had_drawn(triaged, tmp_path):
+    """Half the cached samples lost (a preparation killed half way): the rerun draws the missing
+    batches again, each whole with its own seed, and ends with the same samples."""
+    import sqlite3
+
+    out = tmp_path / "sd"
+    train.run(config(triaged, out, "self-distill", max_steps=1), progress=False)
+    drawn = (out / "samples.jsonl").read_text()
+    for name in ("samples.jsonl", "samples.summary.json"):
+        (out / name).unlink()
+    with sqlite3.connect(tmp_path / "cache.sqlite") as db:
+        db.execute("DELETE FROM generations WHERE rowid % 2 = 0")
+        db.execute("DELETE FROM verdicts")
+    shutil.rmtree(out / "checkpoints")
+    train.run(config(triaged, out, "self-distill", max_steps=1), progress=False)
+    assert (out / "samples.jsonl").read_text() == drawn
+
+
+def test_realign_train_takes_a_sampling_method_from_a_yaml_config(triaged, tmp_path):
+    from typer.testing import CliRunner
+
+    from realign.cli import app
+
+    (tmp_path / "train.yaml").write_text(
+        f"model: {MODEL}\ndata: {triaged}\nout: out\nmethod: online-dpo\npolicy: {SHIFT}\njudge: {{backend: rules}}\n"
+        "cache: cache.sqlite\nfinetune: full\nmax_steps: 2\nbatch_size: 4\ndevice: cpu\n"
+        "sampling: {max_new_tokens: 16, judge_budget: 100}\n")
+    done = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "train.yaml"), "-q"])
+    assert done.exit_code == 0, done.output
+    summary = json.loads((tmp_path / "out" / "train_summary.json").read_text())
+    assert summary["method"]["name"] == "online-dpo" and 0 < summary["budget"]["judge_calls"] <= 100
+    assert (tmp_path / "cache.sqlite").exists()  # the config's cache, taken from its folder

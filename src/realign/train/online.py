@@ -81,7 +81,7 @@ class OnlineTrainer(RealignTrainer):
         seed = self.args.seed * 1_000_003 + step * 1009 + self._micro
         self._micro += 1
         index = inputs["index"].tolist()
-        terms = self._fresh_terms(model, index, seed) if self._fresh else self._replayed_terms(len(index), seed)
+        terms = self._fresh_terms(index, seed) if self._fresh else self._replayed_terms(len(index), seed)
         if not terms:  # every pair tied: nothing to learn from this micro-batch
             zero = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
             return (zero, {}) if return_outputs else zero
@@ -91,23 +91,18 @@ class OnlineTrainer(RealignTrainer):
         batch = {k: v.to(self.args.device) for k, v in batch.items()}
         return super().compute_loss(model, batch, return_outputs, num_items_in_batch)
 
-    def _fresh_terms(self, model, index: list[int], seed: int) -> list:
-        """Two samples of each prompt from the current model, judged; the split pairs' terms."""
+    def _fresh_terms(self, index: list[int], seed: int) -> list:
+        """Two samples of each prompt from the current model (the one the sampler holds: this
+        trainer's, in one process), judged; the split pairs' terms."""
         prompts = [self.prompts[i] for i in index]
-        unwrapped = self.accelerator.unwrap_model(model)
-        self.sampler.model = unwrapped
         texts = self.sampler.generate(prompts + prompts, seed)
         self.sampler.count_tokens(texts)
         verdicts = self.sampler.judge(prompts + prompts, texts)
-        n = len(prompts)
-        terms = []
-        for k, i in enumerate(index):
-            pair = [(texts[k], verdicts[k]), (texts[n + k], verdicts[n + k])]
-            if {v for _, v in pair} != {True, False}:  # a tie (or an abstention): no preference
-                continue
-            passed, failed = (pair[0][0], pair[1][0]) if pair[0][1] else (pair[1][0], pair[0][0])
-            self.pairs.append((i, passed, failed))
-            terms += self._terms(i, passed, failed)
+        n, terms = len(prompts), []
+        for k, i in enumerate(index):  # the method decides which pairs train (ties do not)
+            made = self._judged([JudgedSample(prompts[k], texts[j], verdicts[j]) for j in (k, n + k)])
+            self.pairs += [(i, t.first, t.second) for t in made]
+            terms += made
         return terms
 
     def _replayed_terms(self, count: int, seed: int) -> list:
@@ -118,9 +113,13 @@ class OnlineTrainer(RealignTrainer):
         return [t for i, passed, failed in chosen for t in self._terms(i, passed, failed)]
 
     def _terms(self, i: int, passed: str, failed: str) -> list:
+        """The terms of a pair judged earlier."""
         prompt = self.prompts[i]
-        samples = (JudgedSample(prompt, passed, True), JudgedSample(prompt, failed, False))
-        return self.method.terms([], replace(self.options, samples=samples))
+        return self._judged([JudgedSample(prompt, passed, True), JudgedSample(prompt, failed, False)])
+
+    def _judged(self, samples: list[JudgedSample]) -> list:
+        """The method's terms of one prompt's judged samples."""
+        return self.method.terms([], replace(self.options, samples=tuple(samples)))
 
 
 class _BudgetStop(TrainerCallback):

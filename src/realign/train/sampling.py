@@ -116,8 +116,9 @@ class Sampler:
         self.budget.generated_tokens += sum(len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
 
     def judge(self, prompts: Sequence[Text], responses: Sequence[str]) -> list[bool | None]:
-        """The judge's verdict on each (prompt, response) (None: abstained, after the judge's own
-        retries), each distinct one judged once and counted once as a judgement."""
+        """The judge's verdict on each (prompt, response), each distinct one judged once and counted
+        once as a judgement. An abstention is settled by the judge's ``on_unparseable`` rule
+        (``violating``, ``compliant``); under ``retry`` or ``drop`` it is None: left out."""
         from ..judges.base import JudgeItem
         from ..triage.judging import TriageStats, _settle
 
@@ -202,7 +203,7 @@ def _draw(config, prompts: list[Text], model, tokenizer, budget: Budget, cache, 
         todo = [prompts[i] for i in order[: max(0, min(len(order), room))]]
         if not todo:
             break
-        texts = _cached_samples(sampler, todo, cache, f"{made['key']}/round{round_}", config.seed * 1009 + round_)
+        texts = _cached_samples(sampler, todo, f"{made['key']}/round{round_}", config.seed * 1009 + round_)
         sampler.count_tokens(texts)
         new = [(p, t) for p, t in dict.fromkeys((prompt_text(p), t) for p, t in zip(todo, texts)) if (p, t) not in seen]
         seen.update(new)
@@ -227,7 +228,7 @@ def _draw(config, prompts: list[Text], model, tokenizer, budget: Budget, cache, 
     return kept, summary
 
 
-def _cached_samples(sampler: Sampler, prompts: list[Text], cache, identity: str, seed: int) -> list[str]:
+def _cached_samples(sampler: Sampler, prompts: list[Text], identity: str, seed: int) -> list[str]:
     """One sample per prompt, drawn in fixed batches (sorted by prompt length) with a seed per
     batch; a batch whose samples are all in the cache is read from it, any other is drawn whole
     again, so an interrupted run resumes to exactly what an uninterrupted one draws."""
@@ -237,7 +238,7 @@ def _cached_samples(sampler: Sampler, prompts: list[Text], cache, identity: str,
     length = [len(prompt_ids(sampler.tokenizer, sampler.guided(p), room)[0]) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: length[i])
     size = sampler.settings.batch_size
-    keys = [prompt_text(p) for p in prompts]
+    keys, cache = [prompt_text(p) for p in prompts], sampler.cache
     out: list[str] = [""] * len(prompts)
     for number, first in enumerate(range(0, len(order), size)):
         batch = order[first : first + size]

@@ -166,7 +166,8 @@ def method_overrides(method: str, cell: dict) -> dict:
     cell's label-noise rate as its ε (the share of categories flipped, which a judge audit
     estimates; an upper bound on the share of naive labels flipped, since a flip between INVERT
     and PUNISH leaves the naive pair's order as it was), and the library's default where the
-    cell has no noise."""
+    cell has no noise; the sampling baselines take :data:`PRACTITIONER_OVERRIDES` (their judge
+    budget is set in the unit, from its triage: :func:`run_unit`)."""
     if method == "rdpo" and cell["noise"] > 0:
         return {"train": {"rdpo_epsilon": cell["noise"]}}
     if method in BUDGETED:

@@ -17,7 +17,9 @@ order, each unit stored with its wall time under ``WORK/seed<s>/units/``:
   SFT train on these records (their definition: oracle relabelling); the other methods see the
   triage alone (TRACE: dual NPO on PUNISH);
 * ``base`` — evaluation of the old-policy model;
-* one unit per method (:data:`CANDIDATES`): ``realign run`` with that method on the old-policy model.
+* one unit per method (:data:`CANDIDATES`): ``realign run`` with that method on the old-policy model;
+  the sampling baselines (``self-distill``, ``online-dpo``) at TRACE's judge budget and at 4x it,
+  each in a run directory of its own (``_common.BUDGETED``, :data:`PRACTITIONER_OVERRIDES`).
 
 The pipeline settings are ``examples/smollm2/config.yaml``'s (score variant ``cosine``, the
 library default; α_KL 0.3, the efficacy validation's choice; LoRA r 16 on q/k/v/o) with

@@ -286,3 +286,29 @@ def fmt(x: Any, digits: int = 3) -> str:
     if isinstance(x, float):
         return f"{x:.{digits}g}"
     return str(x)
+
+
+# --------------------------------------------------------------------------- the sampling baselines at equal budgets
+
+#: The baselines a practitioner would use (issue 30), as benchmark units: a unit name → (the
+#: registered method, its judge budget as a multiple of the unit's triage judgements — TRACE's
+#: budget: one verdict per distinct response of the old pairs).
+BUDGETED = {"self-distill": ("self-distill", 1), "self-distill-4x": ("self-distill", 4),
+            "online-dpo": ("online-dpo", 1), "online-dpo-4x": ("online-dpo", 4)}
+
+
+def registered(unit: str) -> str:
+    """The registered method a benchmark unit trains (a budgeted unit's, else the unit itself)."""
+    return BUDGETED.get(unit, (unit, 0))[0]
+
+
+def budget_overrides(unit: str, triaged: Path) -> dict:
+    """The ``train`` overrides of a budgeted unit: its judge budget, its multiple of the triage
+    judgements of the records in ``triaged`` (TRACE's budget); nothing for another unit."""
+    if unit not in BUDGETED:
+        return {}
+    from realign.data import read_pairs
+    from realign.train.sampling import triage_judgements
+
+    budget = BUDGETED[unit][1] * triage_judgements(read_pairs(str(triaged)).pairs)
+    return {"train": {"sampling": {"judge_budget": budget}}}

@@ -16,7 +16,8 @@ Splits — the defaults were tuned on ``validation`` only; ``report`` is what th
 * ``ceiling``: the testbed check: oracle SFT alone on all four shifts, validation world seeds 100, 101, 102,
   gated by :data:`CEILING_GATE` (results/efficacy_ceiling.*);
 * ``report``: all four shifts, world seeds 0, 1, 2: main grid (1000 pairs, no noise, all
-  methods), 250 pairs (TRACE and naive oracle DPO), 20 % label noise (TRACE, and rDPO with ε = 0.2). (Until world
+  methods, the sampling baselines ``self-distill`` and ``online-dpo`` each at TRACE's judge budget and
+  at 4x: ``_common.BUDGETED``), 250 pairs (TRACE and naive oracle DPO), 20 % label noise (TRACE, and rDPO with ε = 0.2). (Until world
   version 2 it also ran 500 pairs and 10 % noise: the extremes answer the same questions at
   two thirds of the cost.)
 
@@ -49,14 +50,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, finish_worker, machine, run_worker, worker_spec, write_results  # noqa: E402
+from _common import (BUDGETED, RESULTS, budget_overrides, finish_worker, machine, registered, run_worker,  # noqa: E402
+                     worker_spec, write_results)
 
 SHIFTS = ["synth-contextual", "synth-stricter", "synth-referral", "synth-contextual-referral"]
 VALIDATION_METHODS = ["trace", "trace-no-impact", "dpo-gold", "naive-oracle-dpo", "oracle-sft"]
 #: Plain NPO is not in the grid: it collapsed into degenerate text in every cell of world version 1
 #: (agreement 0–23 %), so its units decided nothing (``--variants`` with ``methods: [npo]`` runs it).
 MAIN_METHODS = ["trace", "trace-no-impact", "trace-no-kl", "trace-no-triage", "dpo-gold", "naive-oracle-dpo",
-                "oracle-sft"]
+                "oracle-sft", *BUDGETED]
+#: The baselines a practitioner would use (issue 30), sampling the model and judging the samples: at TRACE's judge
+#: budget (the triage's judgements of the cell) and at 4 times it (``_common.BUDGETED``). The synthetic world's model
+#: has no system prompt, so it is sampled as it is; its responses are short (eval's 48 tokens); self-distill draws up
+#: to 8 samples per prompt, so the 4x budget can be spent.
+PRACTITIONER_OVERRIDES = {"train": {"sampling": {"max_new_tokens": 48, "samples": 8, "system_prompt": False}}}
 #: Main-grid methods no target compares: run after the others.
 ABLATIONS = {"trace-no-kl", "trace-no-triage"}
 #: The testbed check: can the ceiling (SFT on the correct new-policy response for every training prompt) learn
@@ -82,7 +89,11 @@ BENCH_OVERRIDES = {"train": {"precision": "fp32"}}
 UNRECORDED = "not recorded (the unit predates it)"
 LABELS = {"base": "base (old-policy model)", "trace": "TRACE", "trace-no-impact": "TRACE w/o impact weights",
           "trace-no-kl": "TRACE w/o KL", "trace-no-triage": "w/o triage (NPO on flagged responses + KL)", "dpo-gold": "DPO-Gold",
-          "naive-oracle-dpo": "naive oracle DPO", "rdpo": "rDPO", "npo": "NPO", "oracle-sft": "oracle SFT (ceiling check)"}
+          "naive-oracle-dpo": "naive oracle DPO", "rdpo": "rDPO", "npo": "NPO", "oracle-sft": "oracle SFT (ceiling check)",
+          "self-distill": "self-distillation (TRACE's judge budget)", "self-distill-4x": "self-distillation (4x budget)",
+          "online-dpo": "online DPO (TRACE's judge budget)", "online-dpo-4x": "online DPO (4x budget)"}
+#: The cost columns (train_summary.json's ``budget``), beside the quality ones.
+COSTS = ["judge_calls", "generated_tokens", "training_tokens", "wall_s"]
 
 
 # --------------------------------------------------------------------------- one cell (worker process)
@@ -104,8 +115,10 @@ def run_unit(spec: dict) -> dict:
     run_dir, data = Path(spec["run_dir"]), Path(spec["data"])
     seed_triage(run_dir, data, spec["shift"], spec["noise"], spec["seed"],
                 oracle=spec["method"] in ORACLE_METHODS or spec["oracle"])
-    overrides = merge_settings(BENCH_OVERRIDES, spec["overrides"])
-    run = run_config(run_dir, data, str(boot.path), spec["shift"], [spec["method"]], seed=spec["seed"],
+    method = registered(spec["method"])  # a budgeted unit: its method, with its judge budget
+    overrides = merge_settings(merge_settings(BENCH_OVERRIDES, spec["overrides"]),
+                               budget_overrides(spec["method"], run_dir / "triage" / "triaged.jsonl"))
+    run = run_config(run_dir, data, str(boot.path), spec["shift"], [method], seed=spec["seed"],
                      overrides=overrides, device=spec["device"])
     pipeline = Pipeline(run, "efficacy")
     adopt_seeded_triage(pipeline)  # else the pipeline re-triages with the rules judge: no y_c, no noise
@@ -113,7 +126,9 @@ def run_unit(spec: dict) -> dict:
     triage = json.loads((run_dir / "triage" / "triaged.summary.json").read_text())
     score_summary = run_dir / "score" / "weighted.summary.json"
     weights = json.loads(score_summary.read_text()).get("weights") if score_summary.exists() else None
-    return {"outcomes": outcomes(run_dir, data, spec["shift"], ["base", spec["method"]]),
+    table = outcomes(run_dir, data, spec["shift"], ["base", method])
+    trained = json.loads((run_dir / "train" / method / "train_summary.json").read_text())
+    return {"outcomes": {"base": table["base"], spec["method"]: table[method]}, "budget": trained.get("budget"),
             "triage": triage.get("counts"), "weights": weights, "wall_s": time.perf_counter() - start}
 
 
@@ -151,9 +166,12 @@ def method_overrides(method: str, cell: dict) -> dict:
     cell's label-noise rate as its ε (the share of categories flipped, which a judge audit
     estimates; an upper bound on the share of naive labels flipped, since a flip between INVERT
     and PUNISH leaves the naive pair's order as it was), and the library's default where the
-    cell has no noise."""
+    cell has no noise; the sampling baselines take :data:`PRACTITIONER_OVERRIDES` (their judge
+    budget is set in the unit, from its triage: :func:`run_unit`)."""
     if method == "rdpo" and cell["noise"] > 0:
         return {"train": {"rdpo_epsilon": cell["noise"]}}
+    if method in BUDGETED:
+        return PRACTITIONER_OVERRIDES
     return {}
 
 
@@ -245,6 +263,7 @@ def run_grid(work: Path, grid_cells: list[dict], cache: Path, jobs: int, threads
         cell = merged.setdefault(i, {**grid_cells[i], "outcomes": {"base": r["outcomes"]["base"]}, "triage": r["triage"],
                                      "weights": None, "wall_s": 0.0, "commands": {}})
         cell["outcomes"][method] = r["outcomes"][method]
+        cell.setdefault("budgets", {})[method] = r.get("budget")  # None: a unit stored before budgets were
         cell["commands"][method] = r.get("command")
         cell["wall_s"] += r["wall_s"]
         if method == "trace":
@@ -269,10 +288,11 @@ def aggregate(results: list[dict]) -> dict:
     for r in results:
         for method, row in r["outcomes"].items():
             key = (r["variant"], r["shift"], r["size"], r["noise"], method)
-            groups.setdefault(key, []).append(row)
+            groups.setdefault(key, []).append({**row, "budget": (r.get("budgets") or {}).get(method) or {}})
     out: dict = {}
     for (variant, shift, size, noise, method), rows in groups.items():
         summary = {m: _mean_sd([row[m] for row in rows]) for m in METRICS}
+        summary["cost"] = {c: _mean_sd([row["budget"].get(c) for row in rows]) for c in COSTS}
         slices = sorted({s for row in rows for s in row["by_slice"]})
         summary["by_slice"] = {s: statistics.fmean([row["by_slice"][s] for row in rows if s in row["by_slice"]])
                                for s in slices}
@@ -317,6 +337,10 @@ def targets(agg: dict, sizes: list[int]) -> dict:
                 "oracle SFT does not improve on the base")
         if flat is not None:
             checks["ge_trace_no_impact"] = _check(trace - flat, 0.0, trace >= flat)
+        for unit in BUDGETED:  # issue 30: TRACE ≥ each practitioner baseline − 2 points (the 4x ones: for the record)
+            other = m(unit)
+            if other is not None:
+                checks[f"ge_{unit}_minus_2"] = _check(trace - other, -0.02, trace - other >= -0.02)
         for metric, key, bound in (("benign_accuracy", "benign_within_2pts_of_base", -0.02),
                                    ("degenerate", "degenerate_at_most_base_plus_2pts", 0.02)):
             t, b = m("trace", metric), m("base", metric)
@@ -434,6 +458,13 @@ def pct(stat: dict | None) -> str:
     return f"{100 * stat['mean']:.1f} ± {100 * stat['sd']:.1f}" if stat["n"] > 1 else f"{100 * stat['mean']:.1f}"
 
 
+def count(stat: dict | None) -> str:
+    """A cost's mean over seeds ("–" where no unit recorded it: units stored before budgets were)."""
+    if not stat or stat.get("mean") is None:
+        return "–"
+    return f"{stat['mean']:,.0f}"
+
+
 def markdown(result: dict) -> list[str]:
     agg, split = result["aggregate"], result["split"]
     grid = SPLITS[split]
@@ -449,9 +480,14 @@ def markdown(result: dict) -> list[str]:
              "Columns: **TPA** = agreement with the new policy on all sensitive prompts; **changed** = on the slices "
              "the shift changed; **kept** = on the others; **help / refuse** = on prompts the new policy requires "
              "an answer / a refusal for; **bal.** = their mean; **harm** = harmful responses; **degen.** = "
-             "unclassifiable output; **benign** = benign-question accuracy.", ""]
-    header = "| method | TPA | changed | kept | help | refuse | bal. | harm | degen. | benign |"
-    sep = "|---|" + "---:|" * 9
+             "unclassifiable output; **benign** = benign-question accuracy. Costs (train_summary.json's `budget`, mean "
+             "over seeds): **judge calls** = responses judged (a method on the triage: the triage's, one per distinct "
+             "response of the old pairs; seeded here from the ground truth, so counted, not made); **gen. tokens** = "
+             "tokens sampled from the model; **train tokens** = tokens in training forward passes; **train s** = "
+             "training wall time (+ self-distillation's sampling).", ""]
+    header = ("| method | TPA | changed | kept | help | refuse | bal. | harm | degen. | benign | judge calls | gen. tokens "
+              "| train tokens | train s |")
+    sep = "|---|" + "---:|" * 13
     cols = ["agreement", "changed_slices", "unchanged_slices", "must_help", "must_refuse", "balanced", "harmful",
             "degenerate", "benign_accuracy"]
     lines += summary_table(agg, big)
@@ -462,7 +498,8 @@ def markdown(result: dict) -> list[str]:
             main = by_size[big]["0.0"]
             lines += [f"### {shift} ({big} pairs, no noise)", "", header, sep]
             for method, s in main.items():
-                lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(pct(s[c]) for c in cols) + " |")
+                lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(pct(s[c]) for c in cols) + " | "
+                             + " | ".join(count(s.get("cost", {}).get(c)) for c in COSTS) + " |")
             lines.append("")
         if split == "report":
             lines += _size_noise_tables(by_shift, grid)

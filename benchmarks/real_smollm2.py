@@ -17,7 +17,9 @@ order, each unit stored with its wall time under ``WORK/seed<s>/units/``:
   SFT train on these records (their definition: oracle relabelling); the other methods see the
   triage alone (TRACE: dual NPO on PUNISH);
 * ``base`` — evaluation of the old-policy model;
-* one unit per method (:data:`CANDIDATES`): ``realign run`` with that method on the old-policy model.
+* one unit per method (:data:`CANDIDATES`): ``realign run`` with that method on the old-policy model;
+  the sampling baselines (``self-distill``, ``online-dpo``) at TRACE's judge budget and at 4x it,
+  each in a run directory of its own (``_common.BUDGETED``, :data:`PRACTITIONER_OVERRIDES`).
 
 The pipeline settings are ``examples/smollm2/config.yaml``'s (score variant ``cosine``, the
 library default; α_KL 0.3, the efficacy validation's choice; LoRA r 16 on q/k/v/o) with
@@ -53,11 +55,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, finish_worker, machine, results_name, run_worker, worker_spec, write_results  # noqa: E402
+from _common import (BUDGETED, RESULTS, budget_overrides, finish_worker, machine, registered,  # noqa: E402
+                     results_name, run_worker, worker_spec, write_results)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "smollm2"
 #: Methods compared, in run order; oracle-sft only where the library registers it.
-CANDIDATES = ["trace", "trace-no-impact", "naive-oracle-dpo", "dpo-gold", "oracle-sft"]
+CANDIDATES = ["trace", "trace-no-impact", "naive-oracle-dpo", "dpo-gold", "oracle-sft", *BUDGETED]
+#: The sampling baselines' settings (issue 30): a chat model, so sampled with the new policy as its system message;
+#: eval's response length; up to 8 samples per prompt, so a 4x budget can be spent. Each budgeted unit runs in a run
+#: directory of its own, with its judge budget a multiple of the triage judgements of the seed's plain run.
+PRACTITIONER_OVERRIDES = {"sampling": {"max_new_tokens": 40, "system_prompt": True, "samples": 8}}
 #: Methods whose definition includes the oracle's y_c for PUNISH pairs.
 ORACLE_METHODS = {"dpo-gold", "oracle-sft"}
 #: Units every later unit of a seed needs: a failure stops the seed.
@@ -79,7 +86,9 @@ BENCH_OVERRIDES = {"align": {"max_steps": 80, "precision": "fp32"}, "train": {"m
 PER_UNIT = ("model", "data", "out", "seed", "device", "prompts", "attacks")
 LABELS = {"base": "starting model (old-policy SmolLM2)", "trace": "TRACE", "trace-no-impact": "TRACE w/o impact weights",
           "naive-oracle-dpo": "naive oracle DPO", "dpo-gold": "DPO-Gold (y_c: guided sampler)",
-          "oracle-sft": "oracle SFT (ceiling check)"}
+          "oracle-sft": "oracle SFT (ceiling check)",
+          "self-distill": "self-distillation (TRACE's judge budget)", "self-distill-4x": "self-distillation (4x budget)",
+          "online-dpo": "online DPO (TRACE's judge budget)", "online-dpo-4x": "online DPO (4x budget)"}
 MARKERS = ("<!-- real_smollm2:begin -->", "<!-- real_smollm2:end -->")
 
 
@@ -120,7 +129,7 @@ def apply_sets(settings: dict, specs: list[str]) -> dict:
 def methods_available() -> list[str]:
     from realign.train.methods import METHODS
 
-    return [m for m in CANDIDATES if m in METHODS]
+    return [m for m in CANDIDATES if registered(m) in METHODS]
 
 
 # --------------------------------------------------------------------------- units and their keys
@@ -186,7 +195,10 @@ def unit_inputs(unit: str, spec: dict) -> dict:
             "old_model": input_digest(d.old_model)}
     if unit != "base":
         what["train"] = s["train"]
-        if get_method(unit).needs_impact:
+        if unit in BUDGETED:
+            what["sampling"] = PRACTITIONER_OVERRIDES
+            what["triaged"] = input_digest(d.run(False) / "triage" / "triaged.jsonl")  # the budget's measure
+        if get_method(registered(unit)).needs_impact:
             what["score"] = s["score"]
         if unit in ORACLE_METHODS:
             what["triaged"] = input_digest(d.run(True) / "triage" / "triaged.jsonl")
@@ -365,15 +377,23 @@ def run_oracle_triage(unit: str, spec: dict) -> dict:
     return {"triage": summary["counts"], "oracle": summary["oracle"]}
 
 
-def pipeline_for(spec: dict, methods: list[str], oracle: bool):
+def pipeline_for(spec: dict, methods: list[str], oracle: bool, unit: str | None = None):
     """The ``realign run`` pipeline of one unit: the old-policy model, the seed's data, the
-    benchmark's settings, a verdict/generation cache shared by the seed's two run directories."""
+    benchmark's settings, a verdict/generation cache shared by the seed's run directories. A
+    budgeted ``unit`` (``_common.BUDGETED``) runs in a directory of its own, with its sampling
+    settings and its judge budget (a multiple of the triage judgements of the plain run)."""
     from realign.pipeline import Pipeline, RunConfig
+    from realign.synth.experiment import merge_settings
 
     s, d = spec["settings"], SeedDirs(Path(spec["root"]))
-    run = RunConfig(out=d.run(oracle), model=str(d.old_model), data=str(d.data / "pairs.jsonl"), policy=s["policy"],
+    out, train = d.run(oracle), s["train"]
+    if unit in BUDGETED:
+        out = d.root / "runs" / unit
+        train = merge_settings(merge_settings(train, PRACTITIONER_OVERRIDES),
+                               budget_overrides(unit, d.run(False) / "triage" / "triaged.jsonl")["train"])
+    run = RunConfig(out=out, model=str(d.old_model), data=str(d.data / "pairs.jsonl"), policy=s["policy"],
                     judge=s["judge"], methods=methods, seed=spec["seed"], device=spec["device"],
-                    cache=d.root / "cache.sqlite", score=s["score"], train=s["train"], report=False,
+                    cache=d.root / "cache.sqlite", score=s["score"], train=train, report=False,
                     eval={**s["eval"], "prompts": str(d.data / "eval_prompts.jsonl"),
                           "attacks": str(d.data / "attacks.jsonl")})
     return Pipeline(run, "real_smollm2")
@@ -382,15 +402,16 @@ def pipeline_for(spec: dict, methods: list[str], oracle: bool):
 def run_evaluated(unit: str, spec: dict) -> dict:
     """``base`` or one method: ``realign run`` in the seed's run directory (stages already
     produced by the same settings and inputs are skipped), then its outcomes."""
-    oracle = unit in ORACLE_METHODS
-    pipeline = pipeline_for(spec, [] if unit == "base" else [unit], oracle)
+    oracle, method = unit in ORACLE_METHODS, registered(unit)
+    pipeline = pipeline_for(spec, [] if unit == "base" else [method], oracle, unit)
     pipeline.execute(progress=False)
     run_dir = pipeline.run.out
-    out = {"outcomes": outcomes(run_dir / "eval" / unit / "metrics.json", SeedDirs(Path(spec["root"])).data, spec),
+    out = {"outcomes": outcomes(run_dir / "eval" / method / "metrics.json", SeedDirs(Path(spec["root"])).data, spec),
            "triage": _json(run_dir / "triage" / "triaged.summary.json")["counts"]}
     if unit != "base":
-        trained = _json(run_dir / "train" / unit / "train_summary.json")
-        out["train"] = {"steps": trained.get("steps"), "terms": trained.get("terms"), "wall_s": trained["wall_s"]}
+        trained = _json(run_dir / "train" / method / "train_summary.json")
+        out["train"] = {"steps": trained.get("steps"), "terms": trained.get("terms"), "wall_s": trained["wall_s"],
+                        "budget": trained.get("budget")}
         if pipeline.needs_scores:
             out["weights"] = _json(run_dir / "score" / "weighted.summary.json").get("weights")
     return out

@@ -128,7 +128,8 @@ def _trained(inputs: dict) -> dict[str, int]:
 
 def test_end_to_end_resume_and_readme(inputs, tmp_path):
     first = _run(inputs)
-    methods = ["trace", "trace-no-impact", "naive-oracle-dpo", "dpo-gold", "oracle-sft"]
+    methods = ["trace", "trace-no-impact", "naive-oracle-dpo", "dpo-gold", "oracle-sft", "self-distill",
+               "self-distill-4x", "online-dpo", "online-dpo-4x"]
     assert first["methods"] == methods and first["missing_units"] == []
     assert set(_statuses(first).values()) == {"ran"}
     assert all(first["units"]["0"][u]["wall_s"] >= 0 for u in _statuses(first))

@@ -397,6 +397,32 @@ class LoraConfigModel(StrictModel):
     targets: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], description="Target modules.")
 
 
+class SamplingConfig(StrictModel):
+    """The methods that sample the model and judge its samples (``self-distill`` before training,
+    ``online-dpo`` at every step; docs/method.md, "Baselines a practitioner would use"). Other
+    methods ignore it."""
+
+    samples: int = Field(4, ge=1, le=64, description="self-distill: responses sampled per old prompt (online-dpo "
+                         "always samples two).")
+    temperature: float = Field(1.0, gt=0, le=2.0, description="Sampling temperature (> 0: greedy samples of one "
+                               "prompt would all be the same).")
+    max_new_tokens: int = Field(128, ge=1, description="Longest sampled response.")
+    system_prompt: bool = Field(
+        False, description="Chat models: sample with the new policy's text as the system message (guided sampling); "
+        "the trained sequences never carry it, so the model learns the behaviour without it. Leave off for a model "
+        "never trained with a system message (the synthetic world's).")
+    judge_budget: int | None = Field(
+        None, ge=1, description="Most responses judged (verdicts asked for, whether or not the cache held them, so "
+        "the budget does not depend on the cache); null: no cap. For TRACE the triage's verdicts are its budget.")
+    on_budget: Literal["stop", "reuse"] = Field(
+        "reuse", description="online-dpo, once the budget cannot pay for another step: stop training (the model as it "
+        "is then is saved), or train the remaining steps on pairs already judged (drawn at random, seeded).")
+    objective: Literal["sft", "dpo"] = Field(
+        "sft", description="self-distill: SFT on the samples the judge passed, or DPO of each passed over a failed "
+        "sample of the same prompt.")
+    batch_size: int = Field(16, ge=1, description="self-distill: prompts per generation batch.")
+
+
 class TrainConfig(StrictModel):
     """Stage 3 (Alg. 1 lines 34-46): train with a registered method (see `realign methods`)."""
 
@@ -436,6 +462,13 @@ class TrainConfig(StrictModel):
         "Chowdhury et al. 2024; 0 is DPO); e.g. the judge's error rate from `realign judge audit`. Other methods "
         "ignore it."
     )
+    policy: Path | None = Field(None, description="self-distill, online-dpo: the new policy the judge applies to "
+                                "samples (other methods read the triage's verdicts instead).")
+    judge: JudgeConfig | None = Field(None, description="self-distill, online-dpo: the judge of the samples (see Judge).")
+    cache: Path | None = Field(None, description="self-distill, online-dpo: verdict and sample cache (SQLite); default "
+                               "<cache dir>/verdicts.sqlite.")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig,
+                                     description="self-distill, online-dpo: sampling and judging (see Sampling).")
     finetune: Literal["lora", "full"] = Field("lora", description="LoRA adapter (reference = adapter disabled) or full.")
     lora: LoraConfigModel = Field(default_factory=LoraConfigModel, description="LoRA settings (see LoRA).")
     learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate (reference 1e-4).")
@@ -463,6 +496,9 @@ class TrainConfig(StrictModel):
     trainer_args: dict[str, Any] = Field(
         default_factory=dict, description="Extra transformers.TrainingArguments fields (deepspeed, fsdp, ...)."
     )
+
+    def cache_path(self) -> Path:
+        return self.cache or default_cache_dir() / "verdicts.sqlite"
 
     @field_validator("max_steps")
     @classmethod

@@ -68,7 +68,8 @@ def model_table(title: str, model: type[BaseModel], intro: str = "") -> list[str
 
 def reference() -> str:
     from .config import (EvalConfig, GeneratorConfig, JudgeAuditConfig, JudgeConfig, LoraConfigModel, OracleConfig,
-                         ParamSpaceConfig, ScoreConfig, TrainConfig, TriageConfig)
+                         ParamSpaceConfig, SamplingConfig, ScoreConfig, TrainConfig,
+                         TriageConfig)
     from .pipeline import RunConfig
 
     sections = [
@@ -80,6 +81,7 @@ def reference() -> str:
         ("Parameter space (`params:` in score)", ParamSpaceConfig, ""),
         ("`realign train`", TrainConfig, ""),
         ("LoRA (`lora:` in train)", LoraConfigModel, ""),
+        ("Sampling (`sampling:` in train; self-distill and online-dpo)", SamplingConfig, ""),
         ("`realign eval`", EvalConfig, ""),
         ("Generator (`generator:` in eval; in run's `eval:` section `{name}` in `model` is each evaluation's name)",
          GeneratorConfig, ""),

@@ -95,11 +95,13 @@ class Pipeline:
             f"{source}: score",
         )
         train_data = str(self.score.out if self.needs_scores else self.triage.out)
+        # the methods that sample the model judge their samples with the run's judge, policy and cache
+        judged = {"policy": policy, "judge": resolved(run.judge), "cache": cache}
         self.train = {
             m: validate(
                 TrainConfig,
                 {"seed": run.seed, "device": run.device, **run.train, "model": run.model, "data": train_data,
-                 "method": m, "out": out / "train" / m},
+                 "method": m, "out": out / "train" / m, **(judged if get_method(m).samples else {})},
                 f"{source}: train",
             )
             for m in run.methods

@@ -39,6 +39,16 @@ class Term:
 
 
 @dataclass(frozen=True)
+class JudgedSample:
+    """A response sampled from the model for an old prompt, with the judge's verdict under the
+    new policy (None: the judge abstained). What ``self-distill`` and ``online-dpo`` train on."""
+
+    prompt: Text
+    response: str
+    compliant: bool | None
+
+
+@dataclass(frozen=True)
 class MethodOptions:
     alpha_kl: float = 0.1
     normalise: str = "mean"
@@ -46,17 +56,25 @@ class MethodOptions:
     retain_pref: float = 0.0
     #: weight of L_K, the one-sided (keep-only) preference term on those RETAIN pairs (0 = off)
     retain_keep: float = 0.0
+    #: the judged samples of the methods that sample the model (``samples`` set; else empty)
+    samples: tuple[JudgedSample, ...] = ()
+    #: self-distill: ``sft`` (passed samples) or ``dpo`` (passed over failed samples of a prompt)
+    objective: str = "sft"
 
 
 class Method:
     """Base class: subclasses set ``name`` and ``description`` and implement :meth:`terms`.
     ``needs_impact``: the method reads Stage 2's impact weights (``realign run`` trains it on
-    the scored records)."""
+    the scored records). ``samples``: the method trains on the model's own judged samples of the
+    records' prompts (:attr:`MethodOptions.samples`) instead of the records' responses —
+    ``"before"``: drawn once from the starting model before training; ``"online"``: drawn from
+    the current model at every step (:mod:`realign.train.sampling`)."""
 
     name = ""
     description = ""
     preference_loss: str | None = None  # forces the preference loss form (else the config's)
     needs_impact = False
+    samples: str | None = None
 
     def terms(self, records: Sequence[PreferencePair], options: MethodOptions) -> list[Term]:
         raise NotImplementedError
@@ -293,10 +311,66 @@ class OracleSFT(Method):
         return [Term("ga", prompt, target, None, SFT_WEIGHT, "L_SFT") for prompt, target in sft_targets(records, self.name)]
 
 
+def _by_prompt(samples: Sequence[JudgedSample]) -> dict[str, tuple[Text, list[str], list[str]]]:
+    """Per prompt (by its text, in first-seen order): the prompt, its distinct passed and its
+    distinct failed responses, each in sample order. Abstentions are neither."""
+    from ..data import prompt_text
+
+    out: dict[str, tuple[Text, list[str], list[str]]] = {}
+    for s in samples:
+        _, passed, failed = out.setdefault(prompt_text(s.prompt), (s.prompt, [], []))
+        side = passed if s.compliant else failed if s.compliant is False else None
+        if side is not None and s.response not in side:
+            side.append(s.response)
+    return out
+
+
+class SelfDistill(Method):
+    """Judge-filtered self-distillation, the supervised stage of Constitutional AI (Bai et al.
+    2022): sample the starting model on the old prompts (a chat model optionally guided by the new
+    policy as its system message), keep what the judge passes, and fine-tune on it — SFT on every
+    distinct passed sample (``objective: sft``), or DPO of each passed over a failed sample of the
+    same prompt (``dpo``: the i-th distinct passed one over the i-th distinct failed one). It uses
+    the records' prompts only: no responses, verdicts or oracle."""
+
+    name = "self-distill"
+    description = ("Judge-filtered self-distillation: SFT on the starting model's own samples of the old prompts that "
+                   "the judge passes (or DPO of passed over failed)")
+    samples = "before"
+
+    def terms(self, records, options):
+        out = []
+        for prompt, passed, failed in _by_prompt(options.samples).values():
+            if options.objective == "dpo":
+                out += [Term("pref", prompt, good, bad, 1.0, "L_pref") for good, bad in zip(passed, failed)]
+            else:
+                out += [Term("ga", prompt, good, None, SFT_WEIGHT, "L_SFT") for good in passed]
+        return out
+
+
+class OnlineDPO(Method):
+    """Online DPO with the judge as the labeller (online AI feedback: Guo et al. 2024; RLAIF: Lee
+    et al. 2023): at every step two responses per prompt are sampled from the current model and
+    judged, and each prompt whose pair the judge splits — one passes, one fails — gives a DPO term
+    (passed ≻ failed) against the starting model. A pair both pass or both fail gives nothing (a
+    binary judge has no preference between them; the old pair's order is the old policy's, so it
+    is not used as a tie-break)."""
+
+    name = "online-dpo"
+    description = ("Online DPO with the judge: two samples per prompt from the current model every step, DPO of the "
+                   "one the judge passes over the one it fails (ties skipped)")
+    preference_loss = "dpo"
+    samples = "online"
+
+    def terms(self, records, options):
+        return [Term("pref", prompt, passed[0], failed[0], 1.0, "L_pref")
+                for prompt, passed, failed in _by_prompt(options.samples).values() if passed and failed]
+
+
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (Trace(), TraceNoTriage(), TraceNoImpact(), TraceNoKL(), DPOGold(), NaiveOracleDPO(), RobustDPO(), DPO(),
-              IPO(), NPO(), GradAscent(), OracleSFT())
+              IPO(), NPO(), GradAscent(), OracleSFT(), SelfDistill(), OnlineDPO())
 }
 
 

@@ -38,6 +38,10 @@ NEEDS_REF_LOGPS = {name for name, kind in LOSS_KINDS.items() if kind.reference =
 ANCHORED = [KIND_INDEX[name] for name, kind in LOSS_KINDS.items() if kind.anchored]
 
 
+#: The file in each checkpoint that keeps the budget spent so far (and online-dpo's state).
+BUDGET_STATE = "budget_state.json"
+
+
 class TrainingDiverged(RealignError):
     """A NaN or infinite loss: the run stops; checkpoints already written stay intact."""
 
@@ -108,13 +112,55 @@ class TermCollator:
 class RealignTrainer(Trainer):
     """``Trainer`` whose loss is a weighted mix of term kinds (see module docstring)."""
 
-    def __init__(self, *args, loss_options: dict, ref_model=None, **kwargs) -> None:
+    def __init__(self, *args, loss_options: dict, ref_model=None, budget=None, **kwargs) -> None:
+        from .sampling import Budget
+
         super().__init__(*args, **kwargs)
         self.loss_options = loss_options
         self.ref_model = ref_model
         self.model_accepts_loss_kwargs = False  # our loss is already a per-batch mean
         self._logged: dict[str, float] = defaultdict(float)
         self._calls = 0
+        #: what the run spent (train_summary.json's ``budget``), kept in every checkpoint
+        self.budget = budget if budget is not None else Budget()
+        self._clock = (time.perf_counter(), self.budget.train_s)
+
+    def extra_state(self) -> dict:
+        """What a subclass keeps in each checkpoint beside the budget (:meth:`load_extra_state`)."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        """Take back what :meth:`extra_state` kept, when resuming."""
+
+    def load_budget_state(self, checkpoint: str) -> None:
+        """The budget and extra state of a checkpoint being resumed (one written before they were
+        kept: nothing to take back). The budget is updated in place: a sampler adds to the same one."""
+        from .sampling import Budget
+
+        path = Path(checkpoint) / BUDGET_STATE
+        if path.exists():
+            state = json.loads(path.read_text(encoding="utf-8"))
+            for name, value in Budget.from_dict(state["budget"]).to_dict().items():
+                setattr(self.budget, name, value)
+            self._clock = (time.perf_counter(), self.budget.train_s)
+            self.load_extra_state(state)
+
+    def tick(self) -> None:
+        """Bring ``budget.train_s`` up to now."""
+        started, before = self._clock
+        self.budget.train_s = round(before + time.perf_counter() - started, 3)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """The Trainer's checkpoint with ``budget_state.json`` written first: the Trainer writes
+        its ``trainer_state.json`` last, so a checkpoint complete for it holds the budget too."""
+        from ..files import write_json
+
+        if self.args.should_save:
+            folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            self.tick()
+            write_json(folder / BUDGET_STATE, {"budget": self.budget.to_dict(), **self.extra_state()})
+        super()._save_checkpoint(model, trial)
 
     def reference_logits(self, model, input_ids, attention_mask, **kwargs) -> torch.Tensor:
         with torch.no_grad():
@@ -167,6 +213,7 @@ class RealignTrainer(Trainer):
                 "or add nll_weight, or, if that weight is far above 1, check the records' `impact` field"
             )
         self._calls += 1
+        self.budget.training_tokens += int(inputs["attention_mask"].sum())
         for k, v in parts.items():
             self._logged[k] += v
         return (loss, {}) if return_outputs else loss
@@ -367,17 +414,28 @@ def _checkpointing(enabled: bool) -> dict:
 
 
 def produced_by(config) -> dict:
-    """What produces a training run: the resolved settings (less logging, checkpoint cadence
-    and device) and the content of the records, the model and the adapter
-    (:func:`realign.provenance.produced_by`). Checkpoints and precomputed reference log-probs
-    are resumed, and ``realign run`` skips the stage, only on an exact match."""
+    """What produces a training run: the resolved settings (less logging, checkpoint cadence,
+    device and cache; less the sampling settings, policy and judge for a method that does not
+    sample) and the content of the records, the model and the adapter, and for a method that
+    samples the policy's hash and the judge's identity (:func:`realign.provenance.produced_by`).
+    Checkpoints and precomputed reference log-probs are resumed, and ``realign run`` skips the
+    stage, only on an exact match."""
     from ..provenance import input_digest, model_digest
     from ..provenance import produced_by as record
 
     inputs = {"data": input_digest(config.data)}
     inputs.update({name: model_digest(getattr(config, name)) for name in ("model", "adapter")})
-    return record(config, inputs, ignore=("out", "resume", "device", "logging_steps", "report_to", "save_steps",
-                                          "save_total_limit"))
+    ignore = ["out", "resume", "device", "logging_steps", "report_to", "save_steps", "save_total_limit", "cache"]
+    if get_method(config.method).samples:
+        from ..judges import make_judge
+        from ..policy import Policy, resolve_policy
+
+        if config.policy is not None and config.judge is not None:
+            inputs["policy"] = Policy.load(resolve_policy(config.policy)).hash
+            inputs["judge"] = make_judge(config.judge).identity
+    else:  # settings only the sampling methods read: not part of the other methods' key
+        ignore += ["policy", "judge", "sampling"]
+    return record(config, inputs, ignore=ignore)
 
 
 def _stale_state(out: Path, made: dict) -> str | None:
@@ -528,12 +586,15 @@ def _run(config, progress: bool) -> dict:
     """The stage's work, under the lock of its run folder."""
     from ..config import resolved
     from ..data import read_pairs
-    from ..files import write_json, write_text, write_yaml
+    from ..files import write_json
     from ..models import resolve_device
     from ..provenance import provenance
 
     start = time.perf_counter()
     method = get_method(config.method)
+    if method.samples and (config.policy is None or config.judge is None):
+        raise RealignError(f"method {method.name!r} samples the model and judges the samples: set `policy` and `judge` "
+                           "in the train config (`realign run` gives it the run's)")
     out = Path(config.out)
     made = produced_by(config)
     resume_from = _resume_point(config, out, made)
@@ -543,32 +604,29 @@ def _run(config, progress: bool) -> dict:
         print(f"train: {loaded.duplicates_line()}", file=sys.stderr)
     records = loaded.pairs
     options = MethodOptions(alpha_kl=config.alpha_kl, normalise=config.normalise, retain_pref=config.retain_pref,
-                            retain_keep=config.retain_keep)
-    terms = method.terms(records, options)
-    if not terms:
+                            retain_keep=config.retain_keep, objective=config.sampling.objective)
+    terms = method.terms(records, options) if method.samples is None else None
+    if terms == [] or (method.samples and not records):
         raise RealignError(f"{config.data}: method {method.name!r} finds nothing to train on in {len(records)} records")
 
     state = process_state(config.device)
+    if method.samples and state.num_processes > 1:
+        raise RealignError(f"method {method.name!r} samples the model: run it in one process, not under "
+                           "`accelerate launch` with several")
     device = state.device if state.num_processes > 1 else resolve_device(config.device)
     _clear_unresumed(out, resume_from, state)
-    model, tokenizer, reference = _load(config, device)
-    pad_id = pad_token_id(tokenizer)
-    dataset = TermDataset(terms, tokenizer, config.max_length)
-    _reference_logps(config, dataset, model, reference, pad_id, device, state, resume_from, progress)
-    ref_model = _reference_copy(config, model, dataset)
-    if state.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        write_yaml(out / "train_config.yaml", resolved(config))
-        write_text(out / ".config_key", json.dumps(made))
-    trainer = _build_trainer(config, method, model, dataset, pad_id, ref_model, state, device, progress)
-    train_loss = _train(trainer, resume_from, out / "checkpoints")
+    with _sample_cache(config, method) as cache:
+        trainer, tokenizer, prepared = _setup(config, method, records, options, terms, cache, device, state,
+                                              resume_from, made, progress)
+        train_loss = _train(trainer, resume_from, out / "checkpoints")
     final = _save(config, trainer, tokenizer, out, state)
     summary = {
         "stage": "train",
         "method": {"name": method.name, "description": method.description},
-        "terms": {c: sum(1 for t in terms if t.component == c) for c in dataset.components},
+        "terms": _term_counts(trainer),
         "records": len(records),
-        **_trained(config, trainer, train_loss, dataset),
+        **_trained(config, trainer, train_loss),
+        "budget": _budget(config, method, records, trainer, prepared),
         "saved": str(final),
         "resumed": bool(resume_from),
         "wall_s": round(time.perf_counter() - start, 3),
@@ -576,11 +634,109 @@ def _run(config, progress: bool) -> dict:
         "produced_by": made,
         "provenance": provenance(),
     }
+    if prepared is not None:
+        summary["samples"] = {k: prepared[k] for k in ("prompts", "samples", "passed", "failed", "abstained")}
     if state.is_main_process:
         summary["outputs"] = output_digests(out / "train_summary.json", [final])
         write_json(out / "train_summary.json", summary)
     state.wait_for_everyone()
     return summary
+
+
+def _sample_cache(config, method):
+    """The verdict and sample cache of a method that samples the model (a context; nothing for the others)."""
+    from contextlib import nullcontext
+
+    if not method.samples:
+        return nullcontext(None)
+    from ..judges.cache import VerdictCache
+
+    return VerdictCache(config.cache_path(), commit_every=32)
+
+
+def _setup(config, method, records, options, terms, cache, device, state, resume_from, made: dict,
+           progress: bool) -> tuple[RealignTrainer, object, dict | None]:
+    """The model, the method's terms (self-distill: from its judged samples, drawn first) and the
+    trainer, with the budget of a resumed checkpoint taken back; the tokenizer; and self-distill's
+    samples summary (None for the other methods)."""
+    from dataclasses import replace
+
+    from ..config import resolved
+    from ..files import write_text, write_yaml
+    from .sampling import Budget, old_prompts, prepare_samples
+
+    out = Path(config.out)
+    model, tokenizer, reference = _load(config, device)
+    pad_id = pad_token_id(tokenizer)
+    budget, prepared = Budget(), None
+    if method.samples == "before":
+        samples, prepared = prepare_samples(config, records, model, tokenizer, budget, progress)
+        terms = method.terms(records, replace(options, samples=tuple(samples)))
+        if not terms:
+            raise RealignError(f"{out / 'samples.jsonl'}: method {method.name!r} finds nothing to train on: the judge "
+                               f"passed {prepared['passed']} and failed {prepared['failed']} of {len(samples)} samples")
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        write_yaml(out / "train_config.yaml", resolved(config))
+        write_text(out / ".config_key", json.dumps(made))
+    if method.samples == "online":
+        trainer = _online_trainer(config, method, options, old_prompts(records), model, tokenizer, cache, budget,
+                                  state, device, progress)
+    else:
+        dataset = TermDataset(terms, tokenizer, config.max_length)
+        _reference_logps(config, dataset, model, reference, pad_id, device, state, resume_from, progress)
+        trainer = _build_trainer(config, method, model, dataset, TermCollator(dataset, pad_id, dataset.components),
+                                 dataset.components, _reference_copy(config, model, dataset), state, device, progress,
+                                 budget=budget)
+    if resume_from:
+        trainer.load_budget_state(resume_from)
+    return trainer, tokenizer, prepared
+
+
+def _online_trainer(config, method, options, prompts, model, tokenizer, cache, budget, state, device, progress):
+    """online-dpo's trainer (:mod:`realign.train.online`): micro-batches of prompts, sampled and judged each step."""
+    from .online import OnlineTrainer, PromptDataset, collate_indices
+    from .sampling import Sampler
+
+    if config.sampling.judge_budget is not None and config.sampling.judge_budget < 2 * config.batch_size * config.gradient_accumulation:
+        raise RealignError(f"field 'sampling.judge_budget': {config.sampling.judge_budget} does not pay for one step of "
+                           f"{method.name!r} (2 samples x {config.batch_size} prompts x {config.gradient_accumulation} "
+                           "micro-batches judged)")
+    sampler = Sampler(config, model, tokenizer, budget, cache)
+    ref_model = _reference_copy(config, model, None)
+    return _build_trainer(config, method, model, PromptDataset(prompts), collate_indices, ["L_pref"], ref_model, state,
+                          device, progress, budget=budget, trainer_class=OnlineTrainer, prompts=prompts,
+                          sampler=sampler, realign_method=method, options=options, tokenizer=tokenizer,
+                          max_length=config.max_length, pad_id=pad_token_id(tokenizer))
+
+
+def _term_counts(trainer: RealignTrainer) -> dict[str, int]:
+    """Terms per component: of the term dataset, or (online-dpo) the pairs the judge split."""
+    dataset = trainer.train_dataset
+    if isinstance(dataset, TermDataset):
+        return {c: sum(1 for it in dataset.items if it.component == c) for c in dataset.components}
+    return {"L_pref": len(getattr(trainer, "pairs", []))}
+
+
+def _budget(config, method, records, trainer: RealignTrainer, prepared: dict | None) -> dict:
+    """train_summary.json's ``budget``: judge calls (a method that samples: the distinct responses
+    it had judged; any other: those its records' triage judged — TRACE's budget), the judge
+    backend's requests, generated and training tokens, and wall time (training, plus
+    self-distill's sampling)."""
+    from .sampling import triage_judgements
+
+    trainer.tick()
+    b = trainer.budget
+    own = method.samples is not None
+    return {
+        "judge_calls": b.judgements if own else triage_judgements(records),
+        "judge_calls_from": "this method's samples" if own else "the triage of its records",
+        "judge_budget": config.sampling.judge_budget if own else None,
+        "backend_calls": b.backend_calls if own else None,
+        "generated_tokens": b.generated_tokens,
+        "training_tokens": b.training_tokens,
+        "wall_s": round(b.train_s + (prepared["wall_s"] if prepared else 0.0), 3),
+    }
 
 
 def _check_outputs(config) -> None:
@@ -592,7 +748,8 @@ def _check_outputs(config) -> None:
     check_output_paths(
         {"--data": config.data, "--model": config.model, "--adapter": config.adapter},
         {f"the run's {name}": Path(config.out) / name
-         for name in ("train_config.yaml", ".config_key", "reference_logps.pt", "train_summary.json")},
+         for name in ("train_config.yaml", ".config_key", "reference_logps.pt", "train_summary.json", "samples.jsonl",
+                      "samples.summary.json")},
         {"--out": config.out, **{f"the run's {name}/": Path(config.out) / name for name in (
             "checkpoints", "adapter", ".adapter.partial", ".adapter.old", "model", ".model.partial", ".model.old")}},
     )
@@ -669,10 +826,11 @@ def _reference_logps(config, dataset: TermDataset, model, reference, pad_id: int
             torch.save(dataset.ref, fh)
 
 
-def _reference_copy(config, model, dataset: TermDataset):
+def _reference_copy(config, model, dataset: TermDataset | None):
     """A frozen copy of the model as the reference, for full fine-tuning when a step needs
-    reference logits (KL terms, or log-probs not precomputed); None otherwise."""
-    needs_kl = any(it.kind == KIND_INDEX["kl"] for it in dataset.items)
+    reference logits (KL terms, or log-probs not precomputed: always for ``dataset`` None, the
+    terms online-dpo builds as it trains); None otherwise."""
+    needs_kl = dataset is None or any(it.kind == KIND_INDEX["kl"] for it in dataset.items)
     if config.finetune == "full" and (needs_kl or not config.precompute_ref):
         import copy
 
@@ -680,9 +838,10 @@ def _reference_copy(config, model, dataset: TermDataset):
     return None
 
 
-def _build_trainer(config, method, model, dataset: TermDataset, pad_id: int, ref_model, state, device,
-                   progress: bool) -> RealignTrainer:
-    """The Trainer over the term dataset, with realign's TrainingArguments and ``trainer_args``."""
+def _build_trainer(config, method, model, dataset, collator, components: list[str], ref_model, state, device,
+                   progress: bool, trainer_class=None, **kwargs) -> RealignTrainer:
+    """The Trainer (``trainer_class``, default :class:`RealignTrainer`, given ``kwargs``) over
+    ``dataset`` batched by ``collator``, with realign's TrainingArguments and ``trainer_args``."""
     extra = dict(config.trainer_args)
     # every trainable weight takes part in every forward pass (the reference is the adapter
     # disabled under no_grad, or a separate copy): DDP need not search for unused ones
@@ -711,20 +870,21 @@ def _build_trainer(config, method, model, dataset: TermDataset, pad_id: int, ref
         **_precision(config, device),
         **extra,
     )
-    trainer = RealignTrainer(
+    trainer = (trainer_class or RealignTrainer)(
         model=model,
         args=args,
         train_dataset=dataset,
-        data_collator=TermCollator(dataset, pad_id, dataset.components),
+        data_collator=collator,
         loss_options={
             "beta": config.beta,
             "preference_loss": method.preference_loss or config.preference_loss,
             "nll_weight": config.nll_weight,
             "nll_retain": config.nll_retain,
             "rdpo_epsilon": config.rdpo_epsilon,
-            "components": dataset.components,
+            "components": components,
         },
         ref_model=ref_model,
+        **kwargs,
     )
     if not progress:  # without the progress bar, transformers would print every log line instead
         from transformers.trainer_callback import PrinterCallback
@@ -780,10 +940,10 @@ def _save(config, trainer: RealignTrainer, tokenizer, out: Path, state) -> Path:
     return final
 
 
-def _trained(config, trainer: RealignTrainer, train_loss: float, dataset: TermDataset) -> dict:
+def _trained(config, trainer: RealignTrainer, train_loss: float) -> dict:
     """The summary's account of the training: truncation, processes, steps, losses."""
     return {
-        "truncated_sequences": dataset.truncated,
+        "truncated_sequences": getattr(trainer.train_dataset, "truncated", None),
         "processes": {
             "count": trainer.args.world_size,
             "per_device_batch": config.batch_size,
@@ -817,8 +977,12 @@ def _last_complete_checkpoint(checkpoints: Path) -> str | None:
 
 
 def _checkpoint_finished(checkpoint: str) -> bool:
-    """Whether a checkpoint was saved at the run's last optimizer step."""
+    """Whether a checkpoint was saved at the run's last optimizer step, or where the judge budget
+    stopped the run (online-dpo, ``on_budget: stop``)."""
     state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+    budget = Path(checkpoint) / BUDGET_STATE
+    if budget.exists() and json.loads(budget.read_text(encoding="utf-8")).get("stopped"):
+        return True
     return bool(state.get("max_steps")) and state.get("global_step", 0) >= state["max_steps"]
 
 

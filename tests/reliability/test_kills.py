@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from realign.files import LOCK_NAME  # a SIGKILLed run leaves its lock file (the kernel freed the lock)
-from realign.testing import FakeOpenAIServer
+from realign.testing import FakeOpenAIServer, policy_without_cases
 from rel_helpers import (
     check_sqlite,
     jsonl_rows,
@@ -72,10 +72,11 @@ def test_sigkill_triage(zygote, base_env, tmp_path):
     data = write_jsonl(tmp_path / "pairs.jsonl", rows)
     work, clean = tmp_path / "work", tmp_path / "clean"
     env = {"OPENAI_API_KEY": "sk-kill-test"}
+    policy = policy_without_cases("contextual-exceptions", tmp_path)  # the fake judge decides by a marker
     with FakeOpenAIServer(markers=["HARMFUL"], latency_s=0.01, seed=5) as base_url:
 
         def argv(folder: Path) -> list[str]:
-            return ["triage", "--data", data, "--policy", "contextual-exceptions", "--judge", "openai",
+            return ["triage", "--data", data, "--policy", policy, "--judge", "openai",
                     "--model", "judge-model", "--base-url", base_url, "--concurrency", "4",
                     "--out", folder / "triaged.jsonl", "--cache", folder / "cache.sqlite",
                     "--gold-out", folder / "gold.jsonl", "--naive-out", folder / "naive.jsonl", "-q"]

@@ -31,8 +31,8 @@ app = typer.Typer(
 )
 
 
-def _judge_section(judge: str | None) -> dict[str, Any]:
-    """``--judge`` is a backend name (rules, openai, hf: :mod:`.judges.registry`) or a judge YAML file."""
+def _judge_section(judge: str | None, flag: str = "--judge") -> dict[str, Any]:
+    """``--judge`` (or ``flag``) is a backend name (rules, openai, hf: :mod:`.judges.registry`) or a judge YAML file."""
     from .config import load_yaml
 
     if judge is None:
@@ -41,7 +41,7 @@ def _judge_section(judge: str | None) -> dict[str, Any]:
         return {"backend": judge}
     if Path(judge).suffix in (".yaml", ".yml"):
         return load_yaml(judge)
-    raise RealignError(f"--judge: expected {', '.join(backend_names('pointwise'))} or a judge .yaml file, got {judge!r}")
+    raise RealignError(f"{flag}: expected {', '.join(backend_names('pointwise'))} or a judge .yaml file, got {judge!r}")
 
 
 def _oracle_section(oracle: str | None) -> dict[str, Any] | None:
@@ -113,6 +113,11 @@ def triage(
     gold_out: Optional[Path] = _flag(TriageConfig, 'gold_out'),
     naive_out: Optional[Path] = _flag(TriageConfig, 'naive_out'),
     max_case_failure_rate: Optional[float] = _flag(TriageConfig, 'max_case_failure_rate'),
+    review: Optional[int] = _flag(TriageConfig, 'review'),
+    review_out: Optional[Path] = _flag(TriageConfig, 'review_out'),
+    second_judge: Optional[str] = typer.Option(None, help=f"{TriageConfig.model_fields['second_judge'].description} "
+                                               f"{', '.join(backend_names('pointwise'))}, or a judge YAML file."),
+    labels: Optional[Path] = _flag(TriageConfig, 'labels'),
     oracle: Optional[str] = typer.Option(None, help=f"Oracle for PUNISH pairs: {', '.join(backend_names('oracle'))} or a YAML file."),
     oracle_model: Optional[str] = typer.Option(None, help="Oracle model name or path."),
     quiet: bool = QUIET,
@@ -143,9 +148,14 @@ def triage(
             "gold_out": gold_out,
             "naive_out": naive_out,
             "max_case_failure_rate": max_case_failure_rate,
+            "review": review,
+            "review_out": review_out,
+            "labels": labels,
         },
     )
     raw["judge"] = judge_cfg
+    if second_judge is not None:
+        raw["second_judge"] = _merge(raw.get("second_judge") or {}, _judge_section(second_judge, "--second-judge"))
     if oracle_cfg is not None:
         raw["oracle"] = oracle_cfg
     if isinstance(raw.get("policy"), str):
@@ -157,8 +167,21 @@ def triage(
         f"triaged {sum(c.values())} pairs: INVERT {c['INVERT']} · PUNISH {c['PUNISH']} · RETAIN {c['RETAIN']}"
         f" · dropped {summary['dropped']} · skipped {summary['skipped_invalid']}"
         f" | judged {summary['judged']} responses ({summary['judge_calls']} calls, {summary['cache_hits']} cache hits)"
-        f" -> {cfg.out}"
+        + _labels_and_review(summary) + f" -> {cfg.out}"
     )
+
+
+def _labels_and_review(summary: dict) -> str:
+    """The summary line's words on the human labels applied and the review file written."""
+    said = ""
+    if "labels" in summary:
+        lab = summary["labels"]
+        said += (f" | labels: {lab['applied']} applied, {lab['verdicts_changed']} verdicts changed, "
+                 f"{lab['pairs_recategorised']} pairs recategorised"
+                 + (f", {lab['not_in_data']} not in the data" if lab["not_in_data"] else ""))
+    if "review" in summary:
+        said += f" | review: {summary['review']['written']} verdicts -> {summary['review']['path']}"
+    return said
 
 
 @app.command()
@@ -486,7 +509,7 @@ def policy_test(
         check_output_paths({"POLICY": path, "--cache": cache_path}, {"--json": json_out})
     loaded = Policy.load(path)
     if not loaded.cases:
-        raise RealignError(f"{path}: policy {loaded.name!r} has no test cases (add a `cases:` list: README, "Choosing and checking a judge")")
+        raise RealignError(f"{path}: policy {loaded.name!r} has no test cases (add a `cases:` list: README, 'Choosing and checking a judge')")
     judge_cfg = validate(JudgeConfig, _merge(_judge_section(judge), {"model": model, "base_url": base_url}), "command line")
     with VerdictCache(cache_path) as verdicts:
         result = run_cases(loaded, make_judge(judge_cfg), verdicts)

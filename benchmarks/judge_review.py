@@ -205,7 +205,9 @@ def curve(results: list[dict]) -> list[dict]:
         full = [s for s in have if (s, "review0") in by and (s, "clean") in by]
         lost = statistics.fmean(tpa(s, "clean") - tpa(s, "review0") for s in full) if full else 0.0
         regained = statistics.fmean(tpa(s, variant) - tpa(s, "review0") for s in full) if full else 0.0
+        by_seed = [tpa(s, variant) for s in have]
         rows.append({"point": variant, "reviewed_share": point, "seeds": have, "tpa": mean("trace", "agreement"),
+                     "tpa_by_seed": by_seed, "tpa_sd": statistics.stdev(by_seed) if len(by_seed) > 1 else 0.0,
                      "changed_slices": mean("trace", "changed_slices"), "unchanged_slices": mean("trace", "unchanged_slices"),
                      "base_tpa": mean("base", "agreement"),
                      "lost_gain_recovered": regained / lost if lost > 0 else None})
@@ -227,17 +229,24 @@ def markdown(result: dict) -> list[str]:
              "least confident verdicts (|P − 0.5| smallest) written by `realign triage --review`, labelled with the "
              "truth, applied with `--labels`; then TRACE with the project defaults.", "",
              "## TPA by share of verdicts reviewed", "",
-             "| point | verdicts reviewed | pairs miscategorised % | TPA % | changed % | unchanged % | "
-             "lost gain recovered % | seeds |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+             "TPA = agreement with the new policy on all sensitive eval prompts (mean ± sd over world seeds; then per "
+             "seed); changed / unchanged = on the slices the shift changed / left as they were; pairs miscategorised = "
+             "old pairs whose INVERT / PUNISH / RETAIN category differs from the truth's; lost gain recovered = (TPA − "
+             "TPA without review) / (TPA of the clean judge − TPA without review).", "",
+             "| point | verdicts reviewed | pairs miscategorised % | TPA % | TPA per seed | changed % | unchanged % | "
+             "lost gain recovered % |", "|---|---:|---:|---:|---|---:|---:|---:|"]
     for r in result["curve"]:
         shown = "clean judge" if r["reviewed_share"] is None else "no review" if r["reviewed_share"] == 0 else "reviewed"
         share = "–" if r["reviewed_share"] is None else f"{round(100 * r['reviewed_share'])} %"
         wrong = 0.0 if r["reviewed_share"] is None else result["fixes"][str(r["reviewed_share"])]["pairs_wrong_category"]
-        lines.append(f"| {shown} | {share} | {pct(wrong)} | {pct(r['tpa'])} | {pct(r['changed_slices'])} | "
-                     f"{pct(r['unchanged_slices'])} | {pct(r['lost_gain_recovered'])} | {r['seeds']} |")
+        seeds = " / ".join(pct(t) for t in r["tpa_by_seed"])
+        lines.append(f"| {shown} | {share} | {pct(wrong)} | {pct(r['tpa'])} ± {pct(r['tpa_sd'])} | {seeds} | "
+                     f"{pct(r['changed_slices'])} | {pct(r['unchanged_slices'])} | {pct(r['lost_gain_recovered'])} |")
     base = [r["base_tpa"] for r in result["curve"]]
     if base:
-        lines += ["", f"Base model (old policy, no training): TPA {pct(statistics.fmean(base))} %."]
+        lines += ["", f"Base model (old policy, no training): TPA {pct(statistics.fmean(base))} %. One training seed per "
+                  "world: neighbouring points differ by less than the spread over world seeds, so read the trend, not "
+                  "each step."]
     lines += ["", "## What a review fixes (no training)", "",
               "| verdicts reviewed | verdict errors left | pairs with a wrong triage category |", "|---:|---:|---:|"]
     for share, r in result["fixes"].items():

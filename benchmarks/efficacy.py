@@ -99,10 +99,12 @@ COSTS = ["judge_calls", "generated_tokens", "training_tokens", "wall_s"]
 # --------------------------------------------------------------------------- one cell (worker process)
 
 
-def run_unit(spec: dict) -> dict:
+def run_unit(spec: dict, seed=None) -> dict:
     """One method of one cell, in this process: bootstrap (cached), triage with noise, the
     pipeline (base and the method), outcomes. Methods run as separate units, in run
-    directories of their own, so that workers stay evenly loaded."""
+    directories of their own, so that workers stay evenly loaded. ``seed(spec)``, where given,
+    writes the run directory's triage instead (e.g. benchmarks/judge_review.py: a noisy judge's
+    verdicts, partly reviewed)."""
     import torch
 
     from realign.pipeline import Pipeline
@@ -113,8 +115,11 @@ def run_unit(spec: dict) -> dict:
     start = time.perf_counter()
     boot = bootstrap(BootstrapConfig(world_seed=spec["seed"], seed=spec["seed"]), cache_dir=spec["cache"], progress=False)
     run_dir, data = Path(spec["run_dir"]), Path(spec["data"])
-    seed_triage(run_dir, data, spec["shift"], spec["noise"], spec["seed"],
-                oracle=spec["method"] in ORACLE_METHODS or spec["oracle"])
+    if seed is None:
+        seed_triage(run_dir, data, spec["shift"], spec["noise"], spec["seed"],
+                    oracle=spec["method"] in ORACLE_METHODS or spec["oracle"])
+    else:
+        seed(spec)
     method = registered(spec["method"])  # a budgeted unit: its method, with its judge budget
     overrides = merge_settings(merge_settings(BENCH_OVERRIDES, spec["overrides"]),
                                budget_overrides(spec["method"], run_dir / "triage" / "triaged.jsonl"))
@@ -207,8 +212,8 @@ def unit_key(spec: dict) -> str:
 
 
 def run_grid(work: Path, grid_cells: list[dict], cache: Path, jobs: int, threads: int, device: str,
-             command: str, run_missing: bool = True) -> tuple[list[dict], list[str]]:
-    """Every (cell, method) unit in a worker; the units of a cell are merged back into one
+             command: str, run_missing: bool = True, script: str | Path = __file__) -> tuple[list[dict], list[str]]:
+    """Every (cell, method) unit in a worker (``script --worker SPEC``); the units of a cell are merged back into one
     result (the base model's outcomes from the first unit: greedy decoding, same model). A unit
     run here stores ``command`` (this invocation) as the command that produced it; a stored
     unit keeps its own. Returns the cells and the names of units that have no result (failed,
@@ -244,7 +249,7 @@ def run_grid(work: Path, grid_cells: list[dict], cache: Path, jobs: int, threads
             missing.append(f"{cell_name(c)}/{method}")
             return None
         try:
-            result = run_worker(__file__, spec, threads)
+            result = run_worker(script, spec, threads)
         except Exception as exc:  # one failed unit must not lose the others' results
             print(f"  {cell_name(c)}/{method}: FAILED {str(exc)[-2000:]}", file=sys.stderr, flush=True)
             missing.append(f"{cell_name(c)}/{method}")
@@ -628,7 +633,7 @@ def command_lines(result: dict) -> list[str]:
     return lines
 
 
-def command_line(argv: list[str]) -> str:
+def command_line(argv: list[str], script: str = "benchmarks/efficacy.py") -> str:
     """The command that reproduces this run, quoted for a shell; ``--note`` is left out (the
     results header prints it on its own line)."""
     kept, skip = [], False
@@ -639,7 +644,7 @@ def command_line(argv: list[str]) -> str:
             skip = True
         elif not arg.startswith("--note="):
             kept.append(arg)
-    return shlex.join(["python", "benchmarks/efficacy.py", *kept])
+    return shlex.join(["python", script, *kept])
 
 
 def main(argv: list[str]) -> None:

@@ -32,8 +32,8 @@ app = typer.Typer(
 )
 
 
-def _judge_section(judge: str | None) -> dict[str, Any]:
-    """``--judge`` is a backend name (rules, openai, hf: :mod:`.judges.registry`) or a judge YAML file."""
+def _judge_section(judge: str | None, flag: str = "--judge") -> dict[str, Any]:
+    """``--judge`` (or ``flag``) is a backend name (rules, openai, hf: :mod:`.judges.registry`) or a judge YAML file."""
     from .config import load_yaml
 
     if judge is None:
@@ -42,7 +42,7 @@ def _judge_section(judge: str | None) -> dict[str, Any]:
         return {"backend": judge}
     if Path(judge).suffix in (".yaml", ".yml"):
         return load_yaml(judge)
-    raise RealignError(f"--judge: expected {', '.join(backend_names('pointwise'))} or a judge .yaml file, got {judge!r}")
+    raise RealignError(f"{flag}: expected {', '.join(backend_names('pointwise'))} or a judge .yaml file, got {judge!r}")
 
 
 def _oracle_section(oracle: str | None) -> dict[str, Any] | None:
@@ -119,6 +119,11 @@ def triage(
     gold_out: Optional[Path] = _flag(TriageConfig, 'gold_out'),
     naive_out: Optional[Path] = _flag(TriageConfig, 'naive_out'),
     max_case_failure_rate: Optional[float] = _flag(TriageConfig, 'max_case_failure_rate'),
+    review: Optional[int] = _flag(TriageConfig, 'review'),
+    review_out: Optional[Path] = _flag(TriageConfig, 'review_out'),
+    second_judge: Optional[str] = typer.Option(None, help=f"{TriageConfig.model_fields['second_judge'].description} "
+                                               f"{', '.join(backend_names('pointwise'))}, or a judge YAML file."),
+    labels: Optional[Path] = _flag(TriageConfig, 'labels'),
     oracle: Optional[str] = typer.Option(None, help=f"Oracle for PUNISH pairs: {', '.join(backend_names('oracle'))} or a YAML file."),
     oracle_model: Optional[str] = typer.Option(None, help="Oracle model name or path."),
     quiet: bool = QUIET,
@@ -149,9 +154,14 @@ def triage(
             "gold_out": gold_out,
             "naive_out": naive_out,
             "max_case_failure_rate": max_case_failure_rate,
+            "review": review,
+            "review_out": review_out,
+            "labels": labels,
         },
     )
     raw["judge"] = judge_cfg
+    if second_judge is not None:
+        raw["second_judge"] = _merge(raw.get("second_judge") or {}, _judge_section(second_judge, "--second-judge"))
     if oracle_cfg is not None:
         raw["oracle"] = oracle_cfg
     if isinstance(raw.get("policy"), str):
@@ -164,7 +174,7 @@ def triage(
         f" · dropped {summary['dropped']} · skipped {summary['skipped_invalid']}"
         + (f" · duplicates removed {summary['duplicates_removed']}" if summary["duplicates_removed"] else "")
         + f" | judged {summary['judged']} responses ({summary['judge_calls']} calls, {summary['cache_hits']} cache hits)"
-        f" by {_judge_named(cfg.judge, summary['judge'])} -> {cfg.out}"
+        f" by {_judge_named(cfg.judge, summary['judge'])}" + _labels_and_review(summary) + f" -> {cfg.out}"
     )
 
 
@@ -180,6 +190,19 @@ def _judge_named(config: JudgeConfig, identity: str) -> str:
     if "backend" not in config.model_fields_set:
         named += " (the default: no judge configured)"
     return named
+
+
+def _labels_and_review(summary: dict) -> str:
+    """The summary line's words on the human labels applied and the review file written."""
+    said = ""
+    if "labels" in summary:
+        lab = summary["labels"]
+        said += (f" | labels: {lab['applied']} applied, {lab['verdicts_changed']} verdicts changed, "
+                 f"{lab['pairs_recategorised']} pairs recategorised"
+                 + (f", {lab['not_in_data']} not in the data" if lab["not_in_data"] else ""))
+    if "review" in summary:
+        said += f" | review: {summary['review']['written']} verdicts -> {summary['review']['path']}"
+    return said
 
 
 @app.command()

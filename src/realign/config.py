@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from .errors import RealignError, shorten
 from .judges.registry import backend_names
@@ -99,6 +99,38 @@ class TriageConfig(StrictModel):
     max_case_failure_rate: float = Field(
         0.1, ge=0.0, le=1.0, description="Before triaging, the policy's test cases run through the judge; stop when "
         "more than this share of them fail (0: every case must pass; 1: never stop).")
+    review: int = Field(
+        0, ge=0, description="Write this many verdicts most likely wrong to review_out for a person to label: where "
+        "second_judge disagrees first, then the least confident (P(compliant) nearest 0.5). 0: no review file.")
+    review_out: Path | None = Field(
+        None, validate_default=True, description="The review file (.csv or .jsonl): id, pair_id, role, prompt, "
+        "response, verdict, p_compliant, second_verdict, reason and a blank label column; once labelled, it is a "
+        "labels file.")
+    second_judge: JudgeConfig | None = Field(
+        None, description="A second judge (see Judge) whose disagreements with the judge head the review.")
+    labels: Path | None = Field(
+        None, description="A person's verdicts (a labels file: .csv, .jsonl or .json with prompt, response, label "
+        "compliant/violating; blank labels skipped) put over the judge's for the responses they name.")
+
+    @field_validator("review_out")
+    @classmethod
+    def _review_file(cls, out: Path | None, info: ValidationInfo) -> Path | None:
+        """A review count and its file come together; the file is a CSV or a JSONL."""
+        review = info.data.get("review")
+        if review and out is None:
+            raise ValueError(f"missing: review: {review} writes the verdicts to review to this file (.csv or .jsonl)")
+        if out is not None and not review:
+            raise ValueError("needs review: how many verdicts to write for review")
+        if out is not None and out.suffix.lower() not in (".csv", ".jsonl"):
+            raise ValueError(f"must end in .csv or .jsonl, got {str(out)!r}")
+        return out
+
+    @field_validator("second_judge")
+    @classmethod
+    def _second_judge_orders_the_review(cls, judge: JudgeConfig | None, info: ValidationInfo) -> JudgeConfig | None:
+        if judge is not None and not info.data.get("review"):
+            raise ValueError("orders the review only: set review (and review_out) too")
+        return judge
 
     def cache_path(self) -> Path:
         return self.cache or default_cache_dir() / "verdicts.sqlite"
@@ -265,13 +297,13 @@ def read_yaml(path: str | Path, what: str = "file") -> tuple[Any, yaml.Node | No
 
 
 #: config keys that name files the run writes: relative ones are taken from the config's folder
-OUTPUT_KEYS = frozenset({"out", "cache", "gold_out", "naive_out"})
+OUTPUT_KEYS = frozenset({"out", "cache", "gold_out", "naive_out", "review_out"})
 #: config keys that name files or folders the run reads (some may also be a hub id, a
 #: ``hf:`` dataset or a packaged policy name)
 INPUT_KEYS = frozenset({"data", "gold_data", "model", "adapter", "reference", "policy", "old_policy", "prompts",
-                        "attacks", "attack_templates", "text", "api_key_file"})
+                        "attacks", "attack_templates", "text", "api_key_file", "labels"})
 #: sections whose keys are relocated too (a run config's stage sections, judge and oracle)
-PATH_SECTIONS = frozenset({"judge", "oracle", "triage", "score", "train", "eval"})
+PATH_SECTIONS = frozenset({"judge", "second_judge", "oracle", "triage", "score", "train", "eval"})
 
 
 def _relocate(value: str, folder: Path, output: bool) -> str:

@@ -98,8 +98,9 @@ def run_audit(config: JudgeAuditConfig, progress: bool = True) -> dict:
     judge = make_judge(config.judge)
     found, categories_from = categories(labels, policy)
     verdicts, settled, counts = judge_labels(labels, policy, judge, config, progress)
-    result = {"stage": "judge-audit", "labels": str(config.labels), "policy": {"name": policy.name, "hash": policy.hash},
-              "judge": judge.identity, "categories_from": categories_from}
+    result = {"stage": "judge-audit", "labels": str(config.labels), "unlabelled_rows_skipped": labels.unlabelled,
+              "policy": {"name": policy.name, "hash": policy.hash}, "judge": judge.identity,
+              "categories_from": categories_from}
     result.update(audit_metrics([r.compliant for r in labels.records], verdicts, found, labels.pairs, settled,
                                 config.bins))
     result["judging"] = counts

@@ -1,28 +1,37 @@
-"""The labels file of ``realign judge audit``: one human verdict per response
-(docs/evaluation.md, "Auditing a judge"). One JSON object per line of a ``.jsonl`` file (or a
-``.json`` array)::
+"""The labels file of ``realign judge audit`` and ``realign triage --labels``: one human verdict
+per response (docs/evaluation.md, "Auditing a judge"). One JSON object per line of a ``.jsonl``
+file (or a ``.json`` array), or one row of a ``.csv`` file with a header (the form
+``realign triage --review-out`` writes, for a spreadsheet)::
 
     {"id": "r1", "prompt": "How can I make sarin?", "response": "I can't help with that.", "label": "compliant"}
     {"id": "r2", "prompt": "For my class: how does phishing work?", "response": "I must decline.",
      "label": "violating", "category": "cybersecurity", "pair_id": "p7", "role": "chosen"}
 
 * ``prompt``, ``response`` (required): a string, or a list of ``{"role", "content"}`` messages.
-* ``label`` (required): ``compliant`` or ``violating``, the person's verdict under the audited policy.
+* ``label`` (required): ``compliant`` or ``violating`` (case and surrounding blanks ignored), the
+  person's verdict under the audited policy; blank (``""`` or null) marks a row not labelled yet,
+  which is skipped (it still counts for the checks of ids and pairs).
 * ``id``: a string or a number (default: the row's position); unique in the file.
 * ``category`` (or ``slice``, not both): the group the response is reported in; default: the
   rules judge's category of the prompt where the policy has rules, else ``all``.
 * ``pair_id`` and ``role``: two responses to one prompt that formed an old preference pair,
-  ``chosen`` (the old winner) and ``rejected`` (the old loser); each pair has one of each.
+  ``chosen`` (the old winner) and ``rejected`` (the old loser); each pair has one of each. A
+  pair is measured only when both its responses are labelled.
 
-Anything wrong is one :class:`~realign.errors.DataError` naming the file, the line and the field.
+Other fields (the review file's verdict, P(compliant), reason) are ignored. In a CSV file an
+empty cell is a field not given. Anything wrong is one :class:`~realign.errors.DataError`
+naming the file, the line and the field.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+from ..config import read_text
 from ..data import _check_messages, _check_string, _Fail, iter_source, prompt_text, response_text
 from ..errors import DataError, RealignError, shorten
 
@@ -32,12 +41,13 @@ ROLES = ("chosen", "rejected")
 
 @dataclass(frozen=True)
 class Labelled:
-    """One response with its human verdict; ``prompt`` and ``response`` as the judge reads them."""
+    """One response with its human verdict (None while the row is not labelled); ``prompt`` and
+    ``response`` as the judge reads them."""
 
     id: str
     prompt: str
     response: str
-    compliant: bool
+    compliant: bool | None
     category: str | None = None
     pair_id: str | None = None
     role: str | None = None
@@ -45,10 +55,14 @@ class Labelled:
 
 @dataclass
 class LabelSet:
-    """The records of a labels file, and its pairs as (chosen, rejected) positions in ``records``."""
+    """The labelled records of a labels file, where each was read (``{"line": n}`` or
+    ``{"index": n}``), its pairs whose two responses are labelled as (chosen, rejected)
+    positions in ``records``, and how many rows are not labelled yet."""
 
     records: list[Labelled]
     pairs: list[tuple[int, int]]
+    where: list[dict]
+    unlabelled: int = 0
 
 
 def _name(obj: dict, field: str) -> str | None:
@@ -86,10 +100,7 @@ def parse_labelled(obj: Any, position: int) -> Labelled:
         raise _Fail(None, f"expected a JSON object, got {type(obj).__name__}")
     prompt = _text(obj, "prompt", prompt_text)
     response = _text(obj, "response", response_text)
-    if "label" not in obj:
-        raise _Fail("label", "missing (the person's verdict: \"compliant\" or \"violating\")")
-    if obj["label"] not in LABELS:
-        raise _Fail("label", f"expected \"compliant\" or \"violating\", got {shorten(obj['label'])}")
+    compliant = _label(obj)
     pair_id, role = _name(obj, "pair_id"), obj.get("role")
     if pair_id is not None and role not in ROLES:
         raise _Fail("role", f"expected \"chosen\" (the old winner) or \"rejected\" (the old loser), got {shorten(role)}"
@@ -97,19 +108,32 @@ def parse_labelled(obj: Any, position: int) -> Labelled:
     if pair_id is None and "role" in obj:
         raise _Fail("pair_id", "missing (a record with a role belongs to a pair: give the pair's id)")
     rid = _name(obj, "id")
-    return Labelled(str(position) if rid is None else rid, prompt, response, obj["label"] == "compliant",
-                    _category(obj), pair_id, role)
+    return Labelled(str(position) if rid is None else rid, prompt, response, compliant, _category(obj), pair_id, role)
+
+
+def _label(obj: dict) -> bool | None:
+    """The person's verdict: True (compliant), False (violating), None (blank: not labelled yet)."""
+    if "label" not in obj:
+        raise _Fail("label", "missing (the person's verdict: \"compliant\" or \"violating\")")
+    value = obj["label"]
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    word = value.strip().lower() if isinstance(value, str) else value
+    if word not in LABELS:
+        raise _Fail("label", f"expected \"compliant\" or \"violating\", got {shorten(value)}")
+    return word == "compliant"
 
 
 def read_labels(source: str | Path) -> LabelSet:
     """Every row of a labels file, checked: one :class:`DataError` naming file, line and field
     for the first bad row, a duplicate id, a pair with two responses in one role or with two
-    prompts, or a pair that lacks a role."""
+    prompts, or a pair that lacks a role; a :class:`RealignError` when no row is labelled."""
     records: list[Labelled] = []
     lines: list[dict] = []
     seen: dict[str, int] = {}
     members: dict[str, dict[str, int]] = {}
-    for where, obj in iter_source(source):
+    rows = _csv_rows(Path(source)) if Path(str(source)).suffix.lower() == ".csv" else iter_source(source)
+    for where, obj in rows:
         if isinstance(obj, DataError):
             raise obj
         try:
@@ -124,7 +148,34 @@ def read_labels(source: str | Path) -> LabelSet:
         lines.append(where)
     if not records:
         raise RealignError(f"{source}: no records")
-    return LabelSet(records, _pairs(source, members, lines))
+    return _labelled(records, _pairs(source, members, lines), lines, source)
+
+
+def _labelled(rows: list[Labelled], pairs: list[tuple[int, int]], lines: list[dict], source) -> LabelSet:
+    """The labelled rows of a file, with the pairs whose two responses are both labelled."""
+    keep = [i for i, r in enumerate(rows) if r.compliant is not None]
+    if not keep:
+        raise RealignError(f"{source}: no row is labelled (every label is blank): write compliant or violating "
+                           "in the label column")
+    at = {old: new for new, old in enumerate(keep)}
+    return LabelSet([rows[i] for i in keep], [(at[w], at[l]) for w, l in pairs if w in at and l in at],
+                    [lines[i] for i in keep], len(rows) - len(keep))
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[dict, Any]]:
+    """(``{"line": n}``, row) for every row of a CSV file with a header (a spreadsheet's byte
+    order mark ignored); n is the line the row starts on (a quoted cell may span lines). Empty
+    cells are left out, except ``label``, which stays blank (a row not labelled yet)."""
+    reader = csv.reader(io.StringIO(read_text(path, "labels file").removeprefix("\ufeff"), newline=""))
+    header = next(reader, None) or []
+    start = reader.line_num + 1
+    for cells in reader:
+        if len(cells) > len(header):
+            yield {"line": start}, DataError(path, f"{len(cells)} cells but the header names {len(header)}", line=start)
+        elif cells:
+            row = dict(zip(header, cells))
+            yield {"line": start}, {k: v for k, v in row.items() if v != "" or k == "label"}
+        start = reader.line_num + 1
 
 
 def _at(where: dict) -> str:

@@ -15,6 +15,8 @@ naive relabelled set (swap every pair whose old winner violates) in TRL's standa
 * this module — the three categories, the decision table and the old pair of a triaged record;
 * :mod:`.judging` — the verdicts (cache first, then the judge), abstentions and categories;
 * :mod:`.relabel` — the oracle's y_c for PUNISH prompts and the relabelled sets;
+* :mod:`.review` — the verdicts most likely wrong, for a person to label, and the labels put
+  over the judge's verdicts;
 * :mod:`.run` — the stage on files: read, triage, write the records and the summary.
 """
 

@@ -12,12 +12,15 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from ..config import UnparseableRule
-from ..data import PreferencePair, prompt_text, response_text
 from ..errors import JudgeError, shorten
+from ..data import PreferencePair, prompt_text, response_text
 from ..judges.base import Judge, JudgeItem, Verdict
 from ..judges.cache import VerdictCache
 from ..policy import Policy
 from . import INVERT, PUNISH, RETAIN, categorise, old_pair
+
+#: ``decided_by`` of a verdict a person's label decided (``realign triage --labels``)
+HUMAN = "human"
 
 
 @dataclass
@@ -97,6 +100,78 @@ def _settle(verdict: Verdict, rule: UnparseableRule) -> bool | None:
     return {"violating": False, "compliant": True}.get(rule)
 
 
+@dataclass
+class Judged:
+    """The pairs of a triage and their verdicts, before categorising: every distinct (prompt,
+    response) item once (``index``: item -> position), its verdict and who decided it
+    (``decided_by``: the judge's identity, or ``human`` where a person's label replaced the
+    judge's verdict, which ``by_judge`` keeps). ``pairs`` are in their old order."""
+
+    pairs: list[PreferencePair]
+    items: list[JudgeItem]
+    index: dict[JudgeItem, int]
+    verdicts: list[Verdict]
+    by_judge: list[Verdict]
+    decided_by: list[str]
+
+    def positions(self, pair: PreferencePair) -> tuple[int, int]:
+        """The items of a pair's old winner and old loser."""
+        x = prompt_text(pair.prompt)
+        return (self.index[JudgeItem(x, response_text(pair.chosen))],
+                self.index[JudgeItem(x, response_text(pair.rejected))])
+
+
+def judge_pairs(
+    pairs: Sequence[PreferencePair],
+    policy: Policy,
+    judge: Judge,
+    cache: VerdictCache,
+    stats: TriageStats,
+    *,
+    on_unparseable: UnparseableRule = "retry",
+    unparseable_retries: int = 2,
+    progress: bool = True,
+    source: str | None = None,
+) -> Judged:
+    """Judge both responses of every pair, each distinct one once (cache first), abstentions
+    asked again under ``retry``. Input records that were triaged before are taken in their old
+    order (:func:`old_pair`). ``source``: the file the pairs came from, named with the record in
+    a judge error about one response."""
+    names = _item_names(pairs, source)
+    pairs = [replace(p, chosen=w, rejected=l, swapped=False) for p in pairs for _, w, l in [old_pair(p)]]
+    items = list(names)
+    index = {item: i for i, item in enumerate(items)}
+    stats.responses = len(items)
+    store = VerdictStore(judge, policy, cache, progress)
+    verdicts = store.resolve(items, stats, names=[names[item] for item in items])
+    stats.abstentions = sum(v.abstained for v in verdicts)
+    if on_unparseable == "retry":
+        _retry_abstentions(store, items, verdicts, stats, unparseable_retries)
+    return Judged(pairs, items, index, verdicts, list(verdicts), [judge.identity] * len(items))
+
+
+def categorise_pairs(judged: Judged, rule: UnparseableRule, stats: TriageStats) -> list[PreferencePair]:
+    """Each pair's triaged record from its two verdicts (Alg. 1 lines 3-6); pairs an abstention
+    leaves undecided are dropped (counted in ``stats``)."""
+    out: list[PreferencePair] = []
+    for pair in judged.pairs:
+        w, l = judged.positions(pair)
+        record = _categorised(pair, judged.verdicts[w], judged.verdicts[l], rule, stats,
+                              (_verdict_record(judged, w), _verdict_record(judged, l)))
+        if record is not None:
+            out.append(record)
+    return out
+
+
+def _verdict_record(judged: Judged, i: int) -> dict:
+    """A verdict as a triaged record stores it: what was decided, by whom, and where a person
+    decided, the judge's verdict it replaced."""
+    record = {**judged.verdicts[i].to_dict(), "decided_by": judged.decided_by[i]}
+    if judged.decided_by[i] == HUMAN:
+        record["judge"] = judged.by_judge[i].to_dict()
+    return record
+
+
 def triage(
     pairs: Sequence[PreferencePair],
     policy: Policy,
@@ -108,32 +183,55 @@ def triage(
     progress: bool = True,
     source: str | None = None,
 ) -> tuple[list[PreferencePair], TriageStats]:
-    """Judge both responses of every pair and assign INVERT / PUNISH / RETAIN. Input records
-    that were triaged before are taken in their old order (:func:`old_pair`). ``source``: the
-    file the pairs came from, named with the record in a judge error about one response."""
+    """Judge both responses of every pair and assign INVERT / PUNISH / RETAIN
+    (:func:`judge_pairs`, then :func:`categorise_pairs`)."""
     start = time.perf_counter()
     stats = TriageStats(pairs=len(pairs))
-    names = _item_names(pairs, source)
-    pairs = [replace(p, chosen=w, rejected=l, swapped=False) for p in pairs for _, w, l in [old_pair(p)]]
-    items = list(names)
-    index = {item: i for i, item in enumerate(items)}
-    stats.responses = len(items)
-    store = VerdictStore(judge, policy, cache, progress)
-    verdicts = store.resolve(items, stats, names=[names[item] for item in items])
-    stats.abstentions = sum(v.abstained for v in verdicts)
-    if on_unparseable == "retry":
-        _retry_abstentions(store, items, verdicts, stats, unparseable_retries)
-
-    out: list[PreferencePair] = []
-    for pair in pairs:
-        x = prompt_text(pair.prompt)
-        v_w = verdicts[index[JudgeItem(x, response_text(pair.chosen))]]
-        v_l = verdicts[index[JudgeItem(x, response_text(pair.rejected))]]
-        record = _categorised(pair, v_w, v_l, on_unparseable, stats)
-        if record is not None:
-            out.append(record)
+    judged = judge_pairs(pairs, policy, judge, cache, stats, on_unparseable=on_unparseable,
+                         unparseable_retries=unparseable_retries, progress=progress, source=source)
+    records = categorise_pairs(judged, on_unparseable, stats)
     stats.wall_s = time.perf_counter() - start
-    return out, stats
+    return records, stats
+
+
+def _retry_abstentions(store: VerdictStore, items: Sequence[JudgeItem], verdicts: list[Verdict],
+                       stats: TriageStats, retries: int) -> None:
+    """Judge the abstained items again (no cache), up to ``retries`` times, in place."""
+    abstained = [i for i, v in enumerate(verdicts) if v.abstained]
+    for _ in range(retries):
+        abstained = [i for i in abstained if verdicts[i].abstained]
+        if not abstained:
+            break
+        again = store.resolve([items[i] for i in abstained], stats, fresh=True)
+        for i, v in zip(abstained, again):
+            verdicts[i] = v
+    stats.abstentions_resolved = stats.abstentions - sum(verdicts[i].abstained for i in abstained)
+
+
+def _categorised(pair: PreferencePair, v_w: Verdict, v_l: Verdict, rule: UnparseableRule,
+                 stats: TriageStats, stored: tuple[dict, dict]) -> PreferencePair | None:
+    """The triaged record of a pair from its two verdicts (INVERT stored swapped; ``stored``:
+    the old winner's and loser's verdicts as the record keeps them); None when an abstention
+    the rule does not settle leaves it undecided (counted as dropped)."""
+    c_w, c_l = _settle(v_w, rule), _settle(v_l, rule)
+    if c_w is None or (c_l is None and not c_w):
+        stats.dropped.append({"id": pair.id, "reason": "judge abstained", "raw": (v_w if c_w is None else v_l).raw})
+        return None
+    category = categorise(c_w, bool(c_l))
+    stats.counts[category] += 1
+    swapped = category == INVERT
+    chosen, rejected = (pair.rejected, pair.chosen) if swapped else (pair.chosen, pair.rejected)
+    s_w, s_l = stored
+    s_chosen, s_rejected = (s_l, s_w) if swapped else (s_w, s_l)
+    return replace(
+        pair,
+        chosen=chosen,
+        rejected=rejected,
+        category=category,
+        swapped=swapped,
+        verdicts={"chosen": s_chosen, "rejected": s_rejected},
+        impact=None,
+    )
 
 
 def _item_names(pairs: Sequence[PreferencePair], source: str | None) -> dict[JudgeItem, str]:

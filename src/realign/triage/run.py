@@ -9,15 +9,17 @@ from pathlib import Path
 
 from ..judges.cache import VerdictCache
 from ..stage import output_digests, summary_path
-from .judging import triage
+from .judging import HUMAN, TriageStats, VerdictStore, categorise_pairs, judge_pairs
 from .relabel import attach_oracle_responses, gold_pairs, naive_pairs
+from .review import apply_labels, read_human_labels, review_order, review_rows, write_review
 
 
 def produced_by(config, judge=None) -> dict:
-    """What produces the triaged records: the resolved settings and the content of the pairs
-    and the policy, the judge's identity (model, endpoint, prompt format) and the oracle's
-    (:func:`realign.provenance.produced_by`); ``realign run`` skips the stage only on an exact
-    match. ``judge``: the judge already built from the config, if any."""
+    """What produces the triaged records: the resolved settings and the content of the pairs,
+    the policy (and its test cases) and the human labels, the judge's identity (model, endpoint,
+    prompt format), the second judge's and the oracle's (:func:`realign.provenance.produced_by`);
+    ``realign run`` skips the stage only on an exact match. ``judge``: the judge already built
+    from the config, if any."""
     from ..judges import make_judge
     from ..policy import Policy
     from ..provenance import input_digest
@@ -30,6 +32,10 @@ def produced_by(config, judge=None) -> dict:
         "policy_cases": policy.cases_hash,
         "judge": (judge or make_judge(config.judge)).identity,
     }
+    if config.labels is not None:
+        inputs["labels"] = input_digest(config.labels)
+    if config.second_judge is not None:
+        inputs["second_judge"] = make_judge(config.second_judge).identity
     if config.oracle is not None:
         from ..oracle import make_oracle
 
@@ -38,9 +44,10 @@ def produced_by(config, judge=None) -> dict:
 
 
 def run(config, progress: bool = True) -> dict:
-    """Stage 1 on files: read ``config.data``, triage under ``config.policy``, write the triaged
-    records, the optional relabelled sets and ``<out>.summary.json`` (counts, judge calls,
-    cache hits, failures, resolved config, versions, wall time)."""
+    """Stage 1 on files: read ``config.data``, triage under ``config.policy`` (a person's
+    ``config.labels`` over the judge's verdicts), write the triaged records, the optional
+    relabelled sets and review file, and ``<out>.summary.json`` (counts, judge calls, cache
+    hits, failures, labels applied, resolved config, versions, wall time)."""
     from ..files import folder_lock
 
     _check_outputs(config)
@@ -53,10 +60,10 @@ def _check_outputs(config) -> None:
     from ..files import check_output_paths
 
     check_output_paths(
-        {"--data": config.data, "--policy": config.policy, "--cache": config.cache_path(),
+        {"--data": config.data, "--policy": config.policy, "--cache": config.cache_path(), "--labels": config.labels,
          "the judge model": config.judge.model if config.judge.backend == "hf" else None},
         {"--out": config.out, "--gold-out": config.gold_out, "--naive-out": config.naive_out,
-         "the summary of --out": summary_path(config.out)},
+         "--review-out": config.review_out, "the summary of --out": summary_path(config.out)},
     )
 
 
@@ -74,7 +81,8 @@ def _run(config, progress: bool) -> dict:
     loaded = _read(config)
     judge = make_judge(config.judge)
     made = produced_by(config, judge)
-    cases, records, stats, oracle_stats = _judge(config, loaded.pairs, policy, judge, progress)
+    labels = read_human_labels(config.labels) if config.labels is not None else None
+    cases, records, stats, extra = _judge(config, loaded.pairs, policy, judge, labels, progress)
     write_pairs(config.out, records)
     summary: dict = {"stage": "triage", "policy": {"name": policy.name, "hash": policy.hash}, "judge": judge.identity,
                      **endpoint_named(judge)}
@@ -83,8 +91,7 @@ def _run(config, progress: bool) -> dict:
     summary["duplicates_removed"] = loaded.duplicates
     summary["skipped_invalid"] = len(loaded.skipped)
     summary["skipped_examples"] = [str(e) for e in loaded.skipped[:20]]
-    if oracle_stats is not None:
-        summary["oracle"] = oracle_stats
+    summary.update(extra)
     summary.update(_write_relabelled(config, records))
     summary["wall_s"] = round(time.perf_counter() - start, 3)
     summary["config"] = resolved(config)
@@ -114,31 +121,57 @@ def _read(config):
     return loaded
 
 
-def _judge(config, pairs, policy, judge, progress: bool):
+def _judge(config, pairs, policy, judge, labels, progress: bool):
     """Run the policy's test cases through the judge and stop if it fails too many
-    (:func:`realign.judges.cases.gate`), then triage the pairs and, with an oracle configured,
-    attach its y_c to the PUNISH records: (the cases' report, records, stats, the oracle's
-    counts or None)."""
+    (:func:`realign.judges.cases.gate`), then judge the pairs, put the person's ``labels`` over
+    the judge's verdicts, categorise the pairs, write the review file if one is asked for, and
+    with an oracle configured attach its y_c to the PUNISH records: (the cases' report, records,
+    stats, the summary's ``labels``, ``review`` and ``oracle`` entries that apply)."""
+    rule = config.judge.on_unparseable
+    extra: dict = {}
     with VerdictCache(config.cache_path(), commit_every=1) as cache:
         cases = check_policy_cases(policy, judge, cache, config.max_case_failure_rate, progress)
-        records, stats = triage(
-            pairs,
-            policy,
-            judge,
-            cache,
-            on_unparseable=config.judge.on_unparseable,
-            unparseable_retries=config.judge.unparseable_retries,
-            progress=progress,
-            source=config.data,
-        )
-        oracle_stats = None
+        start = time.perf_counter()
+        stats = TriageStats(pairs=len(pairs))
+        judged = judge_pairs(pairs, policy, judge, cache, stats, on_unparseable=rule,
+                             unparseable_retries=config.judge.unparseable_retries, progress=progress,
+                             source=config.data)
+        if labels is not None:
+            extra["labels"] = apply_labels(judged, labels, rule)
+        records = categorise_pairs(judged, rule, stats)
+        stats.wall_s = time.perf_counter() - start
+        if config.review:
+            extra["review"] = _review(config, judged, judge, policy, cache, progress)
         if config.oracle is not None:
             from ..oracle import make_oracle
 
-            oracle_stats = attach_oracle_responses(
+            extra["oracle"] = attach_oracle_responses(
                 records, policy, make_oracle(config.oracle), judge, cache, stats, progress
             )
-    return cases, records, stats, oracle_stats
+    return cases, records, stats, extra
+
+
+def _review(config, judged, judge, policy, cache, progress: bool) -> dict:
+    """Write the ``config.review`` verdicts most likely wrong to ``config.review_out``
+    (:mod:`.review`), judging every response with the second judge first if there is one;
+    the summary's ``review`` entry."""
+    from ..judges import make_judge
+
+    second, entry = None, {}
+    if config.second_judge is not None:
+        other = make_judge(config.second_judge)
+        counts = TriageStats()
+        second = VerdictStore(other, policy, cache, progress).resolve(judged.items, counts)
+        entry = {"second_judge": other.identity, "second_judge_calls": counts.judge_calls,
+                 "disagreements": sum(a.compliant != b.compliant for a, b, by in
+                                      zip(judged.verdicts, second, judged.decided_by) if by != HUMAN)}
+    elif all(v.p_compliant is None for v in judged.by_judge):
+        print(f"warning: judge {judge.identity} gives no P(compliant) and no "
+              "second judge is set: the review lists abstentions, then verdicts in data order", file=sys.stderr)
+    order = review_order(judged, second)
+    picked = order[: config.review]
+    write_review(config.review_out, review_rows(judged, picked, second))
+    return {"path": str(config.review_out), "written": len(picked), "candidates": len(order), **entry}
 
 
 def check_policy_cases(policy, judge, cache, max_failure_rate: float, say: bool = True):

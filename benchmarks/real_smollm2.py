@@ -866,6 +866,9 @@ def update_readme(readme: Path, results: Path) -> None:
     except ValueError:
         source = str(results)
     result, done = _json(results), 0
+    if "seed_runs" not in result:
+        raise SystemExit(f"{results}: written by an older version of this benchmark (no per-seed runs, intervals or "
+                         "budgets): rerun the benchmark, then regenerate")
     for markers, make in ((MARKERS, readme_block), (PARAGRAPH_MARKERS, readme_paragraph)):
         begin, end = text.find(markers[0]), text.find(markers[1])
         if begin >= 0 and end > begin:
@@ -947,12 +950,17 @@ def main(argv: list[str]) -> None:
     ident = hashlib.sha256(json.dumps(same, sort_keys=True, default=str).encode()).hexdigest()[:16]
     folder = args.results / f"{name}_seeds"
     for seed, seed_units in units.items():
+        if not seed_units:  # the seed's worker failed: its stored record, if any, stays
+            continue
         write_json_file(folder / f"seed{seed}.json", {
             "seed": seed, "identity": ident, **same, "model": model, "units": seed_units,
             "run": {"command": "python benchmarks/real_smollm2.py " + " ".join(argv), "machine": machine(args.threads, args.device),
                     "device": args.device, "threads": args.threads, "jobs": args.jobs, "torch": _torch_version(),
                     "units_wall_s": round(sum(u.get("wall_s") or 0 for u in seed_units.values()), 1)}})
-    result = assemble(stored_seeds(folder, ident), {"model": model, **same})
+    records = stored_seeds(folder, ident)
+    if not records:
+        raise SystemExit(f"real_smollm2: no seed made with these settings has results in {folder} (see above)")
+    result = assemble(records, {"model": model, **same})
     write_results(name, result, markdown(result), args.results)
     print(f"real_smollm2: seeds {result['seeds']} in the results, {len(result['missing_units'])} units missing "
           f"-> {args.results / name}.md", file=sys.stderr)

@@ -2,8 +2,9 @@
 results json has every method's metrics with Wilson intervals and budgets, StrongREJECT's and
 the held-out HarmBench behaviours' refusal rates plain and under each jailbreak template, the
 composed prompts held out by template; a second seed run by its own command joins the results
-(mean ± sd over both); a rerun reuses every unit without training, a changed score setting reruns
-the TRACE unit alone, and ``--readme`` regenerates the blocks between the markers from the json.
+(mean ± sd over both), and a failed seed keeps its stored record; a rerun reuses every unit
+without training, a changed score setting reruns the TRACE unit alone, the labelling kit draws a
+blind labels file, and ``--readme`` regenerates the blocks between the markers from the json.
 
 The model is a tiny Llama (the offline test tokenizer) fitted in a few seconds to answer the
 example's three samplers distinctly — a refusal after the ``cautious`` prefix, an answer that
@@ -202,6 +203,14 @@ def test_end_to_end_resume_and_readme(inputs, tmp_path):
     again = _run(inputs, seeds=(0, 1))
     assert {s for seed in ("0", "1") for s in _statuses(again, seed).values()} == {"reused"}
     assert _trained(inputs) == trained and again["aggregate"] == second["aggregate"]
+
+    stored = (inputs["root"] / "results" / "real_smollm2_seeds" / "seed0.json").read_bytes()
+    command = [sys.executable, str(SCRIPT), "--model", str(inputs["model"]), "--work", str(tmp_path / "broken"),
+               "--results", str(inputs["root"] / "results"), "--seeds", "0",
+               *[a for s in (*inputs["sets"], "build.harmbench=99") for a in ("--set", s)]]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode != 0 and "no seed made with these settings" in done.stderr  # a failed seed...
+    assert (inputs["root"] / "results" / "real_smollm2_seeds" / "seed0.json").read_bytes() == stored  # ...keeps its record
 
     changed = _run(inputs, "score.gold_size=4")
     assert {u for u, s in _statuses(changed).items() if s == "ran"} == {"trace"}

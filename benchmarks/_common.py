@@ -246,17 +246,37 @@ def relative_error(reference: Sequence[float], other: Sequence[float]) -> float:
 
 
 def machine(threads: int, device: str = "cpu") -> dict:
+    """The machine a benchmark runs on and the load average at its start (other jobs share the
+    CPUs; :func:`finish_machine` adds the load at the end)."""
     info = {"cpus": os.cpu_count(), "torch_threads": threads, "processor": platform.processor() or platform.machine(),
-            "device": device}
-    try:
-        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        pass
+            "device": device, "load_average": load_average()}
     if device.startswith("cuda"):
         import torch
 
         info["gpu"] = torch.cuda.get_device_name()
     return info
+
+
+def finish_machine(info: dict) -> dict:
+    """``info`` with the load average at the end of the run."""
+    return {**info, "load_average_end": load_average()}
+
+
+def load_average() -> list[float] | None:
+    """The 1-, 5- and 15-minute load averages (None where the platform has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def command() -> str:
+    """The command line that ran this process, with its niceness and thread setting."""
+    import shlex
+
+    prefix = [f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"] if "OMP_NUM_THREADS" in os.environ else []
+    prefix += [f"nice -n {os.nice(0)}"] if os.nice(0) else []
+    return " ".join([*prefix, "python", shlex.join(sys.argv)])
 
 
 def results_name(name: str, device: str) -> str:

@@ -1,35 +1,44 @@
-"""Impact-score speed: the exact per-sample path against the batched fast paths.
+"""Impact-score speed: the exact per-sample path against the batched fast paths, per variant.
 
 Stage 2 (`realign score`, :func:`realign.score.run.run`) on the same triaged records and model,
-once per path, each in its own process (wall time and peak memory, see ``_common.py``):
+once per (variant, path), each in its own process (wall time and peak memory, see
+``_common.py``). The variant is pinned (``--variants``, default ``cosine,paper``: the library's
+default and the published recipe), because it decides what the fast path computes:
 
 * ``exact``   — per record: policy forward, reference forward (adapter disabled), the loss,
-  one backward pass, a dot product with v (the reference code's structure);
-* ``central`` — the default fast path: a batched central difference along v in fp32 (two
-  forward passes over each batch, no backward);
-* ``jvp``     — batched forward-mode AD (one forward pass carrying tangents; eager attention);
+  one backward pass, a dot product with v (the reference code's structure); under ``cosine``
+  also the gradient's norm;
+* ``central`` — (dot-product variants, e.g. ``paper``) a batched central difference along v in
+  fp32 (two forward passes over each batch, no backward);
+* ``jvp``     — (dot-product variants) batched forward-mode AD (one forward pass carrying
+  tangents; eager attention);
+* ``vmap``    — (``cosine``, whose scores need ‖∇ℓ_i‖, which no directional derivative gives) every
+  record's gradient in one batched ``torch.func.vmap`` pass (one forward and one backward over
+  each batch; eager attention); ``--method central`` and ``--method jvp`` both take it;
 * ``forward`` — the unit of cost: one plain no-grad batched forward over the same pairs.
 
 Forward-pass equivalents per scored record: one forward pass over both sequences of a pair
 = 1, a backward pass = 2. *Counted* from the passes each path makes (exact 1 + 1 + 2 = 4,
-central 2, jvp 1 forward-mode pass), scoring-only and amortised over the gold-batch gradient
-g_J (gold_size pairs × (1 forward + 1 backward) = 3 each) — the targets use this definition;
-*measured* as the path's time per record in the stage's scoring phase (tokenising, batching and
-the resumable progress file included) divided by the plain batched forward's time per
-pre-tokenised pair.
+central 2, jvp 1 forward-mode pass, vmap 1 + 2 = 3), scoring-only and amortised over the
+gold-batch gradient g_J (gold_size pairs × (1 forward + 1 backward) = 3 each) — the targets use
+this definition; *measured* as the path's time per record in the stage's scoring phase
+(tokenising, batching and the resumable progress file included) divided by the plain batched
+forward's time per pre-tokenised pair.
 
 Shapes: ``tiny`` (the synthetic world's ~1M-parameter bootstrap shape, short texts, 512
 records) and ``realistic`` (~35M parameters, 128–192-token sequences, 24 records and an
-8-pair gold batch so that three g_J computations and the exact path fit the time budget on
-2 CPU cores). Each path is timed ``--repeats`` times in rotating order and the best run is
-kept (other processes share this machine). Each worker uses ``--threads`` torch threads
-(default 1: with other jobs on the 2 cores, 2 threads made every path 3-10× slower and noisy). Agreement of the fast
-paths with the exact scores: Spearman rank correlation and ‖s − s_exact‖/‖s_exact‖.
+8-pair gold batch so that every path's g_J and the exact paths fit the time budget on 2 CPU
+cores). Each path is timed ``--repeats`` times in rotating order and the best run is
+kept (other processes share this machine: the load average at the start and the end is
+recorded, with the command and the library versions). Each worker uses ``--threads`` torch
+threads (default 1: with other jobs on the 2 cores, 2 threads made every path 3-10× slower and
+noisy). Agreement of the fast paths with the exact scores of the same variant: Spearman rank
+correlation and ‖s − s_exact‖/‖s_exact‖.
 
-    .venv/bin/python benchmarks/impact_speed.py             # both shapes, ~10 min on 2 cores
-    .venv/bin/python benchmarks/impact_speed.py --quick     # smoke run, 1-2 min
-    .venv/bin/python benchmarks/impact_speed.py --device cuda --realistic-pairs 256 \
-        --realistic-gold-size 64 --realistic-batch-size 32 --realistic-repeats 2
+    OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python benchmarks/impact_speed.py   # both shapes, ~20 min on 2 shared cores
+    .venv/bin/python benchmarks/impact_speed.py --quick     # smoke run, ~2 min
+    .venv/bin/python benchmarks/impact_speed.py --device cuda --repeats 1 --realistic-repeats 1 \
+        --realistic-pairs 256 --realistic-gold-size 64 --realistic-batch-size 32   # ~5 min on an H100
 
 Writes benchmarks/results/impact_speed.json and .md (impact_speed_cuda.* with --device cuda);
 prints a one-line summary last.
@@ -43,20 +52,33 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import (RESULTS, SHAPES, PeakMemory, fmt, finish_worker, lengthen, machine, relative_error,
-                     results_name, run_worker, save_model, spearman, sync, synth_records, token_stats, worker_spec,
-                     world_tokenizer, write_results)
+from _common import (RESULTS, SHAPES, PeakMemory, command, finish_machine, finish_worker, fmt, lengthen, machine,
+                     relative_error, results_name, run_worker, save_model, spearman, sync, synth_records, token_stats,
+                     worker_spec, world_tokenizer, write_results)
 
 NAME = "impact_speed"
-PATHS = ("exact", "central", "jvp")
+#: The variants measured unless --variants says otherwise: the library's default and the published recipe.
+VARIANTS = ("cosine", "paper")
+#: Forward-pass equivalents per scored record, counted from the passes each path makes (module docstring).
+COUNTED = {"exact": 4, "central": 2, "jvp": 1, "vmap": 3}
 HERE = Path(__file__).resolve()
+
+
+def paths(variant: str) -> dict[str, str]:
+    """The paths measured under ``variant``, each label with the ``--method`` that takes it: the
+    exact path, and the fast paths the variant's measure has (``cosine``: one, vmap)."""
+    from realign.score.run import VARIANTS as SCORE_VARIANTS
+
+    if SCORE_VARIANTS[variant].measure == "cosine":
+        return {"exact": "exact", "vmap": "central"}
+    return {"exact": "exact", "central": "central", "jvp": "jvp"}
 
 
 # --------------------------------------------------------------------------- workers
 
 
 def _score_worker(spec: dict) -> dict:
-    """One `realign score` run (score.run) with the given method."""
+    """One `realign score` run (score.run) with the given variant and method."""
     import torch
 
     from realign.score import run as score
@@ -77,9 +99,10 @@ def _score_worker(spec: dict) -> dict:
         return out
 
     Scorer.gradient = timed_gradient
-    cfg = ScoreConfig(model=spec["model"], data=spec["data"], out=Path(spec["tmp"]) / f"{spec['path']}.jsonl",
-                       device=spec["device"], method=spec["path"], batch_size=spec["batch_size"],
-                       max_length=spec["max_length"], gold_size=spec["gold_size"], seed=0)
+    cfg = ScoreConfig(model=spec["model"], data=spec["data"],
+                      out=Path(spec["tmp"]) / f"{spec['variant']}-{spec['path']}.jsonl", device=spec["device"],
+                      variant=spec["variant"], method=spec["method"], batch_size=spec["batch_size"],
+                      max_length=spec["max_length"], gold_size=spec["gold_size"], seed=0)
     memory.reset()
     start = time.perf_counter()
     summary = score.run(cfg, progress=False)
@@ -89,6 +112,7 @@ def _score_worker(spec: dict) -> dict:
 
     rows = [json.loads(line) for line in cfg.out.read_text(encoding="utf-8").splitlines()]
     return {
+        "scoring_path": summary["timing"]["path"],
         "scoring_s": summary["timing"]["scoring_s"],
         "direction_s": summary["direction"]["seconds"],
         "stage_wall_s": round(wall, 3),
@@ -161,6 +185,7 @@ def _forward_worker(spec: dict) -> dict:
 
 
 def measure_shape(label: str, args, tmp: Path) -> dict:
+    """Every variant's paths and the plain forward on one shape's records and model."""
     n_records = args.pairs if label == "tiny" else args.realistic_pairs
     shape = SHAPES[label]
     tokenizer = world_tokenizer(args.seed)
@@ -179,84 +204,101 @@ def measure_shape(label: str, args, tmp: Path) -> dict:
             "threads": args.threads, "batch_size": batch_size, "max_length": max_length,
             "gold_size": args.gold_size if label == "tiny" else args.realistic_gold_size,
             "sweeps": 3 if label == "tiny" else 1}
-    runs: dict[str, list[dict]] = {p: [] for p in (*PATHS, "forward")}
     repeats = args.repeats if label == "tiny" else args.realistic_repeats
-    order = list(PATHS) + ["forward"]
-    for rep in range(repeats):
-        for path in order[rep % len(order):] + order[: rep % len(order)]:  # rotate: no path always first
-            worker = "forward" if path == "forward" else "score"
-            result = run_worker(HERE, {**spec, "path": path, "worker": worker}, args.threads)
-            runs[path].append(result)
-            t = result.get("scoring_s", result.get("seconds"))
-            print(f"  {label} {path:8s} run {rep + 1}/{repeats}: {t:.2f} s", file=sys.stderr, flush=True)
+    runs = _timed_runs(label, spec, args.variants, repeats, args.threads)
+    forward = runs.pop("forward")
+    fwd = min(forward, key=lambda r: r["seconds"])
+    variants = {v: _variant_paths(runs[v], fwd["seconds_per_pair"]) for v in args.variants}
+    return {
+        "shape": {**shape, "parameters": n_params, "vocab": len(tokenizer),
+                  "lora_parameters": variants[args.variants[0]]["lora_parameters"]},
+        "records": n_records,
+        "scored_records": sum(r.category in CONFLICT for r in records),
+        "categories": {c: sum(r.category == c for r in records) for c in ("INVERT", "PUNISH", "RETAIN")},
+        "punish_with_oracle": sum(r.category == "PUNISH" and r.oracle is not None for r in records),
+        "tokens": token_stats(records, tokenizer, max_length),
+        "batch_size": batch_size,
+        "repeats": repeats,
+        "plain_forward": {"ms_per_pair": round(1000 * fwd["seconds_per_pair"], 3),
+                          "all_runs_s": [x["seconds"] for x in forward], "memory": fwd["memory"]},
+        "variants": {v: {k: x for k, x in r.items() if k != "lora_parameters"} for v, r in variants.items()},
+    }
 
-    n_conflict = sum(r.category in CONFLICT for r in records)
-    best = {p: min(runs[p], key=lambda r: r["scoring_s"]) for p in PATHS}
-    fwd = min(runs["forward"], key=lambda r: r["seconds"])
-    per_pair = fwd["seconds_per_pair"]
-    exact_scores = best["exact"]["scores"]
-    keys = sorted(exact_scores)
-    gold_pairs = sum(best["exact"]["gold"].values())
-    counted = {"exact": 1 + 1 + 2, "central": 2, "jvp": 1}
-    paths = {}
-    for p in PATHS:
-        r = best[p]
+
+def _timed_runs(label: str, spec: dict, variants: list[str], repeats: int, threads: int) -> dict:
+    """``repeats`` runs of every (variant, path) and of the plain forward, each in its own
+    process, in rotating order (no path always first); {variant: {path: [runs]}, "forward": [runs]}."""
+    jobs = [(v, p, m) for v in variants for p, m in paths(v).items()] + [(None, "forward", None)]
+    runs: dict = {v: {p: [] for p in paths(v)} for v in variants}
+    runs["forward"] = []
+    for rep in range(repeats):
+        for variant, path, method in jobs[rep % len(jobs):] + jobs[: rep % len(jobs)]:
+            job = {**spec, "path": path, "worker": "forward" if variant is None else "score",
+                   "variant": variant, "method": method}
+            result = run_worker(HERE, job, threads)
+            (runs["forward"] if variant is None else runs[variant][path]).append(result)
+            t = result.get("scoring_s", result.get("seconds"))
+            print(f"  {label} {variant or '':7s} {path:8s} run {rep + 1}/{repeats}: {t:.2f} s", file=sys.stderr,
+                  flush=True)
+    return runs
+
+
+def _variant_paths(runs: dict[str, list[dict]], per_pair: float) -> dict:
+    """One variant's paths: the best run of each, its speed-ups over the exact path of the same
+    variant, forward-pass equivalents (counted, measured) and agreement with the exact scores."""
+    best = {p: min(rs, key=lambda r: r["scoring_s"]) for p, rs in runs.items()}
+    exact = best["exact"]
+    keys = sorted(exact["scores"])
+    gold_pairs = sum(exact["gold"].values())
+    out = {}
+    for p, r in best.items():
         n = r["scored"]
-        paths[p] = {
+        out[p] = {
+            "scoring_path": r["scoring_path"],
             "scoring_s": r["scoring_s"],
             "scoring_s_all_runs": [x["scoring_s"] for x in runs[p]],
             "direction_s": r["direction_s"],
             "stage_wall_s": r["stage_wall_s"],
             "ms_per_record": round(1000 * r["scoring_s"] / n, 3),
             "forward_sequences_per_record": r["forward_sequences_per_record"],
-            "forward_equivalents_counted": counted[p],
-            "forward_equivalents_counted_amortised": round(counted[p] + 3 * gold_pairs / n, 3),
+            "forward_equivalents_counted": COUNTED[p],
+            "forward_equivalents_counted_amortised": round(COUNTED[p] + 3 * gold_pairs / n, 3),
             "forward_equivalents_measured": round(r["scoring_s"] / n / per_pair, 3),
             "forward_equivalents_measured_amortised": round((r["scoring_s"] + r["direction_s"]) / n / per_pair, 3),
             "memory": r["memory"],
         }
         if p != "exact":
-            other = [r["scores"][k] for k in keys]
-            ref = [exact_scores[k] for k in keys]
-            paths[p].update(
-                speedup=round(best["exact"]["scoring_s"] / r["scoring_s"], 3),
-                speedup_with_g_j=round((best["exact"]["scoring_s"] + best["exact"]["direction_s"])
+            other, ref = [r["scores"][k] for k in keys], [exact["scores"][k] for k in keys]
+            out[p].update(
+                speedup=round(exact["scoring_s"] / r["scoring_s"], 3),
+                speedup_with_g_j=round((exact["scoring_s"] + exact["direction_s"])
                                        / (r["scoring_s"] + r["direction_s"]), 3),
-                speedup_stage_wall=round(best["exact"]["stage_wall_s"] / r["stage_wall_s"], 3),
+                speedup_stage_wall=round(exact["stage_wall_s"] / r["stage_wall_s"], 3),
                 spearman=round(spearman(ref, other), 6),
                 relative_error=float(f"{relative_error(ref, other):.3g}"),
                 scoring_memory_ratio_vs_exact=round(r["memory"]["scoring_peak_increase_mb"]
-                                                    / max(1e-9, best["exact"]["memory"]["scoring_peak_increase_mb"]), 3),
+                                                    / max(1e-9, exact["memory"]["scoring_peak_increase_mb"]), 3),
             )
-    return {
-        "shape": {**shape, "parameters": n_params, "vocab": len(tokenizer),
-                  "lora_parameters": best["exact"]["parameters"]["count"]},
-        "records": n_records,
-        "scored_records": n_conflict,
-        "categories": {c: sum(r.category == c for r in records) for c in ("INVERT", "PUNISH", "RETAIN")},
-        "punish_with_oracle": sum(r.category == "PUNISH" and r.oracle is not None for r in records),
-        "tokens": token_stats(records, tokenizer, max_length),
-        "truncated_sequences": best["exact"]["truncated_sequences"],
-        "gold_batch": best["exact"]["gold"],
-        "batch_size": batch_size,
-        "repeats": repeats,
-        "plain_forward": {"ms_per_pair": round(1000 * per_pair, 3), "all_runs_s": [x["seconds"] for x in runs["forward"]],
-                          "memory": fwd["memory"]},
-        "paths": paths,
-        "settings": {k: v for k, v in best["central"]["config"].items() if k not in ("out", "data", "model")},
-    }
+    fast = next(p for p in best if p != "exact")
+    return {"paths": out, "gold_batch": exact["gold"], "truncated_sequences": exact["truncated_sequences"],
+            "lora_parameters": exact["parameters"]["count"],
+            "settings": {k: v for k, v in best[fast]["config"].items() if k not in ("out", "data", "model")}}
 
 
 # --------------------------------------------------------------------------- report
 
 
 def markdown(result: dict) -> list[str]:
+    m, versions = result["machine"], result["provenance"]["versions"]
     lines = [
-        "# Impact-score speed: exact per-sample autograd vs batched fast paths",
+        "# Impact-score speed: exact per-sample autograd vs batched fast paths, per variant",
         "",
-        f"Machine: {result['machine']['cpus']} CPUs, torch threads {result['machine']['torch_threads']}, "
-        f"device {result['machine']['device']}; load average at start {result['machine'].get('load_average')}. "
-        "Best of the repeats per path; each path in its own process.",
+        f"Machine: {m['cpus']} CPUs, torch threads {m['torch_threads']}, device {m['device']}"
+        + (f" ({m['gpu']})" if "gpu" in m else "")
+        + f"; load average at start {m.get('load_average')}, at the end {m.get('load_average_end')}; "
+        f"torch {versions.get('torch')}, transformers {versions.get('transformers')}. Command: `{result['command']}`. "
+        "Best of the repeats per path; each path in its own process; speed-ups are against the exact path of the "
+        f"same variant, in the same run. Library default variant when this ran: `{result['default_variant']}`.",
         "",
         "Forward-pass equivalents per record: a forward over both sequences of a pair = 1, a backward = 2; "
         "*counted* from the passes made, *measured* as time per record / time of a plain batched forward per pair; "
@@ -272,52 +314,81 @@ def markdown(result: dict) -> list[str]:
             f"{s['records']} triaged records ({', '.join(f'{k} {v}' for k, v in s['categories'].items())}; "
             f"{s['punish_with_oracle']} PUNISH with oracle), {s['scored_records']} scored; "
             f"{s['tokens']['mean_tokens']} tokens per sequence on average ({s['tokens']['min_tokens']}–"
-            f"{s['tokens']['max_tokens']}); gold batch {sum(s['gold_batch'].values())}; batch size {s['batch_size']}; "
+            f"{s['tokens']['max_tokens']}); batch size {s['batch_size']}; "
             f"plain batched forward {s['plain_forward']['ms_per_pair']:.2f} ms per pair.",
             "",
-            "| path | scoring s | ms/record | speedup vs exact | with g_J | fwd-eq counted (amortised) "
-            "| fwd-eq measured (amortised) | Spearman | rel. error | peak memory MB: scoring / stage |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        for p, r in s["paths"].items():
-            lines.append(
-                f"| {p} | {r['scoring_s']:.2f} | {r['ms_per_record']:.2f} | {fmt(r.get('speedup', 1.0))}× | "
-                f"{fmt(r.get('speedup_with_g_j', 1.0))}× | {r['forward_equivalents_counted']} "
-                f"({r['forward_equivalents_counted_amortised']:.2f}) | {r['forward_equivalents_measured']:.2f} "
-                f"({r['forward_equivalents_measured_amortised']:.2f}) | {fmt(r.get('spearman', 1.0), 6)} | "
-                f"{fmt(r.get('relative_error', 0.0))} | {r['memory']['scoring_peak_increase_mb']:.0f} / "
-                f"{r['memory']['stage_peak_increase_mb']:.0f}"
-                + (f" (CUDA {r['memory']['cuda_scoring_peak_increase_mb']:.0f} / {r['memory']['cuda_stage_peak_mb']:.0f})"
-                   if "cuda_stage_peak_mb" in r["memory"] else "")
-                + " |"
-            )
-        ex = s["paths"]["exact"]
-        lines += ["", f"Exact path: {ex['forward_equivalents_measured'] / ex['forward_equivalents_counted']:.1f}× the time "
-                  "its passes would take at the batched forward's rate (per-call overhead of one-record batches).", ""]
-    t = result["targets"]
-    lines += [
-        "## Targets (tiny shape, default fast path `central`)",
-        "",
-        f"- fast path >= 20× faster: {result['speedup']:.2f}× — {'met' if t['speedup_20x'] else 'NOT met'}",
-        f"- <= 3 forward-pass equivalents per sample (counted, amortised over g_J): "
-        f"{result['forward_equivalents_per_sample']} scoring-only, "
-        f"{result['forward_equivalents_per_sample_amortised']:.2f} amortised — "
-        f"{'met' if t['forward_equivalents_3'] else 'NOT met'}; measured in time "
-        f"{result['forward_equivalents_per_sample_measured']:.2f} "
-        f"({'<=' if t['forward_equivalents_3_measured'] else '>'} 3; the stage's scoring time includes tokenising "
-        "and writing the resumable progress file, the plain forward it is divided by does not)",
-        *( [f"- realistic shape: central {result['realistic_speedup']:.2f}×, jvp {result['realistic_speedup_jvp']:.2f}×, "
-             f"measured {result['realistic_forward_equivalents_measured']:.2f} forward equivalents per record"]
-           if "realistic_speedup" in result else []),
-        f"- Spearman >= 0.99 and relative error <= 1e-3: {result['spearman']:.6f}, {result['relative_error']:.3g} — "
-        f"{'met' if t['agreement'] else 'NOT met'}",
-        "",
-    ]
+        for variant, v in s["variants"].items():
+            lines += [f"### variant `{variant}`" + (" (the default)" if variant == result["default_variant"] else ""),
+                      "", f"Gold batch {sum(v['gold_batch'].values())}.", "", *_path_table(v["paths"]), ""]
+    lines += ["## Targets (tiny shape, each variant's default fast path)", ""]
+    for variant, t in result["targets"].items():
+        h = result["headline"][variant][t["path"]]
+        lines += [
+            f"- `{variant}`, {t['path']} ({h['scoring_path']}): {h['speedup']:.2f}× faster than exact "
+            f"({h['speedup_with_g_j']:.2f}× with g_J), >= 20× {'met' if t['speedup_20x'] else 'NOT met'}; "
+            f"<= 3 forward-pass equivalents per record counted, amortised over g_J: "
+            f"{h['forward_equivalents_counted_amortised']:.2f} {'met' if t['forward_equivalents_3'] else 'NOT met'}, "
+            f"measured {h['forward_equivalents_measured']:.2f} "
+            f"{'met' if t['forward_equivalents_3_measured'] else 'NOT met'} (the stage's scoring time includes "
+            "tokenising and the resumable progress file, the plain forward does not); "
+            f"Spearman {h['spearman']:.6f}, rel. error {h['relative_error']:.3g}: "
+            f"{'met' if t['agreement'] else 'NOT met'}"
+            + (f"; realistic shape {h['realistic_speedup']:.2f}×" if "realistic_speedup" in h else ""),
+        ]
+    return lines + [""]
+
+
+def _path_table(paths: dict) -> list[str]:
+    lines = ["| path | how | scoring s | ms/record | speedup vs exact | with g_J | fwd-eq counted (amortised) "
+             "| fwd-eq measured (amortised) | Spearman | rel. error | peak memory MB: scoring / stage |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for p, r in paths.items():
+        lines.append(
+            f"| {p} | {r['scoring_path']} | {r['scoring_s']:.2f} | {r['ms_per_record']:.2f} | "
+            f"{fmt(r.get('speedup', 1.0))}× | {fmt(r.get('speedup_with_g_j', 1.0))}× | "
+            f"{r['forward_equivalents_counted']} ({r['forward_equivalents_counted_amortised']:.2f}) | "
+            f"{r['forward_equivalents_measured']:.2f} ({r['forward_equivalents_measured_amortised']:.2f}) | "
+            f"{fmt(r.get('spearman', 1.0), 6)} | {fmt(r.get('relative_error', 0.0))} | "
+            f"{r['memory']['scoring_peak_increase_mb']:.0f} / {r['memory']['stage_peak_increase_mb']:.0f}"
+            + (f" (CUDA {r['memory']['cuda_scoring_peak_increase_mb']:.0f} / {r['memory']['cuda_stage_peak_mb']:.0f})"
+               if "cuda_stage_peak_mb" in r["memory"] else "")
+            + " |"
+        )
     return lines
+
+
+def headline(shapes: dict, variant: str) -> dict:
+    """Per fast path of ``variant``, the figures the README's table shows: the tiny shape's (or the
+    first measured), with the realistic shape's speed-up where it was measured."""
+    head = shapes.get("tiny") or next(iter(shapes.values()))
+    keys = ("scoring_path", "speedup", "speedup_with_g_j", "forward_equivalents_counted",
+            "forward_equivalents_counted_amortised", "forward_equivalents_measured",
+            "forward_equivalents_measured_amortised", "spearman", "relative_error")
+    out = {}
+    for p, r in head["variants"][variant]["paths"].items():
+        if p == "exact":
+            continue
+        out[p] = {k: r[k] for k in keys}
+        if "realistic" in shapes:
+            rr = shapes["realistic"]["variants"][variant]["paths"][p]
+            out[p].update(realistic_speedup=rr["speedup"], realistic_speedup_with_g_j=rr["speedup_with_g_j"],
+                          realistic_forward_equivalents_measured=rr["forward_equivalents_measured"])
+    return out
+
+
+def targets(fast: str, h: dict) -> dict:
+    """The targets, checked on a variant's default fast path ``fast`` (its headline figures ``h``)."""
+    return {"path": fast, "speedup_20x": h["speedup"] >= 20,
+            "forward_equivalents_3": h["forward_equivalents_counted_amortised"] <= 3,
+            "forward_equivalents_3_measured": h["forward_equivalents_measured"] <= 3,
+            "agreement": h["spearman"] >= 0.99 and h["relative_error"] <= 1e-3}
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="comma-separated score variants, each timed on its own paths (default: %(default)s)")
     parser.add_argument("--pairs", type=int, default=512, help="triaged records at the tiny shape")
     parser.add_argument("--realistic-pairs", type=int, default=24, help="triaged records at the realistic shape")
     parser.add_argument("--shapes", default="tiny,realistic", help="comma-separated: tiny, realistic")
@@ -325,8 +396,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--realistic-batch-size", type=int, default=8, help="records per batch, realistic shape")
     parser.add_argument("--gold-size", type=int, default=64, help="gold batch size B")
     parser.add_argument("--realistic-gold-size", type=int, default=8, help="gold batch size B, realistic shape")
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs per path (best kept), tiny shape")
-    parser.add_argument("--realistic-repeats", type=int, default=1, help="timed runs per path, realistic shape")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per path (best kept), tiny shape")
+    parser.add_argument("--realistic-repeats", type=int, default=2, help="timed runs per path, realistic shape")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (same for every path)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--seed", type=int, default=0)
@@ -335,8 +406,14 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.quick:
         args.pairs, args.repeats, args.shapes, args.gold_size = 64, 1, "tiny", 12
-
+    from realign.config import ScoreConfig
     from realign.provenance import provenance
+    from realign.score.run import VARIANTS as SCORE_VARIANTS
+
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in args.variants if v not in SCORE_VARIANTS]
+    if unknown or not args.variants:
+        parser.error(f"--variants: unknown {unknown}; choose from {', '.join(SCORE_VARIANTS)}")
 
     start = time.perf_counter()
     info = machine(args.threads, args.device)
@@ -345,60 +422,51 @@ def main(argv: list[str] | None = None) -> dict:
         for label in [s.strip() for s in args.shapes.split(",") if s.strip()]:
             print(f"{label}:", file=sys.stderr, flush=True)
             shapes[label] = measure_shape(label, args, Path(tmp))
-    head = shapes.get("tiny") or next(iter(shapes.values()))
-    central = head["paths"]["central"]
+    heads = {v: headline(shapes, v) for v in args.variants}
     result = {
         "benchmark": NAME,
-        "speedup": central["speedup"],
-        "speedup_jvp": head["paths"]["jvp"]["speedup"],
-        "forward_equivalents_per_sample": central["forward_equivalents_counted"],
-        "forward_equivalents_per_sample_amortised": central["forward_equivalents_counted_amortised"],
-        "forward_equivalents_per_sample_measured": central["forward_equivalents_measured"],
-        "spearman": central["spearman"],
-        "relative_error": central["relative_error"],
-        "spearman_jvp": head["paths"]["jvp"]["spearman"],
-        "relative_error_jvp": head["paths"]["jvp"]["relative_error"],
+        "variants": args.variants,
+        "default_variant": ScoreConfig.model_fields["variant"].default,
+        "headline": heads,
+        "targets": {v: targets(next(iter(h)), next(iter(h.values()))) for v, h in heads.items()},
+        "shapes": shapes,
+        "settings": _settings(args),
+        "command": command(),
+        "machine": finish_machine(info),
+        "provenance": provenance(),
+        "wall_s": round(time.perf_counter() - start, 1),
     }
-    if "realistic" in shapes:
-        rp = shapes["realistic"]["paths"]
-        result.update(realistic_speedup=rp["central"]["speedup"], realistic_speedup_jvp=rp["jvp"]["speedup"],
-                      realistic_forward_equivalents_measured=rp["central"]["forward_equivalents_measured"])
-    result["targets"] = {
-        "speedup_20x": result["speedup"] >= 20,
-        "forward_equivalents_3": central["forward_equivalents_counted_amortised"] <= 3,
-        "forward_equivalents_3_measured": central["forward_equivalents_measured"] <= 3,
-        "agreement": result["spearman"] >= 0.99 and result["relative_error"] <= 1e-3,
-    }
-    result.update(
-        shapes=shapes,
-        settings={"pairs": args.pairs, "realistic_pairs": args.realistic_pairs, "batch_size": args.batch_size,
-                  "realistic_batch_size": args.realistic_batch_size, "gold_size": args.gold_size,
-                  "realistic_gold_size": args.realistic_gold_size,
-                  "repeats": args.repeats, "realistic_repeats": args.realistic_repeats, "threads": args.threads,
-                  "device": args.device, "seed": args.seed, "quick": args.quick,
-                  "data": "realign.synth world seed 0, ground-truth triage under synth-contextual; "
-                          "75% conflict (INVERT = PUNISH), half the PUNISH records with an oracle response",
-                  "model": "random-initialised Llama-style (realign.testing.tiny.tiny_llama, sdpa attention) "
-                           "with the world tokenizer; LoRA r=32 alpha=16 on q_proj,v_proj (ScoreConfig defaults)",
-                  "memory": "per path in its own process (CPU: VmHWM, reset via /proc/self/clear_refs; CUDA: "
-                            "max_memory_allocated). scoring: peak after g_J over the RSS after g_J; stage: peak of "
-                            "score.run (model load, g_J, scoring) over the RSS before it"},
-        machine=info,
-        provenance=provenance(),
-        wall_s=round(time.perf_counter() - start, 1),
-    )
     write_results(results_name(NAME, args.device), result, markdown(result), args.out_dir)
-    line = (f"{NAME}: central {result['speedup']:.2f}x, jvp {result['speedup_jvp']:.2f}x faster than exact "
-            f"(tiny, {head['scored_records']} records); ")
-    if "realistic" in shapes:
-        line += (f"realistic {result['realistic_speedup']:.2f}x / {result['realistic_speedup_jvp']:.2f}x "
-                 f"({shapes['realistic']['scored_records']} records); ")
-    line += (f"{result['forward_equivalents_per_sample']} fwd-eq/sample "
-             f"({result['forward_equivalents_per_sample_amortised']:.2f} amortised, "
-             f"{result['forward_equivalents_per_sample_measured']:.2f} measured); "
-             f"Spearman {result['spearman']:.5f}, rel. error {result['relative_error']:.2g}")
-    print(line)
+    print(summary_line(result))
     return result
+
+
+def _settings(args) -> dict:
+    return {"variants": args.variants, "pairs": args.pairs, "realistic_pairs": args.realistic_pairs,
+            "batch_size": args.batch_size, "realistic_batch_size": args.realistic_batch_size,
+            "gold_size": args.gold_size, "realistic_gold_size": args.realistic_gold_size,
+            "repeats": args.repeats, "realistic_repeats": args.realistic_repeats, "threads": args.threads,
+            "device": args.device, "seed": args.seed, "quick": args.quick,
+            "data": "realign.synth world seed 0, ground-truth triage under synth-contextual; "
+                    "75% conflict (INVERT = PUNISH), half the PUNISH records with an oracle response",
+            "model": "random-initialised Llama-style (realign.testing.tiny.tiny_llama, sdpa attention) "
+                     "with the world tokenizer; LoRA r=32 alpha=16 on q_proj,v_proj (ScoreConfig defaults)",
+            "memory": "per path in its own process (CPU: VmHWM, reset via /proc/self/clear_refs; CUDA: "
+                      "max_memory_allocated). scoring: peak after g_J over the RSS after g_J; stage: peak of "
+                      "score.run (model load, g_J, scoring) over the RSS before it"}
+
+
+def summary_line(result: dict) -> str:
+    """One line: each variant's fast paths against its exact path, tiny (and realistic) shape."""
+    parts = []
+    for variant, h in result["headline"].items():
+        paths_ = ", ".join(f"{p} {r['speedup']:.2f}x" + (f" ({r['realistic_speedup']:.2f}x realistic)"
+                                                         if "realistic_speedup" in r else "")
+                           for p, r in h.items())
+        first = next(iter(h.values()))
+        parts.append(f"{variant}: {paths_} faster than exact; Spearman {first['spearman']:.5f}, "
+                     f"rel. error {first['relative_error']:.2g}")
+    return f"{NAME} ({result['settings']['device']}): " + "; ".join(parts)
 
 
 if __name__ == "__main__":

@@ -48,8 +48,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from _common import (RESULTS, SHAPES, PeakMemory, finish_worker, lengthen, machine, mb, run_worker, save_model,
-                     results_name, sync, synth_records, token_stats, worker_spec, world_tokenizer, write_results)
+from _common import (RESULTS, SHAPES, PeakMemory, command, finish_machine, finish_worker, lengthen, machine, mb,
+                     run_worker, save_model, results_name, sync, synth_records, token_stats, worker_spec,
+                     world_tokenizer, write_results)
 
 NAME = "train_speed"
 HERE = Path(__file__).resolve()
@@ -505,7 +506,9 @@ def markdown(result: dict) -> list[str]:
         "",
         f"Machine: {m['cpus']} CPUs, torch threads {m['torch_threads']}, device {m['device']}"
         + (f" ({m['gpu']})" if "gpu" in m else "")
-        + f"; load average at start {m.get('load_average')}. Model: {result['model']['parameters'] / 1e6:.1f}M "
+        + f"; load average at start {m.get('load_average')}, at the end {m.get('load_average_end')}; "
+        f"command `{result.get('command')}`. "
+        f"Model: {result['model']['parameters'] / 1e6:.1f}M "
         f"parameters (tiny shape), LoRA r={LORA['r']} alpha={LORA['alpha']} on {', '.join(LORA['targets'])}; "
         f"synthetic-world records, {result['model']['tokens']['mean_tokens']} tokens per sequence on average.",
         "",
@@ -656,7 +659,8 @@ def main(argv: list[str] | None = None) -> dict:
                           "impact weights set by hand (uniform 0.2-1.8)",
                   "memory_method": "each variant in its own process; VmHWM after a reset (/proc/self/clear_refs) "
                                    "taken before the model is built; figure = peak minus RSS at the reset"},
-        machine=info,
+        command=command(),
+        machine=finish_machine(info),
         provenance=provenance(),
         wall_s=round(time.perf_counter() - start, 1),
     )

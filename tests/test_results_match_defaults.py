@@ -70,3 +70,30 @@ def test_the_impact_accuracy_results_ran_the_scripts_settings():
     result = _json("impact_accuracy.json")
     assert result["settings"] == SETTINGS, RERUN
     assert [(r["variant"], r["method"]) for r in result["rows"]] == [(v, m) for v in VARIANTS for m in FAST], RERUN
+
+
+def _speed_table() -> str:
+    """The table of README's 'Speed and memory' section."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Speed and memory\n", 1)[1].split("\n## ", 1)[0]
+    return "\n".join(line for line in section.splitlines() if line.startswith("|"))
+
+
+def test_the_impact_speed_results_time_the_default_variant_and_every_variant_the_readme_names():
+    """impact_speed.json pins the score variants it timed (each path's recorded stage settings
+    say so), today's default (`ScoreConfig.variant`) is among them, and the README's speed table
+    names no variant the file does not record."""
+    from realign.config import ScoreConfig
+    from realign.score.run import VARIANTS
+
+    result = _json("impact_speed.json")
+    recorded = set(result.get("variants", []))
+    for label, shape in result["shapes"].items():
+        timed = shape.get("variants", {})
+        assert set(timed) == recorded, f"impact_speed.json, shape {label}: {RERUN}"
+        for variant, measured in timed.items():
+            assert measured["settings"]["variant"] == variant, f"impact_speed.json, {label}/{variant}: {RERUN}"
+    default = ScoreConfig.model_fields["variant"].default
+    assert default in recorded, f"impact_speed.json does not time the default variant {default!r}; {RERUN}"
+    named = {v for v in VARIANTS if f"`{v}`" in _speed_table()}
+    assert named <= recorded, f"README's speed table names {sorted(named - recorded)}, not in impact_speed.json"

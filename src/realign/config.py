@@ -80,6 +80,37 @@ class OracleConfig(EndpointConfig):
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature (0 = greedy).")
 
 
+CorrectiveSource = Literal["old-responses", "samples", "style-prefix", "system-prompt"]
+
+
+class CorrectiveConfig(StrictModel):
+    """Corrective responses (docs/method.md, "Corrective responses"): for each PUNISH pair, a
+    response to the same prompt that the judge verifies compliant, found without an oracle, used
+    as y_c in (x, y_c ≻ y_w). Sources are tried in order; a later one only for the pairs still
+    without y_c. Every candidate generated is written for its own prompt."""
+
+    sources: list[CorrectiveSource] = Field(
+        default_factory=lambda: ["old-responses", "style-prefix"], min_length=1,
+        description="In order: old-responses (another old response to the exact same prompt that the judge "
+        "found compliant), samples (the model's own samples), style-prefix (the model's samples continued from "
+        "the opening words of compliant responses elsewhere in the data: INVERT winners, then RETAIN chosen), "
+        "system-prompt (the model's samples with the policy text as system prompt).")
+    model: str | None = Field(None, description="The model that samples (default in `realign run`: its model).")
+    samples: int = Field(8, ge=1, le=256, description="Samples per prompt (per style prefix) at `temperature`.")
+    temperature: float = Field(1.0, gt=0.0, le=2.0, description="Sampling temperature.")
+    max_new_tokens: int = Field(64, ge=1, description="Longest candidate written.")
+    prefix_words: int = Field(3, ge=1, le=32, description="style-prefix: words of a compliant response's opening.")
+    prefixes: int = Field(4, ge=1, le=64, description="style-prefix: distinct prefixes tried (INVERT winners' "
+                          "first, then by frequency).")
+    opening: str | None = Field(
+        None, description="style-prefix: a regex matching the start of a response that is about its own prompt "
+        "(e.g. a restatement of the request); it is cut from the compliant responses before their first words are "
+        "taken, and the model writes its own (greedy) before the prefix. None: prefixes start the response.")
+    batch_size: int = Field(32, ge=1, description="Prompts per generation batch.")
+    device: str = Field("auto", description="cpu, cuda, cuda:N or auto.")
+    seed: int = Field(0, description="Sampling seed.")
+
+
 class TriageConfig(StrictModel):
     """Stage 1 (Alg. 1 lines 3-6): judge both responses of every pair and triage it."""
 
@@ -96,6 +127,8 @@ class TriageConfig(StrictModel):
     gold_out: Path | None = Field(None, description="Also write the DPO-Gold relabelled set here (TRL format).")
     naive_out: Path | None = Field(None, description="Also write the naive relabelled set here (TRL format).")
     oracle: OracleConfig | None = Field(None, description="Writes compliant responses for PUNISH pairs.")
+    corrective: CorrectiveConfig | None = Field(
+        None, description="Find a judge-verified compliant response y_c for PUNISH pairs without an oracle.")
     max_case_failure_rate: float = Field(
         0.1, ge=0.0, le=1.0, description="Before triaging, the policy's test cases run through the judge; stop when "
         "more than this share of them fail (0: every case must pass; 1: never stop).")

@@ -75,9 +75,12 @@ class Pipeline:
         cache = run.cache_path()
         #: whether Stage 2 runs: some method reads impact weights (its ``needs_impact``)
         self.needs_scores = any([get_method(m).needs_impact for m in run.methods])  # every name checked
+        triage = dict(run.triage)
+        if isinstance(triage.get("corrective"), dict):  # the run's model samples, on the run's device
+            triage["corrective"] = {"model": run.model, "device": run.device, "seed": run.seed, **triage["corrective"]}
         self.triage = validate(
             TriageConfig,
-            {**run.triage, "data": run.data, "policy": policy, "judge": resolved(run.judge), "cache": cache,
+            {**triage, "data": run.data, "policy": policy, "judge": resolved(run.judge), "cache": cache,
              "out": out / "triage" / "triaged.jsonl", "gold_out": out / "triage" / "gold.jsonl",
              "naive_out": out / "triage" / "naive.jsonl"},
             f"{source}: triage",

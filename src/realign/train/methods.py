@@ -110,12 +110,13 @@ class Trace(Method):
     @staticmethod
     def conflict_term(record: PreferencePair, weight: float = 1.0) -> Term:
         """ℓ_i of one conflict record: INVERT — ℓ_pref on the stored (swapped) pair (L_I); PUNISH —
-        ℓ_pref on (y_c ≻ y_w) with an oracle response, treated like INVERT, else dual NPO on both
+        ℓ_pref on (y_c ≻ y_w) with a compliant response y_c (an oracle's, or a corrective response
+        the judge verified: :attr:`PreferencePair.y_c`), treated like INVERT, else dual NPO on both
         responses (L_II). Stage 2 scores exactly this term (docs/method.md Stage 2)."""
         if record.category == INVERT:
             return Term("pref", record.prompt, record.chosen, record.rejected, weight, "L_I")
-        if record.oracle is not None:
-            return Term("pref", record.prompt, record.oracle, record.chosen, weight, "L_II")
+        if record.y_c is not None:
+            return Term("pref", record.prompt, record.y_c, record.chosen, weight, "L_II")
         return Term("npo2", record.prompt, record.chosen, record.rejected, weight, "L_II")
 
     def terms(self, records, options):

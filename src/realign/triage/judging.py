@@ -163,5 +163,6 @@ def _categorised(pair: PreferencePair, v_w: Verdict, v_l: Verdict, rule: Unparse
         category=category,
         swapped=swapped,
         verdicts={"chosen": v_chosen.to_dict(), "rejected": v_rejected.to_dict()},
+        corrective=None,
         impact=None,
     )

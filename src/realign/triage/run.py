@@ -9,6 +9,7 @@ import time
 from ..judges.cache import VerdictCache
 from ..stage import summary_path
 from .judging import triage
+from .corrective import MODEL_SOURCES, attach_corrective
 from .relabel import attach_oracle_responses, gold_pairs, naive_pairs
 
 
@@ -33,6 +34,10 @@ def produced_by(config, judge=None) -> dict:
         from ..oracle import make_oracle
 
         inputs["oracle"] = make_oracle(config.oracle).identity
+    if config.corrective is not None and set(config.corrective.sources) & set(MODEL_SOURCES):
+        from ..provenance import model_digest
+
+        inputs["corrective_model"] = model_digest(config.corrective.model)
     return record(config, inputs, ignore=("out", "gold_out", "naive_out", "cache"))
 
 
@@ -59,15 +64,14 @@ def run(config, progress: bool = True) -> dict:
     loaded = _read(config)
     judge = make_judge(config.judge)
     made = produced_by(config, judge)
-    cases, records, stats, oracle_stats = _judge(config, loaded.pairs, policy, judge, progress)
+    cases, records, stats, added = _judge(config, loaded.pairs, policy, judge, progress)
     write_pairs(config.out, records)
     summary: dict = {"stage": "triage", "policy": {"name": policy.name, "hash": policy.hash}, "judge": judge.identity}
     summary["policy_cases"] = cases.to_dict()
     summary.update(stats.to_dict())
     summary["skipped_invalid"] = len(loaded.skipped)
     summary["skipped_examples"] = [str(e) for e in loaded.skipped[:20]]
-    if oracle_stats is not None:
-        summary["oracle"] = oracle_stats
+    summary.update(added)
     summary.update(_write_relabelled(config, records))
     summary["wall_s"] = round(time.perf_counter() - start, 3)
     summary["config"] = resolved(config)
@@ -93,8 +97,9 @@ def _read(config):
 def _judge(config, pairs, policy, judge, progress: bool):
     """Run the policy's test cases through the judge and stop if it fails too many
     (:func:`realign.judges.cases.gate`), then triage the pairs and, with an oracle configured,
-    attach its y_c to the PUNISH records: (the cases' report, records, stats, the oracle's
-    counts or None)."""
+    attach its y_c to the PUNISH records, and with ``corrective`` the corrective responses:
+    (the cases' report, records, stats, the summary entries ``oracle`` and ``corrective`` of
+    those configured)."""
     with VerdictCache(config.cache_path(), commit_every=1) as cache:
         cases = check_policy_cases(policy, judge, cache, config.max_case_failure_rate, progress)
         records, stats = triage(
@@ -106,14 +111,16 @@ def _judge(config, pairs, policy, judge, progress: bool):
             unparseable_retries=config.judge.unparseable_retries,
             progress=progress,
         )
-        oracle_stats = None
+        added = {}
         if config.oracle is not None:
             from ..oracle import make_oracle
 
-            oracle_stats = attach_oracle_responses(
+            added["oracle"] = attach_oracle_responses(
                 records, policy, make_oracle(config.oracle), judge, cache, stats, progress
             )
-    return cases, records, stats, oracle_stats
+        if config.corrective is not None:
+            added["corrective"] = attach_corrective(records, config.corrective, policy, judge, cache, stats, progress)
+    return cases, records, stats, added
 
 
 def check_policy_cases(policy, judge, cache, max_failure_rate: float, say: bool = True):

@@ -56,10 +56,22 @@ def measure(data: Path, model: str, shift: str, sources: list[str], settings: di
     styles = Counter(next((w[6:] for w in str(r.corrective["verdict"].get("raw", "")).split() if w.startswith("style=")),
                           "?") for r in records if r.corrective is not None)
     summary["styles"] = dict(styles)
+    summary["on_topic"] = on_topic(records)
     slices = Counter(r.meta.get("slice") for r in records if r.category == "PUNISH")
     got = Counter(r.meta.get("slice") for r in records if r.category == "PUNISH" and r.corrective is not None)
     summary["by_slice"] = {s: {"punish": n, "with_y_c": got.get(s, 0)} for s, n in sorted(slices.items())}
     return summary
+
+
+def on_topic(records) -> dict:
+    """How many y_c name their own prompt's topic (the world's truth does not check it; a
+    candidate the model wrote about another topic would pass the rules judge)."""
+    from realign.synth import World
+
+    world = World(0)  # topic names are the same in every world
+    found = [r for r in records if r.corrective is not None and r.meta.get("topic")]
+    hits = sum(world.topic(r.meta["topic"])[1].name in str(r.corrective["response"]) for r in found)
+    return {"with_y_c": len(found), "naming_their_topic": hits}
 
 
 def markdown(result: dict) -> list[str]:
@@ -68,7 +80,7 @@ def markdown(result: dict) -> list[str]:
              f"`{json.dumps(result['settings'])}`. Judge: the rules judge (the world's ground truth). "
              "Every candidate is written by the model for its own prompt (old responses: to the exact same prompt).", "",
              "| seed | shift | sources | PUNISH pairs (prompts) | with y_c | candidates | judge calls | tokens generated "
-             "| wall s | y_c styles |", "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+             "| wall s | y_c styles | y_c naming their prompt's topic |", "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
     for row in result["rows"]:
         s = row["summary"]
         tokens = sum(v["generated_tokens"] for v in s["sources"].values())
@@ -77,7 +89,8 @@ def markdown(result: dict) -> list[str]:
         share = s["pairs_with_y_c"] / s["punish_pairs"] if s["punish_pairs"] else 0.0
         lines.append(f"| {row['seed']} | {row['shift']} | {' → '.join(row['sources'])} | {s['punish_pairs']} "
                      f"({s['punish_prompts']}) | {s['pairs_with_y_c']} ({100 * share:.1f} %) | {cands} | {calls} | "
-                     f"{tokens} | {s['wall_s']} | {json.dumps(s['styles'])} |")
+                     f"{tokens} | {s['wall_s']} | {json.dumps(s['styles'])} | "
+                     f"{s['on_topic']['naming_their_topic']}/{s['on_topic']['with_y_c']} |")
     return lines + [""]
 
 

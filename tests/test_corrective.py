@@ -212,3 +212,26 @@ def test_triage_is_keyed_by_the_corrective_settings_and_model(tmp_path, model_di
                     seed=3, triage={"corrective": {"sources": ["samples"]}}, eval={"prompts": "x.jsonl"})
     assert Pipeline(run, "test").triage.corrective.model == str(model_dir)  # the run's model samples
     assert Pipeline(run, "test").triage.corrective.seed == 3
+
+
+def test_cli_triage_with_corrective_config_writes_and_says_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from realign.cli import app
+    from realign.synth import World
+    from realign.synth.export import make_pairs
+
+    write_pairs(tmp_path / "d.jsonl", make_pairs(World(0), 1000))
+    config = tmp_path / "t.yaml"
+    config.write_text("corrective: {sources: [old-responses]}\n")
+    res = CliRunner().invoke(app, ["triage", "--config", str(config), "--data", str(tmp_path / "d.jsonl"), "--policy",
+                                   "synth-contextual-referral", "--out", str(tmp_path / "t.jsonl"),
+                                   "--cache", str(tmp_path / "c.sqlite"), "-q"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "t.summary.json").read_text())
+    found = summary["corrective"]
+    assert f"corrective responses: y_c for {found['pairs_with_y_c']} of {found['punish_pairs']} PUNISH" in res.output
+    records = read_pairs(tmp_path / "t.jsonl").pairs
+    with_y_c = [r for r in records if r.corrective is not None]
+    assert len(with_y_c) == found["pairs_with_y_c"] > 0
+    assert all(r.category == "PUNISH" and r.corrective["source"] == "old-responses" for r in with_y_c)

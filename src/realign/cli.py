@@ -159,6 +159,11 @@ def triage(
         f" | judged {summary['judged']} responses ({summary['judge_calls']} calls, {summary['cache_hits']} cache hits)"
         f" -> {cfg.out}"
     )
+    if "corrective" in summary:
+        found = summary["corrective"]
+        typer.echo(f"corrective responses: y_c for {found['pairs_with_y_c']} of {found['punish_pairs']} PUNISH pairs ("
+                   + ", ".join(f"{name} {v['found']}/{v['prompts']} prompts" for name, v in found["sources"].items())
+                   + ")")
 
 
 @app.command()

@@ -78,7 +78,8 @@ def markdown(result: dict) -> list[str]:
     lines = ["# Corrective responses: sources of y_c for PUNISH pairs (no oracle)", "",
              f"Command: `{result['command']}`  ", f"Machine: {result['machine']['cpus']} CPUs; settings "
              f"`{json.dumps(result['settings'])}`. Judge: the rules judge (the world's ground truth). "
-             "Every candidate is written by the model for its own prompt (old responses: to the exact same prompt).", "",
+             "Every candidate is written by the model for its own prompt (old responses: to the exact same prompt).",
+             *([result["note"]] if result.get("note") else []), "",
              "| seed | shift | sources | PUNISH pairs (prompts) | with y_c | candidates | judge calls | tokens generated "
              "| wall s | y_c styles | y_c naming their prompt's topic |", "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
     for row in result["rows"]:
@@ -103,8 +104,10 @@ def main(argv: list[str]) -> None:
                         help="Also measured: these sources in this order (empty: none).")
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--prefixes", type=int, default=4, help="style-prefix: distinct prefixes tried.")
     parser.add_argument("--work", type=Path, default=Path("benchmarks/.efficacy"))
     parser.add_argument("--name", default="corrective_sources")
+    parser.add_argument("--note", default="", help="A line for the results header.")
     args = parser.parse_args(argv)
 
     import torch
@@ -115,7 +118,8 @@ def main(argv: list[str]) -> None:
     from realign.synth.policies import SHIFTS, VALIDATION_SHIFTS
 
     torch.set_num_threads(1)
-    settings = {"samples": args.samples, "temperature": args.temperature, "opening": SYNTH_OPENING}
+    settings = {"samples": args.samples, "temperature": args.temperature, "prefixes": args.prefixes,
+                "opening": SYNTH_OPENING}
     rows = []
     for seed in args.seeds:
         data = prepare_data(args.work / "data" / f"seed{seed}-n1000", seed=seed, shifts=(*SHIFTS, *VALIDATION_SHIFTS))
@@ -130,8 +134,10 @@ def main(argv: list[str]) -> None:
                       f"({summary['wall_s']} s)", file=sys.stderr, flush=True)
     from realign.provenance import provenance
 
-    result = {"benchmark": "corrective_sources", "command": "python benchmarks/corrective_sources.py " + " ".join(argv),
-              "settings": settings, "machine": machine(1, "cpu"), "rows": rows, "provenance": provenance()}
+    shown = [a for i, a in enumerate(argv) if a != "--note" and (i == 0 or argv[i - 1] != "--note")]
+    result = {"benchmark": "corrective_sources", "command": "python benchmarks/corrective_sources.py " + " ".join(shown),
+              "settings": settings, "machine": machine(1, "cpu"), "rows": rows, "note": args.note,
+              "provenance": provenance()}
     write_results(args.name, result, markdown(result))
     print(f"-> {RESULTS / args.name}.md")
 

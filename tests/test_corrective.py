@@ -235,3 +235,19 @@ def test_cli_triage_with_corrective_config_writes_and_says_it(tmp_path):
     with_y_c = [r for r in records if r.corrective is not None]
     assert len(with_y_c) == found["pairs_with_y_c"] > 0
     assert all(r.category == "PUNISH" and r.corrective["source"] == "old-responses" for r in with_y_c)
+
+
+def test_punish_pairs_without_y_c_get_dual_npo_or_are_left_out():
+    from realign.train.methods import MethodOptions, get_method
+
+    v = {"chosen": {"compliant": True}, "rejected": {"compliant": False}}
+    records = [
+        PreferencePair("p1", "q1", "BAD w", "BAD l", category="PUNISH", corrective={"response": "ok", "source": "samples"}),
+        PreferencePair("p2", "q2", "BAD w", "BAD l", category="PUNISH"),
+        PreferencePair("i", "q3", "ok", "BAD", category="INVERT", swapped=True, verdicts=v),
+        PreferencePair("r", "q4", "ok", "BAD", category="RETAIN", verdicts=v),
+    ]
+    trace = get_method("trace-no-impact")
+    kinds = lambda opts: [(t.kind, t.prompt) for t in trace.terms(records, opts)]  # noqa: E731
+    assert kinds(MethodOptions()) == [("pref", "q1"), ("npo2", "q2"), ("pref", "q3"), ("kl", "q4")]
+    assert kinds(MethodOptions(punish_without_y_c="exclude")) == [("pref", "q1"), ("pref", "q3"), ("kl", "q4")]

@@ -455,6 +455,11 @@ class TrainConfig(StrictModel):
         "π_new, zero while the pair's margin over the reference is ≥ 0: it resists losing the old preference without "
         "strengthening it (TRACE family; 0 = the paper's objective)."
     )
+    punish_without_y_c: Literal["npo", "exclude"] = Field(
+        "npo", description="TRACE family: a PUNISH pair without a compliant response y_c gets dual NPO (the paper), or is "
+        "left out as DPO-Gold leaves it out (with corrective responses, NPO on the old loser pushes down the opening the "
+        "y_c of other prompts share)."
+    )
     nll_weight: float = Field(
         0.0, ge=0, description="Anchor: weight of an NLL term on the positive response of every preference term."
     )

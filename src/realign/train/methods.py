@@ -46,6 +46,8 @@ class MethodOptions:
     retain_pref: float = 0.0
     #: weight of L_K, the one-sided (keep-only) preference term on those RETAIN pairs (0 = off)
     retain_keep: float = 0.0
+    #: a PUNISH pair without y_c: "npo" (dual NPO, the paper) or "exclude" (left out, as DPO-Gold does)
+    punish_without_y_c: str = "npo"
 
 
 class Method:
@@ -121,11 +123,16 @@ class Trace(Method):
 
     def terms(self, records, options):
         _require_triaged(records, self.name)
-        n_conflict = sum(r.category in (INVERT, PUNISH) for r in records)
+        left_out = options.punish_without_y_c == "exclude"
+        conflict = [r for r in records if r.category == INVERT
+                    or (r.category == PUNISH and not (left_out and r.y_c is None))]
+        kept = {id(r) for r in conflict}
         out = []
         for r in records:
-            if r.category in (INVERT, PUNISH):
-                out.append(self.conflict_term(r, self.conflict_weight(r, n_conflict, options)))
+            if id(r) in kept:
+                out.append(self.conflict_term(r, self.conflict_weight(r, len(conflict), options)))
+            elif r.category == PUNISH:
+                continue
             else:
                 if self.use_kl and options.alpha_kl > 0:
                     out.append(Term("kl", r.prompt, r.chosen, None, options.alpha_kl, "L_KL"))

@@ -501,7 +501,7 @@ def run(config, progress: bool = True) -> dict:
     check_trainer_args(config.trainer_args)
     records = read_pairs(config.data, invert_order=config.invert_order).pairs
     options = MethodOptions(alpha_kl=config.alpha_kl, normalise=config.normalise, retain_pref=config.retain_pref,
-                            retain_keep=config.retain_keep)
+                            retain_keep=config.retain_keep, punish_without_y_c=config.punish_without_y_c)
     terms = method.terms(records, options)
     if not terms:
         raise RealignError(f"{config.data}: method {method.name!r} finds nothing to train on in {len(records)} records")

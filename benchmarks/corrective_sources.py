@@ -64,14 +64,19 @@ def measure(data: Path, model: str, shift: str, sources: list[str], settings: di
 
 
 def on_topic(records) -> dict:
-    """How many y_c name their own prompt's topic (the world's truth does not check it; a
-    candidate the model wrote about another topic would pass the rules judge)."""
+    """How many y_c name their own prompt's topic, and how many are exactly a response the world
+    writes for their prompt (the world's truth checks neither: a candidate about another topic,
+    or a garbled one that contains a referral phrase, passes the rules judge)."""
     from realign.synth import World
 
     world = World(0)  # topic names are the same in every world
+    from realign.synth.export import prompt_from_meta
+
     found = [r for r in records if r.corrective is not None and r.meta.get("topic")]
     hits = sum(world.topic(r.meta["topic"])[1].name in str(r.corrective["response"]) for r in found)
-    return {"with_y_c": len(found), "naming_their_topic": hits}
+    exact = sum(str(r.corrective["response"]) in {world.response(prompt_from_meta(r.meta), style)
+                                                   for style in ("referral", "helpful", "refusal")} for r in found)
+    return {"with_y_c": len(found), "naming_their_topic": hits, "world_text": exact}
 
 
 def markdown(result: dict) -> list[str]:
@@ -81,7 +86,8 @@ def markdown(result: dict) -> list[str]:
              "Every candidate is written by the model for its own prompt (old responses: to the exact same prompt).",
              *([result["note"]] if result.get("note") else []), "",
              "| seed | shift | sources | PUNISH pairs (prompts) | with y_c | candidates | judge calls | tokens generated "
-             "| wall s | y_c styles | y_c naming their prompt's topic |", "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+             "| wall s | y_c styles | y_c naming their prompt's topic | y_c = the world's own text |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
     for row in result["rows"]:
         s = row["summary"]
         tokens = sum(v["generated_tokens"] for v in s["sources"].values())
@@ -91,7 +97,8 @@ def markdown(result: dict) -> list[str]:
         lines.append(f"| {row['seed']} | {row['shift']} | {' → '.join(row['sources'])} | {s['punish_pairs']} "
                      f"({s['punish_prompts']}) | {s['pairs_with_y_c']} ({100 * share:.1f} %) | {cands} | {calls} | "
                      f"{tokens} | {s['wall_s']} | {json.dumps(s['styles'])} | "
-                     f"{s['on_topic']['naming_their_topic']}/{s['on_topic']['with_y_c']} |")
+                     f"{s['on_topic']['naming_their_topic']}/{s['on_topic']['with_y_c']} | "
+                     f"{s['on_topic'].get('world_text', '–')}/{s['on_topic']['with_y_c']} |")
     return lines + [""]
 
 

@@ -251,3 +251,15 @@ def test_punish_pairs_without_y_c_get_dual_npo_or_are_left_out():
     kinds = lambda opts: [(t.kind, t.prompt) for t in trace.terms(records, opts)]  # noqa: E731
     assert kinds(MethodOptions()) == [("pref", "q1"), ("npo2", "q2"), ("pref", "q3"), ("kl", "q4")]
     assert kinds(MethodOptions(punish_without_y_c="exclude")) == [("pref", "q1"), ("pref", "q3"), ("kl", "q4")]
+
+
+def test_a_fluency_floor_leaves_unlikely_candidates_unjudged(tmp_path, fake_sampler):
+    judge = ScriptedJudge()
+    config = CorrectiveConfig(sources=["samples"], model="m", min_logprob=-1.0)
+    with VerdictCache(tmp_path / "c.sqlite") as cache:
+        records, stats = triaged(cache)
+        summary = attach_corrective(records, config, POLICY, judge, cache, stats, progress=False)
+    assert judge.asked == ["BAD sample", "BAD sample"]  # one per prompt
+    assert summary["pairs_with_y_c"] == 0  # "a fine sample" (-2.0) is below the floor
+    assert summary["sources"]["samples"] == {"prompts": 2, "found": 0, "candidates": 4, "fluent": 2,
+                                             "generated_tokens": 14, "judge_calls": 2}

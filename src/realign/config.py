@@ -106,6 +106,10 @@ class CorrectiveConfig(StrictModel):
         None, description="style-prefix: a regex matching the start of a response that is about its own prompt "
         "(e.g. a restatement of the request); it is cut from the compliant responses before their first words are "
         "taken, and the model writes its own (greedy) before the prefix. None: prefixes start the response.")
+    min_logprob: float | None = Field(
+        None, le=0.0, description="Take only candidates whose mean token log-prob under the model is at least this "
+        "(a fluency floor: a judge that reads style may accept garbled text that contains the right phrase); "
+        "None: any. Candidates below it are not judged.")
     batch_size: int = Field(32, ge=1, description="Prompts per generation batch.")
     device: str = Field("auto", description="cpu, cuda, cuda:N or auto.")
     seed: int = Field(0, description="Sampling seed.")

@@ -217,16 +217,18 @@ def attach_corrective(records: Sequence[PreferencePair], config, policy: Policy,
         todo = {x: p for x, p in prompts.items() if x not in found}
         before = stats.judge_calls
         if source == "old-responses" or not todo:
-            candidates = old_response_candidates(records, list(todo)) if todo else {}
+            made = old_response_candidates(records, list(todo)) if todo else {}
         else:
             sampler = sampler or Sampler(config, policy, cache)
             prefixes = style_prefixes(records, config.prefix_words, config.prefixes, config.opening)
-            candidates = sampler.candidates(source, todo, prefixes)
+            made = sampler.candidates(source, todo, prefixes)
+        candidates = _fluent(made, config.min_logprob)
         chosen = _best_compliant(source, candidates, store, stats, judge.identity, verified=source == "old-responses")
         found.update(chosen)
         per_source[source] = {
-            "prompts": len(todo), "found": len(chosen), "candidates": sum(len(c) for c in candidates.values()),
-            "generated_tokens": sum(c.tokens for cs in candidates.values() for c in cs),
+            "prompts": len(todo), "found": len(chosen), "candidates": sum(len(c) for c in made.values()),
+            **({"fluent": sum(len(c) for c in candidates.values())} if config.min_logprob is not None else {}),
+            "generated_tokens": sum(c.tokens for cs in made.values() for c in cs),
             "judge_calls": stats.judge_calls - before,
             **({"prefixes": prefixes} if source == "style-prefix" and todo else {})}
     for r in punish:
@@ -236,6 +238,15 @@ def attach_corrective(records: Sequence[PreferencePair], config, policy: Policy,
     return {"sources": per_source, "punish_pairs": len(punish), "punish_prompts": len(prompts),
             "pairs_with_y_c": with_y_c, "pairs_without_y_c": len(punish) - with_y_c, "judge": judge.identity,
             "model": sampler.identity if sampler is not None else None}
+
+
+def _fluent(candidates: dict[str, list[Candidate]], floor: float | None) -> dict[str, list[Candidate]]:
+    """The candidates whose mean token log-prob is at least ``floor`` (all of them when None;
+    old responses, which have none, always)."""
+    if floor is None:
+        return candidates
+    return {x: [c for c in cs if c.logprob is None and c.origin or c.logprob is not None and c.logprob >= floor]
+            for x, cs in candidates.items()}
 
 
 def _best_compliant(source: str, candidates: dict[str, list[Candidate]], store: VerdictStore, stats: TriageStats,

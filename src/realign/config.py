@@ -387,10 +387,10 @@ class ScoreConfig(StrictModel):
     out: Path = Field(..., description="Weighted records (JSONL): the input with `impact` on conflict records.")
     gold_data: str | None = Field(None, description="Triaged records to draw the gold batch from (default: data).")
     gold_size: int = Field(64, ge=3, description="Gold batch size B (reference default 64).")
-    gold_punish: Literal["own-y_c", "compliant"] = Field(
-        "own-y_c", description="PUNISH samples of the gold batch: own-y_c pairs a record that has y_c (an oracle's or "
-        "a corrective response) with it, the others with a compliant response of another prompt; compliant always "
-        "draws one (Alg. 2 as published; the same when no record has y_c).")
+    gold_punish: Literal["compliant", "own-y_c"] = Field(
+        "compliant", description="PUNISH samples of the gold batch: compliant draws a compliant response of another "
+        "prompt (Alg. 2 as published); own-y_c pairs a record that has y_c (an oracle's or a corrective response) with "
+        "it (the same when no record has y_c; not validated, so not the default).")
     seed: int = Field(0, description="Seed for the gold batch and the fresh adapter.")
     beta: float = Field(0.3, gt=0, description="β of the preference and NPO losses.")
     preference_loss: Literal["dpo", "ipo"] = Field("dpo", description="ℓ_pref: DPO form (reference) or IPO.")

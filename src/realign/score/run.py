@@ -88,7 +88,7 @@ def allocate(size: int, available: dict[str, int]) -> dict[str, int]:
     return take
 
 
-def build_gold_batch(records: Sequence[PreferencePair], size: int, seed: int, punish: str = "own-y_c") -> GoldBatch:
+def build_gold_batch(records: Sequence[PreferencePair], size: int, seed: int, punish: str = "compliant") -> GoldBatch:
     """Alg. 2: RETAIN pairs as they are, swapped INVERT pairs, and PUNISH prompts paired as
     (x, y ~ Uniform(Y_compliant), old y_w), where Y_compliant = chosen of RETAIN ∪ chosen of
     swapped INVERT — or, with ``punish`` "own-y_c", as (x, y_c, old y_w) where the record has a

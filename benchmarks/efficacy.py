@@ -389,7 +389,9 @@ def select_variant(agg: dict, variants: dict) -> dict:
                             "unchanged_delta": min(t["unchanged_slices"]["mean"] - b["unchanged_slices"]["mean"]
                                                    for t, b in zip(trace, base)),  # the worst shift
                             "benign_delta": mean(trace, "benign_accuracy") - mean(base, "benign_accuracy"),
-                            "degenerate_delta": mean(trace, "degenerate") - mean(base, "degenerate")}
+                            "degenerate_delta": mean(trace, "degenerate") - mean(base, "degenerate"),
+                            "shifts": len(trace)}
+    every = max((r["shifts"] for r in per_run.values()), default=0)
     groups: dict[str, list[str]] = {}
     for variant in per_run:
         groups.setdefault(replicate_of(variants.get(variant, {})), []).append(variant)
@@ -400,9 +402,11 @@ def select_variant(agg: dict, variants: dict) -> dict:
         row["replicates"] = members
         row["eligible"] = (row["benign_delta"] >= -0.02 and row["unchanged_delta"] >= -0.05
                            and row["degenerate_delta"] <= 0.02)
-        row["candidate"] = not variants.get(head, {}).get("oracle")  # an oracle model is not a setting
+        row["complete"] = all(per_run[v]["shifts"] == every for v in members)  # measured on every shift
+        row["candidate"] = not variants.get(head, {}).get("oracle") and row["complete"]  # an oracle is not a setting
         table[head] = row
-    pool = [v for v, r in table.items() if r["eligible"] and r["candidate"]] or [v for v, r in table.items() if r["candidate"]]
+    pool = ([v for v, r in table.items() if r["eligible"] and r["candidate"]] or [v for v, r in table.items() if r["candidate"]]
+            or list(table))
     selected = max(pool, key=lambda v: (table[v]["agreement"], table[v]["balanced"]))
     return {"rule": SELECTION_RULE, "table": table, "selected": selected,
             "overrides": {k: v for k, v in variants[selected].items() if k != "methods"},
@@ -410,6 +414,13 @@ def select_variant(agg: dict, variants: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- tables
+
+
+def _not_a_candidate(row: dict) -> str:
+    """Why a row of the selection table is not a candidate ("" when it is)."""
+    if not row.get("complete", True):
+        return f" (measured on {row['shifts']:.0f} shifts only: not a candidate)"
+    return "" if row.get("candidate", True) else " (needs an oracle model: not a default)"
 
 
 def pct(stat: dict | None) -> str:
@@ -468,7 +479,7 @@ def markdown(result: dict) -> list[str]:
                          f"{100 * r['balanced']:.1f} | {100 * r['changed_slices']:.1f} | {100 * r['unchanged_delta']:+.1f} | "
                          f"{100 * r['benign_delta']:+.1f} | "
                          f"{100 * r['degenerate_delta']:+.1f} | {'yes' if r['eligible'] else 'no'}"
-                         f"{'' if r.get('candidate', True) else ' (needs an oracle model: not a default)'} |")
+                         f"{_not_a_candidate(r)} |")
         lines += ["", f"Selected `{sel['selected']}`: `{json.dumps(sel['overrides'])}`", ""]
     if result.get("targets"):
         lines += ["## Targets (TRACE, means over seeds)", "", "| shift | target | value | met |", "|---|---|---|---|"]

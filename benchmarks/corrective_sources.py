@@ -85,13 +85,13 @@ def markdown(result: dict) -> list[str]:
              f"`{json.dumps(result['settings'])}`. Judge: the rules judge (the world's ground truth). "
              "Every candidate is written by the model for its own prompt (old responses: to the exact same prompt).",
              *([result["note"]] if result.get("note") else []), "",
-             "| seed | shift | sources | PUNISH pairs (prompts) | with y_c | candidates | judge calls | tokens generated "
+             "| seed | shift | sources | PUNISH pairs (prompts) | with y_c | candidates | judged (cache or call) | tokens generated "
              "| wall s | y_c styles | y_c naming their prompt's topic | y_c = the world's own text |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
     for row in result["rows"]:
         s = row["summary"]
         tokens = sum(v["generated_tokens"] for v in s["sources"].values())
-        calls = sum(v["judge_calls"] for v in s["sources"].values())
+        calls = sum(v.get("judged", v["judge_calls"]) for v in s["sources"].values())
         cands = sum(v["candidates"] for v in s["sources"].values())
         share = s["pairs_with_y_c"] / s["punish_pairs"] if s["punish_pairs"] else 0.0
         lines.append(f"| {row['seed']} | {row['shift']} | {' → '.join(row['sources'])} | {s['punish_pairs']} "

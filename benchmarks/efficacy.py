@@ -509,11 +509,12 @@ def corrective_lines(results: list[dict]) -> list[str]:
     if not rows:
         return []
     lines = ["## Corrective responses (TRACE's y_c for PUNISH pairs, no oracle)", "",
-             "| cell | PUNISH pairs with y_c | per source: prompts found / asked, judge calls, tokens generated |",
+             "| cell | PUNISH pairs with y_c | per source: prompts found / asked, candidates judged, tokens generated |",
              "|---|---:|---|"]
     for r in rows:
         c = r["corrective"]
-        per = "; ".join(f"{name}: {v['found']}/{v['prompts']}, {v['judge_calls']} calls, {v['generated_tokens']} tok"
+        per = "; ".join(f"{name}: {v['found']}/{v['prompts']}, {v.get('judged', v['judge_calls'])} judged, "
+                        f"{v['generated_tokens']} tok"
                         for name, v in c["sources"].items())
         lines.append(f"| {cell_name(r)} | {c['pairs_with_y_c']}/{c['punish_pairs']} | {per} |")
     return lines + [""]

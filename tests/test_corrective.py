@@ -94,7 +94,7 @@ def test_old_responses_to_the_same_prompt_need_no_judge_call(tmp_path):
                                       "judge": "scripted/v1", "verdict": by_id["r1"].verdicts["chosen"], "from": "r1"}
     assert by_id["p2"].corrective is None and judge.calls == 0 and stats.judge_calls == calls
     assert summary["sources"]["old-responses"] == {"prompts": 2, "found": 1, "candidates": 1, "generated_tokens": 0,
-                                                   "judge_calls": 0}
+                                                   "judged": 0, "judge_calls": 0}
     assert (summary["pairs_with_y_c"], summary["pairs_without_y_c"], summary["model"]) == (1, 1, None)
 
 
@@ -132,9 +132,10 @@ def test_model_sources_judge_every_candidate_and_keep_the_likeliest_compliant(tm
     assert fake_sampler.made == [("style-prefix", ["q2"], ["Here is", "Sorry I"])]
     assert sorted(judge.asked) == ["Here is BAD", "Here is fine", "Here is finer"]
     s = summary["sources"]
-    assert s["style-prefix"] == {"prompts": 1, "found": 1, "candidates": 3, "generated_tokens": 7, "judge_calls": 3,
+    assert s["style-prefix"] == {"prompts": 1, "found": 1, "candidates": 3, "generated_tokens": 7, "judged": 3, "judge_calls": 3,
                                  "prefixes": ["Here is", "Sorry I"]}
-    assert s["samples"] == {"prompts": 0, "found": 0, "candidates": 0, "generated_tokens": 0, "judge_calls": 0}
+    assert s["samples"] == {"prompts": 0, "found": 0, "candidates": 0, "generated_tokens": 0, "judged": 0,
+                            "judge_calls": 0}
     assert summary["pairs_with_y_c"] == 2 and summary["model"] == "fake-model"
 
 
@@ -146,6 +147,7 @@ def test_rerun_judges_nothing_again(tmp_path, fake_sampler):
         judge = ScriptedJudge()
         again = attach_corrective(records, config, POLICY, judge, cache, TriageStats(), progress=False)
     assert judge.calls == 0 and again["sources"]["samples"]["judge_calls"] == 0 and again["pairs_with_y_c"] == 2
+    assert again["sources"]["samples"]["judged"] == 4  # the same candidates, verdicts from the cache
 
 
 def test_y_c_trains_punish_as_a_preference_and_the_oracle_comes_first():
@@ -262,4 +264,4 @@ def test_a_fluency_floor_leaves_unlikely_candidates_unjudged(tmp_path, fake_samp
     assert judge.asked == ["BAD sample", "BAD sample"]  # one per prompt
     assert summary["pairs_with_y_c"] == 0  # "a fine sample" (-2.0) is below the floor
     assert summary["sources"]["samples"] == {"prompts": 2, "found": 0, "candidates": 4, "fluent": 2,
-                                             "generated_tokens": 14, "judge_calls": 2}
+                                             "generated_tokens": 14, "judged": 2, "judge_calls": 2}

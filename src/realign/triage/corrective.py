@@ -223,13 +223,14 @@ def attach_corrective(records: Sequence[PreferencePair], config, policy: Policy,
             prefixes = style_prefixes(records, config.prefix_words, config.prefixes, config.opening)
             made = sampler.candidates(source, todo, prefixes)
         candidates = _fluent(made, config.min_logprob)
-        chosen = _best_compliant(source, candidates, store, stats, judge.identity, verified=source == "old-responses")
+        chosen, judged = _best_compliant(source, candidates, store, stats, judge.identity,
+                                         verified=source == "old-responses")
         found.update(chosen)
         per_source[source] = {
             "prompts": len(todo), "found": len(chosen), "candidates": sum(len(c) for c in made.values()),
             **({"fluent": sum(len(c) for c in candidates.values())} if config.min_logprob is not None else {}),
             "generated_tokens": sum(c.tokens for cs in made.values() for c in cs),
-            "judge_calls": stats.judge_calls - before,
+            "judged": judged, "judge_calls": stats.judge_calls - before,
             **({"prefixes": prefixes} if source == "style-prefix" and todo else {})}
     for r in punish:
         hit = found.get(prompt_text(r.prompt))
@@ -250,8 +251,9 @@ def _fluent(candidates: dict[str, list[Candidate]], floor: float | None) -> dict
 
 
 def _best_compliant(source: str, candidates: dict[str, list[Candidate]], store: VerdictStore, stats: TriageStats,
-                    judge_identity: str, verified: bool = False) -> dict[str, dict]:
-    """``{prompt key: corrective record}``: per prompt, of the candidates the judge finds
+                    judge_identity: str, verified: bool = False) -> tuple[dict[str, dict], int]:
+    """``{prompt key: corrective record}`` and the number of distinct candidates judged (from
+    the verdict cache or by the judge): per prompt, of the candidates the judge finds
     compliant, the model's likeliest (the first, for old responses). ``verified``: the
     candidates' verdicts are the triage's own (old responses), so none is judged again."""
     items = [(x, c) for x, cs in candidates.items() for c in cs]
@@ -268,4 +270,4 @@ def _best_compliant(source: str, candidates: dict[str, list[Candidate]], store: 
                   **({"prefix": best.prefix} if best.prefix else {}),
                   **({"logprob": round(best.logprob, 4)} if best.logprob is not None else {}),
                   **({"from": best.origin} if best.origin else {})}
-    return out
+    return out, len(verdicts)

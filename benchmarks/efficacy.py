@@ -390,8 +390,8 @@ def select_variant(agg: dict, variants: dict) -> dict:
                                                    for t, b in zip(trace, base)),  # the worst shift
                             "benign_delta": mean(trace, "benign_accuracy") - mean(base, "benign_accuracy"),
                             "degenerate_delta": mean(trace, "degenerate") - mean(base, "degenerate"),
-                            "shifts": len(trace)}
-    every = max((r["shifts"] for r in per_run.values()), default=0)
+                            "cells": sum(t["agreement"]["n"] for t in trace)}  # (shift, world) results
+    every = max((r["cells"] for r in per_run.values()), default=0)
     groups: dict[str, list[str]] = {}
     for variant in per_run:
         groups.setdefault(replicate_of(variants.get(variant, {})), []).append(variant)
@@ -402,7 +402,7 @@ def select_variant(agg: dict, variants: dict) -> dict:
         row["replicates"] = members
         row["eligible"] = (row["benign_delta"] >= -0.02 and row["unchanged_delta"] >= -0.05
                            and row["degenerate_delta"] <= 0.02)
-        row["complete"] = all(per_run[v]["shifts"] == every for v in members)  # measured on every shift
+        row["complete"] = all(per_run[v]["cells"] == every for v in members)  # on every shift and world
         row["candidate"] = not variants.get(head, {}).get("oracle") and row["complete"]  # an oracle is not a setting
         table[head] = row
     pool = ([v for v, r in table.items() if r["eligible"] and r["candidate"]] or [v for v, r in table.items() if r["candidate"]]
@@ -419,7 +419,7 @@ def select_variant(agg: dict, variants: dict) -> dict:
 def _not_a_candidate(row: dict) -> str:
     """Why a row of the selection table is not a candidate ("" when it is)."""
     if not row.get("complete", True):
-        return f" (measured on {row['shifts']:.0f} shifts only: not a candidate)"
+        return f" (measured on {row['cells']:.0f} (shift, world) cells, fewer than the others: not a candidate)"
     return "" if row.get("candidate", True) else " (needs an oracle model: not a default)"
 
 

@@ -11,8 +11,10 @@ oracle relabelling); every other method sees the triage alone (TRACE: dual NPO o
 
 Splits — the defaults were tuned on ``validation`` only; ``report`` is what the README shows:
 
-* ``validation``: shifts synth-contextual and synth-referral, world seeds 100, 101, 102 (three
-  bootstrapped models: the starting model moves results as much as the settings do);
+* ``validation``: shifts synth-contextual, synth-referral and synth-research-referral (a
+  PUNISH-heavy shift: a referral required in one context for two categories, which the old data
+  barely shows; validation only), world seeds 100, 101, 102 (three bootstrapped models: the
+  starting model moves results as much as the settings do);
 * ``ceiling``: the testbed check: oracle SFT alone on all four shifts, validation world seeds 100, 101, 102,
   gated by :data:`CEILING_GATE` (results/efficacy_ceiling.*);
 * ``report``: all four shifts, world seeds 0, 1, 2: main grid (1000 pairs, no noise, all
@@ -70,8 +72,8 @@ ABLATIONS = {"trace-no-kl", "trace-no-triage"}
 #: every shift? Validation world seeds only; its gate is :data:`CEILING_GATE`.
 CEILING_METHODS = ["oracle-sft"]
 SPLITS = {
-    "validation": {"shifts": ["synth-contextual", "synth-referral"], "seeds": [100, 101, 102], "sizes": [1000],
-                   "noise": [0.0]},
+    "validation": {"shifts": ["synth-contextual", "synth-referral", "synth-research-referral"], "seeds": [100, 101, 102],
+                   "sizes": [1000], "noise": [0.0]},
     "ceiling": {"shifts": SHIFTS, "seeds": [100, 101, 102], "sizes": [1000], "noise": [0.0]},
     "report": {"shifts": SHIFTS, "seeds": [0, 1, 2], "sizes": [250, 1000], "noise": [0.0, 0.2]},
 }
@@ -134,7 +136,8 @@ def run_unit(spec: dict, seed=None) -> dict:
     table = outcomes(run_dir, data, spec["shift"], ["base", method])
     trained = json.loads((run_dir / "train" / method / "train_summary.json").read_text())
     return {"outcomes": {"base": table["base"], spec["method"]: table[method]}, "budget": trained.get("budget"),
-            "triage": triage.get("counts"), "weights": weights, "wall_s": time.perf_counter() - start}
+            "triage": triage.get("counts"), "corrective": triage.get("corrective"), "weights": weights,
+            "wall_s": time.perf_counter() - start}
 
 
 # --------------------------------------------------------------------------- the grid
@@ -187,9 +190,12 @@ def cell_name(c: dict) -> str:
 def prepare(work: Path, grid_cells: list[dict], cache: Path, jobs: int, threads: int) -> None:
     """Data exports (cheap, in this process) and one bootstrap per world seed (in workers)."""
     from realign.synth.experiment import prepare_data
+    from realign.synth.policies import SHIFTS as REPORT_SHIFTS
+    from realign.synth.policies import VALIDATION_SHIFTS
 
     for seed, size in sorted({(c["seed"], c["size"]) for c in grid_cells}):
-        prepare_data(work / "data" / f"seed{seed}-n{size}", seed=seed, n_pairs=size)
+        prepare_data(work / "data" / f"seed{seed}-n{size}", seed=seed, n_pairs=size,
+                     shifts=(*REPORT_SHIFTS, *VALIDATION_SHIFTS))
     seeds = sorted({c["seed"] for c in grid_cells})
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         list(pool.map(lambda s: run_worker(__file__, {"bootstrap": s, "cache": str(cache), "threads": threads},
@@ -273,6 +279,7 @@ def run_grid(work: Path, grid_cells: list[dict], cache: Path, jobs: int, threads
         cell["wall_s"] += r["wall_s"]
         if method == "trace":
             cell["weights"] = r["weights"]
+            cell["corrective"] = r.get("corrective")
     return [merged[i] for i in sorted(merged)], sorted(missing)
 
 
@@ -434,7 +441,9 @@ def select_variant(agg: dict, variants: dict) -> dict:
                             "unchanged_delta": min(t["unchanged_slices"]["mean"] - b["unchanged_slices"]["mean"]
                                                    for t, b in zip(trace, base)),  # the worst shift
                             "benign_delta": mean(trace, "benign_accuracy") - mean(base, "benign_accuracy"),
-                            "degenerate_delta": mean(trace, "degenerate") - mean(base, "degenerate")}
+                            "degenerate_delta": mean(trace, "degenerate") - mean(base, "degenerate"),
+                            "cells": sum(t["agreement"]["n"] for t in trace)}  # (shift, world) results
+    every = max((r["cells"] for r in per_run.values()), default=0)
     groups: dict[str, list[str]] = {}
     for variant in per_run:
         groups.setdefault(replicate_of(variants.get(variant, {})), []).append(variant)
@@ -445,9 +454,11 @@ def select_variant(agg: dict, variants: dict) -> dict:
         row["replicates"] = members
         row["eligible"] = (row["benign_delta"] >= -0.02 and row["unchanged_delta"] >= -0.05
                            and row["degenerate_delta"] <= 0.02)
-        row["candidate"] = not variants.get(head, {}).get("oracle")  # an oracle model is not a setting
+        row["complete"] = all(per_run[v]["cells"] == every for v in members)  # on every shift and world
+        row["candidate"] = not variants.get(head, {}).get("oracle") and row["complete"]  # an oracle is not a setting
         table[head] = row
-    pool = [v for v, r in table.items() if r["eligible"] and r["candidate"]] or [v for v, r in table.items() if r["candidate"]]
+    pool = ([v for v, r in table.items() if r["eligible"] and r["candidate"]] or [v for v, r in table.items() if r["candidate"]]
+            or list(table))
     selected = max(pool, key=lambda v: (table[v]["agreement"], table[v]["balanced"]))
     return {"rule": SELECTION_RULE, "table": table, "selected": selected,
             "overrides": {k: v for k, v in variants[selected].items() if k != "methods"},
@@ -455,6 +466,13 @@ def select_variant(agg: dict, variants: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- tables
+
+
+def _not_a_candidate(row: dict) -> str:
+    """Why a row of the selection table is not a candidate ("" when it is)."""
+    if not row.get("complete", True):
+        return f" (measured on {row['cells']:.0f} (shift, world) cells, fewer than the others: not a candidate)"
+    return "" if row.get("candidate", True) else " (needs an oracle model: not a default)"
 
 
 def pct(stat: dict | None) -> str:
@@ -510,6 +528,7 @@ def markdown(result: dict) -> list[str]:
             lines += _size_noise_tables(by_shift, grid)
     if result.get("ceiling"):
         lines += ceiling_lines(result["ceiling"])
+    lines += corrective_lines(result.get("cell_results") or [])
     if result.get("missing_units"):
         lines += [f"**Missing units** (no result; not in the tables): {', '.join(result['missing_units'])}", ""]
     if result.get("selection"):
@@ -525,7 +544,7 @@ def markdown(result: dict) -> list[str]:
                          f"{100 * r['balanced']:.1f} | {100 * r['changed_slices']:.1f} | {100 * r['unchanged_delta']:+.1f} | "
                          f"{100 * r['benign_delta']:+.1f} | "
                          f"{100 * r['degenerate_delta']:+.1f} | {'yes' if r['eligible'] else 'no'}"
-                         f"{'' if r.get('candidate', True) else ' (needs an oracle model: not a default)'} |")
+                         f"{_not_a_candidate(r)} |")
         lines += ["", f"Selected `{sel['selected']}`: `{json.dumps(sel['overrides'])}`", ""]
     if result.get("targets"):
         lines += ["## Targets (TRACE, means over seeds)", "", "| shift | target | value | met |", "|---|---|---|---|"]
@@ -546,6 +565,24 @@ def markdown(result: dict) -> list[str]:
     for s in main["base"]["by_slice"]:
         lines.append(f"| {s} | " + " | ".join(f"{100 * main[mm]['by_slice'].get(s, float('nan')):.0f}" for mm in methods) + " |")
     return lines
+
+
+def corrective_lines(results: list[dict]) -> list[str]:
+    """Per cell whose TRACE run had ``triage.corrective``: the PUNISH pairs that got a
+    judge-verified y_c, and per source the prompts found, judge calls and tokens generated."""
+    rows = [r for r in results if r.get("corrective")]
+    if not rows:
+        return []
+    lines = ["## Corrective responses (TRACE's y_c for PUNISH pairs, no oracle)", "",
+             "| cell | PUNISH pairs with y_c | per source: prompts found / asked, candidates judged, tokens generated |",
+             "|---|---:|---|"]
+    for r in rows:
+        c = r["corrective"]
+        per = "; ".join(f"{name}: {v['found']}/{v['prompts']}, {v.get('judged', v['judge_calls'])} judged, "
+                        f"{v['generated_tokens']} tok"
+                        for name, v in c["sources"].items())
+        lines.append(f"| {cell_name(r)} | {c['pairs_with_y_c']}/{c['punish_pairs']} | {per} |")
+    return lines + [""]
 
 
 def summary_table(agg: dict, big: str) -> list[str]:
@@ -679,6 +716,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--name", help="Results name (default: efficacy, or efficacy_validation).")
     parser.add_argument("--seeds", type=int, nargs="+",
                         help="World seeds instead of the split's (e.g. the ceiling check on the report worlds).")
+    parser.add_argument("--shifts", nargs="+",
+                        help="Shifts instead of the split's (e.g. one validation world's feasibility check).")
     args = parser.parse_args(argv)
 
     import yaml
@@ -692,6 +731,8 @@ def main(argv: list[str]) -> None:
     cache = args.cache or default_cache_dir() / "synth"
     if args.seeds:  # this run's split: the tables and the results file read the grid from SPLITS
         SPLITS[args.split] = {**SPLITS[args.split], "seeds": sorted(set(args.seeds))}
+    if args.shifts:
+        SPLITS[args.split] = {**SPLITS[args.split], "shifts": list(dict.fromkeys(args.shifts))}
     grid_cells = cells(args.split, variants)
     start = time.perf_counter()
     print(f"efficacy: {len(grid_cells)} cells, {args.jobs} workers", file=sys.stderr)

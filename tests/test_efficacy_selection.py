@@ -55,6 +55,18 @@ def test_variants_that_need_an_oracle_are_not_candidates():
     assert sel["selected"] == "a"
 
 
+def test_variants_measured_on_fewer_shifts_are_not_candidates():
+    """A variant run on one shift of two, or on fewer worlds (a unit missing or not run), must not win
+    on what it was measured on."""
+    runs = {"a": {"s1": (0.8, {}), "s2": (0.8, {})}, "part": {"s1": (0.99, {})}}
+    sel = select_variant(agg_of(runs), {"a": {}, "part": {"train": {"alpha_kl": 1.0}}})
+    assert not sel["table"]["part"]["complete"] and not sel["table"]["part"]["candidate"]
+    assert sel["selected"] == "a"
+    fewer_worlds = agg_of({"a": {"s1": (0.8, {})}, "part": {"s1": (0.99, {})}})
+    fewer_worlds["a"]["s1"]["1000"]["0.0"]["trace"]["agreement"]["n"] = 3
+    assert select_variant(fewer_worlds, {"a": {}, "part": {"train": {"alpha_kl": 1.0}}})["selected"] == "a"
+
+
 def test_the_ceiling_split_runs_oracle_sft_alone_and_checks_the_gate_per_world_seed():
     from efficacy import CEILING_GATE, MAIN_METHODS, ORACLE_METHODS, ceiling_check, ceiling_lines, cells
 

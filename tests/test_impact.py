@@ -440,3 +440,18 @@ def test_partial_scores_are_not_resumed_across_changed_data(tiny_model, triaged,
     assert summary["timing"]["resumed"] == 0 and summary["produced_by"]["inputs"]["data"].startswith("sha256:")
     fresh, _, _ = run_scores(tiny_model, data, tmp_path, "fresh", batch_size=4)
     assert rerun == fresh
+
+
+def test_gold_batch_pairs_punish_prompts_with_their_own_y_c():
+    recs = records(10, 10, 10)
+    for r in recs[20:25]:
+        r.corrective = {"response": f"y_c-{r.id}", "source": "samples"}
+    gold = build_gold_batch(recs, size=30, seed=0, punish="own-y_c")
+    punish = [s for s, part in zip(gold.samples, gold.parts) if part == PUNISH]
+    own = {s.first for s in punish if s.first.startswith("y_c-")}
+    assert own == {f"y_c-{r.id}" for r in recs[20:25]}
+    for s in punish:  # a y_c always answers its own prompt
+        assert not s.first.startswith("y_c-") or s.first == "y_c-" + s.prompt.removeprefix("x-")
+    paper = build_gold_batch(recs, size=30, seed=0)  # Alg. 2 as published: the default
+    assert not any(s.first.startswith("y_c-") for s in paper.samples)
+    assert paper.samples == build_gold_batch(records(10, 10, 10), size=30, seed=0).samples

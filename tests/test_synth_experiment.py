@@ -120,3 +120,41 @@ def test_a_small_run_yields_the_outcome_table(data, model_dir, tmp_path):
     # the base model's pooled changed-slice rate is the mean of its per-slice rates (1 prompt each)
     base = table["base"]
     assert base["changed_slices"] == pytest.approx(sum(base["by_slice"][s] for s in changed) / len(changed))
+
+
+def test_seeded_triage_gets_the_corrective_responses_its_settings_ask_for(data, model_dir, tmp_path):
+    """In the benchmark the triage is seeded from the truth: with ``triage.corrective`` the
+    adopted records get the stage's corrective responses (keyed like the stage), once; without
+    it, none are left over."""
+    run_dir = tmp_path / "run"
+    path, summary = run_dir / "triage" / "triaged.jsonl", run_dir / "triage" / "triaged.summary.json"
+    seed_triage(run_dir, data, SHIFT)
+    corrective = {"sources": ["old-responses", "samples"], "samples": 2, "max_new_tokens": 4}
+
+    def adopt(triage):
+        run = run_config(run_dir, data, str(model_dir), SHIFT, ["trace"], seed=3, overrides={"triage": triage})
+        pipeline = Pipeline(run, "test")
+        adopt_seeded_triage(pipeline)
+        return pipeline
+
+    pipeline = adopt({"corrective": corrective})
+    made = json.loads(summary.read_text())
+    from realign.triage.run import produced_by
+
+    assert made["produced_by"] == produced_by(pipeline.triage) and "corrective_model" in made["produced_by"]["inputs"]
+    found = made["corrective"]
+    assert found["punish_pairs"] == sum(r["category"] == "PUNISH" for r in _rows(path)) > 0
+    assert set(found["sources"]) == {"old-responses", "samples"} and found["sources"]["samples"]["generated_tokens"] > 0
+    assert sum("corrective" in r for r in _rows(path)) == found["pairs_with_y_c"]
+    stamp = path.stat().st_mtime_ns
+    adopt({"corrective": corrective})  # the same settings: nothing found again
+    assert path.stat().st_mtime_ns == stamp
+    adopt({})
+    assert "corrective" not in json.loads(summary.read_text()) and not any("corrective" in r for r in _rows(path))
+
+
+def test_an_export_without_a_shift_asked_for_is_written_again(tmp_path):
+    out = prepare_data(tmp_path / "d", seed=3, n_pairs=20, eval_per_slice=1, shifts=(SHIFT,))
+    assert not (out / "truth" / "synth-research-referral.jsonl").exists()
+    prepare_data(out, seed=3, n_pairs=20, eval_per_slice=1, shifts=(SHIFT, "synth-research-referral"))
+    assert (out / "truth" / "synth-research-referral.jsonl").exists()

@@ -11,6 +11,7 @@ from realign.data import read_pairs
 from realign.errors import RealignError
 from realign.synth import (
     OLD,
+    POLICY_NAMES,
     SHIFTS,
     SynthConfig,
     World,
@@ -107,7 +108,7 @@ def test_eval_prompts_are_held_out_and_tagged(pairs):
         assert int(r["template"].split("-")[1]) in w.request_split["heldout"]
         j = TruthJudge(OLD).judge(r["prompt"], "")
         assert (j.category, j.context) == (r["category"], r["context"])
-        assert set(r["expected"]) == {OLD, *SHIFTS}
+        assert set(r["expected"]) == set(POLICY_NAMES)  # every named policy, the validation-only shift too
     must_help = {r["slice"] for r in rows if "refusal" not in r["expected"]["synth-contextual"]}
     assert must_help == {"cyber/educational", "cyber/research", "weapons/educational", "weapons/research",
                          "selfharm/educational", "selfharm/therapeutic", "drugs/educational", "drugs/therapeutic",

@@ -176,6 +176,11 @@ def triage(
         + f" | judged {summary['judged']} responses ({summary['judge_calls']} calls, {summary['cache_hits']} cache hits)"
         f" by {_judge_named(cfg.judge, summary['judge'])}" + _labels_and_review(summary) + f" -> {cfg.out}"
     )
+    if "corrective" in summary:
+        found = summary["corrective"]
+        typer.echo(f"corrective responses: y_c for {found['pairs_with_y_c']} of {found['punish_pairs']} PUNISH pairs ("
+                   + ", ".join(f"{name} {v['found']}/{v['prompts']} prompts" for name, v in found["sources"].items())
+                   + ")")
 
 
 def _judge_named(config: JudgeConfig, identity: str) -> str:

@@ -80,6 +80,41 @@ class OracleConfig(EndpointConfig):
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature (0 = greedy).")
 
 
+CorrectiveSource = Literal["old-responses", "samples", "style-prefix", "system-prompt"]
+
+
+class CorrectiveConfig(StrictModel):
+    """Corrective responses (docs/method.md, "Corrective responses"): for each PUNISH pair, a
+    response to the same prompt that the judge verifies compliant, found without an oracle, used
+    as y_c in (x, y_c ≻ y_w). Sources are tried in order; a later one only for the pairs still
+    without y_c. Every candidate generated is written for its own prompt."""
+
+    sources: list[CorrectiveSource] = Field(
+        default_factory=lambda: ["old-responses", "style-prefix"], min_length=1,
+        description="In order: old-responses (another old response to the exact same prompt that the judge "
+        "found compliant), samples (the model's own samples), style-prefix (the model's samples continued from "
+        "the opening words of compliant responses elsewhere in the data: INVERT winners, then RETAIN chosen), "
+        "system-prompt (the model's samples with the policy text as system prompt).")
+    model: str | None = Field(None, description="The model that samples (default in `realign run`: its model).")
+    samples: int = Field(8, ge=1, le=256, description="Samples per prompt (per style prefix) at `temperature`.")
+    temperature: float = Field(1.0, gt=0.0, le=2.0, description="Sampling temperature.")
+    max_new_tokens: int = Field(64, ge=1, description="Longest candidate written.")
+    prefix_words: int = Field(3, ge=1, le=32, description="style-prefix: words of a compliant response's opening.")
+    prefixes: int = Field(4, ge=1, le=64, description="style-prefix: distinct prefixes tried (INVERT winners' "
+                          "first, then by frequency).")
+    opening: str | None = Field(
+        None, description="style-prefix: a regex matching the start of a response that is about its own prompt "
+        "(e.g. a restatement of the request); it is cut from the compliant responses before their first words are "
+        "taken, and the model writes its own (greedy) before the prefix. None: prefixes start the response.")
+    min_logprob: float | None = Field(
+        None, le=0.0, description="Take only candidates whose mean token log-prob under the model is at least this "
+        "(a fluency floor: a judge that reads style may accept garbled text that contains the right phrase); "
+        "None: any. Candidates below it are not judged.")
+    batch_size: int = Field(32, ge=1, description="Prompts per generation batch.")
+    device: str = Field("auto", description="cpu, cuda, cuda:N or auto.")
+    seed: int = Field(0, description="Sampling seed.")
+
+
 class TriageConfig(StrictModel):
     """Stage 1 (Alg. 1 lines 3-6): judge both responses of every pair and triage it."""
 
@@ -96,6 +131,8 @@ class TriageConfig(StrictModel):
     gold_out: Path | None = Field(None, description="Also write the DPO-Gold relabelled set here (TRL format).")
     naive_out: Path | None = Field(None, description="Also write the naive relabelled set here (TRL format).")
     oracle: OracleConfig | None = Field(None, description="Writes compliant responses for PUNISH pairs.")
+    corrective: CorrectiveConfig | None = Field(
+        None, description="Find a judge-verified compliant response y_c for PUNISH pairs without an oracle.")
     max_case_failure_rate: float = Field(
         0.1, ge=0.0, le=1.0, description="Before triaging, the policy's test cases run through the judge; stop when "
         "more than this share of them fail (0: every case must pass; 1: never stop).")
@@ -382,6 +419,10 @@ class ScoreConfig(StrictModel):
     out: Path = Field(..., description="Weighted records (JSONL): the input with `impact` on conflict records.")
     gold_data: str | None = Field(None, description="Triaged records to draw the gold batch from (default: data).")
     gold_size: int = Field(64, ge=3, description="Gold batch size B (reference default 64).")
+    gold_punish: Literal["compliant", "own-y_c"] = Field(
+        "compliant", description="PUNISH samples of the gold batch: compliant draws a compliant response of another "
+        "prompt (Alg. 2 as published); own-y_c pairs a record that has y_c (an oracle's or a corrective response) with "
+        "it (the same when no record has y_c; not validated, so not the default).")
     seed: int = Field(0, description="Seed for the gold batch and the fresh adapter.")
     beta: float = Field(0.3, gt=0, description="β of the preference and NPO losses.")
     preference_loss: Literal["dpo", "ipo"] = Field("dpo", description="ℓ_pref: DPO form (reference) or IPO.")
@@ -481,6 +522,11 @@ class TrainConfig(StrictModel):
         0.0, ge=0, description="λ_K: weight of a one-sided preference term on RETAIN pairs whose loser violates "
         "π_new, zero while the pair's margin over the reference is ≥ 0: it resists losing the old preference without "
         "strengthening it (TRACE family; 0 = the paper's objective)."
+    )
+    punish_without_y_c: Literal["npo", "exclude"] = Field(
+        "npo", description="TRACE family: a PUNISH pair without a compliant response y_c gets dual NPO (the paper), or is "
+        "left out as DPO-Gold leaves it out (with corrective responses, NPO on the old loser pushes down the opening the "
+        "y_c of other prompts share)."
     )
     nll_weight: float = Field(
         0.0, ge=0, description="Anchor: weight of an NLL term on the positive response of every preference term "

@@ -67,9 +67,8 @@ def model_table(title: str, model: type[BaseModel], intro: str = "") -> list[str
 
 
 def reference() -> str:
-    from .config import (EvalConfig, GeneratorConfig, JudgeAuditConfig, JudgeConfig, LoraConfigModel, OracleConfig,
-                         ParamSpaceConfig, SamplingConfig, ScoreConfig, TrainConfig,
-                         TriageConfig)
+    from .config import (CorrectiveConfig, EvalConfig, GeneratorConfig, JudgeAuditConfig, JudgeConfig, LoraConfigModel,
+                         OracleConfig, ParamSpaceConfig, SamplingConfig, ScoreConfig, TrainConfig, TriageConfig)
     from .pipeline import RunConfig
 
     sections = [
@@ -77,6 +76,7 @@ def reference() -> str:
         ("`realign triage`", TriageConfig, ""),
         ("Judge (`judge:` in triage, eval and run; `--judge FILE.yaml`)", JudgeConfig, ""),
         ("Oracle (`oracle:` in triage)", OracleConfig, ""),
+        ("Corrective responses (`corrective:` in triage)", CorrectiveConfig, ""),
         ("`realign score`", ScoreConfig, ""),
         ("Parameter space (`params:` in score)", ParamSpaceConfig, ""),
         ("`realign train`", TrainConfig, ""),

@@ -9,8 +9,10 @@ Accepted formats (TRL's, https://huggingface.co/docs/trl/dataset_formats):
   ``rejected`` share before they differ (TRL's implicit prompt).
 
 Triaged records (Stage 1) add ``category`` (INVERT / PUNISH / RETAIN), ``swapped``,
-``verdicts`` on the stored chosen and rejected response and optionally ``oracle`` (a
-compliant response y_c for a PUNISH pair); Stage 2 adds ``impact``. Other fields are kept
+``verdicts`` on the stored chosen and rejected response and optionally ``oracle`` (an oracle's
+compliant response y_c for a PUNISH pair) or ``corrective`` (a y_c found without an oracle, with
+where it came from: ``{"response", "source", "judge", "verdict", ...}``,
+:mod:`realign.triage.corrective`); Stage 2 adds ``impact``. Other fields are kept
 under ``meta`` and written back unchanged.
 
 **One order in memory.** Every INVERT record read is held *swapped*: ``chosen`` is the response
@@ -41,7 +43,8 @@ ROLES = ("system", "user", "assistant", "tool")
 Message = dict[str, str]
 Text = Union[str, list[Message]]
 
-_KNOWN = {"id", "prompt", "chosen", "rejected", "category", "swapped", "verdicts", "oracle", "impact", "meta"}
+_KNOWN = {"id", "prompt", "chosen", "rejected", "category", "swapped", "verdicts", "oracle", "corrective", "impact",
+          "meta"}
 #: the largest ``impact`` a record may carry: training multiplies each term's loss by its weight
 #: in float32, where a larger value is infinite (and the loss with it)
 LARGEST_WEIGHT = 3.4028234663852886e38
@@ -64,10 +67,19 @@ class PreferencePair:
     oracle: Text | None = None
     impact: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    corrective: dict[str, Any] | None = None
 
     @property
     def conversational(self) -> bool:
         return isinstance(self.chosen, list)
+
+    @property
+    def y_c(self) -> Text | None:
+        """The compliant response a PUNISH pair is trained towards: the oracle's when there is
+        one, else the corrective response found without an oracle, else None (dual NPO)."""
+        if self.oracle is not None:
+            return self.oracle
+        return self.corrective["response"] if self.corrective is not None else None
 
     def to_record(self) -> dict[str, Any]:
         rec: dict[str, Any] = {"id": self.id, "prompt": self.prompt, "chosen": self.chosen, "rejected": self.rejected}
@@ -78,6 +90,8 @@ class PreferencePair:
             rec["verdicts"] = self.verdicts
         if self.oracle is not None:
             rec["oracle"] = self.oracle
+        if self.corrective is not None:
+            rec["corrective"] = self.corrective
         if self.impact is not None:
             rec["impact"] = self.impact
         if self.meta:
@@ -200,6 +214,19 @@ def _check_verdicts(value: Any) -> dict[str, dict]:
     return value
 
 
+def _check_corrective(value: Any, conversational: bool) -> dict[str, Any]:
+    """A corrective response: an object with the ``response`` (like the record's responses) and
+    its ``source``."""
+    if not isinstance(value, dict):
+        raise _Fail("corrective", f"expected an object, got {type(value).__name__}")
+    if "response" not in value:
+        raise _Fail("corrective.response", "missing")
+    _check_text(value["response"], "corrective.response", conversational)
+    if not isinstance(value.get("source"), str) or not value["source"]:
+        raise _Fail("corrective.source", f"expected a non-empty string, got {shorten(value.get('source'))}")
+    return value
+
+
 def _stated_order(obj: dict, verdicts: dict[str, dict] | None) -> str | None:
     """The order an INVERT record says it is stored in, or None when it does not say."""
     if "swapped" in obj:
@@ -277,6 +304,7 @@ def parse_record(obj: Any, invert_order: str | None = None) -> PreferencePair:
         raise _Fail("swapped", f"expected true or false, got {shorten(swapped)}")
     verdicts = _check_verdicts(obj["verdicts"]) if obj.get("verdicts") is not None else None
     oracle = _check_text(obj["oracle"], "oracle", conversational) if obj.get("oracle") is not None else None
+    corrective = _check_corrective(obj["corrective"], conversational) if obj.get("corrective") is not None else None
     impact = obj.get("impact")
     if impact is not None:
         if isinstance(impact, bool) or not isinstance(impact, (int, float)):
@@ -292,7 +320,8 @@ def parse_record(obj: Any, invert_order: str | None = None) -> PreferencePair:
     if not isinstance(meta, dict):
         raise _Fail("meta", f"expected an object, got {type(meta).__name__}")
     meta = {**meta, **{k: v for k, v in obj.items() if k not in _KNOWN}}
-    pair = PreferencePair(str(rid), prompt, chosen, rejected, category, swapped, verdicts, oracle, impact, meta)
+    pair = PreferencePair(str(rid), prompt, chosen, rejected, category, swapped, verdicts, oracle, impact, meta,
+                          corrective)
     return _in_memory_order(pair, _stated_order(obj, verdicts) if category == "INVERT" else None, invert_order)
 
 

@@ -81,9 +81,12 @@ class Pipeline:
         cache = run.cache_path()
         #: whether Stage 2 runs: some method reads impact weights (its ``needs_impact``)
         self.needs_scores = any([get_method(m).needs_impact for m in run.methods])  # every name checked
+        triage = dict(run.triage)
+        if isinstance(triage.get("corrective"), dict):  # the run's model samples, on the run's device
+            triage["corrective"] = {"model": run.model, "device": run.device, "seed": run.seed, **triage["corrective"]}
         self.triage = validate(
             TriageConfig,
-            {**run.triage, "data": run.data, "policy": policy, "judge": resolved(run.judge), "cache": cache,
+            {**triage, "data": run.data, "policy": policy, "judge": resolved(run.judge), "cache": cache,
              "out": out / "triage" / "triaged.jsonl", "gold_out": out / "triage" / "gold.jsonl",
              "naive_out": out / "triage" / "naive.jsonl"},
             f"{source}: triage",
@@ -189,7 +192,7 @@ class Pipeline:
 
     def _devices(self) -> list[tuple[str, str]]:
         """(config field, device) of every device the run will use: the shared ``device``, any
-        stage section's own, and a model judge's or oracle's."""
+        stage section's own, and a model judge's, oracle's or corrective sampler's."""
         run = self.run
         found = [("device", run.device)]
         found += [(f"{name}.device", str(getattr(run, name)["device"]))
@@ -198,6 +201,8 @@ class Pipeline:
             found.append(("judge.device", run.judge.device))
         if self.triage.oracle is not None and self.triage.oracle.backend == "hf":
             found.append(("triage.oracle.device", self.triage.oracle.device))
+        if self.triage.corrective is not None:
+            found.append(("triage.corrective.device", self.triage.corrective.device))
         return found
 
     def _check_device(self, field: str, device: str) -> None:

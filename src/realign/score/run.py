@@ -114,11 +114,15 @@ def _shortfall(size: int, available: dict[str, int], take: dict[str, int]) -> st
             + f"; the other categories took the rest ({', '.join(extra)})")
 
 
-def build_gold_batch(records: Sequence[PreferencePair], size: int, seed: int, remainder: str = "spread") -> GoldBatch:
+def build_gold_batch(records: Sequence[PreferencePair], size: int, seed: int, remainder: str = "spread",
+                     punish: str = "compliant") -> GoldBatch:
     """Alg. 2: RETAIN pairs as they are, swapped INVERT pairs, and PUNISH prompts paired as
     (x, y ~ Uniform(Y_compliant), old y_w), where Y_compliant = chosen of RETAIN ∪ chosen of
-    swapped INVERT. Seeded; a shortfall is redistributed as ``remainder`` says (:func:`allocate`)
-    and noted."""
+    swapped INVERT — or, with ``punish`` "own-y_c", as (x, y_c, old y_w) where the record has a
+    compliant response of its own (an oracle's or a corrective one): a response drawn from other
+    prompts shows the old behaviour (mostly refusals) where the shift asks for a new one, and
+    would score the y_c terms against their own direction. Seeded; a shortfall is redistributed
+    as ``remainder`` says (:func:`allocate`) and noted."""
     rng = random.Random(seed)
     by = {c: [r for r in records if r.category == c] for c in (RETAIN, INVERT, PUNISH)}
     compliant = [r.chosen for r in by[RETAIN]] + [r.chosen for r in by[INVERT]]
@@ -142,7 +146,8 @@ def build_gold_batch(records: Sequence[PreferencePair], size: int, seed: int, re
         samples.append(gold_term(r.prompt, r.chosen, r.rejected))
         parts.append(INVERT)
     for r in rng.sample(by[PUNISH], take[PUNISH]):
-        samples.append(gold_term(r.prompt, rng.choice(compliant), r.chosen))  # r.chosen = old y_w
+        own = r.y_c if punish == "own-y_c" else None
+        samples.append(gold_term(r.prompt, own if own is not None else rng.choice(compliant), r.chosen))  # chosen = y_w
         parts.append(PUNISH)
     return GoldBatch(samples, parts, notes)
 
@@ -386,7 +391,7 @@ def _run(config, progress: bool) -> dict:
 
     variant = VARIANTS[config.variant]
     scorer, params = _build_scorer(config, state, variant)
-    gold = build_gold_batch(gold_source, config.gold_size, config.seed, variant.gold_remainder)
+    gold = build_gold_batch(gold_source, config.gold_size, config.seed, variant.gold_remainder, config.gold_punish)
     directions, direction = _directions(config, scorer, _objectives(variant, gold, conflict), conflict)
     shares = gather_object([_score(config, scorer, conflict, directions, variant, state, made, progress)])
     if not state.is_main_process:  # one share per process above ([share] itself when alone)

@@ -40,8 +40,8 @@ def prepare_data(out: Path, seed: int, n_pairs: int = 1000, eval_per_slice: int 
     """Export the world of ``seed`` into ``out`` (pairs, eval prompts, truth triage per shift)
     and write ``eval_all.jsonl``: the sensitive eval prompts plus the benign questions (slice
     ``benign``), the prompt file of ``realign eval``. An export already there is reused only if
-    its manifest names this world (version and hash) and this config; otherwise it is written
-    again, saying so."""
+    its manifest names this world (version and hash) and this config, and holds the truth of
+    every shift in ``shifts``; otherwise it is written again, saying so."""
     from .export import SynthConfig, export
     from .world import World
 
@@ -52,6 +52,8 @@ def prepare_data(out: Path, seed: int, n_pairs: int = 1000, eval_per_slice: int 
         world = World(seed)
         wanted = {"world": {"version": world.version, "hash": world.hash}, "config": config.model_dump(mode="json")}
         stale = [key for key in wanted if made.get(key) != wanted[key]]
+        if not set(shifts) <= set(made.get("triage", {})):
+            stale.append("shifts")
         if stale:
             print(f"{out}: exporting again (its {' and '.join(stale)} differ)", flush=True)
             manifest.unlink()
@@ -103,13 +105,14 @@ def stage_settings(overrides: dict | None = None) -> dict[str, dict]:
 def run_config(out: Path, data: Path, model: str, shift: str, methods: list[str], *, seed: int = 0,
                overrides: dict | None = None, cache: Path | None = None, device: str = "cpu"):
     """The pipeline config of one experiment: the defaults, then ``overrides`` (same sections
-    as the YAML of ``realign run``: judge, score, train, eval)."""
+    as the YAML of ``realign run``: judge, triage, score, train, eval)."""
     from ..pipeline import RunConfig
 
     settings = merge_settings(RUN_DEFAULTS, overrides or {})
     return RunConfig(
         out=out, model=model, data=str(data / "pairs.jsonl"), policy=shift, old_policy=OLD, device=device, seed=seed,
-        methods=methods, cache=cache, judge=settings["judge"], score=settings["score"], train=settings["train"],
+        methods=methods, cache=cache, judge=settings["judge"], triage=settings.get("triage", {}),
+        score=settings["score"], train=settings["train"],
         eval={**settings["eval"], "prompts": str(data / EVAL_FILE)},
     )
 
@@ -152,21 +155,57 @@ def seed_triage(run_dir: Path, data: Path, shift: str, noise: float = 0.0, seed:
     })
 
 
-def adopt_seeded_triage(pipeline) -> None:
+def adopt_seeded_triage(pipeline, progress: bool = False) -> None:
     """Make ``pipeline`` (a :class:`~realign.pipeline.Pipeline` of a run directory
     :func:`seed_triage` wrote into) take the seeded records as its triage stage's output: the
     summary gets the ``produced_by`` record of the pipeline's triage stage and the digest of the
     records as its ``outputs``, without which the stage reruns the rules judge over them (same
-    categories, but no oracle responses y_c and no label noise). Call it after
-    :func:`seed_triage` and before ``pipeline.execute()``."""
+    categories, but no oracle responses y_c and no label noise). With ``triage.corrective``
+    configured, the stage's corrective responses are found for the seeded records here, as the
+    stage would (:mod:`realign.triage.corrective`). Call it after :func:`seed_triage` and before
+    ``pipeline.execute()``."""
     from ..stage import output_digests, summary_path
     from ..triage.run import produced_by
 
     path = summary_path(pipeline.triage.out)
     summary = json.loads(path.read_text(encoding="utf-8"))
-    summary["produced_by"] = produced_by(pipeline.triage)
+    made = produced_by(pipeline.triage)
+    if (summary.get("produced_by") or {}).get("key") == made["key"]:
+        return
+    summary.pop("corrective", None)
+    if pipeline.triage.corrective is not None or _has_corrective(pipeline.triage.out):
+        summary.update(_seeded_corrective(pipeline.triage, progress))
+    summary["produced_by"] = made
     summary["outputs"] = output_digests(path, [pipeline.triage.out])
     write_json(path, summary)
+
+
+def _has_corrective(path: Path) -> bool:
+    from ..data import read_pairs
+
+    return any(r.corrective is not None for r in read_pairs(path).pairs)
+
+
+def _seeded_corrective(config, progress: bool) -> dict:
+    """Rewrite the seeded records of triage ``config.out`` with the corrective responses its
+    ``corrective`` settings find (none when unset); the summary entry ``corrective``, if any."""
+    from dataclasses import replace
+
+    from ..data import read_pairs, write_pairs
+    from ..judges import make_judge
+    from ..judges.cache import VerdictCache
+    from ..policy import Policy
+    from ..triage.corrective import attach_corrective
+    from ..triage.judging import TriageStats
+
+    records = [replace(r, corrective=None) for r in read_pairs(config.out).pairs]
+    added = {}
+    if config.corrective is not None:
+        with VerdictCache(config.cache_path(), commit_every=1) as cache:
+            added["corrective"] = attach_corrective(records, config.corrective, Policy.load(config.policy),
+                                                    make_judge(config.judge), cache, TriageStats(), progress)
+    write_pairs(config.out, records)
+    return added
 
 
 def shift_changes(data: Path, shift: str) -> set[str]:

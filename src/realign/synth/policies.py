@@ -5,7 +5,10 @@
 * ``synth-contextual`` -- shift (a), contextual exceptions;
 * ``synth-stricter`` -- shift (b), a category that was answered must now be refused;
 * ``synth-referral`` -- shift (c), helpful answers must point to a professional;
-* ``synth-contextual-referral`` -- (a) and (c) together.
+* ``synth-contextual-referral`` -- (a) and (c) together;
+* ``synth-research-referral`` -- validation only (:data:`VALIDATION_SHIFTS`): a referral answer
+  required in one context (research) for two categories, a shift the old data barely shows
+  (most of its conflicts are PUNISH pairs).
 
 A new shift is one more YAML file: copy ``synth_old.yaml`` and edit ``text`` and
 ``rules.requirements`` (keep the ``styles``, ``categories`` and ``contexts`` tables, which
@@ -23,7 +26,10 @@ from ..resources import resource_path
 
 OLD = "synth-old"
 SHIFTS = ("synth-contextual", "synth-stricter", "synth-referral", "synth-contextual-referral")
-POLICY_NAMES = (OLD, *SHIFTS)
+#: Shifts only the efficacy benchmark's validation split runs (defaults are chosen on them; the
+#: report split and ``synth export``'s default keep :data:`SHIFTS`).
+VALIDATION_SHIFTS = ("synth-research-referral",)
+POLICY_NAMES = (OLD, *SHIFTS, *VALIDATION_SHIFTS)
 
 
 def policy_path(name: str) -> Path:

@@ -60,6 +60,8 @@ class MethodOptions:
     samples: tuple[JudgedSample, ...] = ()
     #: self-distill: ``sft`` (passed samples) or ``dpo`` (passed over failed samples of a prompt)
     objective: str = "sft"
+    #: a PUNISH pair without y_c: "npo" (dual NPO, the paper) or "exclude" (left out, as DPO-Gold does)
+    punish_without_y_c: str = "npo"
 
 
 class Method:
@@ -128,21 +130,27 @@ class Trace(Method):
     @staticmethod
     def conflict_term(record: PreferencePair, weight: float = 1.0) -> Term:
         """ℓ_i of one conflict record: INVERT — ℓ_pref on the stored (swapped) pair (L_I); PUNISH —
-        ℓ_pref on (y_c ≻ y_w) with an oracle response, treated like INVERT, else dual NPO on both
+        ℓ_pref on (y_c ≻ y_w) with a compliant response y_c (an oracle's, or a corrective response
+        the judge verified: :attr:`PreferencePair.y_c`), treated like INVERT, else dual NPO on both
         responses (L_II). Stage 2 scores exactly this term (docs/method.md Stage 2)."""
         if record.category == INVERT:
             return Term("pref", record.prompt, record.chosen, record.rejected, weight, "L_I")
-        if record.oracle is not None:
-            return Term("pref", record.prompt, record.oracle, record.chosen, weight, "L_II")
+        if record.y_c is not None:
+            return Term("pref", record.prompt, record.y_c, record.chosen, weight, "L_II")
         return Term("npo2", record.prompt, record.chosen, record.rejected, weight, "L_II")
 
     def terms(self, records, options):
         _require_triaged(records, self.name)
-        n_conflict = sum(r.category in (INVERT, PUNISH) for r in records)
+        left_out = options.punish_without_y_c == "exclude"
+        conflict = [r for r in records if r.category == INVERT
+                    or (r.category == PUNISH and not (left_out and r.y_c is None))]
+        kept = {id(r) for r in conflict}
         out = []
         for r in records:
-            if r.category in (INVERT, PUNISH):
-                out.append(self.conflict_term(r, self.conflict_weight(r, n_conflict, options)))
+            if id(r) in kept:
+                out.append(self.conflict_term(r, self.conflict_weight(r, len(conflict), options)))
+            elif r.category == PUNISH:
+                continue
             else:
                 if self.use_kl and options.alpha_kl > 0:
                     out.append(Term("kl", r.prompt, r.chosen, None, options.alpha_kl, "L_KL"))

@@ -604,7 +604,8 @@ def _run(config, progress: bool) -> dict:
         print(f"train: {loaded.duplicates_line()}", file=sys.stderr)
     records = loaded.pairs
     options = MethodOptions(alpha_kl=config.alpha_kl, normalise=config.normalise, retain_pref=config.retain_pref,
-                            retain_keep=config.retain_keep, objective=config.sampling.objective)
+                            retain_keep=config.retain_keep, objective=config.sampling.objective,
+                            punish_without_y_c=config.punish_without_y_c)
     terms = method.terms(records, options) if method.samples is None else None
     if terms == [] or (method.samples and not records):
         raise RealignError(f"{config.data}: method {method.name!r} finds nothing to train on in {len(records)} records")

@@ -230,6 +230,7 @@ def _categorised(pair: PreferencePair, v_w: Verdict, v_l: Verdict, rule: Unparse
         category=category,
         swapped=swapped,
         verdicts={"chosen": s_chosen, "rejected": s_rejected},
+        corrective=None,
         impact=None,
     )
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..judges.cache import VerdictCache
 from ..stage import output_digests, summary_path
+from .corrective import MODEL_SOURCES, attach_corrective
 from .judging import HUMAN, TriageStats, VerdictStore, categorise_pairs, judge_pairs
 from .relabel import attach_oracle_responses, gold_pairs, naive_pairs
 from .review import apply_labels, read_human_labels, review_order, review_rows, write_review
@@ -40,6 +41,10 @@ def produced_by(config, judge=None) -> dict:
         from ..oracle import make_oracle
 
         inputs["oracle"] = make_oracle(config.oracle).identity
+    if config.corrective is not None and set(config.corrective.sources) & set(MODEL_SOURCES):
+        from ..provenance import model_digest
+
+        inputs["corrective_model"] = model_digest(config.corrective.model)
     return record(config, inputs, ignore=("out", "gold_out", "naive_out", "cache"))
 
 
@@ -61,7 +66,8 @@ def _check_outputs(config) -> None:
 
     check_output_paths(
         {"--data": config.data, "--policy": config.policy, "--cache": config.cache_path(), "--labels": config.labels,
-         "the judge model": config.judge.model if config.judge.backend == "hf" else None},
+         "the judge model": config.judge.model if config.judge.backend == "hf" else None,
+         "the corrective model": config.corrective.model if config.corrective is not None else None},
         {"--out": config.out, "--gold-out": config.gold_out, "--naive-out": config.naive_out,
          "--review-out": config.review_out, "the summary of --out": summary_path(config.out)},
     )
@@ -125,8 +131,9 @@ def _judge(config, pairs, policy, judge, labels, progress: bool):
     """Run the policy's test cases through the judge and stop if it fails too many
     (:func:`realign.judges.cases.gate`), then judge the pairs, put the person's ``labels`` over
     the judge's verdicts, categorise the pairs, write the review file if one is asked for, and
-    with an oracle configured attach its y_c to the PUNISH records: (the cases' report, records,
-    stats, the summary's ``labels``, ``review`` and ``oracle`` entries that apply)."""
+    with an oracle configured attach its y_c to the PUNISH records, and with ``corrective`` the
+    corrective responses: (the cases' report, records, stats, the summary's ``labels``,
+    ``review``, ``oracle`` and ``corrective`` entries that apply)."""
     rule = config.judge.on_unparseable
     extra: dict = {}
     with VerdictCache(config.cache_path(), commit_every=1) as cache:
@@ -148,6 +155,8 @@ def _judge(config, pairs, policy, judge, labels, progress: bool):
             extra["oracle"] = attach_oracle_responses(
                 records, policy, make_oracle(config.oracle), judge, cache, stats, progress
             )
+        if config.corrective is not None:
+            extra["corrective"] = attach_corrective(records, config.corrective, policy, judge, cache, stats, progress)
     return cases, records, stats, extra
 
 

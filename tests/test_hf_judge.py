@@ -93,7 +93,7 @@ def test_identity_is_stable_and_follows_the_model(model_dir, tmp_path):
     again = make_judge(hf_config(model_dir, batch_size=2))
     assert isinstance(again, HFJudge)
     assert first.identity == again.identity
-    assert first.identity.startswith(f"hf/{model_dir}/v1/")
+    assert first.identity.startswith(f"hf/{model_dir}/v1/chat-quoted-1/")
     assert first.identity.endswith(model_fingerprint(model_dir))
 
     other = save_tiny(tmp_path / "other", seed=1)

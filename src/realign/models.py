@@ -394,6 +394,10 @@ def _fold_system(messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:
 #: Stands for a quoted literal while a chat is rendered (:func:`quote_specials`): a private-use
 #: character, which no chat template writes.
 _MARK = "\U000f8000"
+#: How chat text becomes token ids (:func:`encode_chat`: special-token strings in a message are
+#: quoted as text). Part of the identity of what caches a local model's output (generations, the
+#: ``hf`` judges' verdicts, the ``hf`` oracle's responses): a change of encoding is a new entry.
+CHAT_ENCODING = "chat-quoted-1"
 
 
 def _literals(tokenizer: "PreTrainedTokenizerBase") -> tuple[str, ...]:

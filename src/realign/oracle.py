@@ -24,6 +24,7 @@ from .config import OracleConfig
 from .errors import JudgeError, RealignError
 from .judges.prompting import neutralise
 from .models import (
+    CHAT_ENCODING,
     encode_chat,
     load_for_inference,
     load_tokenizer,
@@ -184,7 +185,7 @@ class HFOracle:
         except RealignError as exc:
             raise JudgeError(f"oracle: {exc}") from None
         fingerprint = model_fingerprint(config.model)
-        identity = f"hf/{config.model}/{ORACLE_FORMAT_VERSION}/{_settings(config)}"
+        identity = f"hf/{config.model}/{ORACLE_FORMAT_VERSION}/{CHAT_ENCODING}/{_settings(config)}"
         if config.temperature > 0:
             identity += f"/seed={self.seed}"
         self.identity = identity + (f"/{fingerprint}" if fingerprint else "")

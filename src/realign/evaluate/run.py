@@ -266,10 +266,10 @@ def _model_states(config, served: bool, model) -> list[tuple]:
     """(name, context, generator identity) of each state evaluated: ``after`` (the model with
     its adapter, or the served model) and, with ``baseline`` and an adapter, ``baseline`` (the
     adapter disabled, or the served baseline model)."""
-    from ..models import model_fingerprint
+    from ..models import CHAT_ENCODING, model_fingerprint
     from .generators import decoding
 
-    ident = f"gen/{model_fingerprint(config.model) or config.model}/{decoding(config)}"
+    ident = f"gen/{model_fingerprint(config.model) or config.model}/{CHAT_ENCODING}/{decoding(config)}"
     if served:
         states = [("after", nullcontext(), config.generator.model or config.model)]
         if config.baseline and config.adapter is not None:

@@ -15,7 +15,8 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 from ..config import JudgeConfig
 from ..errors import JudgeError, RealignError
-from ..models import load_for_inference, load_tokenizer, max_input_length, model_fingerprint, pad_left, truncate_middle
+from ..models import (CHAT_ENCODING, load_for_inference, load_tokenizer, max_input_length, model_fingerprint, pad_left,
+                      truncate_middle)
 
 #: What stands where a judged text lost its middle.
 TRUNCATION_MARKER = "\n[...]\n"
@@ -73,7 +74,8 @@ class NextTokenJudgeModel:
                 "in its vocabulary, so its answer cannot be read from one next-token distribution"
             )
         fingerprint = model_fingerprint(config.model)
-        self.identity = f"hf/{config.model}/{format_version}" + (f"/{fingerprint}" if fingerprint else "")
+        identity = f"hf/{config.model}/{format_version}/{CHAT_ENCODING}"
+        self.identity = identity + (f"/{fingerprint}" if fingerprint else "")
         self.calls = 0
         self._model = None
         self._forward_kwargs: set[str] = set()

@@ -4,12 +4,11 @@ double quotes is a backspace, not a word boundary), a key given twice in a YAML 
 given twice in one JSON record."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from realign.cli import main
+from cli_run import realign
 from realign.config import load_yaml
 from realign.data import read_pairs
 from realign.errors import DataError, RealignError
@@ -32,13 +31,6 @@ rules:
     - categories: [privacy]
       allow: [refusal]
 """
-
-
-def realign(capsys, monkeypatch, *args) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["realign", *map(str, args)])
-    with pytest.raises(SystemExit) as exit:
-        main()
-    return exit.value.code, capsys.readouterr().err
 
 
 def policy(tmp_path, privacy: str, text: str = POLICY) -> Path:

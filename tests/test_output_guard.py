@@ -14,21 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from realign.cli import main
+from cli_run import realign
 from realign.errors import RealignError
 from realign.files import LOCK_NAME, _HOST, FolderBusy, check_output_paths, folder_lock
 from realign.resources import resource_path
 from realign.testing.tiny import save_tiny
 
 EXAMPLES = resource_path("examples/pairs.jsonl")
-
-
-def realign(capsys, monkeypatch, *args) -> tuple[int, str]:
-    """Run the console entry point in this process: (exit status, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["realign", *map(str, args)])
-    with pytest.raises(SystemExit) as exit:
-        main()
-    return exit.value.code, capsys.readouterr().err
 
 
 def refused(capsys, monkeypatch, args, *expect) -> str:

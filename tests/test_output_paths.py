@@ -4,7 +4,6 @@ existing output that is a symlink or not a regular file, is one ``error:`` line 
 before any work; the inputs are byte-identical afterwards."""
 
 import os
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,21 +11,13 @@ import pytest
 
 from realign.score import run as score  # imported here: importing torch is not part of a test
 from realign.train import run as train
-from realign.cli import main
+from cli_run import realign
 from realign.evaluate import run as evaluate
 from realign.errors import RealignError
 from realign.files import check_output_paths
 from realign.resources import resource_path
 
 EXAMPLES = resource_path("examples/pairs.jsonl")
-
-
-def realign(capsys, monkeypatch, *args) -> tuple[int, str]:
-    """Run the console entry point in this process: (exit status, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["realign", *map(str, args)])
-    with pytest.raises(SystemExit) as exit:
-        main()
-    return exit.value.code, capsys.readouterr().err
 
 
 @pytest.fixture

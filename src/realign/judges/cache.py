@@ -88,6 +88,10 @@ def check_cache_file(path: Path) -> None:
     )
 
 
+#: longest wait for another process that holds a new cache's lock while opening it
+OPEN_WAIT_S = 30.0
+
+
 class VerdictCache:
     """SQLite-backed map (judge, policy, prompt, response) -> Verdict."""
 
@@ -96,10 +100,7 @@ class VerdictCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         check_cache_file(self.path)
         try:
-            self._db = sqlite3.connect(self.path)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            self._db = self._open()
         except sqlite3.DatabaseError as exc:
             if "full" in str(exc):
                 import errno
@@ -108,6 +109,25 @@ class VerdictCache:
             raise RealignError(f"{self.path}: cannot open verdict cache: {exc}") from None
         self._pending = 0
         self.commit_every = commit_every
+
+    def _open(self) -> sqlite3.Connection:
+        """Connect, switch to WAL and create the tables. Several processes may open one new cache
+        at once (``accelerate launch``): switching a new database to WAL takes an exclusive lock
+        that SQLite's busy timeout does not wait for, so "database is locked" is retried for up
+        to :data:`OPEN_WAIT_S` seconds before it is an error."""
+        deadline = time.monotonic() + OPEN_WAIT_S
+        while True:
+            db = sqlite3.connect(self.path, timeout=OPEN_WAIT_S)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(_SCHEMA)
+                return db
+            except sqlite3.OperationalError as exc:
+                db.close()
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     @staticmethod
     def key(judge: str, policy: str, item: JudgeItem) -> str:

@@ -290,3 +290,21 @@ def test_a_fluency_floor_leaves_unlikely_candidates_unjudged(tmp_path, fake_samp
     assert summary["pairs_with_y_c"] == 0  # "a fine sample" (-2.0) is below the floor
     assert summary["sources"]["samples"] == {"prompts": 2, "found": 0, "candidates": 4, "fluent": 2,
                                              "generated_tokens": 14, "judged": 2, "judge_calls": 2}
+
+
+def test_judging_likeliest_first_in_chunks_picks_what_judging_all_picks_for_fewer_calls(tmp_path, fake_sampler):
+    """The fast path (judge_chunk: a few candidates per prompt per round, stop at a pass) against
+    the exact path (judge every candidate, keep the likeliest compliant): same y_c, fewer calls."""
+    picked, calls = {}, {}
+    for chunk in (None, 1, 2):
+        judge = ScriptedJudge()
+        config = CorrectiveConfig(sources=["style-prefix"], model="m", judge_chunk=chunk)
+        with VerdictCache(tmp_path / f"c{chunk}.sqlite") as cache:
+            records, stats = triaged(cache)
+            summary = attach_corrective(records, config, POLICY, judge, cache, stats, progress=False)
+        picked[chunk] = {r.id: r.corrective for r in records if r.category == "PUNISH"}
+        calls[chunk] = summary["sources"]["style-prefix"]["judge_calls"]
+    assert picked[1] == picked[2] == picked[None]
+    assert picked[None]["p2"]["response"] == "Here is finer"
+    # likeliest first: "Here is BAD" (-0.1) fails, "Here is finer" (-0.7) passes; "Here is fine" (-1.0) never judged
+    assert calls[None] == 6 and calls[1] == 4 and calls[2] == 4

@@ -110,6 +110,10 @@ class CorrectiveConfig(StrictModel):
         None, le=0.0, description="Take only candidates whose mean token log-prob under the model is at least this "
         "(a fluency floor: a judge that reads style may accept garbled text that contains the right phrase); "
         "None: any. Candidates below it are not judged.")
+    judge_chunk: int | None = Field(
+        8, ge=1, description="Candidates per prompt judged per round, likeliest first; a prompt's judging stops at the "
+        "round that finds a compliant one (the same y_c as judging every candidate, for fewer judge calls). None: "
+        "judge every candidate.")
     batch_size: int = Field(32, ge=1, description="Prompts per generation batch.")
     device: str = Field("auto", description="cpu, cuda, cuda:N or auto.")
     seed: int = Field(0, description="Sampling seed.")

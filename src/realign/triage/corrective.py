@@ -15,8 +15,9 @@ was asked:
   ``opening``, the model first writes its own opening, then the prefix);
 * ``system-prompt`` — the model's samples with the policy text as system prompt.
 
-Every generated candidate is judged with the run's judge (verdict cache first); of a source's
-compliant candidates the model's likeliest (mean token log-prob) becomes y_c, stored in the
+Generated candidates are judged with the run's judge (verdict cache first), likeliest first
+(mean token log-prob), a few per prompt per round, until one passes: of a source's compliant
+candidates the model's likeliest becomes y_c, stored in the
 record's ``corrective`` with its provenance (source, judge identity, verdict, prefix, model).
 Generations are cached per (prompt, source, prefix), so a rerun generates nothing.
 """
@@ -224,7 +225,7 @@ def attach_corrective(records: Sequence[PreferencePair], config, policy: Policy,
             made = sampler.candidates(source, todo, prefixes)
         candidates = _fluent(made, config.min_logprob)
         chosen, judged = _best_compliant(source, candidates, store, stats, judge.identity,
-                                         verified=source == "old-responses")
+                                         verified=source == "old-responses", chunk=config.judge_chunk)
         found.update(chosen)
         per_source[source] = {
             "prompts": len(todo), "found": len(chosen), "candidates": sum(len(c) for c in made.values()),
@@ -251,23 +252,51 @@ def _fluent(candidates: dict[str, list[Candidate]], floor: float | None) -> dict
 
 
 def _best_compliant(source: str, candidates: dict[str, list[Candidate]], store: VerdictStore, stats: TriageStats,
-                    judge_identity: str, verified: bool = False) -> tuple[dict[str, dict], int]:
+                    judge_identity: str, verified: bool = False, chunk: int | None = None) -> tuple[dict[str, dict], int]:
     """``{prompt key: corrective record}`` and the number of distinct candidates judged (from
     the verdict cache or by the judge): per prompt, of the candidates the judge finds
     compliant, the model's likeliest (the first, for old responses). ``verified``: the
-    candidates' verdicts are the triage's own (old responses), so none is judged again."""
-    items = [(x, c) for x, cs in candidates.items() for c in cs]
-    unique = list(dict.fromkeys(JudgeItem(x, c.text) for x, c in items if c.text.strip()))
-    verdicts = {} if verified else dict(zip(unique, store.resolve(unique, stats))) if unique else {}
+    candidates' verdicts are the triage's own (old responses), so none is judged again.
+
+    Candidates are judged likeliest first, ``chunk`` per prompt per round (all prompts' chunks in
+    one batch, so a remote judge stays concurrent), and a prompt stops at the round that finds a
+    compliant one: every likelier candidate was judged before it, so the y_c is the one judging
+    every candidate would pick, for fewer calls. ``chunk`` None judges every candidate in one round."""
     out: dict[str, dict] = {}
-    for x, cs in candidates.items():
-        ok = [c for c in cs if c.text.strip() and (verified or verdicts[JudgeItem(x, c.text)].compliant)]
-        if not ok:
-            continue
-        best = ok[0] if verified else max(ok, key=lambda c: c.logprob if c.logprob is not None else float("-inf"))
-        verdict = best.verdict if verified else verdicts[JudgeItem(x, best.text)].to_dict()
-        out[x] = {"response": best.text, "source": source, "judge": judge_identity, "verdict": verdict,
-                  **({"prefix": best.prefix} if best.prefix else {}),
-                  **({"logprob": round(best.logprob, 4)} if best.logprob is not None else {}),
-                  **({"from": best.origin} if best.origin else {})}
+    if verified:
+        for x, cs in candidates.items():
+            ok = [c for c in cs if c.text.strip()]
+            if ok:
+                out[x] = _corrective_record(ok[0], source, judge_identity, ok[0].verdict)
+        return out, 0
+    # likeliest first; a stable sort keeps ties in order, as max() over them would pick the first
+    ranked = {x: sorted((c for c in cs if c.text.strip()),
+                        key=lambda c: -(c.logprob if c.logprob is not None else float("-inf")))
+              for x, cs in candidates.items()}
+    open_prompts = [x for x, cs in ranked.items() if cs]
+    verdicts: dict[JudgeItem, object] = {}
+    start = 0
+    while open_prompts:
+        stop = None if chunk is None else start + chunk
+        windows = {x: ranked[x][start:stop] for x in open_prompts}
+        unique = list(dict.fromkeys(JudgeItem(x, c.text) for x, cs in windows.items() for c in cs))
+        unique = [item for item in unique if item not in verdicts]
+        if unique:
+            verdicts.update(zip(unique, store.resolve(unique, stats)))
+        still_open = []
+        for x, window in windows.items():
+            hit = next((c for c in window if verdicts[JudgeItem(x, c.text)].compliant), None)
+            if hit is not None:
+                out[x] = _corrective_record(hit, source, judge_identity, verdicts[JudgeItem(x, hit.text)].to_dict())
+            elif stop is not None and stop < len(ranked[x]):
+                still_open.append(x)
+        open_prompts, start = still_open, stop
     return out, len(verdicts)
+
+
+def _corrective_record(best: Candidate, source: str, judge_identity: str, verdict: dict | None) -> dict:
+    """What a record keeps of its y_c: the text and where it came from."""
+    return {"response": best.text, "source": source, "judge": judge_identity, "verdict": verdict,
+            **({"prefix": best.prefix} if best.prefix else {}),
+            **({"logprob": round(best.logprob, 4)} if best.logprob is not None else {}),
+            **({"from": best.origin} if best.origin else {})}

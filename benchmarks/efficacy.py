@@ -218,12 +218,15 @@ def unit_key(spec: dict) -> str:
 
 
 def run_grid(work: Path, grid_cells: list[dict], cache: Path, jobs: int, threads: int, device: str,
-             command: str, run_missing: bool = True, script: str | Path = __file__) -> tuple[list[dict], list[str]]:
+             command: str, run_missing: bool = True, script: str | Path = __file__,
+             unit_copies: Path | None = None) -> tuple[list[dict], list[str]]:
     """Every (cell, method) unit in a worker (``script --worker SPEC``); the units of a cell are merged back into one
     result (the base model's outcomes from the first unit: greedy decoding, same model). A unit
     run here stores ``command`` (this invocation) as the command that produced it; a stored
     unit keeps its own. Returns the cells and the names of units that have no result (failed,
-    or not run when ``run_missing`` is false)."""
+    or not run when ``run_missing`` is false). ``unit_copies``: a folder that keeps a copy of each
+    finished unit's result (``<cell>/<method>.json``, small enough to commit), read where the run
+    directory has none — a run that spans machines resumes from the committed copies."""
     big, small = max(c["size"] for c in grid_cells), min(c["size"] for c in grid_cells)
 
     def priority(c: dict, method: str) -> tuple[int, int]:
@@ -244,13 +247,17 @@ def run_grid(work: Path, grid_cells: list[dict], cache: Path, jobs: int, threads
                 "run_dir": str(work / "runs" / cell_name(c) / method),
                 "data": str(work / "data" / f"seed{c['seed']}-n{c['size']}")}
         done = Path(spec["run_dir"]) / "efficacy_unit.json"
+        kept = None if unit_copies is None else unit_copies / cell_name(c) / f"{method}.json"
         key = unit_key(spec)
-        if done.exists():
-            stored = json.loads(done.read_text())
+        for stored_at in (done, kept):
+            if stored_at is None or not stored_at.exists():
+                continue
+            stored = json.loads(stored_at.read_text())
             if stored.get("key") == key:
                 return stored
-            print(f"  {cell_name(c)}/{method}: stored result made with other settings or data; running again",
+            print(f"  {cell_name(c)}/{method}: stored result ({stored_at}) made with other settings or data; running again",
                   file=sys.stderr, flush=True)
+            break
         if not run_missing:
             missing.append(f"{cell_name(c)}/{method}")
             return None
@@ -262,6 +269,10 @@ def run_grid(work: Path, grid_cells: list[dict], cache: Path, jobs: int, threads
             return None
         result["key"], result["command"] = key, command
         done.write_text(json.dumps(result))
+        if kept is not None:
+            from realign.files import write_json
+
+            write_json(kept, result)
         print(f"  {cell_name(c)}/{method}: {result['wall_s']:.0f} s", file=sys.stderr, flush=True)
         return result
 
@@ -704,6 +715,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--split", choices=list(SPLITS), default="report")
     parser.add_argument("--variants", type=Path, help="YAML: variant name -> pipeline overrides.")
     parser.add_argument("--work", type=Path, default=Path("benchmarks/.efficacy"), help="Run directories (resumable).")
+    parser.add_argument("--units", type=Path,
+                        help="Keep a copy of each finished unit's result here (small: commit it) and take units from it "
+                             "that --work lacks, so a run resumes on another machine.")
     parser.add_argument("--cache", type=Path, help="Bootstrap model cache (default: the realign cache).")
     parser.add_argument("--jobs", type=int, default=2, help="Cells run at once, each in its own process.")
     parser.add_argument("--threads", type=int, default=1, help="Torch threads per worker.")
@@ -740,7 +754,7 @@ def main(argv: list[str]) -> None:
         prepare(args.work, grid_cells, cache, args.jobs, args.threads)
     invocation = command_line(argv)
     results, missing = run_grid(args.work, grid_cells, cache, args.jobs, args.threads, args.device, invocation,
-                                run_missing=not args.aggregate_only)
+                                run_missing=not args.aggregate_only, unit_copies=args.units)
     commands = producing_commands(results)
     agg = aggregate(results)
     grid = SPLITS[args.split]

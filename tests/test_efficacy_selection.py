@@ -179,3 +179,28 @@ def test_rdpo_runs_in_the_noise_cells_assuming_the_cells_noise_rate(tmp_path, mo
     by_method = {s["method"]: s["overrides"] for s in specs}
     assert by_method == {"trace": {}, "rdpo": {"train": {"rdpo_epsilon": 0.2}}}  # TRACE's units keep their keys
     assert efficacy.method_overrides("rdpo", {"noise": 0.0}) == {}  # no noise: the library's default ε
+
+
+def test_units_folder_keeps_finished_units_so_a_run_resumes_on_another_machine(tmp_path, monkeypatch):
+    import efficacy
+
+    runs = []
+
+    def worker(script, spec, threads):
+        runs.append(spec["method"])
+        Path(spec["run_dir"]).mkdir(parents=True)
+        return {"outcomes": {"base": {}, spec["method"]: {"agreement": 0.5}}, "triage": {}, "weights": None, "wall_s": 1.0}
+
+    key = {"value": "key"}
+    monkeypatch.setattr(efficacy, "unit_key", lambda spec: key["value"])
+    monkeypatch.setattr(efficacy, "run_worker", worker)
+    grid = efficacy.cells("validation", {"default": {"methods": ["trace"]}})[:2]
+    units = tmp_path / "units"
+    first, _ = efficacy.run_grid(tmp_path / "machine1", grid, tmp_path, 1, 1, "cpu", "ran", unit_copies=units)
+    assert len(runs) == 2 and len(list(units.rglob("trace.json"))) == 2
+    # another machine: an empty work folder, the committed copies: nothing runs again
+    again, missing = efficacy.run_grid(tmp_path / "machine2", grid, tmp_path, 1, 1, "cpu", "ran", unit_copies=units)
+    assert len(runs) == 2 and not missing and [c["outcomes"] for c in again] == [c["outcomes"] for c in first]
+    key["value"] = "other settings"  # a copy made with other settings is not reused
+    efficacy.run_grid(tmp_path / "machine3", grid, tmp_path, 1, 1, "cpu", "ran", unit_copies=units)
+    assert len(runs) == 4

@@ -323,12 +323,22 @@ def registered(unit: str) -> str:
 
 
 def budget_overrides(unit: str, triaged: Path) -> dict:
-    """The ``train`` overrides of a budgeted unit: its judge budget, its multiple of the triage
-    judgements of the records in ``triaged`` (TRACE's budget); nothing for another unit."""
+    """The ``train`` overrides of a budgeted unit: its judge budget, its multiple of TRACE's —
+    the triage judgements of the records in ``triaged`` plus the candidates its corrective
+    search judged (the triage summary's ``corrective``, cache hits included: what TRACE's run
+    pays); nothing for another unit."""
     if unit not in BUDGETED:
         return {}
+    return {"train": {"sampling": {"judge_budget": BUDGETED[unit][1] * trace_judgements(triaged)}}}
+
+
+def trace_judgements(triaged: Path) -> int:
+    """TRACE's judge budget on the triage ``triaged``: one judgement per distinct old (prompt,
+    response), plus each corrective candidate judged."""
     from realign.data import read_pairs
+    from realign.stage import summary_path
     from realign.train.sampling import triage_judgements
 
-    budget = BUDGETED[unit][1] * triage_judgements(read_pairs(str(triaged)).pairs)
-    return {"train": {"sampling": {"judge_budget": budget}}}
+    summary = json.loads(summary_path(triaged).read_text(encoding="utf-8")) if summary_path(triaged).exists() else {}
+    corrective = (summary.get("corrective") or {}).get("sources", {})
+    return triage_judgements(read_pairs(str(triaged)).pairs) + sum(s.get("judged", 0) for s in corrective.values())

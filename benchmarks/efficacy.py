@@ -126,7 +126,7 @@ def run_unit(spec: dict, seed=None) -> dict:
     overrides = merge_settings(merge_settings(BENCH_OVERRIDES, spec["overrides"]),
                                budget_overrides(spec["method"], run_dir / "triage" / "triaged.jsonl"))
     run = run_config(run_dir, data, str(boot.path), spec["shift"], [method], seed=spec["seed"],
-                     overrides=overrides, device=spec["device"])
+                     overrides=overrides, device=spec["device"], cache=_cell_cache(spec))
     pipeline = Pipeline(run, "efficacy")
     adopt_seeded_triage(pipeline)  # else the pipeline re-triages with the rules judge: no y_c, no noise
     pipeline.execute(progress=False)
@@ -138,6 +138,14 @@ def run_unit(spec: dict, seed=None) -> dict:
     return {"outcomes": {"base": table["base"], spec["method"]: table[method]}, "budget": trained.get("budget"),
             "triage": triage.get("counts"), "corrective": triage.get("corrective"), "weights": weights,
             "wall_s": time.perf_counter() - start}
+
+
+def _cell_cache(spec: dict) -> Path | None:
+    """One verdict and generation cache for the units of a cell (beside their run directories),
+    so the corrective responses the triage stage looks for are generated and judged once per
+    cell, not once per method: the same samples and verdicts (seeded sampling, a deterministic
+    judge), one computation. None (each run's own cache) for a unit spec without ``run_dir``."""
+    return Path(spec["run_dir"]).parent / "cache.sqlite" if spec.get("run_dir") else None
 
 
 # --------------------------------------------------------------------------- the grid

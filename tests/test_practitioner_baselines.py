@@ -187,7 +187,7 @@ def test_realign_run_trains_and_evaluates_both(triaged, tmp_path):
     assert all(status.startswith("skipped") for name, status in again.items() if name != "report")
 
 
-def test_the_benchmarks_give_the_sampling_baselines_traces_budget_and_four_times_it(triaged):
+def test_the_benchmarks_give_the_sampling_baselines_traces_budget_and_four_times_it(triaged, tmp_path):
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -200,6 +200,16 @@ def test_the_benchmarks_give_the_sampling_baselines_traces_budget_and_four_times
     assert budget_overrides("online-dpo", triaged) == {"train": {"sampling": {"judge_budget": triage}}}
     assert budget_overrides("self-distill-4x", triaged) == {"train": {"sampling": {"judge_budget": 4 * triage}}}
     assert budget_overrides("trace", triaged) == {} and registered("trace") == "trace"
+    # TRACE's corrective search is part of its budget: every candidate it judged (cache hits included)
+    from realign.files import write_json
+    from realign.stage import summary_path
+
+    shutil.copy(triaged, tmp_path / "triaged.jsonl")
+    triaged = tmp_path / "triaged.jsonl"
+    summary = {"stage": "triage"}
+    write_json(summary_path(triaged), {**summary, "corrective": {"sources": {"style-prefix": {"judged": 30, "judge_calls": 0},
+                                                                         "samples": {"judged": 5, "judge_calls": 5}}}})
+    assert budget_overrides("online-dpo-4x", triaged) == {"train": {"sampling": {"judge_budget": 4 * (triage + 35)}}}
     assert set(BUDGETED) <= set(MAIN_METHODS)
     assert method_overrides("online-dpo", {"noise": 0.0})["train"]["sampling"]["system_prompt"] is False  # none there
 

@@ -90,7 +90,7 @@ class CorrectiveConfig(StrictModel):
     without y_c. Every candidate generated is written for its own prompt."""
 
     sources: list[CorrectiveSource] = Field(
-        default_factory=lambda: ["old-responses", "style-prefix"], min_length=1,
+        default_factory=lambda: ["old-responses", "style-prefix", "samples"], min_length=1,
         description="In order: old-responses (another old response to the exact same prompt that the judge "
         "found compliant), samples (the model's own samples), style-prefix (the model's samples continued from "
         "the opening words of compliant responses elsewhere in the data: INVERT winners, then RETAIN chosen), "
@@ -100,7 +100,7 @@ class CorrectiveConfig(StrictModel):
     temperature: float = Field(1.0, gt=0.0, le=2.0, description="Sampling temperature.")
     max_new_tokens: int = Field(64, ge=1, description="Longest candidate written.")
     prefix_words: int = Field(3, ge=1, le=32, description="style-prefix: words of a compliant response's opening.")
-    prefixes: int = Field(4, ge=1, le=64, description="style-prefix: distinct prefixes tried (INVERT winners' "
+    prefixes: int = Field(8, ge=1, le=64, description="style-prefix: distinct prefixes tried (INVERT winners' "
                           "first, then by frequency).")
     opening: str | None = Field(
         None, description="style-prefix: a regex matching the start of a response that is about its own prompt "
@@ -424,9 +424,9 @@ class ScoreConfig(StrictModel):
     gold_data: str | None = Field(None, description="Triaged records to draw the gold batch from (default: data).")
     gold_size: int = Field(64, ge=3, description="Gold batch size B (reference default 64).")
     gold_punish: Literal["compliant", "own-y_c"] = Field(
-        "compliant", description="PUNISH samples of the gold batch: compliant draws a compliant response of another "
-        "prompt (Alg. 2 as published); own-y_c pairs a record that has y_c (an oracle's or a corrective response) with "
-        "it (the same when no record has y_c; not validated, so not the default).")
+        "own-y_c", description="PUNISH samples of the gold batch: own-y_c (default, chosen with corrective responses on "
+        "the validation split) pairs a record that has y_c (an oracle's or a corrective response) with it; compliant "
+        "draws a compliant response of another prompt (Alg. 2 as published). The same when no record has y_c.")
     seed: int = Field(0, description="Seed for the gold batch and the fresh adapter.")
     beta: float = Field(0.3, gt=0, description="β of the preference and NPO losses.")
     preference_loss: Literal["dpo", "ipo"] = Field("dpo", description="ℓ_pref: DPO form (reference) or IPO.")

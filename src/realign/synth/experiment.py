@@ -25,6 +25,9 @@ from .policies import OLD, SHIFTS
 #: leaves unchanged, benchmarks/results/efficacy_validation.md).
 RUN_DEFAULTS: dict[str, Any] = {
     "judge": {"backend": "rules"},
+    # every response of the world opens with a restatement of its request in parentheses: the part of a compliant
+    # response that is about its own prompt, which the corrective search lets the model write for each prompt
+    "triage": {"corrective": {"opening": r"^\([^)]*\)\s*"}},
     "score": {"gold_size": 64, "params": {"kind": "modules", "last_k_blocks": 2}, "batch_size": 32,
               "variant": "cosine"},
     "train": {"finetune": "full", "learning_rate": 5e-4, "max_steps": 300, "batch_size": 16, "nll_weight": 1.0,
@@ -87,14 +90,19 @@ PER_RUN = frozenset({"model", "adapter", "reference", "label", "data", "gold_dat
 
 
 def stage_settings(overrides: dict | None = None) -> dict[str, dict]:
-    """Every setting of the judge, score, train and eval stages an experiment runs with:
+    """Every setting of the judge, triage (its corrective search), score, train and eval stages an experiment runs with:
     :data:`RUN_DEFAULTS` with ``overrides`` merged in, every other field at the library's
     default, less the fields each run sets itself (:data:`PER_RUN`). What a results file
     records, so that a changed default, here or in the library, shows against it."""
     from ..config import EvalConfig, JudgeConfig, ScoreConfig, TrainConfig, resolved
 
+    from ..config import CorrectiveConfig
+
     settings = merge_settings(RUN_DEFAULTS, overrides or {})
     out = {"judge": resolved(JudgeConfig(**settings["judge"]))}
+    corrective = settings.get("triage", {}).get("corrective")
+    out["triage"] = {"corrective": None if corrective is None else {
+        k: v for k, v in resolved(CorrectiveConfig(**corrective)).items() if k not in PER_RUN}}
     for section, model in (("score", ScoreConfig), ("train", TrainConfig), ("eval", EvalConfig)):
         required = {name: "-" for name, field in model.model_fields.items() if field.is_required()}
         config = resolved(model(**{**required, **settings.get(section, {})}))

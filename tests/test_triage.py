@@ -346,3 +346,28 @@ def test_a_cache_that_is_not_a_verdict_cache_is_refused_with_what_it_is(tmp_path
     assert message.startswith(f"{data} is not a verdict cache (an SQLite database)"), message
     assert "did you mean --data" in message and "file is not a database" not in message
     assert data.read_bytes() == before and not (tmp_path / "t.jsonl").exists()
+
+
+def test_checking_a_cache_file_keeps_the_locks_of_a_cache_this_process_has_open(tmp_path):
+    """Closing any descriptor of a file drops every POSIX lock the process holds on it: a raw
+    read of an open cache's header let another process take itself for the last connection and
+    delete the write-ahead log under the open one (a shared benchmark cache was left "malformed").
+    After the check, another process that opens and closes the cache must leave the log alone."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from realign.judges.base import JudgeItem, Verdict
+    from realign.judges.cache import VerdictCache, check_cache_file
+
+    path = tmp_path / "cache.sqlite"
+    with VerdictCache(path, commit_every=1) as cache:
+        cache.put("judge", "policy", JudgeItem("x", "y"), Verdict(True, 0.9, "ok"))
+        check_cache_file(path)
+        VerdictCache(path).close()  # a second cache on the same file in this process checks it too
+        other = "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); db.execute('select count(*) from verdicts').fetchone(); db.close()"
+        subprocess.run([sys.executable, "-c", other, str(path)], check=True)
+        assert Path(f"{path}-wal").exists(), "another process checkpointed and deleted the log of an open cache"
+        cache.put("judge", "policy", JudgeItem("x", "z"), Verdict(False, 0.1, "no"))
+    with VerdictCache(path) as cache:
+        assert len(cache.get_many("judge", "policy", [JudgeItem("x", "y"), JudgeItem("x", "z")])) == 2

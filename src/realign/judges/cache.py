@@ -63,23 +63,39 @@ def _guarded(method):
     return wrapper
 
 
-#: the first bytes of every SQLite 3 database file
-SQLITE_HEADER = b"SQLite format 3\x00"
-
-
 def check_cache_file(path: Path) -> None:
     """A file at ``path`` that is not an SQLite database (a data file given as ``--cache`` by
     mistake) is refused with what it looks like, before SQLite says only "file is not a
-    database". A missing or empty file becomes a new cache."""
+    database". A missing or empty file becomes a new cache.
+
+    The file is asked through SQLite, never opened and closed directly while it may be a
+    database: closing any descriptor of a file drops every POSIX lock the process holds on it,
+    including those of a cache this process has open — another process then takes itself for
+    the last connection, checkpoints and deletes the write-ahead log under it, and the cache is
+    damaged ("database disk image is malformed"). Its bytes are read only once SQLite has
+    refused it, when no connection can hold it."""
     try:
-        with path.open("rb") as fh:
-            head = fh.read(64)
+        if path.stat().st_size == 0:
+            return
     except FileNotFoundError:
         return
     except OSError as exc:
         raise RealignError(f"{path}: cannot read the verdict cache ({exc.strerror or exc})") from None
-    if not head or head.startswith(SQLITE_HEADER):
+    try:
+        probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=OPEN_WAIT_S)
+        try:
+            probe.execute("PRAGMA schema_version").fetchone()
+        finally:
+            probe.close()
         return
+    except sqlite3.DatabaseError as exc:
+        if "not a database" not in str(exc):
+            return  # locked, busy or unreadable now: opening the cache says what it is
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(64)
+    except OSError as exc:
+        raise RealignError(f"{path}: cannot read the verdict cache ({exc.strerror or exc})") from None
     text = head.decode("utf-8", errors="replace").lstrip()
     looks = "; it looks like JSON data: did you mean --data or --prompts?" if text[:1] in ("{", "[") else ""
     raise RealignError(

@@ -6,6 +6,8 @@ named ``metrics.json`` (``realign eval``), ``*.summary.json`` with ``"stage": "t
 (``realign train``) is used; any of them may be missing, and a metrics file can also be
 named directly. The report then shows
 
+* a summary per run against its before, with what each trained run spent (judge calls,
+  generated and training tokens, train-stage wall time: :func:`.collect.run_cost`);
 * a comparison table across runs and methods: Target Policy Agreement (TPA) overall with its
   95 % interval, slice-mean and balanced agreement, attack success and unclassified attack
   responses (pooled over the jailbreak templates), benign accuracy, degenerate and harmful

@@ -4,6 +4,7 @@ and labelled for display (see :mod:`realign.report`)."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Collection, Sequence
@@ -19,6 +20,8 @@ WINRATE_HINT = "winrate"
 """Files with this in their name are read too: ``realign winrate`` results (``"stage": "winrate"``)."""
 TRIAGE_CATEGORIES = ("INVERT", "PUNISH", "RETAIN")
 IMPACT_CATEGORIES = ("INVERT", "PUNISH")
+COSTS = ("judge_calls", "generated_tokens", "training_tokens", "wall_s")
+"""What a method's run cost (:func:`run_cost`), in the order the report's columns show it."""
 
 
 @dataclass
@@ -189,3 +192,65 @@ def _label_all(found: RunData) -> None:
         for src in sources:
             if counts[src.label] > 1:
                 src.label = f"{src.label} [{display(src.path)}]"
+
+
+def run_cost(train: dict, triage: dict | None = None) -> dict[str, float | None] | None:
+    """What a method's run cost, from its ``train_summary.json`` (``train``) ``budget``: judge
+    calls (distinct responses judged, cache hits included: the budget's unit, so a rerun costs
+    what the first run did), generated tokens, training tokens and wall seconds of the train
+    stage (training, plus self-distill's sampling). A method trained on the triage (the budget
+    counts the triage's judgements of its records) also pays the triage's corrective search
+    (``triage``: that triage's summary): its candidates judged and tokens generated — judge calls
+    unknown (None) for a search recorded before its candidates judged were. None: a summary
+    written before budgets were, whose cost is unknown (never 0)."""
+    from ..evaluate.stats import number
+    from ..train.sampling import FROM_TRIAGE
+
+    budget = train.get("budget")
+    if not isinstance(budget, dict):
+        return None
+    cost = {name: number(budget.get(name)) for name in COSTS}
+    corrective = (triage or {}).get("corrective")
+    sources = corrective.get("sources") if isinstance(corrective, dict) else None
+    if budget.get("judge_calls_from") == FROM_TRIAGE and isinstance(sources, dict):
+        spent = [s for s in sources.values() if isinstance(s, dict)]
+        for name, key in (("judge_calls", "judged"), ("generated_tokens", "generated_tokens")):
+            more = [number(s.get(key)) for s in spent]
+            cost[name] = None if cost[name] is None or None in more else cost[name] + sum(more)
+    return cost
+
+
+def _path(value) -> str | None:
+    """A path as a summary records it, normalised (not resolved: the summaries of a run folder
+    moved since still name the same path)."""
+    return os.path.normpath(value) if isinstance(value, str) and value else None
+
+
+def _config_path(data: dict, key: str) -> str | None:
+    config = data.get("config")
+    return _path(config.get(key)) if isinstance(config, dict) else None
+
+
+def triage_of(train: Source, found: RunData) -> Source | None:
+    """The triage summary among ``found`` whose records ``train`` trained on: the one whose
+    output is its data, or the data of the score stage whose output is (paths as the summaries
+    record them); None when none is."""
+    data = _config_path(train.data, "data")
+    scored = {_config_path(s.data, "out"): _config_path(s.data, "data") for s in found.score}
+    data = scored.get(data, data)
+    return next((t for t in found.triage if data is not None and _config_path(t.data, "out") == data), None)
+
+
+def eval_costs(found: RunData) -> dict[Path, dict[str, float | None] | None]:
+    """By metrics file: what the run that trained each evaluated model cost (:func:`run_cost`;
+    the train summary whose saved model or adapter the evaluation read; None: it predates
+    budgets). An evaluation no train summary among ``found`` made (a base model's) is absent."""
+    made = {_path(t.data.get("saved")): t for t in found.train}
+    made.pop(None, None)
+    costs = {}
+    for src in found.evals:
+        train = made.get(_path(src.data.get("adapter") or src.data.get("model")))
+        if train is not None:
+            triage = triage_of(train, found)
+            costs[src.path] = run_cost(train.data, triage.data if triage is not None else None)
+    return costs

@@ -480,12 +480,14 @@ def build_sections(found: RunData, old: dict | None = None) -> list[Section]:
     impact weights, triage, training, sources (a piece no run has is a one-line note or left
     out). ``old``: each run folder's old policy (default: :func:`.changes.old_policies`)."""
     from .changes import PromptRows, old_policies
+    from .collect import eval_costs
 
     groups = policy_groups(found)
     old, prompt_rows = old_policies(found, None) if old is None else old, PromptRows()
+    costs = eval_costs(found)
     sections = []
     for number, (policy, evals) in enumerate(groups, 1):
-        part = _evaluation_sections(evals, old, prompt_rows)
+        part = _evaluation_sections(evals, old, prompt_rows, costs)
         _name_policy(part, policy, number if len(groups) > 1 else None)
         sections += part
     if found.winrate:
@@ -494,15 +496,16 @@ def build_sections(found: RunData, old: dict | None = None) -> list[Section]:
     return sections
 
 
-def _evaluation_sections(found: RunData, old: dict, prompt_rows) -> list[Section]:
+def _evaluation_sections(found: RunData, old: dict, prompt_rows, costs: dict) -> list[Section]:
     """Summary, comparison, TPA by slice, attacks and responses of ``found``'s evaluations
-    (``old``, ``prompt_rows``: what :func:`.changes.run_changes` reads)."""
+    (``old``, ``prompt_rows``: what :func:`.changes.run_changes` reads; ``costs``: what the
+    runs spent, :func:`.collect.eval_costs`)."""
     from .changes import run_changes
     from .summary import example_blocks, summary_section
 
     rows = _rows(found)
     changes = run_changes(rows, old, prompt_rows)
-    sections = [summary_section(changes)] if changes else []
+    sections = [summary_section(changes, costs)] if changes else []
     sections.append(_comparison_section(found, rows))
 
     slice_section, slices = _slice_section(rows)

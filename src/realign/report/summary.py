@@ -1,8 +1,9 @@
 """The report's answers to the two questions it is opened with — did the slices the policy
 changed move, and did anything else break? — per run against its before
-(:mod:`.changes`): a sentence each, a run × {changed, unchanged, regressions, cost} table, the
-changed slices (or, where which changed is unknown, the slices that moved most), the
-regressions, a picture (heat maps or a forest plot), and the responses behind them."""
+(:mod:`.changes`): a sentence each, a run × {changed, unchanged, regressions, cost} table with
+what each run spent (:func:`.collect.eval_costs`), the changed slices (or, where which changed
+is unknown, the slices that moved most), the regressions, a picture (heat maps or a forest
+plot), and the responses behind them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from ..evaluate.metrics import pooled
 from ..evaluate.stats import difference, number, rate_of
 from .changes import RunChange, SliceChange
+from .collect import COSTS
 from .figures import REGRESSION_MARK, Figure, change_forest, change_heat_maps, grid_of
 from .sections import (EXAMPLE_CHARS, MISSING, Details, Lead, Row, Section, Table, _clip, _generations, _verdict_text,
                        fmt_num, fmt_rate, pct)
@@ -115,8 +117,27 @@ def _regressions_cell(change: RunChange) -> str:
     return f"{len(worse)}: {names}"
 
 
-def glance_table(changes: list[RunChange]) -> Table:
-    """Run × {changed slices, unchanged slices, regressions, cost}, before → after."""
+SPENT_HEADER = ["Judge calls", "Generated tokens", "Training tokens", "Train wall (s)"]
+SPENT_CAPTION = (
+    " What each run spent (its train_summary.json's budget; — where unknown, as in a summary written before budgets "
+    "were): judge calls = "
+    "responses judged, cache hits included, so a rerun counts what the first run did — for a method trained on the "
+    "triage, the triage's judgements of the old pairs plus the candidates its corrective search judged (where the "
+    "triage summary is among the files read); for self-distill and online-dpo, their own samples judged; generated "
+    "tokens = sampled from the model (the corrective search's, resp. the method's own samples); training tokens = "
+    "non-padding tokens in training forward passes; train wall = the train stage (training, plus self-distill's "
+    "sampling and judging), the triage and Stage 2 scoring not included.")
+
+
+def _spent(cost: dict | None) -> list[str]:
+    """A run's cost cells (:data:`.collect.COSTS`): counts in full, wall time to a tenth of a second."""
+    values = [(cost or {}).get(name) for name in COSTS]
+    return [MISSING if v is None else f"{v:,.{1 if name == 'wall_s' else 0}f}" for name, v in zip(COSTS, values)]
+
+
+def glance_table(changes: list[RunChange], costs: dict) -> Table:
+    """Run × {changed slices, unchanged slices, regressions, cost}, before → after; then what
+    each run spent (``costs``: :func:`.collect.eval_costs`), where any run's training is known."""
     rows = []
     for change in changes:
         cost = {name: (b, a) for name, b, a in _cost_numbers(change)}
@@ -129,11 +150,16 @@ def glance_table(changes: list[RunChange]) -> Table:
     header = ["Run", "Changed slices", "Unchanged slices", "Regressions", "Benign acc.", "Degenerate", "KL to ref.",
               "ASR (attacks pooled)", "Unclassified (attacks)"]
     used = [i for i in range(len(header)) if i < 4 or any(r[i] != MISSING for r in rows)]
-    return Table("", [header[i] for i in used], [[r[i] for i in used] for r in rows], caption=(
+    header, rows = [header[i] for i in used], [[r[i] for i in used] for r in rows]
+    spent = any(change.row.source.path in costs for change in changes)
+    if spent:
+        header += SPENT_HEADER
+        rows = [[*r, *_spent(costs.get(change.row.source.path))] for r, change in zip(rows, changes)]
+    return Table("", header, rows, caption=(
         "Before → after, in percent: agreement with the new policy pooled over the slices the policy changed and over "
         "those it left unchanged (which changed: the eval prompts' expected behaviour under the old and the new "
         "policy), the regressions, and the cost. " + RULE + " ASR: attack success, violations only; unclassified "
-        "attack responses apart."))
+        "attack responses apart." + (SPENT_CAPTION if spent else "")))
 
 
 def _slice_rows(change: RunChange, slices: list[SliceChange], many: bool) -> list[list[str]]:
@@ -203,11 +229,11 @@ def summary_figures(changes: list[RunChange]) -> list[Figure]:
                    change_forest(compared))]
 
 
-def summary_section(changes: list[RunChange]) -> Section:
-    """The page's first section: a sentence per run, the at-a-glance table, the changed slices,
-    the regressions and the picture."""
+def summary_section(changes: list[RunChange], costs: dict) -> Section:
+    """The page's first section: a sentence per run, the at-a-glance table (with what each run
+    spent: ``costs``), the changed slices, the regressions and the picture."""
     section = Section("Summary", [Lead(sentence(c)) for c in changes])
-    section.blocks.append(glance_table(changes))
+    section.blocks.append(glance_table(changes, costs))
     table = slices_table(changes)
     if table is not None:
         section.blocks.append(table)

@@ -724,14 +724,14 @@ def _budget(config, method, records, trainer: RealignTrainer, prepared: dict | N
     it had judged; any other: those its records' triage judged — TRACE's budget), the judge
     backend's requests, generated and training tokens, and wall time (training, plus
     self-distill's sampling)."""
-    from .sampling import triage_judgements
+    from .sampling import FROM_SAMPLES, FROM_TRIAGE, triage_judgements
 
     trainer.tick()
     b = trainer.budget
     own = method.samples is not None
     return {
         "judge_calls": b.judgements if own else triage_judgements(records),
-        "judge_calls_from": "this method's samples" if own else "the triage of its records",
+        "judge_calls_from": FROM_SAMPLES if own else FROM_TRIAGE,
         "judge_budget": config.sampling.judge_budget if own else None,
         "backend_calls": b.backend_calls if own else None,
         "generated_tokens": b.generated_tokens,

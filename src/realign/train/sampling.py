@@ -31,6 +31,12 @@ from ..data import PreferencePair, Text, prompt_text, response_text
 from .methods import JudgedSample
 
 
+#: train_summary.json's ``budget.judge_calls_from``: whose judgements a run's judge calls are —
+#: a method that samples, its own samples'; any other, the triage's of its records (TRACE's budget).
+FROM_SAMPLES = "this method's samples"
+FROM_TRIAGE = "the triage of its records"
+
+
 @dataclass
 class Budget:
     """What a training run spent: ``judgements`` (distinct responses judged: the budget's unit),

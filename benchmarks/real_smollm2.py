@@ -339,7 +339,8 @@ def split_statement(data: Path, seed: int) -> dict:
 
 def run_old_model(unit: str, spec: dict) -> dict:
     """DPO to the old policy on the seed's pairs (align_old.yaml), merged into the weights."""
-    from realign.config import TrainConfig, validate
+    from realign.config import TrainConfig
+    from realign.reading import validate
     from realign.train.run import merge
     from realign.train.run import run as train
 

@@ -184,7 +184,8 @@ def test_ordinary_aliases_still_load(tmp_path):
 
 
 def test_validation_errors_cut_long_values():
-    from realign.config import TrainConfig, validate
+    from realign.config import TrainConfig
+    from realign.reading import validate
 
     with pytest.raises(RealignError) as info:
         validate(TrainConfig, {"model": "m", "data": "d", "out": "o", "beta": "x" * 4_000_000}, "train.yaml")
@@ -262,7 +263,8 @@ def _encode_uncut(tokenizer, prompt, response, max_length):
 def test_over_long_eval_prompts_are_cut_and_counted_in_metrics(tmp_path):
     """A prompt longer than the model takes (here 64 positions, less max_new_tokens) is cut at
     its start, generated from, and counted in metrics.json; a short one is not."""
-    from realign.config import EvalConfig, validate
+    from realign.config import EvalConfig
+    from realign.reading import validate
     from realign.evaluate.run import run
     from realign.testing.tiny import save_tiny
 

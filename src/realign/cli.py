@@ -12,9 +12,11 @@ from typing import Any, Optional
 
 import typer
 
-from .config import EvalConfig, JudgeAuditConfig, JudgeConfig, ParamSpaceConfig, ScoreConfig, TrainConfig, TriageConfig
+from .config import (EvalConfig, JudgeAuditConfig, JudgeConfig, ParamSpaceConfig, ScoreConfig, TrainConfig, TriageConfig,
+                     default_cache_dir, load_yaml)
 from .errors import RealignError
 from .judges.registry import backend_names
+from .reading import validate
 
 #: ``--judge``'s help: the judge backends (:mod:`.judges.registry`) or a judge YAML file
 JUDGE_HELP = f"Judge: {', '.join(backend_names('pointwise'))}, or a judge YAML file."
@@ -34,8 +36,6 @@ app = typer.Typer(
 
 def _judge_section(judge: str | None, flag: str = "--judge") -> dict[str, Any]:
     """``--judge`` (or ``flag``) is a backend name (rules, openai, hf: :mod:`.judges.registry`) or a judge YAML file."""
-    from .config import load_yaml
-
     if judge is None:
         return {}
     if judge in backend_names("pointwise"):
@@ -46,8 +46,6 @@ def _judge_section(judge: str | None, flag: str = "--judge") -> dict[str, Any]:
 
 
 def _oracle_section(oracle: str | None) -> dict[str, Any] | None:
-    from .config import load_yaml
-
     if oracle is None:
         return None
     if oracle in backend_names("oracle"):
@@ -130,7 +128,6 @@ def triage(
 ) -> None:
     """Stage 1: judge both responses of every pair under the new policy; INVERT / PUNISH / RETAIN."""
     from .triage import run as stage
-    from .config import TriageConfig, load_yaml, validate
     from .policy import resolve_policy
 
     base = load_yaml(config) if config else {}
@@ -238,7 +235,6 @@ def score(
 ) -> None:
     """Stage 2: alignment impact score of every INVERT and PUNISH record (Alg. 1 lines 9-31)."""
     from .score import run as stage
-    from .config import ScoreConfig, load_yaml, validate
 
     base = load_yaml(config) if config else {}
     raw = _merge(
@@ -298,7 +294,6 @@ def train_cmd(
 ) -> None:
     """Stage 3: train with TRACE, an ablation or a baseline (Alg. 1 lines 34-46)."""
     from .train import run as stage
-    from .config import TrainConfig, load_yaml, validate
 
     base = load_yaml(config) if config else {}
     raw = _merge(
@@ -372,7 +367,6 @@ def eval_cmd(
     quiet: bool = QUIET,
 ) -> None:
     """Evaluate: target policy agreement per slice, attack success, utility (writes metrics.json)."""
-    from .config import EvalConfig, load_yaml, validate
     from .evaluate import run as stage
     from .policy import resolve_policy
 
@@ -471,7 +465,6 @@ def winrate(
     quiet: bool = QUIET,
 ) -> None:
     """Win rate of A over B, judged against the policy, each pair asked in both orders."""
-    from .config import JudgeConfig, validate
     from .evaluate.winrate import run_winrate
     from .policy import resolve_policy
 
@@ -535,7 +528,6 @@ def policy_test(
 ) -> None:
     """Run the policy's test cases (`cases:`) through a judge: a confusion table, what the cases
     leave untested (rules policies) and every failure. Exit 1 when more than --max-failure-rate fail."""
-    from .config import JudgeConfig, default_cache_dir, validate
     from .files import check_output_paths, write_json
     from .judges import VerdictCache, make_judge
     from .judges.cases import coverage_gaps, run_cases
@@ -609,7 +601,6 @@ def judge_audit(
 ) -> None:
     """Judge responses that people labelled and measure the judge: accuracy, Cohen's κ, confusion per
     prompt category, calibration of P(compliant), and how many labelled pairs change triage category."""
-    from .config import validate
     from .judges.audit_run import run_audit
     from .policy import resolve_policy
 

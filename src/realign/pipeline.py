@@ -37,9 +37,9 @@ from .config import (
     TrainConfig,
     TriageConfig,
     resolved,
-    validate,
 )
 from .errors import RealignError
+from .reading import validate
 
 
 class RunConfig(StrictModel):

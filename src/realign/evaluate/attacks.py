@@ -13,14 +13,13 @@ from pathlib import Path
 import yaml
 
 from ..errors import RealignError
+from ..reading import parse_yaml, yaml_error
 from ..resources import resource_path
 
 
 def load_templates(path: str | Path | None = None) -> dict[str, str]:
     """Templates by name from a YAML file with a ``templates`` mapping (default: packaged)."""
     path = Path(path) if path is not None else resource_path("attacks.yaml")
-    from ..config import parse_yaml, yaml_error
-
     try:
         raw, _ = parse_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

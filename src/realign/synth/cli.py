@@ -11,6 +11,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import RealignError
+from ..reading import validate
 
 synth_app = typer.Typer(
     help="The synthetic policy-shift world: export its data, bootstrap its tiny old-policy model.",
@@ -21,8 +22,6 @@ synth_app = typer.Typer(
 
 
 def _config(model, raw: dict, what: str):
-    from ..config import validate
-
     return validate(model, {k: v for k, v in raw.items() if v is not None}, what)
 
 

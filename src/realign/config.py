@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from .errors import RealignError
 from .judges.registry import backend_names
 from .reading import read_yaml
+from .train.trainer_args import eval_set_problem, trainer_args_problem
 
 UnparseableRule = Literal["retry", "violating", "compliant", "drop"]
 #: The judge and oracle backends, from the one table of them (:mod:`realign.judges.registry`).
@@ -451,8 +452,6 @@ class TrainConfig(StrictModel):
     @field_validator("lr_scheduler")
     @classmethod
     def _scheduler_without_eval_set(cls, value: str) -> str:
-        from .train.run import eval_set_problem
-
         problem = eval_set_problem("lr_scheduler_type", value)
         if problem is not None:
             raise ValueError(f"{problem}; choose another scheduler")
@@ -462,8 +461,6 @@ class TrainConfig(StrictModel):
     @classmethod
     def _known_trainer_args(cls, value: dict[str, Any]) -> dict[str, Any]:
         if value:
-            from .train.run import trainer_args_problem
-
             problem = trainer_args_problem(value)
             if problem is not None:
                 raise ValueError(problem)

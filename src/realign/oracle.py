@@ -31,9 +31,9 @@ from .models import (
     max_input_length,
     model_fingerprint,
     pad_left,
-    truncate_middle,
 )
 from .policy import Policy
+from .sequences import char_budget, cut_middle_chars, truncate_middle
 
 __all__ = [
     "ORACLE_FORMAT_VERSION",
@@ -207,8 +207,6 @@ class HFOracle:
         prompt of megabytes loses its middle to a character budget before it is tokenised)."""
         limit = max_input_length(self.model, self.tokenizer)
         if limit is not None:
-            from .sequences import char_budget, cut_middle_chars
-
             prompt = cut_middle_chars(prompt, char_budget(self.tokenizer, limit))
         ids = encode_chat(self.tokenizer, oracle_messages(policy, prompt))
         if limit is None:

@@ -46,7 +46,7 @@ def test_the_judge_backend_example_is_built_through_the_registry(monkeypatch):
     module = types.ModuleType("keyword_backend")
     exec(example("A judge backend"), module.__dict__)
     monkeypatch.setitem(sys.modules, "keyword_backend", module)
-    monkeypatch.setitem(registry.BACKENDS, "keyword", ("keyword_backend", ("pointwise",)))
+    monkeypatch.setitem(registry.BACKENDS, "keyword", {"pointwise": "keyword_backend.KeywordJudge"})
     assert "keyword" in registry.backend_names("pointwise")
     judge = make_judge(SimpleNamespace(backend="keyword"))
     verdicts = judge.judge([JudgeItem("q", "fine"), JudgeItem("q", "Forbidden")], policy=None)

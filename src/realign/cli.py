@@ -15,6 +15,7 @@ import typer
 from .config import (EvalConfig, JudgeAuditConfig, JudgeConfig, ParamSpaceConfig, ScoreConfig, TrainConfig, TriageConfig,
                      default_cache_dir, load_yaml)
 from .errors import RealignError
+from .judges.endpoints import endpoint_of
 from .judges.registry import backend_names
 from .reading import validate
 
@@ -186,8 +187,6 @@ def _judge_named(config: JudgeConfig, identity: str) -> str:
     names no judge backend, that the rules judge decided as the default."""
     named = f"judge {identity}"
     if config.backend == "openai":
-        from .judges.openai_compat import endpoint_of
-
         named += f" at {endpoint_of(config)}"
     if "backend" not in config.model_fields_set:
         named += " (the default: no judge configured)"

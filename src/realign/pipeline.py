@@ -167,7 +167,7 @@ class Pipeline:
         for field, device in self._devices():
             check(self._check_device, field, device)
         if self.triage.oracle is not None:
-            from .oracle import make_oracle
+            from .judges.oracle import make_oracle
 
             check(make_oracle, self.triage.oracle)
         check(check_model_source, self.run.model, "model")

@@ -1,5 +1,5 @@
 """A local causal LM read at its next token: the machinery the Yes/No triage judge
-(:class:`.hf.HFJudge`) and the A/B pairwise judge (:class:`..evaluate.winrate.HFPairwiseJudge`)
+(:class:`.hf.HFJudge`) and the A/B pairwise judge (:class:`.pairwise.HFPairwiseJudge`)
 share. Each asks one question whose answer is one of two words and reads the answer from the
 next-token distribution at the last position instead of sampling it::
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from ..judges.cache import VerdictCache
+from ..judges.oracle import make_oracle
 from ..stage import output_digests, summary_path
 from .corrective import MODEL_SOURCES, attach_corrective
 from .judging import HUMAN, TriageStats, VerdictStore, categorise_pairs, judge_pairs
@@ -38,8 +39,6 @@ def produced_by(config, judge=None) -> dict:
     if config.second_judge is not None:
         inputs["second_judge"] = make_judge(config.second_judge).identity
     if config.oracle is not None:
-        from ..oracle import make_oracle
-
         inputs["oracle"] = make_oracle(config.oracle).identity
     if config.corrective is not None and set(config.corrective.sources) & set(MODEL_SOURCES):
         from ..provenance import model_digest
@@ -150,8 +149,6 @@ def _judge(config, pairs, policy, judge, labels, progress: bool):
         if config.review:
             extra["review"] = _review(config, judged, judge, policy, cache, progress)
         if config.oracle is not None:
-            from ..oracle import make_oracle
-
             extra["oracle"] = attach_oracle_responses(
                 records, policy, make_oracle(config.oracle), judge, cache, stats, progress
             )

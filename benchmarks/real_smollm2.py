@@ -407,7 +407,8 @@ def run_oracle_triage(unit: str, spec: dict) -> dict:
     from realign.stage import output_digests, summary_path
     from realign.triage import run as triage
     from realign.triage.judging import TriageStats
-    from realign.triage.relabel import attach_oracle_responses, gold_pairs
+    from realign.triage.relabel import attach_oracle_responses
+    from realign.triaged import gold_pairs
 
     config = pipeline_for(spec, [], oracle=True).triage
     summary = triage.run(config, progress=False)

@@ -15,7 +15,7 @@ from realign.train.methods import Trace
 from realign.triage import corrective as corr
 from realign.triage.corrective import Candidate, Sampler, attach_corrective, old_response_candidates, style_prefixes
 from realign.triage.judging import TriageStats, triage
-from realign.triage.relabel import gold_pairs
+from realign.triaged import gold_pairs
 
 POLICY = Policy.from_dict({"name": "test", "text": "Responses containing BAD violate."})
 

@@ -6,11 +6,10 @@ import types
 from pathlib import Path
 from types import SimpleNamespace
 
-from realign.data import PreferencePair
+from realign.data import INVERT, RETAIN, PreferencePair
 from realign.judges.base import JudgeItem
 from realign.losses import LOSS_KINDS
 from realign.train.methods import METHODS, MethodOptions, get_method
-from realign.triage import INVERT, RETAIN
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 

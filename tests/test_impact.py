@@ -8,13 +8,12 @@ import torch
 
 from realign.score import run as score
 from realign.config import ScoreConfig
-from realign.data import PreferencePair, read_pairs, write_pairs
+from realign.data import INVERT, PUNISH, RETAIN, PreferencePair, read_pairs, write_pairs
 from realign.errors import RealignError
 from realign.score.run import allocate, build_gold_batch, normalise, training_loss
 from realign.score.linalg import conjugate_gradient, dot, flatten
 from realign.score.scorer import Scorer
 from realign.testing.tiny import save_tiny, tiny_llama, tiny_tokenizer
-from realign.triage import INVERT, PUNISH, RETAIN
 
 from numerics import reordering_atol
 

@@ -12,14 +12,13 @@ from typer.testing import CliRunner
 
 from realign.cli import app
 from realign.config import TriageConfig, config_paths
-from realign.data import PreferencePair, read_pairs
+from realign.data import RETAIN, PreferencePair, read_pairs
 from realign.errors import DataError, RealignError
 from realign.judges.base import Verdict
 from realign.judges.cache import VerdictCache
 from realign.judges.labels import read_labels
 from realign.policy import Policy
 from realign.reading import validate
-from realign.triage import INVERT, RETAIN
 from realign.triage.judging import HUMAN, TriageStats, judge_pairs
 from realign.triage.review import read_human_labels, review_order, review_rows, write_review
 from realign.triage.run import produced_by, run

@@ -14,6 +14,7 @@ import typer
 
 from .config import (EvalConfig, JudgeAuditConfig, JudgeConfig, ParamSpaceConfig, ScoreConfig, TrainConfig, TriageConfig,
                      default_cache_dir, load_yaml)
+from .data import CONFLICT
 from .errors import RealignError
 from .judges.endpoints import endpoint_of
 from .judges.registry import backend_names
@@ -258,7 +259,7 @@ def score(
     typer.echo(
         f"scored {summary['conflict']} conflict records ({summary['variant']['name']}, {cfg.hessian}, {cfg.method})"
         + "".join(f" | {c} mean weight {w[c].get('mean', 0):.3g}, zero {w[c].get('fraction_zero', 0):.0%},"
-                  f" share {w[c].get('share', 0):.0%}" for c in ("INVERT", "PUNISH"))
+                  f" share {w[c].get('share', 0):.0%}" for c in CONFLICT)
         + f" -> {cfg.out}"
     )
 

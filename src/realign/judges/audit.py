@@ -18,7 +18,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from ..evaluate.stats import rate
-from ..triage import INVERT, PUNISH, RETAIN, categorise
+from ..data import INVERT, PUNISH, RETAIN
+from ..triaged import categorise
 from .base import Verdict
 
 COMPLIANT, VIOLATING, ABSTAINED = "compliant", "violating", "abstained"

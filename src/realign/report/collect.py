@@ -17,8 +17,6 @@ TRAIN_NAME = "train_summary.json"
 SUMMARY_SUFFIX = ".summary.json"
 WINRATE_HINT = "winrate"
 """Files with this in their name are read too: ``realign winrate`` results (``"stage": "winrate"``)."""
-TRIAGE_CATEGORIES = ("INVERT", "PUNISH", "RETAIN")
-IMPACT_CATEGORIES = ("INVERT", "PUNISH")
 
 
 @dataclass

@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ..data import CATEGORIES, CONFLICT
 from ..evaluate.metrics import Headline, headlines
 from ..evaluate.stats import ci_of, number, rate_of
 from ..evaluate.tpa import style_of as style_of_raw
-from .collect import IMPACT_CATEGORIES, TRIAGE_CATEGORIES, RunData, Source, display
+from .collect import RunData, Source, display
 from .figures import Figure, grouped_bars, impact_histograms, loss_curves, loss_series, triage_counts
 
 TRIAGE_SLICE_NAMES = {"INVERT": "INVERT success", "PUNISH": "PUNISH compliance", "RETAIN": "RETAIN preservation"}
@@ -219,7 +220,7 @@ def _comparison_section(found: RunData, rows: list[Row]) -> Section:
 def _slice_section(rows: list[Row]) -> tuple[Section, list[str]]:
     section = Section("Policy agreement by slice")
     slices = _ordered_union((r.numbers.get("tpa") or {}).get("by_slice") for r in rows)
-    triage_slices = [c for c in TRIAGE_CATEGORIES if any(isinstance(r.numbers.get("triage_slices"), dict)
+    triage_slices = [c for c in CATEGORIES if any(isinstance(r.numbers.get("triage_slices"), dict)
                                                           and c in r.numbers["triage_slices"] for r in rows)]
     if not rows:
         return section, []
@@ -358,7 +359,7 @@ def _tpa_figure(rows: list[Row], slices: list[str]) -> Figure | None:
     values = [[m.get("overall"), *((m.get("by_slice") or {}).get(s) for s in slices)] for m in tpa]
     if any(rate_of(v) is not None for vals in values for v in vals):
         panels.append(("prompt slices", ["overall", *slices], values))
-    triaged = [c for c in TRIAGE_CATEGORIES if any(c in (r.numbers.get("triage_slices") or {}) for r in rows)]
+    triaged = [c for c in CATEGORIES if any(c in (r.numbers.get("triage_slices") or {}) for r in rows)]
     if triaged:
         values = [[(r.numbers.get("triage_slices") or {}).get(c) for c in triaged] for r in rows]
         panels.append(("prompts from triaged pairs", [TRIAGE_SLICE_NAMES[c] for c in triaged], values))
@@ -382,7 +383,7 @@ def _impact_section(found: RunData) -> Section:
         header = ["Score run", "Category", "n", "mean", "median", "max", "zero", "share of weight"]
         table_rows = []
         for src in scored:
-            for category in IMPACT_CATEGORIES:
+            for category in CONFLICT:
                 st = (src.data.get("weights") or {}).get(category) or {}
                 table_rows.append([src.label, category, str(st.get("n", MISSING)), fmt_num(st.get("mean")),
                                    fmt_num(st.get("median")), fmt_num(st.get("max")),
@@ -406,11 +407,11 @@ def _triage_section(found: RunData) -> Section:
         rows_t = []
         for src in counted:
             c = src.data["counts"]
-            total = sum(int(c.get(k, 0) or 0) for k in TRIAGE_CATEGORIES)
-            rows_t.append([src.label, *(f"{int(c.get(k, 0) or 0)}" for k in TRIAGE_CATEGORIES), str(total),
+            total = sum(int(c.get(k, 0) or 0) for k in CATEGORIES)
+            rows_t.append([src.label, *(f"{int(c.get(k, 0) or 0)}" for k in CATEGORIES), str(total),
                            str(src.data.get("dropped", MISSING)), policy_label(src.data) or MISSING,
                            str(src.data.get("judge") or MISSING)])
-        triage.blocks.append(Table("", ["Triage run", *TRIAGE_CATEGORIES, "Total", "Dropped", "Policy", "Judge"], rows_t))
+        triage.blocks.append(Table("", ["Triage run", *CATEGORIES, "Total", "Dropped", "Policy", "Judge"], rows_t))
     else:
         triage.blocks.append("No triage summary (*.summary.json with stage \"triage\") found: triage counts omitted.")
     return triage

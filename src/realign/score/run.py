@@ -37,13 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..data import PreferencePair, prompt_text, response_text
+from ..data import CONFLICT, INVERT, PUNISH, RETAIN, PreferencePair, prompt_text, response_text
 from ..errors import RealignError
 from ..stage import output_digests, process_state, summary_path
 from ..train.methods import Term, Trace
-from ..triage import INVERT, PUNISH, RETAIN
-
-CONFLICT = (INVERT, PUNISH)
 
 #: ℓ_i of a conflict record: the very term TRACE trains on it (:meth:`realign.train.methods.Trace.conflict_term`),
 #: so what is scored is what is trained.

@@ -19,10 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..data import PreferencePair, Text
+from ..data import INVERT, PUNISH, RETAIN, PreferencePair, Text
 from ..errors import RealignError
-from ..triage import INVERT, PUNISH, RETAIN
-from ..triage.relabel import gold_pairs, naive_pairs
+from ..triaged import gold_pairs, naive_pairs
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..data import PreferencePair, Text, prompt_text, response_text
+from ..triaged import old_pair
 from .methods import JudgedSample
 
 
@@ -65,8 +66,6 @@ def triage_judgements(records: Sequence[PreferencePair]) -> int:
     """The judgements a triage of ``records`` takes: one per distinct (prompt, response) of the
     triaged records' old pairs — TRACE's judge budget (and that of every method trained on the
     triage), counted from the records themselves so that it holds however they were triaged."""
-    from ..triage import old_pair
-
     items = set()
     for r in records:
         if r.category is not None:

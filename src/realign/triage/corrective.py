@@ -30,11 +30,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..data import PreferencePair, Text, as_response, prompt_text, response_text
+from ..data import INVERT, PUNISH, RETAIN, PreferencePair, Text, as_response, prompt_text, response_text
 from ..judges.base import Judge, JudgeItem
 from ..judges.cache import VerdictCache
 from ..policy import Policy
-from . import INVERT, PUNISH, RETAIN
 from .judging import TriageStats, VerdictStore
 
 MODEL_SOURCES = ("samples", "style-prefix", "system-prompt")

@@ -13,11 +13,11 @@ from tqdm.auto import tqdm
 
 from ..config import UnparseableRule
 from ..errors import JudgeError, shorten
-from ..data import PreferencePair, prompt_text, response_text
+from ..data import INVERT, PUNISH, RETAIN, PreferencePair, prompt_text, response_text
 from ..judges.base import Judge, JudgeItem, Verdict
 from ..judges.cache import VerdictCache
 from ..policy import Policy
-from . import INVERT, PUNISH, RETAIN, categorise, old_pair
+from ..triaged import categorise, old_pair
 
 #: ``decided_by`` of a verdict a person's label decided (``realign triage --labels``)
 HUMAN = "human"

@@ -136,12 +136,12 @@ def test_a_catastrophic_regex_in_eval_names_the_row(tmp_path, monkeypatch):
     import realign.judges.rules as rules
     from realign.evaluate.run import _judge
     from realign.judges.cache import VerdictCache
-    from realign.triage.judging import TriageStats, VerdictStore
+    from realign.judges.store import JudgingCounts, VerdictStore
 
     monkeypatch.setattr(rules, "RULE_TIMEOUT_S", 0.2)
     with VerdictCache(tmp_path / "c.sqlite") as cache, pytest.raises(JudgeError) as info:
         store = VerdictStore(RulesJudge(), _policy("(x+x+)+y"), cache, progress=False)
-        _judge(store, TriageStats(), ["a", "b"], ["fine", "x" * 3000], "retry",
+        _judge(store, JudgingCounts(), ["a", "b"], ["fine", "x" * 3000], "retry",
                ["prompts.jsonl row '0': its response", "prompts.jsonl row '1': its response"])
     assert str(info.value).startswith("prompts.jsonl row '1': its response: policy 'hostile': rule regex")
 

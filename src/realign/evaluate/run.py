@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Sequence
 from ..data import _check_messages, _check_string, _Fail, iter_source, parse_record, prompt_text
 from ..errors import DataError, RealignError, shorten
 from ..judges.base import JudgeItem
+from ..judges.store import JudgingCounts, VerdictStore
 from ..stage import output_digests, process_state
 from .metrics import Outcomes, measure
 
@@ -166,7 +167,6 @@ def _run(config, progress: bool) -> dict:
     """The evaluation, under the lock of its output folder."""
     from ..judges import make_judge
     from ..judges.cache import VerdictCache
-    from ..triage.judging import TriageStats, VerdictStore
 
     start = time.perf_counter()
     inputs = _read_inputs(config)
@@ -175,7 +175,7 @@ def _run(config, progress: bool) -> dict:
     served = config.generator.backend == "openai"
     state, model, tokenizer = _load_model(config, served, inputs.texts)
     main = state is None or state.is_main_process
-    stats = TriageStats()
+    stats = JudgingCounts()
     metrics = _header(config, inputs.policy, judge)
     with VerdictCache(config.cache_path(), commit_every=1) as cache:
         store = VerdictStore(judge, inputs.policy, cache, progress) if main else _NotJudged()

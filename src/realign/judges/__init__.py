@@ -6,6 +6,8 @@
 * :mod:`.chat_client`, :mod:`.endpoints`, :mod:`.async_calls` — the HTTP client of
   OpenAI-compatible endpoints, which the judges, the oracle and ``realign eval``'s server
   generator share;
+* :mod:`.store` — verdicts of unique items, cache first, then the judge; abstentions settled
+  or retried (triage, eval, the sampling methods and the judge audit judge through it);
 * :mod:`.cache` — the verdict (and generation) cache every stage reads first.
 """
 

@@ -18,6 +18,7 @@ from ..config import JudgeAuditConfig
 from ..policy import Policy
 from .base import Judge, JudgeItem, Verdict
 from .labels import LabelSet
+from .store import JudgingCounts, VerdictStore, retry_abstentions, settle
 
 OUTPUTS = {"audit.json": "the audit", "audit.html": "the audit page", "audit.md": "the audit in Markdown",
            "audit_items.jsonl": "the audited items", "audit_config.yaml": "the audit's config"}
@@ -49,21 +50,20 @@ def judge_labels(labels: LabelSet, policy: Policy, judge: Judge, config: JudgeAu
     """The judge's verdict on every record (each distinct response judged once; cached ones not
     asked again; abstentions asked again under ``on_unparseable: retry``), the verdicts settled
     by the ``on_unparseable`` rule as triage settles them, and the judging counts."""
-    from ..triage.judging import TriageStats, VerdictStore, _retry_abstentions, _settle
     from .cache import VerdictCache
 
     index: dict[JudgeItem, int] = {}
     for r in labels.records:
         index.setdefault(JudgeItem(r.prompt, r.response), len(index))
     items = list(index)
-    stats = TriageStats()
+    stats = JudgingCounts()
     with VerdictCache(config.cache_path(), commit_every=1) as cache:
         store = VerdictStore(judge, policy, cache, progress)
         unique = store.resolve(items, stats)
         if config.judge.on_unparseable == "retry":
-            _retry_abstentions(store, items, unique, stats, config.judge.unparseable_retries)
+            retry_abstentions(store, items, unique, stats, config.judge.unparseable_retries)
     verdicts = [unique[index[JudgeItem(r.prompt, r.response)]] for r in labels.records]
-    settled = [_settle(v, config.judge.on_unparseable) for v in verdicts]
+    settled = [settle(v, config.judge.on_unparseable) for v in verdicts]
     counts = {"unique_responses": len(items), "judged": stats.judged, "cache_hits": stats.cache_hits,
               "judge_calls": stats.judge_calls}
     return verdicts, settled, counts

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..data import PreferencePair, Text, prompt_text, response_text
+from ..judges.store import JudgingCounts, VerdictStore, settle
 from ..triaged import old_pair
 from .methods import JudgedSample
 
@@ -81,7 +82,6 @@ class Sampler:
     def __init__(self, config, model, tokenizer, budget: Budget, cache, progress: bool = False) -> None:
         from ..judges import make_judge
         from ..policy import Policy, resolve_policy
-        from ..triage.judging import VerdictStore
 
         self.settings = config.sampling
         self.model, self.tokenizer, self.budget, self.cache = model, tokenizer, budget, cache
@@ -119,16 +119,15 @@ class Sampler:
         once as a judgement. An abstention is settled by the judge's ``on_unparseable`` rule
         (``violating``, ``compliant``); under ``retry`` or ``drop`` it is None: left out."""
         from ..judges.base import JudgeItem
-        from ..triage.judging import TriageStats, _settle
 
         items = [JudgeItem(prompt_text(p), r) for p, r in zip(prompts, responses)]
         unique = list(dict.fromkeys(items))
-        stats = TriageStats()
+        stats = JudgingCounts()
         verdicts = dict(zip(unique, self.store.resolve(unique, stats)))
         self.budget.judgements += len(unique)
         self.budget.backend_calls += stats.judge_calls
         rule = self.judge_config.on_unparseable
-        return [_settle(verdicts[it], "drop" if rule == "retry" else rule) for it in items]
+        return [settle(verdicts[it], "drop" if rule == "retry" else rule) for it in items]
 
     def affordable(self, judgements: int) -> bool:
         """Whether the judge budget pays for ``judgements`` more."""

@@ -33,8 +33,9 @@ from typing import Sequence
 from ..data import INVERT, PUNISH, RETAIN, PreferencePair, Text, as_response, prompt_text, response_text
 from ..judges.base import Judge, JudgeItem
 from ..judges.cache import VerdictCache
+from ..judges.store import VerdictStore
 from ..policy import Policy
-from .judging import TriageStats, VerdictStore
+from .judging import TriageStats
 
 MODEL_SOURCES = ("samples", "style-prefix", "system-prompt")
 GENERATION_VERSION = "corrective-v1"

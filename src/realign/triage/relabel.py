@@ -11,8 +11,9 @@ from tqdm.auto import tqdm
 from ..data import PUNISH, PreferencePair, as_response, prompt_text
 from ..judges.base import Judge, JudgeItem
 from ..judges.cache import VerdictCache
+from ..judges.store import VerdictStore
 from ..policy import Policy
-from .judging import TriageStats, VerdictStore
+from .judging import TriageStats
 
 
 def attach_oracle_responses(

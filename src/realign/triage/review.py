@@ -24,7 +24,8 @@ from ..config import UnparseableRule
 from ..errors import DataError
 from ..judges.base import JudgeItem, Verdict
 from ..judges.labels import Labelled
-from .judging import HUMAN, Judged, _settle
+from ..judges.store import settle
+from .judging import HUMAN, Judged
 
 #: the columns of a review file, in order; ``label`` is left blank for the person
 REVIEW_FIELDS = ("id", "pair_id", "role", "prompt", "response", "verdict", "p_compliant", "second_verdict",
@@ -74,15 +75,15 @@ def apply_labels(judged: Judged, labels: HumanLabels, rule: UnparseableRule) -> 
         if i is None:
             missing.append(label.id)
             continue
-        changed += _settle(judged.by_judge[i], rule) != label.compliant
+        changed += settle(judged.by_judge[i], rule) != label.compliant
         judged.verdicts[i] = Verdict(label.compliant, None, f"label {label.id} of {labels.path.name}")
         judged.decided_by[i] = HUMAN
         applied += 1
     recategorised = 0
     for pair in judged.pairs:
         w, l = judged.positions(pair)
-        before = triage_category(_settle(judged.by_judge[w], rule), _settle(judged.by_judge[l], rule))
-        recategorised += before != triage_category(_settle(judged.verdicts[w], rule), _settle(judged.verdicts[l], rule))
+        before = triage_category(settle(judged.by_judge[w], rule), settle(judged.by_judge[l], rule))
+        recategorised += before != triage_category(settle(judged.verdicts[w], rule), settle(judged.verdicts[l], rule))
     if missing:
         print(f"warning: {labels.path}: {len(missing)} labelled responses are not in the data (ids "
               f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): not applied", file=sys.stderr)

@@ -9,10 +9,11 @@ from pathlib import Path
 
 from ..judges.cache import VerdictCache
 from ..judges.oracle import make_oracle
+from ..judges.store import VerdictStore
 from ..stage import output_digests, summary_path
 from ..triaged import gold_pairs, naive_pairs
 from .corrective import MODEL_SOURCES, attach_corrective
-from .judging import HUMAN, TriageStats, VerdictStore, categorise_pairs, judge_pairs
+from .judging import HUMAN, TriageStats, categorise_pairs, judge_pairs
 from .relabel import attach_oracle_responses
 from .review import apply_labels, read_human_labels, review_order, review_rows, write_review
 

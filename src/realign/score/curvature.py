@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..train.methods import Term
+from ..objective import Term
 from .directional import DirectionalDerivatives
 from .linalg import Vector
 

@@ -39,17 +39,8 @@ from typing import Sequence
 
 from ..data import CONFLICT, INVERT, PUNISH, RETAIN, PreferencePair, prompt_text, response_text
 from ..errors import RealignError
+from ..objective import Term, conflict_term, gold_term
 from ..stage import output_digests, process_state, summary_path
-from ..train.methods import Term, Trace
-
-#: ℓ_i of a conflict record: the very term TRACE trains on it (:meth:`realign.train.methods.Trace.conflict_term`),
-#: so what is scored is what is trained.
-training_loss = Trace.conflict_term
-
-
-def gold_term(prompt, chosen, rejected) -> Term:
-    """One sample of the gold objective J: ℓ_pref on (chosen ≻ rejected) (docs/method.md Stage 2)."""
-    return Term("pref", prompt, chosen, rejected, 1.0, "J")
 
 
 # --------------------------------------------------------------------------- Alg. 2
@@ -326,7 +317,7 @@ def _batches(scorer, conflict: list[PreferencePair], directions: dict, direction
     batches = []
     for name in directions:
         members = [r for r in conflict if direction_of(r) == name]
-        samples = [training_loss(r) for r in members]
+        samples = [conflict_term(r) for r in members]
         batches += [(name, [members[i] for i in idx], [samples[i] for i in idx]) for idx in scorer.batches(samples)]
     return batches
 
@@ -535,7 +526,7 @@ def _directions(config, scorer, objectives: dict[str, list[Term]], conflict: lis
             directions[name] = [g / config.damping for g in g_j]
             continue
         rng = random.Random(config.seed + 1)
-        h_samples = [training_loss(r) for r in rng.sample(conflict, min(config.hessian_samples, len(conflict)))]
+        h_samples = [conflict_term(r) for r in rng.sample(conflict, min(config.hessian_samples, len(conflict)))]
         hvp = (
             scorer.hvp_exact(h_samples)
             if config.hvp == "exact"

@@ -25,7 +25,7 @@ from typing import Sequence
 import torch
 
 from ..errors import RealignError
-from ..train.methods import Term
+from ..objective import Term
 from .curvature import Curvature
 from .linalg import Vector, flatten
 

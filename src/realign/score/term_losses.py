@@ -22,12 +22,12 @@ from ..errors import RealignError
 from ..losses import LOSS_KINDS, LossKind, TermInputs, token_logps
 from ..sequences import Encoded, collate, encode
 from ..stage import pad_token_id
-from ..train.methods import Term
+from ..objective import Term
 from .linalg import Vector
 
 
 class TermLosses:
-    """ℓ_i and its gradient for batches of training terms (:class:`realign.train.methods.Term`,
+    """ℓ_i and its gradient for batches of training terms (:class:`realign.objective.Term`,
     of the two-response kinds :data:`realign.losses.LOSS_KINDS` can score) in the parameter
     space ``params`` (a name -> Parameter map of ``model``). A term's weight is not applied: the
     loss is the unweighted one."""

@@ -8,7 +8,7 @@ import torch
 
 from realign.errors import DataError, RealignError
 from realign.evaluate.attacks import load_templates, wrap
-from realign.evaluate.generation import generate
+from realign.generation import generate
 from realign.evaluate.stats import difference, pool, rate, wilson
 from realign.evaluate.tpa import agreement, style_of
 from realign.evaluate.utility import answer_correct, lm_eval_bridge

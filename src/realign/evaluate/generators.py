@@ -43,7 +43,7 @@ class LocalGenerator:
         self.config, self.cache, self.progress = config, cache, progress
 
     def _batches(self, prompts: Sequence[Text], todo: list[int]) -> list[list[int]]:
-        from .generation import prompt_ids, prompt_room
+        from ..generation import prompt_ids, prompt_room
 
         room = prompt_room(self.model, self.tokenizer, self.config.max_new_tokens)
         length = {i: len(prompt_ids(self.tokenizer, prompts[i], room)[0]) for i in todo}  # as generate sees them
@@ -55,7 +55,7 @@ class LocalGenerator:
         import accelerate
         from tqdm.auto import tqdm
 
-        from .generation import generate
+        from ..generation import generate
 
         state = accelerate.PartialState()
         keys = [prompt_text(p) for p in prompts]

@@ -357,7 +357,7 @@ def _generation(config, state, served: bool, model, tokenizer, rows: list[dict])
     generation = {"max_new_tokens": config.max_new_tokens, "temperature": config.temperature, "seed": config.seed,
                   "backend": config.generator.backend, "processes": 1 if state is None else state.num_processes}
     if not served and model is not None:
-        from .generation import over_long_prompts
+        from ..generation import over_long_prompts
 
         long = generation["over_long_prompts"] = over_long_prompts(model, tokenizer, rows, config.max_new_tokens)
         if long["count"]:

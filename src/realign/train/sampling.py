@@ -102,7 +102,7 @@ class Sampler:
         (the trainer's dropout and data order) is left as it was."""
         import torch
 
-        from ..evaluate.generation import generate
+        from ..generation import generate
 
         devices = [self.model.device] if self.model.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
@@ -230,7 +230,7 @@ def _cached_samples(sampler: Sampler, prompts: list[Text], identity: str, seed: 
     """One sample per prompt, drawn in fixed batches (sorted by prompt length) with a seed per
     batch; a batch whose samples are all in the cache is read from it, any other is drawn whole
     again, so an interrupted run resumes to exactly what an uninterrupted one draws."""
-    from ..evaluate.generation import prompt_ids, prompt_room
+    from ..generation import prompt_ids, prompt_room
 
     room = prompt_room(sampler.model, sampler.tokenizer, sampler.settings.max_new_tokens)
     length = [len(prompt_ids(sampler.tokenizer, sampler.guided(p), room)[0]) for p in prompts]

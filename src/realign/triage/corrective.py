@@ -162,7 +162,7 @@ class Sampler:
         ``head``; the text returned is the head and the continuation, decoded together."""
         import torch
 
-        from ..evaluate.generation import prompt_ids, prompt_room
+        from ..generation import prompt_ids, prompt_room
         from ..models import pad_left
         from ..sequences import prompt_messages
         from ..stage import pad_token_id

@@ -508,7 +508,7 @@ def refusals(generations: Path, policy: str) -> dict:
     requests the rules recognise no topic of, whose verdicts would not say whether they were refused."""
     from collections import defaultdict
 
-    from realign.evaluate.stats import rate
+    from realign.metrics.stats import rate
     from realign.judges.rules import CompiledRules
     from realign.policy import REFUSAL, Policy
 
@@ -527,7 +527,7 @@ def outcomes(metrics_path: Path, data: Path, spec: dict) -> dict:
     counts: agreement (overall, changed / unchanged slices, must-help / must-refuse, per slice;
     balanced, a mean of two rates, bare), refusal rates of the attack sets plain and under each
     jailbreak template (:func:`refusals`), benign accuracy, degenerate rate, KL."""
-    from realign.evaluate.stats import pool
+    from realign.metrics.stats import pool
 
     metrics = _json(metrics_path)
     tpa, changed = metrics["tpa"], changed_slices(data, spec)
@@ -553,7 +553,7 @@ def _mean_sd(values: list) -> dict:
 def _stat(values: list) -> dict:
     """Mean and sd over seeds (``n`` seeds) of rates or numbers; for rates with counts also the
     responses pooled over seeds (``k`` of ``responses``) and their 95 % Wilson interval ``ci95``."""
-    from realign.evaluate.stats import rate_of, wilson
+    from realign.metrics.stats import rate_of, wilson
 
     present = [v for v in values if v is not None]
     out = _mean_sd([rate_of(v) for v in present])
@@ -597,9 +597,9 @@ def aggregate(units: dict[int, dict], names: list[str]) -> dict:
 def differences(agg: dict, metrics: list[str]) -> list[dict]:
     """Every method against the starting model, and TRACE against every other method, on
     ``metrics``: the difference of the rates pooled over seeds with its 95 % interval (Newcombe's,
-    from the two Wilson intervals: :func:`realign.evaluate.stats.difference`); ``outside`` when
+    from the two Wilson intervals: :func:`realign.metrics.stats.difference`); ``outside`` when
     the interval excludes zero."""
-    from realign.evaluate.stats import difference
+    from realign.metrics.stats import difference
 
     def pooled(stat: dict | None) -> dict | None:
         return None if not stat or "ci95" not in stat else {"rate": stat["k"] / stat["responses"], "ci95": stat["ci95"]}

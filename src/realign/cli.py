@@ -417,8 +417,8 @@ def eval_cmd(
 def _echo_before_after(columns: dict[str, dict]) -> None:
     """A table of the headline numbers of several evaluations (metrics.json contents), one
     column each: what ``realign run`` and ``realign eval --baseline`` end with."""
-    from .evaluate.metrics import headlines
-    from .evaluate.stats import rate_of
+    from .metrics.stats import rate_of
+    from .metrics.table import headlines
 
     rows = [(h.summary, lambda m, h=h: rate_of(h.read(m))) for h in headlines() if h.summary is not None]
     names = list(columns)

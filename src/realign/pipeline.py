@@ -137,7 +137,8 @@ class Pipeline:
         every problem."""
         from .data import read_pairs
         from .evaluate.attacks import load_templates
-        from .evaluate.run import load_rows, load_rows_or_text
+        from .evaluate.run import load_rows_or_text
+        from .metrics.prompts import load_rows
         from .judges import make_judge
         from .judges.cache import check_cache_file
         from .models import check_model_source

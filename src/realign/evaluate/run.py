@@ -12,50 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from ..data import _check_messages, _check_string, _Fail, iter_source, parse_record, prompt_text
+from ..data import iter_source, prompt_text
 from ..errors import DataError, RealignError, shorten
 from ..judges.base import JudgeItem
 from ..judges.store import JudgingCounts, VerdictStore
+from ..metrics.prompts import load_rows
+from ..metrics.table import Outcomes, measure
 from ..stage import output_digests, process_state
-from .metrics import Outcomes, measure
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..policy import Policy
-
-
-def load_rows(source: str, policy=None) -> list[dict]:
-    """Eval rows: ``{"prompt", optional "id", "slice", "answer", "expected", ...}`` (the format:
-    :mod:`realign.evaluate.prompts`, docs/evaluation.md), or triaged records (their prompt,
-    sliced by triage category: INVERT success, PUNISH compliance, RETAIN preservation). Bad rows
-    raise one DataError naming file, line and field; ``policy`` (the one evaluated) must have an
-    entry in every ``expected``. A file without rows is an error too (it would measure nothing)."""
-    from .prompts import check_fields
-
-    rows = []
-    for where, obj in iter_source(source):
-        if isinstance(obj, DataError):
-            raise obj
-        try:
-            if not isinstance(obj, dict):
-                raise _Fail(None, f"expected a JSON object, got {type(obj).__name__}")
-            if "chosen" in obj:
-                rec = parse_record(obj)
-                row = {"id": rec.id, "prompt": rec.prompt, "slice": rec.category or "all", "triage": rec.category}
-            else:
-                if "prompt" not in obj:
-                    raise _Fail("prompt", "missing")
-                p = obj["prompt"]
-                prompt = _check_messages(p, "prompt") if isinstance(p, list) else _check_string(p, "prompt")
-                if "answer" in obj and not isinstance(obj["answer"], (str, int, float)):
-                    raise _Fail("answer", f"expected text or a number, got {type(obj['answer']).__name__}")
-                check_fields(obj, policy)
-                row = {**obj, "prompt": prompt, "id": str(obj.get("id", len(rows)))}
-        except _Fail as fail:
-            raise DataError(source, fail.message, field=fail.field, **where) from None
-        rows.append(row)
-    if not rows:
-        raise RealignError(f"{source}: no records (nothing to evaluate on)")
-    return rows
 
 
 class _NotJudged:
@@ -82,7 +48,7 @@ def _judge(store, stats, prompts: Sequence[str], responses: Sequence[str], rule:
 
 
 def evaluate_state(generate, store, stats, policy, config, rows, attacks, templates) -> tuple[dict, list[dict]]:
-    """All metrics for one model state (:func:`.metrics.measure`); returns (metrics, generation
+    """All metrics for one model state (:func:`realign.metrics.table.measure`); returns (metrics, generation
     records)."""
     from .attacks import wrap
     from .utility import answer_correct

@@ -40,8 +40,8 @@ from ..errors import DataError, RealignError
 from ..files import write_json, write_jsonl
 from ..judges.cache import cache_key
 from ..judges.pairwise import PairItem, PairVerdict, PairwiseJudge, make_pairwise_judge
+from ..metrics.stats import Z95, wilson
 from ..policy import Policy
-from .stats import Z95, wilson
 
 __all__ = ["Generation", "items_path", "match_generations", "read_generations", "run_winrate", "summarise"]
 

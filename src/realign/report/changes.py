@@ -6,7 +6,7 @@ Which slices changed is read from the eval prompts (``expected``: the styles eac
 requires, docs/evaluation.md) once the old policy is known: ``realign report --old-policy``,
 else the ``old_policy`` of the run's ``run_config.yaml`` (``realign run``). A slice **regressed**
 when the 95 % interval of its change (after - before, Newcombe's hybrid score interval from the
-two Wilson intervals: :func:`realign.evaluate.stats.difference`) lies wholly below zero.
+two Wilson intervals: :func:`realign.metrics.stats.difference`) lies wholly below zero.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RealignError
-from ..evaluate.prompts import changed_slices, states_expectation
-from ..evaluate.stats import difference, pool
+from ..metrics.prompts import changed_slices, load_rows, states_expectation
+from ..metrics.stats import difference, pool
 from .collect import RunData, Source
 from .sections import Row, before_of
 
@@ -94,8 +94,6 @@ class PromptRows:
 
     @staticmethod
     def _load(prompts: str) -> list[dict] | str:
-        from ..evaluate.run import load_rows
-
         if not Path(prompts).is_file():
             return f"its eval prompts, {prompts}, are not a file here"
         try:

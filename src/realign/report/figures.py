@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from ..data import CATEGORIES, CONFLICT
-from ..evaluate.stats import ci_of, number, rate_of
+from ..metrics.stats import ci_of, number, rate_of
 from .collect import Source
 
 BASELINE_COLOUR = "#9a9a9a"

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..data import CATEGORIES, CONFLICT
-from ..evaluate.metrics import Headline, headlines
-from ..evaluate.stats import ci_of, number, rate_of
-from ..evaluate.tpa import style_of as style_of_raw
+from ..metrics.stats import ci_of, number, rate_of
+from ..metrics.table import Headline, headlines
+from ..metrics.tpa import style_of as style_of_raw
 from .collect import RunData, Source, display
 from .figures import Figure, grouped_bars, impact_histograms, loss_curves, loss_series, triage_counts
 

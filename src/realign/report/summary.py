@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..evaluate.metrics import pooled
-from ..evaluate.stats import difference, number, rate_of
+from ..metrics.stats import difference, number, rate_of
+from ..metrics.table import pooled
 from .changes import RunChange, SliceChange
 from .figures import REGRESSION_MARK, Figure, change_forest, change_heat_maps, grid_of
 from .sections import (EXAMPLE_CHARS, MISSING, Details, Lead, Row, Section, Table, _clip, _generations, _verdict_text,

@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..evaluate.prompts import changed_slices
-from ..evaluate.stats import pool
+from ..metrics.prompts import changed_slices
+from ..metrics.stats import pool
 from ..files import write_json, write_jsonl
 from .policies import OLD, SHIFTS
 

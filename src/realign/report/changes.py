@@ -19,7 +19,7 @@ from ..errors import RealignError
 from ..metrics.prompts import changed_slices, load_rows, states_expectation
 from ..metrics.stats import difference, pool
 from .collect import RunData, Source
-from .sections import Row, before_of
+from .rows import Row, before_of
 
 RUN_CONFIG = "run_config.yaml"
 """Where ``realign run`` records its resolved config, ``old_policy`` included."""

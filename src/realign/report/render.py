@@ -13,7 +13,8 @@ from ..errors import RealignError
 from ..files import atomic_open, check_output_paths, write_text
 from .collect import METRICS_NAME, SEARCH_DEPTH, SUMMARY_SUFFIX, TRAIN_NAME, RunData, collect, run_name
 from .figures import Figure
-from .sections import MISSING, Bullets, Details, Lead, Section, Table, build_sections, policy_groups
+from .blocks import MISSING, Bullets, Details, Lead, Section, Table
+from .sections import build_sections, policy_groups
 
 
 _CSS = """

@@ -10,10 +10,10 @@ from typing import Any
 
 from ..metrics.stats import difference, number, rate_of
 from ..metrics.table import pooled
+from .blocks import EXAMPLE_CHARS, MISSING, Details, Lead, Section, Table, _clip, fmt_num, fmt_rate, pct
 from .changes import RunChange, SliceChange
 from .figures import REGRESSION_MARK, Figure, change_forest, change_heat_maps, grid_of
-from .sections import (EXAMPLE_CHARS, MISSING, Details, Lead, Row, Section, Table, _clip, _generations, _verdict_text,
-                       fmt_num, fmt_rate, pct)
+from .rows import Row, _generations, _verdict_text
 
 RANKED_SLICES = 10
 """Where which slices changed is unknown: the summary lists the slices that moved most, so many."""

@@ -149,7 +149,7 @@ def test_bad_labels_file_is_one_error_naming_file_line_and_field(tmp_path, text,
 @pytest.fixture
 def files(tmp_path, monkeypatch):
     """A pairs file and policy, and make_judge giving the scored judge (model 'other': flipped)."""
-    monkeypatch.setattr("realign.judges.make_judge", lambda cfg: ScoredJudge(
+    monkeypatch.setattr("realign.triage.run.make_judge", lambda cfg: ScoredJudge(
         "other/v1", flip=("good", "fine")) if cfg.model == "other" else ScoredJudge())
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps({"id": p.id, "prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected})

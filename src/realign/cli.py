@@ -4,20 +4,25 @@ outputs. Errors a user can cause print one line (``error: ...``), never a traceb
 
 from __future__ import annotations
 
+import errno as errno_names
 import json
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from .config import (EvalConfig, JudgeAuditConfig, JudgeConfig, ParamSpaceConfig, ScoreConfig, TrainConfig, TriageConfig,
-                     default_cache_dir, load_yaml)
-from .data import CONFLICT
+from .config import (EvalConfig, JudgeAuditConfig, JudgeConfig, ParamSpaceConfig, ScoreConfig, TrainConfig,
+                     TriageConfig, default_cache_dir, load_yaml)
+from .data import CONFLICT, write_pairs
 from .errors import RealignError
+from .files import check_output_paths, write_json
+from .judges import VerdictCache, make_judge
 from .judges.endpoints import endpoint_of
 from .judges.registry import backend_names
+from .policy import Policy, resolve_policy
 from .reading import validate
 
 #: ``--judge``'s help: the judge backends (:mod:`.judges.registry`) or a judge YAML file
@@ -130,7 +135,6 @@ def triage(
 ) -> None:
     """Stage 1: judge both responses of every pair under the new policy; INVERT / PUNISH / RETAIN."""
     from .triage import run as stage
-    from .policy import resolve_policy
 
     base = load_yaml(config) if config else {}
     judge_cfg = _merge(
@@ -368,7 +372,6 @@ def eval_cmd(
 ) -> None:
     """Evaluate: target policy agreement per slice, attack success, utility (writes metrics.json)."""
     from .evaluate import run as stage
-    from .policy import resolve_policy
 
     base = load_yaml(config) if config else {}
     raw = _merge(
@@ -391,8 +394,6 @@ def eval_cmd(
         from .evaluate.utility import lm_eval_bridge
 
         metrics["utility"]["lm_eval"] = lm_eval_bridge(cfg.model, cfg.adapter, lm_eval.split(","))
-        from .files import write_json
-
         write_json(cfg.out, metrics)
     tpa = metrics.get("tpa", {})
     line = f"{metrics['label']}: "
@@ -466,7 +467,6 @@ def winrate(
 ) -> None:
     """Win rate of A over B, judged against the policy, each pair asked in both orders."""
     from .evaluate.winrate import run_winrate
-    from .policy import resolve_policy
 
     judge_cfg = validate(
         JudgeConfig,
@@ -528,10 +528,7 @@ def policy_test(
 ) -> None:
     """Run the policy's test cases (`cases:`) through a judge: a confusion table, what the cases
     leave untested (rules policies) and every failure. Exit 1 when more than --max-failure-rate fail."""
-    from .files import check_output_paths, write_json
-    from .judges import VerdictCache, make_judge
     from .judges.cases import coverage_gaps, run_cases
-    from .policy import Policy, resolve_policy
 
     path = resolve_policy(policy)
     cache_path = cache or default_cache_dir() / "verdicts.sqlite"
@@ -567,8 +564,6 @@ def data_pku(
     source: Optional[str] = typer.Option(None, help="Local copy (folder, parquet, JSON/JSONL); default: the hub."),
 ) -> None:
     """PKU-SafeRLHF -> pairs, prepared as the reference code does (safer response chosen)."""
-    from .data import write_pairs
-    from .files import check_output_paths
     from .pku import pku_pairs
 
     check_output_paths({"--source": source}, {"--out": out})
@@ -602,7 +597,6 @@ def judge_audit(
     """Judge responses that people labelled and measure the judge: accuracy, Cohen's κ, confusion per
     prompt category, calibration of P(compliant), and how many labelled pairs change triage category."""
     from .judges.audit_run import run_audit
-    from .policy import resolve_policy
 
     judge_cfg = _merge(_judge_section(judge), {"model": model, "base_url": base_url, "concurrency": concurrency,
                                                "on_unparseable": on_unparseable})
@@ -699,8 +693,6 @@ def os_error_line(exc: OSError) -> tuple[str, int]:
     """An OSError as one line naming the file and the cause, and the exit status: 1 for a fault
     of the machine (disk full, I/O error), 2 for a path the user gave (a directory, no
     permission, a missing folder)."""
-    import errno as errno_names
-
     name = errno_names.errorcode.get(exc.errno or 0, "")
     where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
     cause = exc.strerror or str(exc) or type(exc).__name__
@@ -739,8 +731,6 @@ def main() -> None:
 def _main() -> None:
     """Run the command: user errors become one line on stderr and exit status 2; faults of
     the machine (disk full) one line and exit status 1; Ctrl-C one line and exit status 130."""
-    import sqlite3
-
     try:
         app()
     except RealignError as exc:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from ..data import Text, prompt_text
+from ..generation import generate, prompt_ids, prompt_room
 from ..judges.async_calls import fan_out_sync
 from ..judges.chat_client import ChatClient
 from ..sequences import prompt_messages
@@ -43,8 +44,6 @@ class LocalGenerator:
         self.config, self.cache, self.progress = config, cache, progress
 
     def _batches(self, prompts: Sequence[Text], todo: list[int]) -> list[list[int]]:
-        from ..generation import prompt_ids, prompt_room
-
         room = prompt_room(self.model, self.tokenizer, self.config.max_new_tokens)
         length = {i: len(prompt_ids(self.tokenizer, prompts[i], room)[0]) for i in todo}  # as generate sees them
         order = sorted(todo, key=lambda i: length[i])
@@ -54,8 +53,6 @@ class LocalGenerator:
     def __call__(self, prompts: Sequence[Text]) -> list[str]:
         import accelerate
         from tqdm.auto import tqdm
-
-        from ..generation import generate
 
         state = accelerate.PartialState()
         keys = [prompt_text(p) for p in prompts]

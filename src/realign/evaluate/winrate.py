@@ -35,13 +35,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..config import JudgeConfig
-from ..data import prompt_text, response_text
+from ..data import iter_source, prompt_text, response_text
 from ..errors import DataError, RealignError
-from ..files import write_json, write_jsonl
+from ..files import check_output_paths, write_json, write_jsonl
 from ..judges.cache import cache_key
 from ..judges.pairwise import PairItem, PairVerdict, PairwiseJudge, make_pairwise_judge
 from ..metrics.stats import Z95, wilson
 from ..policy import Policy
+from ..provenance import provenance
 
 __all__ = ["Generation", "items_path", "match_generations", "read_generations", "run_winrate", "summarise"]
 
@@ -63,8 +64,6 @@ def read_generations(path: str | Path) -> list[Generation]:
     """Rows with "id", "prompt" and "response" (strings or chat messages) from a JSONL file
     (``generations.jsonl`` of ``realign eval``; other fields are ignored). Bad rows raise a
     :class:`DataError` naming file, line and field; duplicate ids are errors too."""
-    from ..data import iter_source
-
     path = Path(path)
     if not path.exists():
         raise RealignError(f"{path}: file not found")
@@ -254,9 +253,6 @@ def run_winrate(
     result written to ``out``. Already judged items (same key) are not asked again.
     ``policy``: a :class:`Policy` or its YAML file. Outputs that would overwrite an input
     are refused first."""
-    from ..files import check_output_paths
-    from ..provenance import provenance
-
     start = time.perf_counter()
     a, b, out = Path(a), Path(b), Path(out)
     hf_judge = isinstance(judge, JudgeConfig) and judge.backend == "hf"

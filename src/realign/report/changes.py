@@ -15,9 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ..errors import RealignError
 from ..metrics.prompts import changed_slices, load_rows, states_expectation
 from ..metrics.stats import difference, pool
+from ..policy import Policy, resolve_policy
 from .collect import RunData, Source
 from .rows import Row, before_of
 
@@ -40,8 +43,6 @@ class OldPolicy:
 
 def load_old_policy(spec: str | Path, named_in: str) -> OldPolicy:
     """The old policy ``spec`` names (a policy file or a packaged policy's name)."""
-    from ..policy import Policy, resolve_policy
-
     policy = Policy.load(resolve_policy(spec))
     return OldPolicy(policy.name, policy.hash, named_in)
 
@@ -57,8 +58,6 @@ def old_policies(found: RunData, given: OldPolicy | None) -> dict[Path, OldPolic
 
 
 def _recorded(run: Path, notes: list[str]) -> OldPolicy | None:
-    import yaml
-
     path = run / RUN_CONFIG
     if not path.is_file():
         return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -83,8 +84,6 @@ def _series_colours(series: Sequence[tuple[str, bool]]) -> list[str]:
 
 
 def _wrap(label: str, width: int = 13) -> str:
-    import textwrap
-
     return textwrap.fill(label.replace("_", " ") if len(label) > width else label, width) or label
 
 

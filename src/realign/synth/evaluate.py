@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Sequence
 
+from ..generation import generate as _generate
 from ..policy import Policy
 from .judge import NO_STYLE, TruthJudge, benign_correct
 from .world import HARMFUL, REFUSAL
@@ -23,8 +24,6 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 
              temperature: float = 0.0, seed: int = 0, progress: bool = False) -> list[str]:
     """Responses to ``prompts`` (user messages, chat-rendered), greedy when ``temperature``
     is 0 -- :func:`realign.generation.generate` with batch sizes for tiny models."""
-    from ..generation import generate as _generate
-
     return _generate(model, tokenizer, list(prompts), max_new_tokens=max_new_tokens, batch_size=batch_size,
                      temperature=temperature, seed=seed, progress=progress)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..data import INVERT, PUNISH, RETAIN, PreferencePair, Text
+from ..data import INVERT, PUNISH, RETAIN, PreferencePair, Text, prompt_text
 from ..errors import RealignError
 from ..objective import Term, conflict_term
 from ..triaged import gold_pairs, naive_pairs
@@ -297,8 +297,6 @@ class OracleSFT(Method):
 def _by_prompt(samples: Sequence[JudgedSample]) -> dict[str, tuple[Text, list[str], list[str]]]:
     """Per prompt (by its text, in first-seen order): the prompt, its distinct passed and its
     distinct failed responses, each in sample order. Abstentions are neither."""
-    from ..data import prompt_text
-
     out: dict[str, tuple[Text, list[str], list[str]]] = {}
     for s in samples:
         _, passed, failed = out.setdefault(prompt_text(s.prompt), (s.prompt, [], []))

@@ -1,11 +1,13 @@
-"""The layering of src/realign, read from its import graph: no import cycles, and no stage package
-importing another. Imports inside functions count (they run when the function does, and a cycle
-hidden in one is still a cycle); an ``if TYPE_CHECKING:`` import never runs and does not."""
+"""The layering of src/realign, read from its import graph: no import cycles, no stage package
+importing another, and imports at module level except where deferring one saves loading a heavy
+library. Imports inside functions count (they run when the function does, and a cycle hidden in
+one is still a cycle); an ``if TYPE_CHECKING:`` import never runs and does not."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import NamedTuple
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 #: the stage packages (a command each: realign triage, score, train, eval, report); what two of
@@ -17,6 +19,25 @@ KNOWN_CYCLES = {
     frozenset({"realign.train.online", "realign.train.run"}):
         "issue 32 item 5, train/run.py split by job: the Trainer and term dataset below run.py and online.py",
 }
+
+
+#: libraries that take a tenth of a second or more to import (torch about a second), or that only
+#: some commands need: imported inside the functions that use them, so that ``realign --help``, the
+#: config and a rules judge load none of them
+HEAVY = ("torch", "transformers", "datasets", "peft", "trl", "accelerate", "tokenizers", "huggingface_hub",
+         "safetensors", "openai", "matplotlib", "numpy", "tqdm", "lm_eval")
+#: what the command line loads before it parses a command: modules on this path may import inside a
+#: function what it does not load (a command's implementation), and nothing else
+ENTRY = "realign.cli"
+#: modules whose imports inside functions another change of issue 32 moves, with that change
+KNOWN_LAZY = {"realign.train.run": "issue 32 item 5, train/run.py split by job: each part's imports at its top"}
+
+
+class Import(NamedTuple):
+    module: str  #: the importing module
+    target: str  #: the module it imports (dotted; a package's own module where a name of it is imported)
+    line: int
+    in_function: bool
 
 
 def modules(root: Path, package: str) -> dict[str, Path]:
@@ -53,26 +74,40 @@ def _targets(node: ast.Import | ast.ImportFrom, module: str, is_package: bool, k
     return [f"{source}.{alias.name}" if f"{source}.{alias.name}" in known else source for alias in node.names]
 
 
-def import_graph(root: Path, package: str) -> dict[str, dict[str, int]]:
-    """module -> {module of the package it imports (and the packages above that one, whose
-    ``__init__`` runs first, up to its own): the line of the first such import}, counting
-    imports anywhere in the module, functions included."""
+def imports(root: Path, package: str) -> list[Import]:
+    """Every import statement that runs in ``package``'s modules, one record per module it names,
+    in source order."""
     known = modules(root, package)
-    graph: dict[str, dict[str, int]] = {}
+    found = []
     for module, path in known.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
         skipped = _type_checking_only(tree)
-        edges: dict[str, int] = {}
+        in_function = {id(inner) for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                       for inner in ast.walk(node)}
         for node in ast.walk(tree):
-            if not isinstance(node, (ast.Import, ast.ImportFrom)) or id(node) in skipped:
-                continue
-            for target in _targets(node, module, path.name == "__init__.py", known):
-                parts = target.split(".")
-                for depth in range(1, len(parts) + 1):
-                    name = ".".join(parts[:depth])
-                    if name in known and name != module and not module.startswith(name + "."):
-                        edges.setdefault(name, node.lineno)
-        graph[module] = edges
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in skipped:
+                found += [Import(module, target, node.lineno, id(node) in in_function)
+                          for target in _targets(node, module, path.name == "__init__.py", known)]
+    return sorted(found, key=lambda i: (i.module, i.line))
+
+
+def _run_first(target: str, module: str, known: dict) -> list[str]:
+    """The modules of the package importing ``target`` from ``module`` runs: the packages above
+    ``target`` (whose ``__init__`` runs first) up to ``module``'s own, and ``target``."""
+    parts = target.split(".")
+    names = [".".join(parts[:depth]) for depth in range(1, len(parts) + 1)]
+    return [n for n in names if n in known and n != module and not module.startswith(n + ".")]
+
+
+def import_graph(root: Path, package: str, *, in_functions: bool = True) -> dict[str, dict[str, int]]:
+    """module -> {module of the package it imports (:func:`_run_first`): the line of the first
+    such import}, counting imports anywhere in the module (``in_functions``) or at module level."""
+    known = modules(root, package)
+    graph: dict[str, dict[str, int]] = {module: {} for module in known}
+    for imp in imports(root, package):
+        if in_functions or not imp.in_function:
+            for name in _run_first(imp.target, imp.module, known):
+                graph[imp.module].setdefault(name, imp.line)
     return graph
 
 
@@ -145,6 +180,39 @@ def stage_imports(graph: dict[str, dict[str, int]], package: str, stages=STAGES)
             if stage(a) and stage(b) and stage(a) != stage(b) and named(edges, b)]
 
 
+def deferred_light_imports(root: Path, package: str, entry: str = ENTRY, heavy=HEAVY) -> list[str]:
+    """Each import inside a function that loads no heavy library (:data:`HEAVY`) — directly or
+    through the module-level imports of the module it names — unless ``entry`` loads the
+    importing module at start-up and not the imported one; as ``module:LINE imports target``."""
+    found = imports(root, package)
+    eager = import_graph(root, package, in_functions=False)
+    libraries: dict[str, set[str]] = {module: set() for module in eager}
+    for imp in found:
+        if not imp.in_function and imp.target not in eager:
+            libraries[imp.module].add(imp.target.split(".")[0])
+
+    def loaded(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            module = todo.pop()
+            if module not in seen:
+                seen.add(module)
+                todo += eager[module]
+        return seen
+
+    def loads_heavy(target: str) -> bool:
+        if target not in eager:
+            return target.split(".")[0] in heavy
+        return any(libraries[m] & set(heavy) for m in loaded(target) | set(_run_first(target, "", eager)))
+
+    startup = loaded(entry) if entry in eager else set()
+    def deferred_by_entry(imp: Import) -> bool:
+        return imp.module in startup and imp.target in eager and imp.target not in startup
+
+    return list(dict.fromkeys(f"{imp.module}:{imp.line} imports {imp.target}" for imp in found
+                              if imp.in_function and not loads_heavy(imp.target) and not deferred_by_entry(imp)))
+
+
 def test_no_import_cycles():
     graph = import_graph(SRC, "realign")
     found = cycles(graph)
@@ -158,6 +226,16 @@ def test_no_stage_package_imports_another():
     found = stage_imports(import_graph(SRC, "realign"), "realign")
     assert not found, ("a stage package imports another (what two stages share belongs below both):\n"
                        + "\n".join(found))
+
+
+def test_imports_inside_functions_only_defer_heavy_libraries():
+    found = deferred_light_imports(SRC, "realign")
+    unknown = [line for line in found if line.split(":")[0] not in KNOWN_LAZY]
+    assert not unknown, ("imports inside functions that load no heavy library (import them at the top of the "
+                         "module):\n" + "\n".join(unknown))
+    gone = [f"{module} ({why})" for module, why in KNOWN_LAZY.items()
+            if not any(f.startswith(module + ":") for f in found)]
+    assert not gone, "no longer defers light imports: take it off KNOWN_LAZY:\n" + "\n".join(gone)
 
 
 def _package(root: Path, files: dict[str, str]) -> Path:
@@ -189,7 +267,19 @@ def test_the_graph_counts_imports_in_functions_relative_ones_and_submodules_name
 def test_a_stage_importing_another_is_named_with_its_line(tmp_path):
     root = _package(tmp_path, {
         "pkg/__init__.py": "", "pkg/shared.py": "",
-        "pkg/score/__init__.py": "", "pkg/score/run.py": "from ..shared import x\n\ndef f():\n    from ..train.methods import T\n",
+        "pkg/score/__init__.py": "",
+        "pkg/score/run.py": "from ..shared import x\n\ndef f():\n    from ..train.methods import T\n",
         "pkg/train/__init__.py": "", "pkg/train/methods.py": "from . import other\n", "pkg/train/other.py": "",
     })
     assert stage_imports(import_graph(root, "pkg"), "pkg") == ["pkg.score.run:4 -> pkg.train.methods"]
+
+
+def test_a_deferred_import_is_one_of_a_heavy_library_or_one_the_entry_point_does_not_load(tmp_path):
+    root = _package(tmp_path, {
+        "pkg/__init__.py": "", "pkg/light.py": "import json\n", "pkg/heavy.py": "import torch\n",
+        "pkg/command.py": "from . import light\n",
+        "pkg/cli.py": "from . import light\n\ndef run():\n    from . import command\n    from .light import json\n",
+        "pkg/worker.py": "def f():\n    import json\n    import torch\n    from . import heavy, light\n",
+    })
+    assert deferred_light_imports(root, "pkg", entry="pkg.cli") == [
+        "pkg.cli:5 imports pkg.light", "pkg.worker:2 imports json", "pkg.worker:4 imports pkg.light"]

@@ -44,7 +44,7 @@ def synth_records(n: int, seed: int = 0, shift: str = "synth-contextual", confli
     records keep their oracle response y_c with probability ``oracle_share`` (else dual NPO),
     so every per-sample loss kind occurs. Deterministic in ``seed``."""
     from realign.synth import World, make_pairs, truth_triage
-    from realign.triage import INVERT, PUNISH, RETAIN
+    from realign.data import INVERT, PUNISH, RETAIN
 
     n_conflict = round(n * conflict_share)
     want = {INVERT: n_conflict // 2, PUNISH: n_conflict - n_conflict // 2}

@@ -31,7 +31,8 @@ SETTINGS = {"gold_size": 12, "params": {"lora_r": 4}, "device": "cpu"}
 
 def triaged_examples(work: Path) -> Path:
     """The packaged example pairs, triaged by the rules judge under contextual-exceptions."""
-    from realign.config import TriageConfig, validate
+    from realign.config import TriageConfig
+    from realign.reading import validate
     from realign.policy import resolve_policy
     from realign.resources import resource_path
     from realign.triage.run import run

@@ -147,7 +147,8 @@ def _forward_worker(spec: dict) -> dict:
     import torch
 
     from realign.data import read_pairs
-    from realign.score.run import CONFLICT, training_loss
+    from realign.data import CONFLICT
+    from realign.objective import conflict_term as training_loss
     from realign.models import attach_lora
     from realign.score.scorer import Scorer
     from realign.models import load_causal_lm, load_tokenizer

@@ -144,7 +144,7 @@ def seed_reviewed(spec: dict) -> None:
     from realign.files import write_json
     from realign.stage import summary_path
     from realign.synth.policies import load_policy
-    from realign.triage import INVERT, PUNISH, RETAIN
+    from realign.data import INVERT, PUNISH, RETAIN
 
     out = Path(spec["run_dir"]) / "triage" / "triaged.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)

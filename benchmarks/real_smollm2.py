@@ -339,7 +339,8 @@ def split_statement(data: Path, seed: int) -> dict:
 
 def run_old_model(unit: str, spec: dict) -> dict:
     """DPO to the old policy on the seed's pairs (align_old.yaml), merged into the weights."""
-    from realign.config import TrainConfig, validate
+    from realign.config import TrainConfig
+    from realign.reading import validate
     from realign.train.run import merge
     from realign.train.run import run as train
 
@@ -406,7 +407,8 @@ def run_oracle_triage(unit: str, spec: dict) -> dict:
     from realign.stage import output_digests, summary_path
     from realign.triage import run as triage
     from realign.triage.judging import TriageStats
-    from realign.triage.relabel import attach_oracle_responses, gold_pairs
+    from realign.triage.relabel import attach_oracle_responses
+    from realign.triaged import gold_pairs
 
     config = pipeline_for(spec, [], oracle=True).triage
     summary = triage.run(config, progress=False)
@@ -506,7 +508,7 @@ def refusals(generations: Path, policy: str) -> dict:
     requests the rules recognise no topic of, whose verdicts would not say whether they were refused."""
     from collections import defaultdict
 
-    from realign.evaluate.stats import rate
+    from realign.metrics.stats import rate
     from realign.judges.rules import CompiledRules
     from realign.policy import REFUSAL, Policy
 
@@ -525,7 +527,7 @@ def outcomes(metrics_path: Path, data: Path, spec: dict) -> dict:
     counts: agreement (overall, changed / unchanged slices, must-help / must-refuse, per slice;
     balanced, a mean of two rates, bare), refusal rates of the attack sets plain and under each
     jailbreak template (:func:`refusals`), benign accuracy, degenerate rate, KL."""
-    from realign.evaluate.stats import pool
+    from realign.metrics.stats import pool
 
     metrics = _json(metrics_path)
     tpa, changed = metrics["tpa"], changed_slices(data, spec)
@@ -551,7 +553,7 @@ def _mean_sd(values: list) -> dict:
 def _stat(values: list) -> dict:
     """Mean and sd over seeds (``n`` seeds) of rates or numbers; for rates with counts also the
     responses pooled over seeds (``k`` of ``responses``) and their 95 % Wilson interval ``ci95``."""
-    from realign.evaluate.stats import rate_of, wilson
+    from realign.metrics.stats import rate_of, wilson
 
     present = [v for v in values if v is not None]
     out = _mean_sd([rate_of(v) for v in present])
@@ -595,9 +597,9 @@ def aggregate(units: dict[int, dict], names: list[str]) -> dict:
 def differences(agg: dict, metrics: list[str]) -> list[dict]:
     """Every method against the starting model, and TRACE against every other method, on
     ``metrics``: the difference of the rates pooled over seeds with its 95 % interval (Newcombe's,
-    from the two Wilson intervals: :func:`realign.evaluate.stats.difference`); ``outside`` when
+    from the two Wilson intervals: :func:`realign.metrics.stats.difference`); ``outside`` when
     the interval excludes zero."""
-    from realign.evaluate.stats import difference
+    from realign.metrics.stats import difference
 
     def pooled(stat: dict | None) -> dict | None:
         return None if not stat or "ci95" not in stat else {"rate": stat["k"] / stat["responses"], "ci95": stat["ci95"]}

@@ -136,12 +136,12 @@ def test_a_catastrophic_regex_in_eval_names_the_row(tmp_path, monkeypatch):
     import realign.judges.rules as rules
     from realign.evaluate.run import _judge
     from realign.judges.cache import VerdictCache
-    from realign.triage.judging import TriageStats, VerdictStore
+    from realign.judges.store import JudgingCounts, VerdictStore
 
     monkeypatch.setattr(rules, "RULE_TIMEOUT_S", 0.2)
     with VerdictCache(tmp_path / "c.sqlite") as cache, pytest.raises(JudgeError) as info:
         store = VerdictStore(RulesJudge(), _policy("(x+x+)+y"), cache, progress=False)
-        _judge(store, TriageStats(), ["a", "b"], ["fine", "x" * 3000], "retry",
+        _judge(store, JudgingCounts(), ["a", "b"], ["fine", "x" * 3000], "retry",
                ["prompts.jsonl row '0': its response", "prompts.jsonl row '1': its response"])
     assert str(info.value).startswith("prompts.jsonl row '1': its response: policy 'hostile': rule regex")
 
@@ -184,7 +184,8 @@ def test_ordinary_aliases_still_load(tmp_path):
 
 
 def test_validation_errors_cut_long_values():
-    from realign.config import TrainConfig, validate
+    from realign.config import TrainConfig
+    from realign.reading import validate
 
     with pytest.raises(RealignError) as info:
         validate(TrainConfig, {"model": "m", "data": "d", "out": "o", "beta": "x" * 4_000_000}, "train.yaml")
@@ -262,7 +263,8 @@ def _encode_uncut(tokenizer, prompt, response, max_length):
 def test_over_long_eval_prompts_are_cut_and_counted_in_metrics(tmp_path):
     """A prompt longer than the model takes (here 64 positions, less max_new_tokens) is cut at
     its start, generated from, and counted in metrics.json; a short one is not."""
-    from realign.config import EvalConfig, validate
+    from realign.config import EvalConfig
+    from realign.reading import validate
     from realign.evaluate.run import run
     from realign.testing.tiny import save_tiny
 

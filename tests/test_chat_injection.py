@@ -4,7 +4,7 @@ prompts, so it can never open or close a turn."""
 
 import pytest
 
-from realign.evaluate.generation import prompt_ids
+from realign.generation import prompt_ids
 from realign.models import encode_chat, render_chat
 from realign.sequences import encode
 from realign.testing.tiny import tiny_tokenizer

@@ -11,11 +11,11 @@ from realign.judges.base import Verdict
 from realign.judges.cache import VerdictCache
 from realign.policy import Policy
 from realign.testing.tiny import save_tiny
-from realign.train.methods import Trace
+from realign.objective import conflict_term
 from realign.triage import corrective as corr
 from realign.triage.corrective import Candidate, Sampler, attach_corrective, old_response_candidates, style_prefixes
 from realign.triage.judging import TriageStats, triage
-from realign.triage.relabel import gold_pairs
+from realign.triaged import gold_pairs
 
 POLICY = Policy.from_dict({"name": "test", "text": "Responses containing BAD violate."})
 
@@ -153,10 +153,10 @@ def test_rerun_judges_nothing_again(tmp_path, fake_sampler):
 def test_y_c_trains_punish_as_a_preference_and_the_oracle_comes_first():
     r = PreferencePair("p", "q", "BAD w", "BAD l", category="PUNISH",
                        corrective={"response": "fine", "source": "samples"})
-    term = Trace.conflict_term(r)
+    term = conflict_term(r)
     assert (term.kind, term.first, term.second) == ("pref", "fine", "BAD w")
     r.oracle = "oracle's"
-    assert Trace.conflict_term(r).first == "oracle's"
+    assert conflict_term(r).first == "oracle's"
     r.oracle = None
     assert gold_pairs([r]) == ([], 1)  # DPO-Gold stays the oracle's relabelling
 

@@ -2,7 +2,6 @@
 data, the whole pipeline, the before/after table and the report — with a tiny untrained model
 in place of the bootstrapped one and a few training steps, so it runs in seconds."""
 
-import importlib
 from types import SimpleNamespace
 
 import pytest
@@ -84,7 +83,6 @@ def test_a_stale_shipped_model_is_not_used(tmp_path, monkeypatch, capsys):
     (stale / "bootstrap.json").write_text(json.dumps({**meta, "key": "0" * 16}))
     monkeypatch.setattr(demo, "SHIPPED_MODEL", stale)
     built = tmp_path / "bootstrapped"
-    bootstrap_module = importlib.import_module("realign.synth.bootstrap")  # the package re-exports the function
-    monkeypatch.setattr(bootstrap_module, "bootstrap", lambda cfg, progress=True: SimpleNamespace(path=built))
+    monkeypatch.setattr(demo, "bootstrap", lambda cfg, progress=True: SimpleNamespace(path=built))
     assert demo.demo_model(progress=False) == built
     assert "was built from another world or bootstrap recipe" in capsys.readouterr().err

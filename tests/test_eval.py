@@ -8,9 +8,9 @@ import torch
 
 from realign.errors import DataError, RealignError
 from realign.evaluate.attacks import load_templates, wrap
-from realign.evaluate.generation import generate
-from realign.evaluate.stats import difference, pool, rate, wilson
-from realign.evaluate.tpa import agreement, style_of
+from realign.generation import generate
+from realign.metrics.stats import difference, pool, rate, wilson
+from realign.metrics.tpa import agreement, style_of
 from realign.evaluate.utility import answer_correct, lm_eval_bridge
 from realign.testing.tiny import save_tiny, tiny_llama, tiny_tokenizer
 
@@ -39,7 +39,7 @@ def test_pooled_rates_and_the_interval_of_a_difference():
 
 
 def test_changed_slices_are_those_whose_expected_behaviour_differs():
-    from realign.evaluate.prompts import changed_slices, states_expectation
+    from realign.metrics.prompts import changed_slices, states_expectation
 
     rows = [{"slice": "cyber/educational", "expected": {"old": ["refusal"], "new": ["helpful"]}},
             {"slice": "cyber/none", "expected": {"old": ["refusal"], "new": ["refusal"]}},
@@ -70,7 +70,7 @@ def test_tpa_per_slice_macro_and_balanced():
 
 
 def test_balanced_and_slice_mean_are_two_headlines_and_old_files_read_right():
-    from realign.evaluate.metrics import headlines
+    from realign.metrics.table import headlines
 
     by_summary = {h.summary: h for h in headlines()}
     balanced, mean = by_summary["balanced agreement (must-help, must-refuse)"], by_summary["slice-mean agreement"]
@@ -84,7 +84,7 @@ def test_attack_success_counts_only_responses_the_judge_finds_violating(capsys):
     """A refusal the rules do not recognise ("other") and an abstention are no attack success:
     they are counted apart, as unclassified (issue 27 item 16)."""
     from realign.cli import _echo_before_after
-    from realign.evaluate.metrics import Outcomes, measure
+    from realign.metrics.table import Outcomes, measure
     from realign.judges.rules import RulesJudge
     from realign.judges.base import JudgeItem
     from realign.policy import Policy
@@ -228,7 +228,7 @@ def test_eval_of_a_hub_id_generates_again_when_its_refs_main_moves(tiny, hub_cac
 
 
 def test_bad_eval_rows_are_one_clear_error(tmp_path):
-    from realign.evaluate.run import load_rows
+    from realign.metrics.prompts import load_rows
 
     path = tmp_path / "e.jsonl"
     path.write_text(json.dumps({"prompt": "ok"}) + "\n" + json.dumps({"prompt": ""}) + "\n")

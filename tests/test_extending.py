@@ -6,11 +6,10 @@ import types
 from pathlib import Path
 from types import SimpleNamespace
 
-from realign.data import PreferencePair
+from realign.data import INVERT, RETAIN, PreferencePair
 from realign.judges.base import JudgeItem
 from realign.losses import LOSS_KINDS
 from realign.train.methods import METHODS, MethodOptions, get_method
-from realign.triage import INVERT, RETAIN
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 
@@ -46,7 +45,7 @@ def test_the_judge_backend_example_is_built_through_the_registry(monkeypatch):
     module = types.ModuleType("keyword_backend")
     exec(example("A judge backend"), module.__dict__)
     monkeypatch.setitem(sys.modules, "keyword_backend", module)
-    monkeypatch.setitem(registry.BACKENDS, "keyword", ("keyword_backend", ("pointwise",)))
+    monkeypatch.setitem(registry.BACKENDS, "keyword", {"pointwise": "keyword_backend.KeywordJudge"})
     assert "keyword" in registry.backend_names("pointwise")
     judge = make_judge(SimpleNamespace(backend="keyword"))
     verdicts = judge.judge([JudgeItem("q", "fine"), JudgeItem("q", "Forbidden")], policy=None)
@@ -55,7 +54,7 @@ def test_the_judge_backend_example_is_built_through_the_registry(monkeypatch):
 
 def test_the_metric_example_is_measured_and_shown(monkeypatch, capsys):
     from realign.cli import _echo_before_after
-    from realign.evaluate import metrics
+    from realign.metrics import table as metrics
     from realign.judges.base import Verdict
     from realign.report.sections import _cell
 
@@ -71,3 +70,17 @@ def test_the_metric_example_is_measured_and_shown(monkeypatch, capsys):
     assert _cell(shown[0], shown[0].read(measured)) == "50.0%"
     _echo_before_after({"before": {"compliant": {"rate": 0.25}}, "after": measured})
     assert [line.split()[-2:] for line in capsys.readouterr().out.splitlines() if "compliant" in line] == [["25.0%", "50.0%"]]
+
+
+def test_the_names_earlier_versions_of_this_page_imported_still_import():
+    """The recipes once imported the categories from realign.triage and the metric table and rate
+    statistics from realign.evaluate; those names stay where user code may import them."""
+    import realign.data
+    import realign.metrics.stats
+    import realign.metrics.table
+    from realign.evaluate import metrics, stats
+    from realign.triage import INVERT, PUNISH, RETAIN
+
+    assert (INVERT, PUNISH, RETAIN) == realign.data.CATEGORIES
+    assert metrics.Metric is realign.metrics.table.Metric and metrics.METRICS is realign.metrics.table.METRICS
+    assert stats.rate is realign.metrics.stats.rate

@@ -8,13 +8,13 @@ import torch
 
 from realign.score import run as score
 from realign.config import ScoreConfig
-from realign.data import PreferencePair, read_pairs, write_pairs
+from realign.data import INVERT, PUNISH, RETAIN, PreferencePair, read_pairs, write_pairs
 from realign.errors import RealignError
-from realign.score.run import allocate, build_gold_batch, normalise, training_loss
+from realign.objective import conflict_term
+from realign.score.run import allocate, build_gold_batch, normalise
 from realign.score.linalg import conjugate_gradient, dot, flatten
 from realign.score.scorer import Scorer
 from realign.testing.tiny import save_tiny, tiny_llama, tiny_tokenizer
-from realign.triage import INVERT, PUNISH, RETAIN
 
 from numerics import reordering_atol
 
@@ -126,8 +126,8 @@ def test_cg_against_dense_solve_on_a_tiny_model(tiny_model, triaged):
     scorer = Scorer(model, load_tokenizer(str(tiny_model), padding_side="right"), params, beta=0.3,
                     preference_loss="dpo", max_length=64, batch_size=8, device=torch.device("cpu"))
     records = read_pairs(triaged).pairs
-    samples = [training_loss(r) for r in records if r.category in (INVERT, PUNISH)][:6]
-    g = scorer.gradient([training_loss(r) for r in records[:6]])
+    samples = [conflict_term(r) for r in records if r.category in (INVERT, PUNISH)][:6]
+    g = scorer.gradient([conflict_term(r) for r in records[:6]])
     n = sum(p.numel() for p in params.values())
     shapes = [p.shape for p in params.values()]
 
@@ -183,7 +183,7 @@ def test_cosine_score_ignores_the_size_of_a_samples_loss_and_the_dot_score_does_
         p.requires_grad_(True)
     tokenizer = load_tokenizer(str(tiny_model), padding_side="right")
     records = read_pairs(triaged).pairs
-    samples = [training_loss(r) for r in records if r.category in (INVERT, PUNISH)][:6]
+    samples = [conflict_term(r) for r in records if r.category in (INVERT, PUNISH)][:6]
     kw = dict(beta=0.3, preference_loss="dpo", max_length=64, batch_size=8, device=torch.device("cpu"),
               reference=model.disable_adapter)
     plain = Scorer(model, tokenizer, params, **kw)

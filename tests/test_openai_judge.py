@@ -14,7 +14,8 @@ import pytest
 from realign.config import JudgeConfig
 from realign.errors import JudgeError
 from realign.judges import Judge, JudgeItem, make_judge
-from realign.judges.openai_compat import ChatClient, OpenAIJudge, _parse_retry_after
+from realign.judges.chat_client import ChatClient, _parse_retry_after
+from realign.judges.openai_compat import OpenAIJudge
 from realign.judges.prompting import PROMPT_FORMAT_VERSION, SYSTEM_TEMPLATE
 from realign.policy import Policy
 from realign.testing import FAULTS, FakeOpenAIServer, extract_response

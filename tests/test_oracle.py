@@ -7,8 +7,8 @@ import torch
 
 from realign.config import OracleConfig
 from realign.errors import JudgeError
-from realign.judges.openai_compat import ChatReply
-from realign.oracle import HFOracle, OpenAIOracle, Oracle, make_oracle, oracle_messages
+from realign.judges.chat_client import ChatReply
+from realign.judges.oracle import HFOracle, OpenAIOracle, Oracle, make_oracle, oracle_messages
 from realign.policy import Policy
 from realign.testing.openai_server import FakeOpenAIServer
 from realign.testing.tiny import save_tiny

@@ -5,7 +5,7 @@ as `ga` terms of weight −1, which the trainer turns into the mean NLL per toke
 import pytest
 import torch
 
-from realign.data import PreferencePair
+from realign.data import INVERT, PUNISH, RETAIN, PreferencePair
 from realign.losses import token_logps
 from realign.train.methods import METHODS, SFT_WEIGHT, MethodOptions, sft_targets
 from realign.sequences import collate, encode
@@ -14,7 +14,6 @@ from realign.synth.export import make_pairs, truth_triage
 from realign.synth.judge import TruthJudge
 from realign.testing.tiny import tiny_llama, tiny_tokenizer
 from realign.train.run import TermCollator, TermDataset, term_losses
-from realign.triage import INVERT, PUNISH, RETAIN
 
 OK = {"compliant": True, "p_compliant": 1.0, "raw": ""}
 BAD = {"compliant": False, "p_compliant": 0.0, "raw": ""}

@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from realign.data import PreferencePair
+from realign.data import RETAIN, PreferencePair
 from realign.errors import RealignError
 from realign.judges.base import JudgeItem, Verdict
 from realign.judges.cache import VerdictCache
 from realign.judges.cases import coverage_gaps, gate, run_cases
 from realign.judges.rules import RulesJudge
 from realign.policy import Policy, packaged_policies, resolve_policy
-from realign.triage import RETAIN
 from realign.triage.judging import triage
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -341,9 +341,9 @@ CHANGE_SLICES = {
 
 def _change_layout(tmp_path: Path, after: dict | None = None, old_policy: str | None = OLD) -> Path:
     """What ``realign run`` writes for base and trace on prompts whose `expected` names the old
-    and the new policy: metrics.json (tpa from realign.evaluate.tpa.agreement), generations.jsonl,
+    and the new policy: metrics.json (tpa from realign.metrics.tpa.agreement), generations.jsonl,
     the eval prompts, and run_config.yaml with ``old_policy``. ``after``: slice -> agreed after."""
-    from realign.evaluate.tpa import agreement
+    from realign.metrics.tpa import agreement
     from realign.policy import Policy, resolve_policy
 
     run = tmp_path / "run"

@@ -10,14 +10,13 @@ import torch
 
 from realign.train import run as train
 from realign.config import TrainConfig
-from realign.data import PreferencePair, read_pairs, write_pairs
+from realign.data import INVERT, PUNISH, RETAIN, PreferencePair, read_pairs, write_pairs
 from realign.errors import RealignError
 from realign.losses import DPO, IPO, NPO, dpo_loss, keep_loss, rdpo_loss, token_logps
 from realign.train.methods import METHODS, MethodOptions, get_method
 from realign.sequences import collate, encode
 from realign.testing.tiny import save_tiny, tiny_llama, tiny_tokenizer
 from realign.train.run import KIND_INDEX, TermCollator, TermDataset, term_losses
-from realign.triage import INVERT, PUNISH, RETAIN
 
 
 def test_losses_by_hand():

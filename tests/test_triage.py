@@ -4,13 +4,13 @@ import pytest
 from typer.testing import CliRunner
 
 from realign.cli import app
-from realign.data import PreferencePair, read_pairs
+from realign.data import INVERT, PUNISH, RETAIN, PreferencePair, read_pairs
 from realign.judges.base import Verdict
 from realign.judges.cache import VerdictCache
 from realign.policy import Policy
-from realign.triage import INVERT, PUNISH, RETAIN, categorise
 from realign.triage.judging import triage
-from realign.triage.relabel import attach_oracle_responses, gold_pairs, naive_pairs
+from realign.triage.relabel import attach_oracle_responses
+from realign.triaged import categorise, gold_pairs, naive_pairs
 
 POLICY = Policy.from_dict({"name": "test", "text": "Responses containing BAD violate."})
 

@@ -11,14 +11,14 @@ import pytest
 from typer.testing import CliRunner
 
 from realign.cli import app
-from realign.config import TriageConfig, config_paths, validate
-from realign.data import PreferencePair, read_pairs
+from realign.config import TriageConfig, config_paths
+from realign.data import RETAIN, PreferencePair, read_pairs
 from realign.errors import DataError, RealignError
 from realign.judges.base import Verdict
 from realign.judges.cache import VerdictCache
 from realign.judges.labels import read_labels
 from realign.policy import Policy
-from realign.triage import INVERT, RETAIN
+from realign.reading import validate
 from realign.triage.judging import HUMAN, TriageStats, judge_pairs
 from realign.triage.review import read_human_labels, review_order, review_rows, write_review
 from realign.triage.run import produced_by, run
@@ -149,7 +149,7 @@ def test_bad_labels_file_is_one_error_naming_file_line_and_field(tmp_path, text,
 @pytest.fixture
 def files(tmp_path, monkeypatch):
     """A pairs file and policy, and make_judge giving the scored judge (model 'other': flipped)."""
-    monkeypatch.setattr("realign.judges.make_judge", lambda cfg: ScoredJudge(
+    monkeypatch.setattr("realign.triage.run.make_judge", lambda cfg: ScoredJudge(
         "other/v1", flip=("good", "fine")) if cfg.model == "other" else ScoredJudge())
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps({"id": p.id, "prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected})

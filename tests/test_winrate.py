@@ -12,18 +12,9 @@ from typer.testing import CliRunner
 from realign.cli import app
 from realign.config import JudgeConfig
 from realign.errors import DataError, RealignError
-from realign.evaluate.winrate import (
-    PairItem,
-    PairVerdict,
-    items_path,
-    match_generations,
-    pairwise_messages,
-    parse_choice,
-    p_first_from_logprobs,
-    read_generations,
-    run_winrate,
-    summarise,
-)
+from realign.evaluate.winrate import items_path, match_generations, read_generations, run_winrate, summarise
+from realign.judges.pairwise import PairItem, PairVerdict, pairwise_messages, parse_choice
+from realign.judges.prompting import answer_share
 from realign.policy import Policy, resolve_policy
 from realign.testing.openai_server import FakeOpenAIServer, extract_pair
 
@@ -68,9 +59,9 @@ def test_parse_choice_and_logprobs():
     assert parse_choice("A") == "first" and parse_choice(" B") == "second"
     assert parse_choice("**B**") == "second" and parse_choice("Response A") == "first"
     assert parse_choice("Both") is None and parse_choice("") is None and parse_choice("Absolutely") is None
-    p = p_first_from_logprobs({"A": math.log(0.6), " A": math.log(0.1), "B": math.log(0.2), "I": math.log(0.1)})
+    p = answer_share({"A": math.log(0.6), " A": math.log(0.1), "B": math.log(0.2), "I": math.log(0.1)}, "A", "B", str.upper)
     assert p == pytest.approx(0.7 / 0.9)
-    assert p_first_from_logprobs({"I": 0.0}) is None
+    assert answer_share({"I": 0.0}, "A", "B", str.upper) is None
 
 
 def test_summarise_scores_and_intervals():
@@ -223,7 +214,7 @@ def test_bad_rows_name_file_line_and_field(tmp_path):
 
 
 def test_hf_backend_reads_a_and_b(tmp_path):
-    from realign.evaluate.winrate import HFPairwiseJudge
+    from realign.judges.pairwise import HFPairwiseJudge
     from realign.testing.tiny import save_tiny
 
     model_dir = save_tiny(tmp_path / "tiny", seed=0)
@@ -253,7 +244,7 @@ def test_cli_winrate(tmp_path):
 
 
 def test_hf_backend_fits_long_pairs_into_the_model_limit(tmp_path):
-    from realign.evaluate.winrate import HFPairwiseJudge
+    from realign.judges.pairwise import HFPairwiseJudge
     from realign.testing.tiny import save_tiny
 
     probe = HFPairwiseJudge(JudgeConfig(backend="hf", model=str(save_tiny(tmp_path / "big", seed=0)), device="cpu"))

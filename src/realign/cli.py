@@ -4,17 +4,26 @@ outputs. Errors a user can cause print one line (``error: ...``), never a traceb
 
 from __future__ import annotations
 
+import errno as errno_names
 import json
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from .config import EvalConfig, JudgeAuditConfig, JudgeConfig, ParamSpaceConfig, ScoreConfig, TrainConfig, TriageConfig
+from .config import (EvalConfig, JudgeAuditConfig, JudgeConfig, ParamSpaceConfig, ScoreConfig, TrainConfig,
+                     TriageConfig, default_cache_dir, load_yaml)
+from .data import CONFLICT, write_pairs
 from .errors import RealignError
+from .files import check_output_paths, write_json
+from .judges import VerdictCache, make_judge
+from .judges.endpoints import endpoint_of
 from .judges.registry import backend_names
+from .policy import Policy, resolve_policy
+from .reading import validate
 
 #: ``--judge``'s help: the judge backends (:mod:`.judges.registry`) or a judge YAML file
 JUDGE_HELP = f"Judge: {', '.join(backend_names('pointwise'))}, or a judge YAML file."
@@ -34,8 +43,6 @@ app = typer.Typer(
 
 def _judge_section(judge: str | None, flag: str = "--judge") -> dict[str, Any]:
     """``--judge`` (or ``flag``) is a backend name (rules, openai, hf: :mod:`.judges.registry`) or a judge YAML file."""
-    from .config import load_yaml
-
     if judge is None:
         return {}
     if judge in backend_names("pointwise"):
@@ -46,8 +53,6 @@ def _judge_section(judge: str | None, flag: str = "--judge") -> dict[str, Any]:
 
 
 def _oracle_section(oracle: str | None) -> dict[str, Any] | None:
-    from .config import load_yaml
-
     if oracle is None:
         return None
     if oracle in backend_names("oracle"):
@@ -130,8 +135,6 @@ def triage(
 ) -> None:
     """Stage 1: judge both responses of every pair under the new policy; INVERT / PUNISH / RETAIN."""
     from .triage import run as stage
-    from .config import TriageConfig, load_yaml, validate
-    from .policy import resolve_policy
 
     base = load_yaml(config) if config else {}
     judge_cfg = _merge(
@@ -189,8 +192,6 @@ def _judge_named(config: JudgeConfig, identity: str) -> str:
     names no judge backend, that the rules judge decided as the default."""
     named = f"judge {identity}"
     if config.backend == "openai":
-        from .judges.openai_compat import endpoint_of
-
         named += f" at {endpoint_of(config)}"
     if "backend" not in config.model_fields_set:
         named += " (the default: no judge configured)"
@@ -238,7 +239,6 @@ def score(
 ) -> None:
     """Stage 2: alignment impact score of every INVERT and PUNISH record (Alg. 1 lines 9-31)."""
     from .score import run as stage
-    from .config import ScoreConfig, load_yaml, validate
 
     base = load_yaml(config) if config else {}
     raw = _merge(
@@ -263,7 +263,7 @@ def score(
     typer.echo(
         f"scored {summary['conflict']} conflict records ({summary['variant']['name']}, {cfg.hessian}, {cfg.method})"
         + "".join(f" | {c} mean weight {w[c].get('mean', 0):.3g}, zero {w[c].get('fraction_zero', 0):.0%},"
-                  f" share {w[c].get('share', 0):.0%}" for c in ("INVERT", "PUNISH"))
+                  f" share {w[c].get('share', 0):.0%}" for c in CONFLICT)
         + f" -> {cfg.out}"
     )
 
@@ -298,7 +298,6 @@ def train_cmd(
 ) -> None:
     """Stage 3: train with TRACE, an ablation or a baseline (Alg. 1 lines 34-46)."""
     from .train import run as stage
-    from .config import TrainConfig, load_yaml, validate
 
     base = load_yaml(config) if config else {}
     raw = _merge(
@@ -372,9 +371,7 @@ def eval_cmd(
     quiet: bool = QUIET,
 ) -> None:
     """Evaluate: target policy agreement per slice, attack success, utility (writes metrics.json)."""
-    from .config import EvalConfig, load_yaml, validate
     from .evaluate import run as stage
-    from .policy import resolve_policy
 
     base = load_yaml(config) if config else {}
     raw = _merge(
@@ -397,8 +394,6 @@ def eval_cmd(
         from .evaluate.utility import lm_eval_bridge
 
         metrics["utility"]["lm_eval"] = lm_eval_bridge(cfg.model, cfg.adapter, lm_eval.split(","))
-        from .files import write_json
-
         write_json(cfg.out, metrics)
     tpa = metrics.get("tpa", {})
     line = f"{metrics['label']}: "
@@ -423,8 +418,8 @@ def eval_cmd(
 def _echo_before_after(columns: dict[str, dict]) -> None:
     """A table of the headline numbers of several evaluations (metrics.json contents), one
     column each: what ``realign run`` and ``realign eval --baseline`` end with."""
-    from .evaluate.metrics import headlines
-    from .evaluate.stats import rate_of
+    from .metrics.stats import rate_of
+    from .metrics.table import headlines
 
     rows = [(h.summary, lambda m, h=h: rate_of(h.read(m))) for h in headlines() if h.summary is not None]
     names = list(columns)
@@ -471,9 +466,7 @@ def winrate(
     quiet: bool = QUIET,
 ) -> None:
     """Win rate of A over B, judged against the policy, each pair asked in both orders."""
-    from .config import JudgeConfig, validate
     from .evaluate.winrate import run_winrate
-    from .policy import resolve_policy
 
     judge_cfg = validate(
         JudgeConfig,
@@ -535,11 +528,7 @@ def policy_test(
 ) -> None:
     """Run the policy's test cases (`cases:`) through a judge: a confusion table, what the cases
     leave untested (rules policies) and every failure. Exit 1 when more than --max-failure-rate fail."""
-    from .config import JudgeConfig, default_cache_dir, validate
-    from .files import check_output_paths, write_json
-    from .judges import VerdictCache, make_judge
     from .judges.cases import coverage_gaps, run_cases
-    from .policy import Policy, resolve_policy
 
     path = resolve_policy(policy)
     cache_path = cache or default_cache_dir() / "verdicts.sqlite"
@@ -575,8 +564,6 @@ def data_pku(
     source: Optional[str] = typer.Option(None, help="Local copy (folder, parquet, JSON/JSONL); default: the hub."),
 ) -> None:
     """PKU-SafeRLHF -> pairs, prepared as the reference code does (safer response chosen)."""
-    from .data import write_pairs
-    from .files import check_output_paths
     from .pku import pku_pairs
 
     check_output_paths({"--source": source}, {"--out": out})
@@ -609,9 +596,7 @@ def judge_audit(
 ) -> None:
     """Judge responses that people labelled and measure the judge: accuracy, Cohen's κ, confusion per
     prompt category, calibration of P(compliant), and how many labelled pairs change triage category."""
-    from .config import validate
     from .judges.audit_run import run_audit
-    from .policy import resolve_policy
 
     judge_cfg = _merge(_judge_section(judge), {"model": model, "base_url": base_url, "concurrency": concurrency,
                                                "on_unparseable": on_unparseable})
@@ -708,8 +693,6 @@ def os_error_line(exc: OSError) -> tuple[str, int]:
     """An OSError as one line naming the file and the cause, and the exit status: 1 for a fault
     of the machine (disk full, I/O error), 2 for a path the user gave (a directory, no
     permission, a missing folder)."""
-    import errno as errno_names
-
     name = errno_names.errorcode.get(exc.errno or 0, "")
     where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
     cause = exc.strerror or str(exc) or type(exc).__name__
@@ -748,8 +731,6 @@ def main() -> None:
 def _main() -> None:
     """Run the command: user errors become one line on stderr and exit status 2; faults of
     the machine (disk full) one line and exit status 1; Ctrl-C one line and exit status 130."""
-    import sqlite3
-
     try:
         app()
     except RealignError as exc:

@@ -11,6 +11,10 @@ import typing
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from .config import (CorrectiveConfig, EvalConfig, GeneratorConfig, JudgeAuditConfig, JudgeConfig, LoraConfigModel,
+                     OracleConfig, ParamSpaceConfig, SamplingConfig, ScoreConfig, TrainConfig, TriageConfig)
+from .pipeline import RunConfig
+
 HEADER = """# Configuration reference
 
 Every option of a stage can be set in a YAML file (`--config FILE`), the common ones also as
@@ -67,10 +71,6 @@ def model_table(title: str, model: type[BaseModel], intro: str = "") -> list[str
 
 
 def reference() -> str:
-    from .config import (CorrectiveConfig, EvalConfig, GeneratorConfig, JudgeAuditConfig, JudgeConfig, LoraConfigModel,
-                         OracleConfig, ParamSpaceConfig, SamplingConfig, ScoreConfig, TrainConfig, TriageConfig)
-    from .pipeline import RunConfig
-
     sections = [
         ("`realign run` (whole pipeline)", RunConfig, ""),
         ("`realign triage`", TriageConfig, ""),

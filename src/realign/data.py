@@ -32,12 +32,21 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Union
+from typing import Any, Callable, Iterable, Iterator, Literal, Union
 
 from .errors import DataError, RealignError, shorten
 from .files import write_jsonl
 
-CATEGORIES = ("INVERT", "PUNISH", "RETAIN")
+#: A triaged record's category (Alg. 1 lines 3-6; :func:`realign.triaged.categorise`): INVERT, the
+#: old winner violates the new policy and the loser complies (held swapped); PUNISH, both violate;
+#: RETAIN, the old winner still complies.
+Category = Literal["INVERT", "PUNISH", "RETAIN"]
+INVERT: Category = "INVERT"
+PUNISH: Category = "PUNISH"
+RETAIN: Category = "RETAIN"
+CATEGORIES: tuple[Category, ...] = (INVERT, PUNISH, RETAIN)
+#: the conflict records' categories: those Stage 2 scores and Stage 3 weights (:mod:`realign.objective`)
+CONFLICT: tuple[Category, ...] = (INVERT, PUNISH)
 ROLES = ("system", "user", "assistant", "tool")
 
 Message = dict[str, str]
@@ -61,7 +70,7 @@ class PreferencePair:
     prompt: Text
     chosen: Text
     rejected: Text
-    category: str | None = None
+    category: Category | None = None
     swapped: bool = False
     verdicts: dict[str, dict] | None = None
     oracle: Text | None = None
@@ -242,7 +251,7 @@ def _stated_order(obj: dict, verdicts: dict[str, dict] | None) -> str | None:
 
 def _in_memory_order(pair: PreferencePair, stated: str | None, invert_order: str | None) -> PreferencePair:
     """Hold an INVERT record swapped (module docstring); other records as stored."""
-    if pair.category != "INVERT":
+    if pair.category != INVERT:
         if pair.swapped:
             raise _Fail("swapped", f"only INVERT records are stored swapped, this one is {pair.category or 'untriaged'}")
         return pair
@@ -322,7 +331,7 @@ def parse_record(obj: Any, invert_order: str | None = None) -> PreferencePair:
     meta = {**meta, **{k: v for k, v in obj.items() if k not in _KNOWN}}
     pair = PreferencePair(str(rid), prompt, chosen, rejected, category, swapped, verdicts, oracle, impact, meta,
                           corrective)
-    return _in_memory_order(pair, _stated_order(obj, verdicts) if category == "INVERT" else None, invert_order)
+    return _in_memory_order(pair, _stated_order(obj, verdicts) if category == INVERT else None, invert_order)
 
 
 # --------------------------------------------------------------------------- reading

@@ -14,6 +14,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .errors import RealignError
+from .files import LOCK_NAME, check_output_paths, folder_lock, write_text
+from .pipeline import Pipeline
+from .synth.bootstrap import BootstrapConfig, bootstrap, built_key
+from .synth.experiment import outcomes, prepare_data, run_config, shift_changes
+from .synth.world import World
+
 #: The shift the demo re-aligns to and the methods it trains.
 DEMO_SHIFT = "synth-contextual"
 DEMO_METHODS = ["trace"]
@@ -27,9 +34,6 @@ DEMO_MARK = ".realign-demo"
 def demo_model(progress: bool = True) -> Path:
     """The shipped old-policy model if it is what the bootstrap builds today (same world, recipe
     and config: :func:`~realign.synth.bootstrap.built_key`), else a bootstrapped one."""
-    from .synth.bootstrap import BootstrapConfig, bootstrap, built_key
-    from .synth.world import World
-
     cfg = BootstrapConfig()
     if built_key(SHIPPED_MODEL) == cfg.key(World(cfg.world_seed)):
         return SHIPPED_MODEL
@@ -40,10 +44,6 @@ def demo_model(progress: bool = True) -> Path:
 
 def run_demo(out: Path, progress: bool = True) -> dict:
     """The demo in folder ``out`` (locked while it runs): its data, run and before/after table."""
-    from .files import check_output_paths, folder_lock
-    from .pipeline import Pipeline
-    from .synth.experiment import outcomes, prepare_data, run_config, shift_changes
-
     out = Path(out)
     check_output_paths({"the demo model": SHIPPED_MODEL}, {}, {"--out": out})
     with folder_lock(out):
@@ -59,9 +59,6 @@ def run_demo(out: Path, progress: bool = True) -> dict:
 def _claim(out: Path) -> None:
     """Make ``out`` the demo's folder (:data:`DEMO_MARK`), refusing one that holds anything the
     demo did not write: it would replace the data files there."""
-    from .errors import RealignError
-    from .files import LOCK_NAME, write_text
-
     if (out / DEMO_MARK).exists():
         return
     others = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)

@@ -13,8 +13,6 @@ log-probabilities of a response are *sums* over its tokens, and
 * :func:`dpo_loss`       -- ℓ_DPO = −log σ(β Δ)          (Alg. 1 L_I as implemented; DPO Eq. 7);
 * :func:`rdpo_loss`      -- robust DPO for labels flipped at rate ε, ((1−ε)ℓ(βΔ) − εℓ(−βΔ))/(1−2ε),
   ℓ = −log σ (Chowdhury et al. 2024, "Provably Robust DPO", Eq. 8; TRL's ``loss_type="robust"``);
-* :func:`npo_loss`       -- −log σ(−β (log π_θ(y|x) − log π_ref(y|x)))   (one term of docs/method.md's
-  dual-NPO L_II; NPO, Zhang et al. 2024, Eq. 3 without its 2/β scale);
 * :func:`nll_loss`       -- mean negative log-likelihood per token (the anchor docs/method.md's
   lessons found every DPO-family term needs).
 
@@ -95,13 +93,6 @@ def rdpo_loss(margin: torch.Tensor, beta: float, epsilon: float) -> torch.Tensor
     return ((1.0 - epsilon) * -F.logsigmoid(beta * margin) + epsilon * F.logsigmoid(-beta * margin)) / (1.0 - 2.0 * epsilon)
 
 
-def npo_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: float) -> torch.Tensor:
-    """Per-sample NPO term −log σ(−β (log π_θ(y|x) − log π_ref(y|x))): pushes the likelihood
-    of ``y`` below the reference's, saturating once it is well below (docs/method.md L_II applies it
-    to both responses of a PUNISH pair). The NPO paper scales it by 2/β; docs/method.md does not."""
-    return -F.logsigmoid(-beta * (policy_logps - ref_logps))
-
-
 def nll_loss(logps: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
     """Per-sample mean negative log-likelihood per token (``logps``/``n_tokens`` from
     :func:`sequence_logps`); rows without tokens give 0."""
@@ -134,8 +125,10 @@ IPO = ScalarLoss(
     lambda m, beta: torch.full_like(m, 2.0),
 )
 
-#: The NPO term of the log-ratio r: −log σ(−βr); ℓ' = β σ(βr); ℓ'' = β² σ(βr) σ(−βr)
-#: (docs/method.md L_II, once per response).
+#: The NPO term of the log-ratio r = log π_θ(y|x) − log π_ref(y|x): −log σ(−βr); ℓ' = β σ(βr);
+#: ℓ'' = β² σ(βr) σ(−βr). It pushes the likelihood of y below the reference's, saturating once it
+#: is well below (docs/method.md L_II, once per response; NPO, Zhang et al. 2024, Eq. 3 without
+#: its 2/β scale).
 NPO = ScalarLoss(
     lambda r, beta: -F.logsigmoid(-beta * r),
     lambda r, beta: beta * torch.sigmoid(beta * r),

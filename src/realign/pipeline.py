@@ -23,23 +23,32 @@ section per stage holding that stage's own options (see ``realign triage/score/t
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
-from .config import (
-    EvalConfig,
-    ScoreConfig,
-    JudgeConfig,
-    StrictModel,
-    TrainConfig,
-    TriageConfig,
-    resolved,
-    validate,
-)
+from .config import EvalConfig, JudgeConfig, ScoreConfig, StrictModel, TrainConfig, TriageConfig, load_yaml, resolved
+from .data import read_pairs
 from .errors import RealignError
+from .evaluate.attacks import load_templates
+from .files import check_output_paths, folder_lock, write_yaml
+from .judges import make_judge
+from .judges.cache import check_cache_file
+from .judges.oracle import make_oracle
+from .judges.rules import RulesJudge
+from .metrics.prompts import load_rows
+from .models import check_model_source, resolve_device
+from .policy import Policy, resolve_policy
+from .provenance import what_changed
+from .reading import validate
+from .report import build_report
+from .score import run as score
+from .stage import outputs_changed, summary_path
+from .train.methods import get_method
+from .train.trainer_args import check_trainer_args
 
 
 class RunConfig(StrictModel):
@@ -71,9 +80,6 @@ class Pipeline:
     """Stage configs derived from one RunConfig; validated before anything runs."""
 
     def __init__(self, run: RunConfig, source: str) -> None:
-        from .train.methods import get_method
-        from .policy import resolve_policy
-
         self.run = run
         self.source = source
         out = run.out
@@ -137,13 +143,7 @@ class Pipeline:
         hosted judges have credentials, the rules judge has rules that can decide, the verdict
         cache is one (or new), and every device named exists on this machine. One error lists
         every problem."""
-        from .data import read_pairs
-        from .evaluate.attacks import load_templates
-        from .evaluate.run import load_rows, load_rows_or_text
-        from .judges import make_judge
-        from .judges.cache import check_cache_file
-        from .models import check_model_source
-        from .policy import Policy
+        from .evaluate.run import load_rows_or_text
 
         problems: list[str] = []
 
@@ -157,28 +157,20 @@ class Pipeline:
                                  invert_order=self.triage.invert_order))
         check(Policy.load, self.triage.policy)
         if self.run.old_policy is not None:
-            from .policy import resolve_policy
-
             check(lambda: Policy.load(resolve_policy(self.run.old_policy)))
         check(make_judge, self.triage.judge)
         if self.triage.judge.backend == "rules":
-            from .judges.rules import RulesJudge
-
             check(lambda: RulesJudge().compiled(Policy.load(self.triage.policy)))
         check(check_cache_file, self.run.cache_path())
         for field, device in self._devices():
             check(self._check_device, field, device)
         if self.triage.oracle is not None:
-            from .oracle import make_oracle
-
             check(make_oracle, self.triage.oracle)
         check(check_model_source, self.run.model, "model")
         for cfg in self.train.values():
             if cfg.adapter is not None:
                 check(check_model_source, cfg.adapter, "adapter")
         if any(cfg.trainer_args for cfg in self.train.values()):
-            from .train.run import check_trainer_args
-
             check(check_trainer_args, next(iter(self.train.values())).trainer_args)
         first = self.eval["base"]
         check(lambda: load_rows(first.prompts, Policy.load(first.policy)))
@@ -210,8 +202,6 @@ class Pipeline:
     def _check_device(self, field: str, device: str) -> None:
         """A device this machine does not have (``cuda`` without CUDA) is refused before the
         first stage, not when the stage that uses it starts."""
-        from .models import resolve_device
-
         try:
             resolve_device(device)
         except RealignError as exc:
@@ -221,8 +211,6 @@ class Pipeline:
         """Every stage's outputs and the run's own (config, reports) checked by ``check`` before the
         first stage (:func:`realign.files.check_output_paths`): no output is an input."""
         from .evaluate import run as evaluate
-        from .files import check_output_paths
-        from .score import run as score
         from .train import run as train
         from .triage import run as triage
 
@@ -247,8 +235,6 @@ class Pipeline:
         (each stage's summary records its ``produced_by`` key) or changed since it was written
         (the summary's ``outputs``); say why a stage reruns. The run folder is locked meanwhile
         (:func:`realign.files.folder_lock`): a second run of it stops."""
-        from .files import folder_lock
-
         self.preflight()
         with folder_lock(self.run.out):
             return self._execute(progress)
@@ -257,11 +243,7 @@ class Pipeline:
         """The stages, under the run folder's lock."""
         from .triage import run as triage
         from .evaluate import run as evaluate
-        from .score import run as score
-        from .stage import outputs_changed, summary_path
         from .train import run as train
-        from .files import write_yaml
-        from .provenance import what_changed
 
         out = self.run.out
         done: dict[str, str] = {}
@@ -300,8 +282,6 @@ class Pipeline:
         # written once every output beside it was produced by it
         write_yaml(out / "run_config.yaml", resolved(self.run))
         if self.run.report:
-            from .report import build_report
-
             build_report([out], out / "report.html", only=records)
             build_report([out], out / "report.md", only=records)
             done["report"] = str(out / "report.html")
@@ -311,8 +291,6 @@ class Pipeline:
 def _recorded(path: Path) -> tuple[dict | None, dict | None]:
     """The ``produced_by`` and ``outputs`` records of a stage's summary, each None when the
     summary is unreadable or lacks it."""
-    import json
-
     try:
         summary = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -324,8 +302,6 @@ def _recorded(path: Path) -> tuple[dict | None, dict | None]:
 
 
 def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Pipeline:
-    from .config import load_yaml
-
     raw = {**load_yaml(path), **(overrides or {})}
     return Pipeline(validate(RunConfig, raw, str(path)), str(path))
 

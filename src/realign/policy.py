@@ -67,6 +67,8 @@ import regex
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import RealignError, shorten
+from .reading import read_yaml, validate
+from .resources import resource_path
 
 VerdictRule = Literal["compliant", "violating", "abstain"]
 ANY = "*"
@@ -238,16 +240,8 @@ class Policy(BaseModel):
     @classmethod
     def load(cls, path: str | Path) -> "Policy":
         """Read a policy YAML file; any problem is one error naming the file and field."""
-        from .config import parse_yaml, read_text, yaml_error
-
         path = Path(path)
-        text = read_text(path, "policy file")
-        try:
-            raw, node = parse_yaml(text)
-        except yaml.YAMLError as exc:
-            raise yaml_error(path, exc) from None
-        except RecursionError:
-            raise RealignError(f"{path}: invalid YAML: nested too deeply") from None
+        raw, node = read_yaml(path, "policy file")
         if not isinstance(raw, dict):
             raise RealignError(f"{path}: a policy file must be a YAML mapping with 'name' and 'text'")
         _check_rule_regexes(node, path)
@@ -255,8 +249,6 @@ class Policy(BaseModel):
 
     @classmethod
     def from_dict(cls, raw: dict, source: str = "<policy>") -> "Policy":
-        from .config import validate
-
         return validate(cls, raw, source)
 
 
@@ -294,8 +286,6 @@ def _check_rule_regexes(node: yaml.Node | None, path: Path) -> None:
 
 def packaged_policies() -> dict[str, Path]:
     """Policies shipped with the package, by name (file stem with '-' for '_')."""
-    from .resources import resource_path
-
     found: dict[str, Path] = {}
     for folder in ("policies", "synth"):
         for path in sorted(resource_path(folder).glob("*.yaml")):

@@ -13,6 +13,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
+from .config import resolved
+from .models import model_folder
+
 _PACKAGES = ("trace-realign", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "openai")
 
 
@@ -69,8 +72,6 @@ def model_digest(source: str | Path | None) -> str | None:
     :func:`input_digest` of the folder it is loaded from (a local folder, or for a hub id the
     cached snapshot its ``refs/main`` names: :func:`realign.models.model_folder`), so a moved
     ``refs/main`` is a new input; a hub id not downloaded yet is its name."""
-    from .models import model_folder
-
     if source is None:
         return None
     folder = model_folder(source)
@@ -83,8 +84,6 @@ def produced_by(config, inputs: dict[str, Any], ignore: Iterable[str] = ()) -> d
     content identities) and the content of its inputs, with one ``key`` over both. Stages
     write it into their summary; skip, resume and partial files are used only when the key
     matches exactly."""
-    from .config import resolved
-
     settings = resolved(config)
     for name in (*ignore, *inputs):
         settings.pop(name, None)

@@ -105,6 +105,24 @@ def cut_middle_chars(text: str, budget: int) -> str:
     return text[:budget] + text[-budget:]
 
 
+def truncate_middle(
+    tokenizer: "PreTrainedTokenizerBase", text: str, keep_tokens: int, marker: str = "\n[...]\n"
+) -> str:
+    """``text`` with its middle cut so about ``keep_tokens`` of its tokens remain (the first
+    and last halves kept, joined by ``marker``); ``""`` when ``keep_tokens <= 0``."""
+    if keep_tokens <= 0:
+        return ""
+    text = cut_middle_chars(text, char_budget(tokenizer, keep_tokens))  # never tokenise whole megabytes
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= keep_tokens:
+        return text
+    head = (keep_tokens + 1) // 2
+    tail = keep_tokens - head
+    left = tokenizer.decode(ids[:head], skip_special_tokens=False)
+    right = tokenizer.decode(ids[len(ids) - tail :], skip_special_tokens=False) if tail else ""
+    return left + marker + right
+
+
 def encode(tokenizer: "PreTrainedTokenizerBase", prompt: Text, response: Text, max_length: int) -> Encoded:
     """Encode one (prompt, response). Over ``max_length`` tokens the response is cut at its end
     and, if the prompt alone would leave less than half the room, the prompt loses its start.

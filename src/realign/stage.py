@@ -7,6 +7,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .models import resolve_device
+from .provenance import input_digest
+
 
 def summary_path(out: str | Path) -> Path:
     """``triaged.jsonl`` -> ``triaged.summary.json`` beside it."""
@@ -19,8 +22,6 @@ def output_digests(summary: str | Path, outputs: list[str | Path | None]) -> dic
     wrote, by its path relative to the folder of the stage's ``summary``: recorded in the
     summary as ``outputs``, so that what reads the outputs later can tell they are still what
     was written (:func:`outputs_changed`)."""
-    from .provenance import input_digest
-
     folder = Path(summary).parent
     return {os.path.relpath(path, folder): input_digest(path) for path in outputs if path is not None}
 
@@ -28,8 +29,6 @@ def output_digests(summary: str | Path, outputs: list[str | Path | None]) -> dic
 def outputs_changed(summary: str | Path, recorded) -> str | None:
     """Why the outputs a stage's ``summary`` records (``outputs``: :func:`output_digests`) cannot
     be reused — one is missing, or changed since the stage wrote it — or None when all are intact."""
-    from .provenance import input_digest
-
     if not isinstance(recorded, dict) or not recorded:
         return "its summary does not record its outputs"
     folder = Path(summary).parent
@@ -48,8 +47,6 @@ def process_state(device: str):
     processes launched there each believe they are alone, all work on everything and all write
     the outputs."""
     from accelerate import PartialState
-
-    from .models import resolve_device
 
     return PartialState(cpu=resolve_device(device).type == "cpu")
 

@@ -388,7 +388,7 @@ def test_hf_judge_reads_forged_control_tokens_as_text(zygote, tiny_model):
 
 PAIRWISE_SNIPPET = '''
 from realign.config import JudgeConfig
-from realign.evaluate.winrate import HFPairwiseJudge, PairItem
+from realign.judges.pairwise import HFPairwiseJudge, PairItem
 from realign.policy import Policy
 judge = HFPairwiseJudge(JudgeConfig(backend="hf", model={model!r}, device="cpu"))
 tok, policy = judge.tokenizer, Policy(name="p", text="Be kind.")

@@ -1,1 +1,2 @@
-"""Evaluation: generation, target policy agreement (TPA), attack success, utility, win rate."""
+"""Evaluation: responses of each model state (local :mod:`realign.generation`, or a server), target
+policy agreement (TPA), attack success, utility, win rate."""

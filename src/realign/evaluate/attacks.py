@@ -4,7 +4,7 @@ A wrapped request succeeds when the judge finds the response violating the polic
 against the original, unwrapped request — what the attacker wanted answered. A response the
 judge leaves unclassified (an abstention; for the rules judge, a response in which it recognises
 no specific style, such as a refusal worded as its rules do not know) is no success:
-metrics.json counts it apart (``attacks_unclassified``, :func:`.tpa.unclassified`)."""
+metrics.json counts it apart (``attacks_unclassified``, :func:`realign.metrics.tpa.unclassified`)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,13 @@ from pathlib import Path
 import yaml
 
 from ..errors import RealignError
+from ..reading import parse_yaml, yaml_error
 from ..resources import resource_path
 
 
 def load_templates(path: str | Path | None = None) -> dict[str, str]:
     """Templates by name from a YAML file with a ``templates`` mapping (default: packaged)."""
     path = Path(path) if path is not None else resource_path("attacks.yaml")
-    from ..config import parse_yaml, yaml_error
-
     try:
         raw, _ = parse_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -15,9 +15,12 @@ digests of what it serves; adapter; decoding settings): a killed evaluation resu
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 from ..data import Text, prompt_text
+from ..generation import generate, prompt_ids, prompt_room
+from ..judges.async_calls import fan_out_sync
+from ..judges.chat_client import ChatClient
 from ..sequences import prompt_messages
 
 COMMIT_EVERY = 32
@@ -41,8 +44,6 @@ class LocalGenerator:
         self.config, self.cache, self.progress = config, cache, progress
 
     def _batches(self, prompts: Sequence[Text], todo: list[int]) -> list[list[int]]:
-        from .generation import prompt_ids, prompt_room
-
         room = prompt_room(self.model, self.tokenizer, self.config.max_new_tokens)
         length = {i: len(prompt_ids(self.tokenizer, prompts[i], room)[0]) for i in todo}  # as generate sees them
         order = sorted(todo, key=lambda i: length[i])
@@ -52,8 +53,6 @@ class LocalGenerator:
     def __call__(self, prompts: Sequence[Text]) -> list[str]:
         import accelerate
         from tqdm.auto import tqdm
-
-        from .generation import generate
 
         state = accelerate.PartialState()
         keys = [prompt_text(p) for p in prompts]
@@ -104,8 +103,6 @@ class ServerGenerator:
     def __init__(self, generator_config, served_model: str, config, cache, progress: bool, *, serves: str,
                  client=None) -> None:
         if client is None:
-            from ..judges.openai_compat import ChatClient
-
             client = ChatClient(generator_config.model_copy(update={"model": served_model}), role="generator")
         self.client, self.config, self.cache, self.progress = client, config, cache, progress
         self.concurrency = generator_config.concurrency
@@ -119,8 +116,6 @@ class ServerGenerator:
 
     def __call__(self, prompts: Sequence[Text]) -> list[str]:
         from tqdm.auto import tqdm
-
-        from ..judges.openai_compat import fan_out, run_sync
 
         keys = [prompt_text(p) for p in prompts]
         out = [self.cache.get_generation(self.identity, "", k) if self.cache is not None else None for k in keys]
@@ -143,17 +138,9 @@ class ServerGenerator:
                     self.cache.commit()
             bar.update(1)
 
-        async def run(emit: Callable | None) -> list[str]:
-            callback = None if emit is None else (lambda j, text: emit((j, text)))
-            try:
-                return await fan_out(asked, lambda key: self._one(prompts[firsts[key]]), 4 * self.concurrency, callback)
-            finally:
-                close = getattr(self.client, "aclose", None)
-                if close is not None:
-                    await close()
-
         try:
-            texts = run_sync(run, lambda pair: on_result(*pair))
+            texts = fan_out_sync(asked, lambda key: self._one(prompts[firsts[key]]), 4 * self.concurrency, on_result,
+                                 self.client)
         finally:
             bar.close()
             if self.cache is not None:

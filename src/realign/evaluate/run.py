@@ -10,51 +10,27 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
-from ..data import _check_messages, _check_string, _Fail, iter_source, parse_record, prompt_text
+from ..config import resolved
+from ..data import iter_source, prompt_text
 from ..errors import DataError, RealignError, shorten
-from ..judges.base import JudgeItem
+from ..files import check_output_paths, folder_lock, write_json, write_jsonl, write_yaml
+from ..generation import over_long_prompts
+from ..judges import endpoint_named, make_judge
+from ..judges.base import JudgeItem, Verdict
+from ..judges.cache import VerdictCache
+from ..judges.store import JudgingCounts, VerdictStore
+from ..metrics.prompts import load_rows
+from ..metrics.table import Outcomes, measure
+from ..models import CHAT_ENCODING, load_adapter, load_causal_lm, load_tokenizer, model_fingerprint
+from ..policy import Policy
+from ..provenance import input_digest, model_digest, provenance
+from ..provenance import produced_by as record
 from ..stage import output_digests, process_state
-from .metrics import Outcomes, measure
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..policy import Policy
-
-
-def load_rows(source: str, policy=None) -> list[dict]:
-    """Eval rows: ``{"prompt", optional "id", "slice", "answer", "expected", ...}`` (the format:
-    :mod:`realign.evaluate.prompts`, docs/evaluation.md), or triaged records (their prompt,
-    sliced by triage category: INVERT success, PUNISH compliance, RETAIN preservation). Bad rows
-    raise one DataError naming file, line and field; ``policy`` (the one evaluated) must have an
-    entry in every ``expected``. A file without rows is an error too (it would measure nothing)."""
-    from .prompts import check_fields
-
-    rows = []
-    for where, obj in iter_source(source):
-        if isinstance(obj, DataError):
-            raise obj
-        try:
-            if not isinstance(obj, dict):
-                raise _Fail(None, f"expected a JSON object, got {type(obj).__name__}")
-            if "chosen" in obj:
-                rec = parse_record(obj)
-                row = {"id": rec.id, "prompt": rec.prompt, "slice": rec.category or "all", "triage": rec.category}
-            else:
-                if "prompt" not in obj:
-                    raise _Fail("prompt", "missing")
-                p = obj["prompt"]
-                prompt = _check_messages(p, "prompt") if isinstance(p, list) else _check_string(p, "prompt")
-                if "answer" in obj and not isinstance(obj["answer"], (str, int, float)):
-                    raise _Fail("answer", f"expected text or a number, got {type(obj['answer']).__name__}")
-                check_fields(obj, policy)
-                row = {**obj, "prompt": prompt, "id": str(obj.get("id", len(rows)))}
-        except _Fail as fail:
-            raise DataError(source, fail.message, field=fail.field, **where) from None
-        rows.append(row)
-    if not rows:
-        raise RealignError(f"{source}: no records (nothing to evaluate on)")
-    return rows
+from .attacks import load_templates, wrap
+from .generators import LocalGenerator, ServerGenerator, decoding
+from .utility import answer_correct, kl_to_reference, perplexity
 
 
 class _NotJudged:
@@ -62,8 +38,6 @@ class _NotJudged:
     generation (which is collective) and judges nothing; the main process judges and writes."""
 
     def resolve(self, items, stats, *, fresh: bool = False, names=None):
-        from ..judges.base import Verdict
-
         return [Verdict(compliant=True, p_compliant=None, raw="") for _ in items]
 
 
@@ -81,11 +55,8 @@ def _judge(store, stats, prompts: Sequence[str], responses: Sequence[str], rule:
 
 
 def evaluate_state(generate, store, stats, policy, config, rows, attacks, templates) -> tuple[dict, list[dict]]:
-    """All metrics for one model state (:func:`.metrics.measure`); returns (metrics, generation
+    """All metrics for one model state (:func:`realign.metrics.table.measure`); returns (metrics, generation
     records)."""
-    from .attacks import wrap
-    from .utility import answer_correct
-
     records: list[dict] = []
     policy_rows = [r for r in rows if "answer" not in r]
     benign_rows = [r for r in rows if "answer" in r]
@@ -125,11 +96,6 @@ def produced_by(config, judge=None) -> dict:
     reference, prompt, attack and text files, the policy and the judge's identity
     (:func:`realign.provenance.produced_by`); ``realign run`` skips the stage only on an exact
     match. ``judge``: the judge already built from the config, if any."""
-    from ..judges import make_judge
-    from ..policy import Policy
-    from ..provenance import input_digest, model_digest
-    from ..provenance import produced_by as record
-
     inputs = {name: model_digest(getattr(config, name)) for name in ("model", "adapter", "reference")}
     files = ("prompts", "attacks", "attack_templates", "text")
     inputs.update({name: input_digest(getattr(config, name)) for name in files})
@@ -155,8 +121,6 @@ def run(config, progress: bool = True) -> dict:
     from :mod:`realign.evaluate.generators` (local ``generate``, data-parallel under
     ``accelerate launch``, or a server); under several processes only the main one judges and
     writes, and the others return an empty dict."""
-    from ..files import folder_lock
-
     _check_outputs(config)
     with folder_lock(Path(config.out).parent):
         return _run(config, progress)
@@ -164,10 +128,6 @@ def run(config, progress: bool = True) -> dict:
 
 def _run(config, progress: bool) -> dict:
     """The evaluation, under the lock of its output folder."""
-    from ..judges import make_judge
-    from ..judges.cache import VerdictCache
-    from ..triage.judging import TriageStats, VerdictStore
-
     start = time.perf_counter()
     inputs = _read_inputs(config)
     judge = make_judge(config.judge)
@@ -175,7 +135,7 @@ def _run(config, progress: bool) -> dict:
     served = config.generator.backend == "openai"
     state, model, tokenizer = _load_model(config, served, inputs.texts)
     main = state is None or state.is_main_process
-    stats = TriageStats()
+    stats = JudgingCounts()
     metrics = _header(config, inputs.policy, judge)
     with VerdictCache(config.cache_path(), commit_every=1) as cache:
         store = VerdictStore(judge, inputs.policy, cache, progress) if main else _NotJudged()
@@ -194,8 +154,6 @@ def _run(config, progress: bool) -> dict:
 
 def _check_outputs(config) -> None:
     """Refuse, before anything is loaded, outputs that would overwrite an input."""
-    from ..files import check_output_paths
-
     check_output_paths(
         {"--prompts": config.prompts, "--attacks": config.attacks, "--attack-templates": config.attack_templates,
          "--text": config.text, "--policy": config.policy, "--cache": config.cache_path(), "--model": config.model,
@@ -208,9 +166,6 @@ def _check_outputs(config) -> None:
 
 def _read_inputs(config) -> _Inputs:
     """The policy and the rows, attacks, templates and texts the config names."""
-    from ..policy import Policy
-    from .attacks import load_templates
-
     policy = Policy.load(config.policy)
     rows = load_rows(config.prompts, policy)
     attacks = load_rows(config.attacks) if config.attacks else []
@@ -223,8 +178,6 @@ def _load_model(config, served: bool, texts: list[str]):
     """(process state, model, tokenizer). Generating locally, this process's state and the
     model (+ adapter); served, no process state, and the model only to measure KL or perplexity
     (else ``None``)."""
-    from ..models import load_causal_lm, load_tokenizer
-
     if served:  # responses come from a server: the model is loaded here only to measure KL or perplexity
         if config.baseline and config.adapter is not None and not config.generator.baseline_model:
             raise RealignError("eval: baseline with generator.backend openai needs generator.baseline_model "
@@ -240,8 +193,6 @@ def _load_model(config, served: bool, texts: list[str]):
     model = load_causal_lm(config.model, device=device)
     tokenizer = load_tokenizer(config.model)
     if config.adapter is not None:
-        from ..models import load_adapter
-
         model = load_adapter(model, config.adapter).eval()
     return state, model, tokenizer
 
@@ -249,8 +200,6 @@ def _load_model(config, served: bool, texts: list[str]):
 def _header(config, policy, judge) -> dict:
     """The first keys of metrics.json: what was evaluated, under which policy and judge (a
     hosted judge's endpoint too)."""
-    from ..judges import endpoint_named
-
     return {
         "stage": "eval",
         "label": config.label or Path(config.adapter or config.model).name,
@@ -266,9 +215,6 @@ def _model_states(config, served: bool, model) -> list[tuple]:
     """(name, context, generator identity) of each state evaluated: ``after`` (the model with
     its adapter, or the served model) and, with ``baseline`` and an adapter, ``baseline`` (the
     adapter disabled, or the served baseline model)."""
-    from ..models import CHAT_ENCODING, model_fingerprint
-    from .generators import decoding
-
     ident = f"gen/{model_fingerprint(config.model) or config.model}/{CHAT_ENCODING}/{decoding(config)}"
     if served:
         states = [("after", nullcontext(), config.generator.model or config.model)]
@@ -289,8 +235,6 @@ def _served_content(config, state: str) -> str:
     (:func:`realign.provenance.model_digest`) of the model and, ``after``, of the adapter. Part
     of the server generator's identity, since the served name does not change when what it
     serves does (a retrained adapter behind the same name)."""
-    from ..provenance import model_digest
-
     parts = [model_digest(config.model)]
     if state == "after" and config.adapter is not None:
         parts.append(model_digest(config.adapter))
@@ -302,9 +246,6 @@ def _evaluate_states(config, inputs: _Inputs, model, tokenizer, cache, store, st
     """Generate and judge in every model state (:func:`_model_states`): the ``after`` state's
     metrics go to the top level of ``metrics``, the baseline's under ``baseline``. Returns the
     generation records of all states, each with its ``model_state``."""
-    from .generators import LocalGenerator, ServerGenerator
-    from .utility import perplexity
-
     all_records = []
     for name, context, identity in _model_states(config, served, model):
         with context:
@@ -335,9 +276,6 @@ def _kl_to_reference(config, model, tokenizer, records: list[dict]):
     the ``after`` state's benign and policy responses."""
     import torch
 
-    from ..models import load_causal_lm
-    from .utility import kl_to_reference
-
     benign = [r for r in records if r["model_state"] == "after" and r["set"] in ("benign", "policy")]
     if config.reference is not None:
         ref_model = load_causal_lm(config.reference, device=config.device)
@@ -357,8 +295,6 @@ def _generation(config, state, served: bool, model, tokenizer, rows: list[dict])
     generation = {"max_new_tokens": config.max_new_tokens, "temperature": config.temperature, "seed": config.seed,
                   "backend": config.generator.backend, "processes": 1 if state is None else state.num_processes}
     if not served and model is not None:
-        from .generation import over_long_prompts
-
         long = generation["over_long_prompts"] = over_long_prompts(model, tokenizer, rows, config.max_new_tokens)
         if long["count"]:
             print(f"eval: {long['count']} of {len(rows)} prompts are longer than the {long['limit_tokens']} tokens the model "
@@ -370,10 +306,6 @@ def _generation(config, state, served: bool, model, tokenizer, rows: list[dict])
 def _write_outputs(config, metrics: dict, records: list[dict], made: dict, start: float) -> None:
     """metrics.json (with its files, time, settings and provenance), generations.jsonl and
     eval_config.yaml."""
-    from ..config import resolved
-    from ..files import write_json, write_jsonl, write_yaml
-    from ..provenance import provenance
-
     out = Path(config.out)
     metrics["files"] = {"generations": "generations.jsonl"}
     metrics["wall_s"] = round(time.perf_counter() - start, 3)

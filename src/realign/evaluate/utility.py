@@ -5,10 +5,12 @@ MMLU / GSM8K / HellaSwag on real models go through lm-evaluation-harness (:func:
 from __future__ import annotations
 
 import math
+import os
 import re
 from typing import Callable, Sequence
 
 from ..errors import RealignError
+from ..sequences import char_budget, collate, encode
 from ..stage import pad_token_id
 
 _WORD = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
@@ -30,7 +32,6 @@ def perplexity(model, tokenizer, texts: Sequence[str], max_length: int = 512, ba
     import torch
 
     from ..losses import token_logps
-    from ..sequences import char_budget
 
     device = next(model.parameters()).device
     pad = pad_token_id(tokenizer)
@@ -64,7 +65,6 @@ def kl_to_reference(
     import torch
 
     from ..losses import token_kl
-    from ..sequences import collate, encode
 
     device = next(model.parameters()).device
     pad = pad_token_id(tokenizer)
@@ -84,8 +84,6 @@ def kl_to_reference(
 def lm_eval_bridge(model: str, adapter: str | None, tasks: Sequence[str], limit: int | None = None) -> dict:
     """MMLU, GSM8K, HellaSwag ... through lm-evaluation-harness (optional extra ``lm-eval``).
     Needs the task datasets: offline it stops with a clear message instead of retrying."""
-    import os
-
     try:
         import lm_eval
     except ImportError:

@@ -1,4 +1,15 @@
-"""Judges of policy compliance: the protocol, the backends and the shared verdict cache."""
+"""Judges of policy compliance and the clients they own.
+
+* :mod:`.base` — the protocol of a pointwise judge, its items and verdicts;
+* :mod:`.registry` — the backends by name, each role's class: pointwise (:mod:`.rules`,
+  :mod:`.hf`, :mod:`.openai_compat`), pairwise (:mod:`.pairwise`) and the oracle (:mod:`.oracle`);
+* :mod:`.chat_client`, :mod:`.endpoints`, :mod:`.async_calls` — the HTTP client of
+  OpenAI-compatible endpoints, which the judges, the oracle and ``realign eval``'s server
+  generator share;
+* :mod:`.store` — verdicts of unique items, cache first, then the judge; abstentions settled
+  or retried (triage, eval, the sampling methods and the judge audit judge through it);
+* :mod:`.cache` — the verdict (and generation) cache every stage reads first.
+"""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 
 A label or a decided verdict is a bool (True: compliant); an abstention is None. Agreement is
 measured on the decided verdicts, abstentions counted beside it. Every rate is a RATE object
-(:func:`realign.evaluate.stats.rate`: rate, k, n and its Wilson 95 % interval).
+(:func:`realign.metrics.stats.rate`: rate, k, n and its Wilson 95 % interval).
 
 * :func:`agreement` — accuracy, error rate, Cohen's κ, the two error directions, the confusion table;
 * :func:`calibration` — P(compliant) against the labels: equal-width bins, ECE, Brier score;
@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..evaluate.stats import rate
-from ..triage import INVERT, PUNISH, RETAIN, categorise
+from ..metrics.stats import rate
+from ..data import INVERT, PUNISH, RETAIN
+from ..triaged import categorise
 from .base import Verdict
 
 COMPLIANT, VIOLATING, ABSTAINED = "compliant", "violating", "abstained"

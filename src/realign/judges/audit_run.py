@@ -14,10 +14,19 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..config import JudgeAuditConfig
+from . import make_judge
+from ..config import JudgeAuditConfig, resolved
+from ..files import check_output_paths, write_json, write_jsonl, write_text, write_yaml
 from ..policy import Policy
+from ..provenance import provenance
+from ..report.audit import audit_sections, audit_title
+from ..report.render import render_html, write_markdown
+from .audit import audit_metrics, verdict_name
 from .base import Judge, JudgeItem, Verdict
-from .labels import LabelSet
+from .cache import VerdictCache
+from .labels import LabelSet, read_labels
+from .rules import RulesJudge
+from .store import JudgingCounts, VerdictStore, retry_abstentions, settle
 
 OUTPUTS = {"audit.json": "the audit", "audit.html": "the audit page", "audit.md": "the audit in Markdown",
            "audit_items.jsonl": "the audited items", "audit_config.yaml": "the audit's config"}
@@ -31,8 +40,6 @@ def output_paths(out: str | Path) -> dict[str, Path]:
 def categories(labels: LabelSet, policy: Policy) -> tuple[list[str], str]:
     """Each record's category: its own, else the rules judge's category of its prompt where the
     policy has rules, else ``all``; and where the fallback came from (for the report)."""
-    from .rules import RulesJudge
-
     rules = RulesJudge().compiled(policy) if policy.rules is not None else None
     found = []
     for r in labels.records:
@@ -49,21 +56,18 @@ def judge_labels(labels: LabelSet, policy: Policy, judge: Judge, config: JudgeAu
     """The judge's verdict on every record (each distinct response judged once; cached ones not
     asked again; abstentions asked again under ``on_unparseable: retry``), the verdicts settled
     by the ``on_unparseable`` rule as triage settles them, and the judging counts."""
-    from ..triage.judging import TriageStats, VerdictStore, _retry_abstentions, _settle
-    from .cache import VerdictCache
-
     index: dict[JudgeItem, int] = {}
     for r in labels.records:
         index.setdefault(JudgeItem(r.prompt, r.response), len(index))
     items = list(index)
-    stats = TriageStats()
+    stats = JudgingCounts()
     with VerdictCache(config.cache_path(), commit_every=1) as cache:
         store = VerdictStore(judge, policy, cache, progress)
         unique = store.resolve(items, stats)
         if config.judge.on_unparseable == "retry":
-            _retry_abstentions(store, items, unique, stats, config.judge.unparseable_retries)
+            retry_abstentions(store, items, unique, stats, config.judge.unparseable_retries)
     verdicts = [unique[index[JudgeItem(r.prompt, r.response)]] for r in labels.records]
-    settled = [_settle(v, config.judge.on_unparseable) for v in verdicts]
+    settled = [settle(v, config.judge.on_unparseable) for v in verdicts]
     counts = {"unique_responses": len(items), "judged": stats.judged, "cache_hits": stats.cache_hits,
               "judge_calls": stats.judge_calls}
     return verdicts, settled, counts
@@ -71,8 +75,6 @@ def judge_labels(labels: LabelSet, policy: Policy, judge: Judge, config: JudgeAu
 
 def item_rows(labels: LabelSet, verdicts: list[Verdict], found: list[str]) -> list[dict]:
     """One row per labelled response: what the person and the judge said."""
-    from .audit import verdict_name
-
     return [{"id": r.id, "category": c, "label": verdict_name(r.compliant), "verdict": verdict_name(v.compliant),
              "agrees": None if v.compliant is None else v.compliant == r.compliant, "p_compliant": v.p_compliant,
              "raw": v.raw, "pair_id": r.pair_id, "role": r.role, "prompt": r.prompt, "response": r.response}
@@ -82,13 +84,6 @@ def item_rows(labels: LabelSet, verdicts: list[Verdict], found: list[str]) -> li
 def run_audit(config: JudgeAuditConfig, progress: bool = True) -> dict:
     """Audit ``config.judge`` against the labels of ``config.labels`` under ``config.policy``;
     write the outputs (:data:`OUTPUTS`) into ``config.out`` and return ``audit.json``'s content."""
-    from ..config import resolved
-    from ..files import check_output_paths
-    from ..provenance import provenance
-    from . import make_judge
-    from .audit import audit_metrics
-    from .labels import read_labels
-
     paths = output_paths(config.out)
     check_output_paths({"--labels": config.labels, "--policy": config.policy, "--cache": config.cache_path()},
                        {f"{OUTPUTS[name]} in --out": path for name, path in paths.items()})
@@ -114,11 +109,6 @@ def run_audit(config: JudgeAuditConfig, progress: bool = True) -> dict:
 
 def _write(paths: dict[str, Path], result: dict, items: list[dict], config: JudgeAuditConfig) -> None:
     """Every output, each atomically; ``audit.json`` last, so its presence means a whole audit."""
-    from ..config import resolved
-    from ..files import write_json, write_jsonl, write_text, write_yaml
-    from ..report.audit import audit_sections, audit_title
-    from ..report.render import render_html, write_markdown
-
     sections = audit_sections(result, items)
     title, meta = audit_title(result)
     write_jsonl(paths["audit_items.jsonl"], items)

@@ -8,6 +8,8 @@ journal keeps it consistent).
 
 from __future__ import annotations
 
+import errno
+import functools
 import hashlib
 import json
 import sqlite3
@@ -45,9 +47,6 @@ def cache_key(*parts: str) -> str:
 def _guarded(method):
     """SQLite errors of a cache operation as one line naming the cache file: a full disk is an
     OSError (ENOSPC, exit status 1), a damaged database a RealignError saying what to do."""
-    import errno
-    import functools
-
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         try:
@@ -119,8 +118,6 @@ class VerdictCache:
             self._db = self._open()
         except sqlite3.DatabaseError as exc:
             if "full" in str(exc):
-                import errno
-
                 raise OSError(errno.ENOSPC, f"No space left on device (verdict cache: {exc})", str(self.path)) from None
             raise RealignError(f"{self.path}: cannot open verdict cache: {exc}") from None
         self._pending = 0

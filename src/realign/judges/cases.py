@@ -18,6 +18,7 @@ from ..errors import RealignError, shorten
 from ..policy import Policy, PolicyCase
 from .base import Judge, JudgeItem, Verdict
 from .cache import VerdictCache
+from .rules import CompiledRules
 
 OUTCOMES = ("compliant", "violating", "abstain")
 #: the triage's default: the largest share of a policy's cases its judge may fail
@@ -132,8 +133,6 @@ def coverage_gaps(policy: Policy) -> list[str]:
     Read with the rules judge's own classification; empty for a policy without rules."""
     if policy.rules is None:
         return []
-    from .rules import CompiledRules
-
     rules = CompiledRules(policy.rules, policy.name)
     seen: set[tuple[str, bool]] = set()
     styles: set[str] = set()

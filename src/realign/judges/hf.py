@@ -86,24 +86,3 @@ class HFJudge(NextTokenJudgeModel):
         if note:
             raw += f"; {note}"
         return Verdict(compliant=p >= 0.5, p_compliant=p, raw=raw)
-
-
-# --------------------------------------------------------------------------- the backend's roles (.registry)
-
-
-def pointwise(config: JudgeConfig) -> HFJudge:
-    return HFJudge(config)
-
-
-def pairwise(config: JudgeConfig):
-    """:class:`realign.evaluate.winrate.HFPairwiseJudge`."""
-    from ..evaluate.winrate import HFPairwiseJudge
-
-    return HFPairwiseJudge(config)
-
-
-def oracle(config):
-    """:class:`realign.oracle.HFOracle` (an ``OracleConfig``)."""
-    from ..oracle import HFOracle
-
-    return HFOracle(config)

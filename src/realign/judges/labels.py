@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..config import read_text
 from ..data import _check_messages, _check_string, _Fail, iter_source, prompt_text, response_text
 from ..errors import DataError, RealignError, shorten
+from ..reading import read_text
 
 LABELS = ("compliant", "violating")
 ROLES = ("chosen", "rejected")

@@ -1,5 +1,5 @@
 """A local causal LM read at its next token: the machinery the Yes/No triage judge
-(:class:`.hf.HFJudge`) and the A/B pairwise judge (:class:`..evaluate.winrate.HFPairwiseJudge`)
+(:class:`.hf.HFJudge`) and the A/B pairwise judge (:class:`.pairwise.HFPairwiseJudge`)
 share. Each asks one question whose answer is one of two words and reads the answer from the
 next-token distribution at the last position instead of sampling it::
 
@@ -15,8 +15,8 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 from ..config import JudgeConfig
 from ..errors import JudgeError, RealignError
-from ..models import (CHAT_ENCODING, load_for_inference, load_tokenizer, max_input_length, model_fingerprint, pad_left,
-                      truncate_middle)
+from ..models import CHAT_ENCODING, load_for_inference, load_tokenizer, max_input_length, model_fingerprint, pad_left
+from ..sequences import truncate_middle
 
 #: What stands where a judged text lost its middle.
 TRUNCATION_MARKER = "\n[...]\n"
@@ -104,7 +104,7 @@ class NextTokenJudgeModel:
         """Token ids of ``render(texts)`` (the question around the judged texts, the first of
         them the prompt) fitted to the model's limit, and a note ("" or "truncated (...)")
         saying what was cut. Over the limit the instructions stay intact: text ``i`` keeps the
-        ``allot(room, lengths)[i]`` tokens of its head and tail (:func:`~..models.truncate_middle`);
+        ``allot(room, lengths)[i]`` tokens of its head and tail (:func:`~..sequences.truncate_middle`);
         when re-tokenising at the cuts still overshoots, the response keeping most loses the
         excess (the prompt only once the responses are empty)."""
         ids = render(texts)

@@ -157,7 +157,8 @@ class RulesJudge:
     #: rule (a refusal of an unrecognised request is never violating: :mod:`realign.policy`)
     identity = "rules/v3"
 
-    def __init__(self) -> None:
+    def __init__(self, config=None) -> None:
+        """``config`` (the judge's) sets nothing: a policy's rules hold everything the judge needs."""
         self.calls = 0
         self._compiled: dict[str, CompiledRules] = {}
 
@@ -187,18 +188,3 @@ class RulesJudge:
             if on_verdict is not None:
                 on_verdict(i, verdict)
         return out
-
-
-# --------------------------------------------------------------------------- the backend's roles (.registry)
-
-
-def pointwise(config) -> RulesJudge:
-    """The rules judge (a rules file holds everything it needs; ``config`` sets nothing)."""
-    return RulesJudge()
-
-
-def pairwise(config):
-    """The rules pairwise judge (:class:`realign.evaluate.winrate.RulesPairwiseJudge`)."""
-    from ..evaluate.winrate import RulesPairwiseJudge
-
-    return RulesPairwiseJudge()

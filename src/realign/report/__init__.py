@@ -31,7 +31,10 @@ HTML embeds them as base64 PNG data URIs (one file, no external assets), Markdow
 them beside the report in ``<stem>_files/`` and links them.
 
 * :mod:`.collect` — the result files of each run directory, read and labelled;
+* :mod:`.rows` — the rows compared: each evaluation, the base model's numbers, each run's before;
 * :mod:`.figures` — the charts;
+* :mod:`.blocks` — what a page is made of (sections, tables, notes) and how numbers are shown;
+* :mod:`.changes`, :mod:`.summary` — what each run changed against its before, and the summary;
 * :mod:`.sections` — the document: its sections of tables, figures and notes;
 * :mod:`.render` — HTML and Markdown, and :func:`build_report`, the entry point.
 """

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..data import INVERT, PUNISH, RETAIN
 from ..judges.audit import ABSTAINED, COMPLIANT, TRIAGE_OUTCOMES, VIOLATING
-from ..triage import INVERT, PUNISH, RETAIN
 from .figures import Figure, reliability_diagram
-from .sections import MISSING, Section, Table, _clip, fmt_num, fmt_rate
+from .blocks import MISSING, Section, Table, _clip, fmt_num, fmt_rate
 
 #: disagreements listed on the page (every one is in audit_items.jsonl)
 SHOWN_DISAGREEMENTS = 20

@@ -6,7 +6,7 @@ Which slices changed is read from the eval prompts (``expected``: the styles eac
 requires, docs/evaluation.md) once the old policy is known: ``realign report --old-policy``,
 else the ``old_policy`` of the run's ``run_config.yaml`` (``realign run``). A slice **regressed**
 when the 95 % interval of its change (after - before, Newcombe's hybrid score interval from the
-two Wilson intervals: :func:`realign.evaluate.stats.difference`) lies wholly below zero.
+two Wilson intervals: :func:`realign.metrics.stats.difference`) lies wholly below zero.
 """
 
 from __future__ import annotations
@@ -15,11 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ..errors import RealignError
-from ..evaluate.prompts import changed_slices, states_expectation
-from ..evaluate.stats import difference, pool
+from ..metrics.prompts import changed_slices, load_rows, states_expectation
+from ..metrics.stats import difference, pool
+from ..policy import Policy, resolve_policy
 from .collect import RunData, Source
-from .sections import Row, before_of
+from .rows import Row, before_of
 
 RUN_CONFIG = "run_config.yaml"
 """Where ``realign run`` records its resolved config, ``old_policy`` included."""
@@ -40,8 +43,6 @@ class OldPolicy:
 
 def load_old_policy(spec: str | Path, named_in: str) -> OldPolicy:
     """The old policy ``spec`` names (a policy file or a packaged policy's name)."""
-    from ..policy import Policy, resolve_policy
-
     policy = Policy.load(resolve_policy(spec))
     return OldPolicy(policy.name, policy.hash, named_in)
 
@@ -57,8 +58,6 @@ def old_policies(found: RunData, given: OldPolicy | None) -> dict[Path, OldPolic
 
 
 def _recorded(run: Path, notes: list[str]) -> OldPolicy | None:
-    import yaml
-
     path = run / RUN_CONFIG
     if not path.is_file():
         return None
@@ -94,8 +93,6 @@ class PromptRows:
 
     @staticmethod
     def _load(prompts: str) -> list[dict] | str:
-        from ..evaluate.run import load_rows
-
         if not Path(prompts).is_file():
             return f"its eval prompts, {prompts}, are not a file here"
         try:

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Collection, Sequence
 
 from ..errors import RealignError
+from ..metrics.costs import COSTS, FROM_TRIAGE
+from ..metrics.stats import number
 
 SEARCH_DEPTH = 2
 """How many directory levels below a run directory are searched for result files."""
@@ -18,10 +20,6 @@ TRAIN_NAME = "train_summary.json"
 SUMMARY_SUFFIX = ".summary.json"
 WINRATE_HINT = "winrate"
 """Files with this in their name are read too: ``realign winrate`` results (``"stage": "winrate"``)."""
-TRIAGE_CATEGORIES = ("INVERT", "PUNISH", "RETAIN")
-IMPACT_CATEGORIES = ("INVERT", "PUNISH")
-COSTS = ("judge_calls", "generated_tokens", "training_tokens", "wall_s")
-"""What a method's run cost (:func:`run_cost`), in the order the report's columns show it."""
 
 
 @dataclass
@@ -203,9 +201,6 @@ def run_cost(train: dict, triage: dict | None = None) -> dict[str, float | None]
     (``triage``: that triage's summary): its candidates judged and tokens generated — judge calls
     unknown (None) for a search recorded before its candidates judged were. None: a summary
     written before budgets were, whose cost is unknown (never 0)."""
-    from ..evaluate.stats import number
-    from ..train.sampling import FROM_TRIAGE
-
     budget = train.get("budget")
     if not isinstance(budget, dict):
         return None

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from ..evaluate.stats import ci_of, number, rate_of
-from .collect import IMPACT_CATEGORIES, TRIAGE_CATEGORIES, Source
+from ..data import CATEGORIES, CONFLICT
+from ..metrics.stats import ci_of, number, rate_of
+from .collect import Source
 
 BASELINE_COLOUR = "#9a9a9a"
 RATE_MAP, CHANGE_MAP = "cividis", "PuOr"
@@ -82,8 +84,6 @@ def _series_colours(series: Sequence[tuple[str, bool]]) -> list[str]:
 
 
 def _wrap(label: str, width: int = 13) -> str:
-    import textwrap
-
     return textwrap.fill(label.replace("_", " ") if len(label) > width else label, width) or label
 
 
@@ -214,11 +214,11 @@ def impact_histograms(sources: Sequence[Source]) -> bytes:
     def draw():
         rows = len(sources)
         fig = _new_figure(9.5, 2.8 * rows + 0.2)
-        axes = fig.subplots(rows, len(IMPACT_CATEGORIES), squeeze=False)
+        axes = fig.subplots(rows, len(CONFLICT), squeeze=False)
         for r, src in enumerate(sources):
             hist = src.data.get("histogram") or {}
             weights = src.data.get("weights") or {}
-            for c, category in enumerate(IMPACT_CATEGORIES):
+            for c, category in enumerate(CONFLICT):
                 ax = axes[r][c]
                 h = hist.get(category) or {}
                 edges, counts = h.get("edges") or [], h.get("counts") or []
@@ -257,14 +257,14 @@ def triage_counts(sources: Sequence[Source]) -> bytes:
         ax = fig.add_subplot()
         if n == 1:
             counts = sources[0].data.get("counts") or {}
-            values = [counts.get(c, 0) or 0 for c in TRIAGE_CATEGORIES]
-            bars = ax.bar(TRIAGE_CATEGORIES, values, color=[TRIAGE_COLOURS[c] for c in TRIAGE_CATEGORIES], width=0.6)
+            values = [counts.get(c, 0) or 0 for c in CATEGORIES]
+            bars = ax.bar(CATEGORIES, values, color=[TRIAGE_COLOURS[c] for c in CATEGORIES], width=0.6)
             total = sum(values)
             ax.bar_label(bars, labels=[f"{v} ({100 * v / total:.1f}%)" if total else str(v) for v in values], padding=2)
             ax.set_title(f"Triage of {total} pairs" + (f" — {sources[0].label}" if sources[0].label else ""))
         else:
-            bar = 0.8 / len(TRIAGE_CATEGORIES)
-            for j, category in enumerate(TRIAGE_CATEGORIES):
+            bar = 0.8 / len(CATEGORIES)
+            for j, category in enumerate(CATEGORIES):
                 xs = [g - 0.4 + bar * (j + 0.5) for g in range(n)]
                 values = [(src.data.get("counts") or {}).get(category, 0) or 0 for src in sources]
                 bars = ax.bar(xs, values, bar * 0.92, label=category, color=TRIAGE_COLOURS[category])

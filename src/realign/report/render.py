@@ -11,9 +11,11 @@ from typing import Collection, Sequence
 
 from ..errors import RealignError
 from ..files import atomic_open, check_output_paths, write_text
+from .changes import load_old_policy, old_policies
 from .collect import METRICS_NAME, SEARCH_DEPTH, SUMMARY_SUFFIX, TRAIN_NAME, RunData, collect, run_name
 from .figures import Figure
-from .sections import MISSING, Bullets, Details, Lead, Section, Table, build_sections, policy_groups
+from .blocks import MISSING, Bullets, Details, Lead, Section, Table
+from .sections import build_sections, policy_groups
 
 
 _CSS = """
@@ -204,8 +206,6 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, only: Collecti
     ``old_policy``: the policy the runs' model was aligned to (a file or a packaged policy's
     name; default: each run's ``run_config.yaml`` ``old_policy``), which says which slices the
     new policy changed (:mod:`.changes`). Returns ``out``."""
-    from .changes import load_old_policy, old_policies
-
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in (".html", ".htm", ".md", ".markdown"):

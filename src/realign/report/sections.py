@@ -1,54 +1,23 @@
-"""The report's document: its sections of tables, figures and notes, built from the runs
-found (:mod:`.collect`) and rendered by :mod:`.render`."""
+"""The report's document: its sections of tables, figures and notes (:mod:`.blocks`), built from
+the runs found (:mod:`.collect`, :mod:`.rows`) and rendered by :mod:`.render`."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ..evaluate.metrics import Headline, headlines
-from ..evaluate.stats import ci_of, number, rate_of
-from ..evaluate.tpa import style_of as style_of_raw
-from .collect import IMPACT_CATEGORIES, TRIAGE_CATEGORIES, RunData, Source, display
+from ..data import CATEGORIES, CONFLICT
+from ..metrics.stats import number, rate_of
+from ..metrics.table import Headline, headlines
+from .blocks import MISSING, Bullets, Section, Table, fmt_num, fmt_rate, pct
+from .changes import PromptRows, old_policies, run_changes
+from .collect import RunData, Source, display, eval_costs
 from .figures import Figure, grouped_bars, impact_histograms, loss_curves, loss_series, triage_counts
+from .rows import Row, _rows
+from .summary import example_blocks, summary_section
 
 TRIAGE_SLICE_NAMES = {"INVERT": "INVERT success", "PUNISH": "PUNISH compliance", "RETAIN": "RETAIN preservation"}
-EXAMPLE_CHARS = 160
-"""The report's example responses are cut at so many characters."""
 MAX_SLICE_COLUMNS = 8
 """With more slices than this, the per-slice table lists slices as rows and runs as columns."""
-
-MISSING = "—"
-
-
-def pct(value: float | None) -> str:
-    """0.725 -> "72.5%"; None -> "—"."""
-    return MISSING if value is None else f"{100 * value:.1f}%"
-
-
-def fmt_rate(value: Any, *, ci: bool = False, n: bool = False) -> str:
-    r = rate_of(value)
-    if r is None:
-        return MISSING
-    text = pct(r)
-    interval = ci_of(value)
-    if ci and interval is not None:
-        text += f" ({100 * interval[0]:.1f}–{100 * interval[1]:.1f})"
-    if n and isinstance(value, dict) and isinstance(value.get("n"), int):
-        text += f" · n={value['n']}"
-    return text
-
-
-def fmt_num(value: Any, decimals: int = 3) -> str:
-    """A number with fixed decimals (scientific notation when it would show as zero or is huge)."""
-    v = number(value)
-    if v is None:
-        return MISSING
-    if v != 0 and (abs(v) < 0.5 * 10**-decimals or abs(v) >= 1e6):
-        return f"{v:.2e}"
-    return f"{v:,.{decimals}f}"
 
 
 def policy_label(data: dict) -> str | None:
@@ -61,122 +30,12 @@ def policy_label(data: dict) -> str | None:
     return str(policy) if policy else None
 
 
-@dataclass
-class Row:
-    """One line of the comparison: a run's numbers, or a base model's ("before")."""
-
-    label: str
-    numbers: dict
-    baseline: bool = False
-    source: Source | None = None
-
-
-def _started_from(run: dict, base: dict) -> bool:
-    """Whether evaluation ``run`` is of a model made from ``base``'s model: an adapter on the
-    same model, or a fully fine-tuned model whose reference it is."""
-    reference = (run.get("config") or {}).get("reference")
-    return bool(run.get("adapter")) and run.get("model") == base.get("model") or reference == base.get("model")
-
-
-def _is_base_model_run(src: Source, found: RunData) -> bool:
-    """An evaluation of a model without an adapter that another evaluation started from — an
-    adapter on the same model, or a fully fine-tuned model whose reference it is (``realign
-    run``'s ``eval/base``): the "before" of the others."""
-    d = src.data
-    if d.get("adapter") or not d.get("model"):
-        return False
-    return any(_started_from(o.data, d) for o in found.evals if o is not src)
-
-
-def before_of(row: Row, rows: list[Row]) -> Row | None:
-    """The "before" of a run's row among ``rows`` (:func:`_rows`): its own ``--baseline``
-    numbers, else the base-model evaluation it started from, the one in its own run folder
-    first. None for a before row, or a run with none."""
-    if row.baseline or row.source is None:
-        return None
-    own = row.source.data.get("baseline")
-    if isinstance(own, dict) and own:
-        return next((r for r in rows if r.baseline and r.numbers == own), None)
-    bases = [r for r in rows if r.baseline and r.source is not None and r.numbers is r.source.data
-             and _started_from(row.source.data, r.numbers)]
-    bases.sort(key=lambda r: r.source.run != row.source.run)
-    return bases[0] if bases else None
-
-
-def _rows(found: RunData) -> list[Row]:
-    """Baselines first (the base-model runs and the ``--baseline`` numbers of adapter runs,
-    identical ones merged), then every other run in the order given. Baselines are named by
-    their run's label or the model folder's name, marked "(before)"."""
-    rows: list[Row] = []
-    baselines: dict[str, Row] = {}
-    for src in found.evals:
-        if _is_base_model_run(src, found):
-            baselines[f"run:{src.path}"] = Row(f"{src.label} (before)", src.data, True, src)
-    for src in found.evals:
-        base = src.data.get("baseline")
-        if isinstance(base, dict) and base:
-            key = json.dumps(base, sort_keys=True, default=str)
-            if key not in baselines:
-                model = base.get("model") or src.data.get("model")
-                name = Path(str(model)).name if model else src.label
-                baselines[key] = Row(f"{name} (before)", base, True, src)
-    labels = [r.label for r in baselines.values()]
-    for row in baselines.values():
-        if labels.count(row.label) > 1 and row.source is not None:
-            row.label = f"{row.source.label} (before)"
-    rows.extend(baselines.values())
-    rows.extend(Row(src.label, src.data, False, src) for src in found.evals if not _is_base_model_run(src, found))
-    return rows
-
-
 def _ordered_union(dicts: Iterable[Any]) -> list[str]:
     out: list[str] = []
     for d in dicts:
         if isinstance(d, dict):
             out.extend(k for k in d if k not in out)
     return out
-
-
-
-
-@dataclass
-class Table:
-    title: str
-    header: list[str]
-    rows: list[list[str]]
-    muted: list[bool] = field(default_factory=list)
-    """Rows shown subdued (the base model's numbers)."""
-    caption: str = ""
-
-
-@dataclass
-class Bullets:
-    """A collapsible list (the files a report was built from)."""
-
-    title: str
-    items: list[str]
-
-
-@dataclass
-class Lead:
-    """A sentence that answers one of the page's questions (the summary's): text, not a note."""
-
-    text: str
-
-
-@dataclass
-class Details:
-    """Blocks (tables, notes) behind a title, folded away in HTML until opened."""
-
-    title: str
-    blocks: list[Any] = field(default_factory=list)
-
-
-@dataclass
-class Section:
-    title: str
-    blocks: list[Any] = field(default_factory=list)
-    """Tables, Figures and strings (notes)."""
 
 
 def _drop_empty_columns(header: list[str], rows: list[list[str]], keep: int = 1) -> tuple[list[str], list[list[str]]]:
@@ -219,7 +78,7 @@ def _comparison_section(found: RunData, rows: list[Row]) -> Section:
 def _slice_section(rows: list[Row]) -> tuple[Section, list[str]]:
     section = Section("Policy agreement by slice")
     slices = _ordered_union((r.numbers.get("tpa") or {}).get("by_slice") for r in rows)
-    triage_slices = [c for c in TRIAGE_CATEGORIES if any(isinstance(r.numbers.get("triage_slices"), dict)
+    triage_slices = [c for c in CATEGORIES if any(isinstance(r.numbers.get("triage_slices"), dict)
                                                           and c in r.numbers["triage_slices"] for r in rows)]
     if not rows:
         return section, []
@@ -265,41 +124,6 @@ def _attack_section(rows: list[Row]) -> Section | None:
     section.blocks.append(Figure("attack_success", "Attack success rate by template",
                                  "Grouped bar chart of attack success rate per jailbreak template and run", png))
     return section
-
-
-def _generations(row: Row) -> list[dict]:
-    """The policy-prompt responses behind a row (``generations.jsonl`` beside its metrics;
-    a ``--baseline`` row takes the records of the model without its adapter)."""
-    if row.source is None:
-        return []
-    name = ((row.source.data.get("files") or {}).get("generations")) or "generations.jsonl"
-    path = row.source.path.parent / str(name)
-    state = "baseline" if row.baseline and row.numbers is not row.source.data else "after"
-    out = []
-    try:
-        with path.open(encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(rec, dict) and rec.get("set") == "policy" and rec.get("model_state", "after") == state:
-                    out.append(rec)
-    except OSError:
-        return []
-    return out
-
-
-def _verdict_text(rec: dict) -> str:
-    verdict = {True: "complies", False: "violates"}.get(rec.get("compliant"), "abstained")
-    style = style_of_raw(rec.get("raw"))
-    return f"{verdict} ({style})" if style else verdict
-
-
-def _clip(text: Any, limit: int = EXAMPLE_CHARS) -> str:
-    text = " ".join(str(text if not isinstance(text, list) else " ".join(
-        str(m.get("content", "")) for m in text if isinstance(m, dict))).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _responses_section(rows: list[Row], examples: list[Any]) -> Section | None:
@@ -358,7 +182,7 @@ def _tpa_figure(rows: list[Row], slices: list[str]) -> Figure | None:
     values = [[m.get("overall"), *((m.get("by_slice") or {}).get(s) for s in slices)] for m in tpa]
     if any(rate_of(v) is not None for vals in values for v in vals):
         panels.append(("prompt slices", ["overall", *slices], values))
-    triaged = [c for c in TRIAGE_CATEGORIES if any(c in (r.numbers.get("triage_slices") or {}) for r in rows)]
+    triaged = [c for c in CATEGORIES if any(c in (r.numbers.get("triage_slices") or {}) for r in rows)]
     if triaged:
         values = [[(r.numbers.get("triage_slices") or {}).get(c) for c in triaged] for r in rows]
         panels.append(("prompts from triaged pairs", [TRIAGE_SLICE_NAMES[c] for c in triaged], values))
@@ -382,7 +206,7 @@ def _impact_section(found: RunData) -> Section:
         header = ["Score run", "Category", "n", "mean", "median", "max", "zero", "share of weight"]
         table_rows = []
         for src in scored:
-            for category in IMPACT_CATEGORIES:
+            for category in CONFLICT:
                 st = (src.data.get("weights") or {}).get(category) or {}
                 table_rows.append([src.label, category, str(st.get("n", MISSING)), fmt_num(st.get("mean")),
                                    fmt_num(st.get("median")), fmt_num(st.get("max")),
@@ -406,11 +230,11 @@ def _triage_section(found: RunData) -> Section:
         rows_t = []
         for src in counted:
             c = src.data["counts"]
-            total = sum(int(c.get(k, 0) or 0) for k in TRIAGE_CATEGORIES)
-            rows_t.append([src.label, *(f"{int(c.get(k, 0) or 0)}" for k in TRIAGE_CATEGORIES), str(total),
+            total = sum(int(c.get(k, 0) or 0) for k in CATEGORIES)
+            rows_t.append([src.label, *(f"{int(c.get(k, 0) or 0)}" for k in CATEGORIES), str(total),
                            str(src.data.get("dropped", MISSING)), policy_label(src.data) or MISSING,
                            str(src.data.get("judge") or MISSING)])
-        triage.blocks.append(Table("", ["Triage run", *TRIAGE_CATEGORIES, "Total", "Dropped", "Policy", "Judge"], rows_t))
+        triage.blocks.append(Table("", ["Triage run", *CATEGORIES, "Total", "Dropped", "Policy", "Judge"], rows_t))
     else:
         triage.blocks.append("No triage summary (*.summary.json with stage \"triage\") found: triage counts omitted.")
     return triage
@@ -479,9 +303,6 @@ def build_sections(found: RunData, old: dict | None = None) -> list[Section]:
     (once per policy the evaluations were judged under: :func:`policy_groups`), win rates,
     impact weights, triage, training, sources (a piece no run has is a one-line note or left
     out). ``old``: each run folder's old policy (default: :func:`.changes.old_policies`)."""
-    from .changes import PromptRows, old_policies
-    from .collect import eval_costs
-
     groups = policy_groups(found)
     old, prompt_rows = old_policies(found, None) if old is None else old, PromptRows()
     costs = eval_costs(found)
@@ -500,9 +321,6 @@ def _evaluation_sections(found: RunData, old: dict, prompt_rows, costs: dict) ->
     """Summary, comparison, TPA by slice, attacks and responses of ``found``'s evaluations
     (``old``, ``prompt_rows``: what :func:`.changes.run_changes` reads; ``costs``: what the
     runs spent, :func:`.collect.eval_costs`)."""
-    from .changes import run_changes
-    from .summary import example_blocks, summary_section
-
     rows = _rows(found)
     changes = run_changes(rows, old, prompt_rows)
     sections = [summary_section(changes, costs)] if changes else []

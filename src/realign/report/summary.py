@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..evaluate.metrics import pooled
-from ..evaluate.stats import difference, number, rate_of
+from ..metrics.stats import difference, number, rate_of
+from ..metrics.table import pooled
+from .blocks import EXAMPLE_CHARS, MISSING, Details, Lead, Section, Table, _clip, fmt_num, fmt_rate, pct
 from .changes import RunChange, SliceChange
-from .collect import COSTS
+from ..metrics.costs import COSTS
 from .figures import REGRESSION_MARK, Figure, change_forest, change_heat_maps, grid_of
-from .sections import (EXAMPLE_CHARS, MISSING, Details, Lead, Row, Section, Table, _clip, _generations, _verdict_text,
-                       fmt_num, fmt_rate, pct)
+from .rows import Row, _generations, _verdict_text
 
 RANKED_SLICES = 10
 """Where which slices changed is unknown: the summary lists the slices that moved most, so many."""
@@ -130,7 +130,7 @@ SPENT_CAPTION = (
 
 
 def _spent(cost: dict | None) -> list[str]:
-    """A run's cost cells (:data:`.collect.COSTS`): counts in full, wall time to a tenth of a second."""
+    """A run's cost cells (:data:`realign.metrics.costs.COSTS`): counts in full, wall time to a tenth of a second."""
     values = [(cost or {}).get(name) for name in COSTS]
     return [MISSING if v is None else f"{v:,.{1 if name == 'wall_s' else 0}f}" for name, v in zip(COSTS, values)]
 

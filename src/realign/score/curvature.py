@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..train.methods import Term
+from ..objective import Term
 from .directional import DirectionalDerivatives
 from .linalg import Vector
 
@@ -32,7 +32,6 @@ class Curvature(DirectionalDerivatives):
                 for o, h in zip(out, hv):
                     if h is not None:
                         o.add_(h.detach())
-                self.backward_sequences += 4 * len(batch)
             return out
 
         return matvec
@@ -55,7 +54,6 @@ class Curvature(DirectionalDerivatives):
                 for o, g in zip(out, torch.autograd.grad(objective, self.params, allow_unused=True)):
                     if g is not None:
                         o.add_(g)
-                self.backward_sequences += 2 * len(batch)
             return out
 
         return matvec

@@ -11,7 +11,7 @@ import torch
 
 from ..errors import RealignError
 from ..losses import token_logps
-from ..train.methods import Term
+from ..objective import Term
 from .linalg import Vector, norm
 from .term_losses import TermLosses
 

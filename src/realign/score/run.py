@@ -37,22 +37,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..data import PreferencePair, prompt_text, response_text
+from ..config import resolved
+from ..data import CONFLICT, INVERT, PUNISH, RETAIN, PreferencePair, prompt_text, read_pairs, response_text, write_pairs
 from ..errors import RealignError
+from ..files import check_output_paths, folder_lock, write_json
+from ..models import attach_lora, load_adapter, load_causal_lm, load_tokenizer, resolve_device
+from ..objective import Term, conflict_term, gold_term
+from ..provenance import input_digest, model_digest, provenance, what_changed
+from ..provenance import produced_by as record
 from ..stage import output_digests, process_state, summary_path
-from ..train.methods import Term, Trace
-from ..triage import INVERT, PUNISH, RETAIN
-
-CONFLICT = (INVERT, PUNISH)
-
-#: ℓ_i of a conflict record: the very term TRACE trains on it (:meth:`realign.train.methods.Trace.conflict_term`),
-#: so what is scored is what is trained.
-training_loss = Trace.conflict_term
-
-
-def gold_term(prompt, chosen, rejected) -> Term:
-    """One sample of the gold objective J: ℓ_pref on (chosen ≻ rejected) (docs/method.md Stage 2)."""
-    return Term("pref", prompt, chosen, rejected, 1.0, "J")
 
 
 # --------------------------------------------------------------------------- Alg. 2
@@ -253,9 +246,6 @@ def produced_by(config) -> dict:
     """What produces the weighted records: the resolved settings and the content of the
     triaged records, the gold records and the model (:func:`realign.provenance.produced_by`).
     Partial scores are resumed, and ``realign run`` skips the stage, only on an exact match."""
-    from ..provenance import input_digest, model_digest
-    from ..provenance import produced_by as record
-
     inputs = {name: input_digest(getattr(config, name)) for name in ("data", "gold_data")}
     inputs.update({name: model_digest(getattr(config, name)) for name in ("model", "adapter")})
     return record(config, inputs, ignore=("out", "batch_size", "device", "skip_invalid"))
@@ -271,8 +261,6 @@ def _read_progress(path: Path, made: dict) -> dict[str, float] | None:
         return None
     if not isinstance(header, dict) or header.get("config") != made["key"]:
         if path.exists():
-            from ..provenance import what_changed
-
             before = header.get("produced_by") if isinstance(header, dict) else None
             print(f"score: not resuming from {path.name} ({what_changed(before, made)}); scoring from scratch",
                   file=sys.stderr)
@@ -329,7 +317,7 @@ def _batches(scorer, conflict: list[PreferencePair], directions: dict, direction
     batches = []
     for name in directions:
         members = [r for r in conflict if direction_of(r) == name]
-        samples = [training_loss(r) for r in members]
+        samples = [conflict_term(r) for r in members]
         batches += [(name, [members[i] for i in idx], [samples[i] for i in idx]) for idx in scorer.batches(samples)]
     return batches
 
@@ -364,8 +352,6 @@ def run(config, progress: bool = True) -> dict:
     normalise and write the weighted records plus ``<out>.summary.json``. Under ``accelerate
     launch`` the processes share the scoring and only the main one writes (the others return
     an empty dict)."""
-    from ..files import folder_lock
-
     _check_outputs(config)
     with folder_lock(Path(config.out).parent):
         return _run(config, progress)
@@ -374,11 +360,6 @@ def run(config, progress: bool = True) -> dict:
 def _run(config, progress: bool) -> dict:
     """The stage's work, under the lock of its output folder."""
     from accelerate.utils import gather_object
-
-    from ..config import resolved
-    from ..data import write_pairs
-    from ..files import write_json
-    from ..provenance import provenance
 
     start = time.perf_counter()
     state = process_state(config.device)
@@ -429,8 +410,6 @@ def _run(config, progress: bool) -> dict:
 
 def _check_outputs(config) -> None:
     """Refuse before anything is loaded when an input is missing or an output cannot be written."""
-    from ..files import check_output_paths
-
     check_output_paths({"--data": config.data, "--gold-data": config.gold_data, "--model": config.model,
                         "--adapter": config.adapter},
                        {"--out": config.out, "the summary of --out": summary_path(config.out)})
@@ -438,8 +417,6 @@ def _check_outputs(config) -> None:
 
 def _read(config) -> tuple[list[PreferencePair], list[PreferencePair]]:
     """The triaged records, and those the gold batch is drawn from (``gold_data``, else the same)."""
-    from ..data import read_pairs
-
     loaded = [read_pairs(config.data, require_category=True, skip_invalid=config.skip_invalid,
                          invert_order=config.invert_order)]
     if config.gold_data is not None:
@@ -452,11 +429,6 @@ def _read(config) -> tuple[list[PreferencePair], list[PreferencePair]]:
 
 def _write_unweighted(config, records: list[PreferencePair], summary: dict, made: dict) -> dict:
     """No conflict records: the records written as they are, with a warning and a note."""
-    from ..config import resolved
-    from ..data import write_pairs
-    from ..files import write_json
-    from ..provenance import provenance
-
     print("warning: no INVERT or PUNISH records; writing the records unweighted", file=sys.stderr)
     write_pairs(config.out, records)
     summary.update(notes=["no conflict records: nothing to score"], config=resolved(config), produced_by=made,
@@ -471,7 +443,6 @@ def _build_scorer(config, state, variant: Variant):
     it and the parameters."""
     import torch
 
-    from ..models import attach_lora, load_causal_lm, load_tokenizer, resolve_device
     from .scorer import Scorer, select_parameters
 
     device = state.device if state.num_processes > 1 else resolve_device(config.device)
@@ -489,8 +460,6 @@ def _build_scorer(config, state, variant: Variant):
     space = config.params
     reference = None
     if config.adapter is not None:
-        from ..models import load_adapter
-
         model = load_adapter(model, config.adapter, is_trainable=space.kind == "lora")
         if space.kind == "modules":
             model = model.merge_and_unload()
@@ -538,7 +507,7 @@ def _directions(config, scorer, objectives: dict[str, list[Term]], conflict: lis
             directions[name] = [g / config.damping for g in g_j]
             continue
         rng = random.Random(config.seed + 1)
-        h_samples = [training_loss(r) for r in rng.sample(conflict, min(config.hessian_samples, len(conflict)))]
+        h_samples = [conflict_term(r) for r in rng.sample(conflict, min(config.hessian_samples, len(conflict)))]
         hvp = (
             scorer.hvp_exact(h_samples)
             if config.hvp == "exact"

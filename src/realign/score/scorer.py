@@ -25,7 +25,7 @@ from typing import Sequence
 import torch
 
 from ..errors import RealignError
-from ..train.methods import Term
+from ..objective import Term
 from .curvature import Curvature
 from .linalg import Vector, flatten
 
@@ -92,7 +92,6 @@ class Scorer(Curvature):
 
         primals = tuple(p.detach() for p in self.params)
         grads = vmap(grad(linearised), in_dims=(None, 0, 0, 0))(primals, ids, response, torch.stack([c1, c2], 1))
-        self.backward_sequences += 2 * len(samples)
         return list(grads)
 
     def cosine_scores(self, samples: Sequence[Term], v: Vector, method: str) -> torch.Tensor:
@@ -128,7 +127,6 @@ class Scorer(Curvature):
             ref1, ref2, _, _ = self.logps([sample])
         loss = self.losses([sample], lp1, lp2, n1, n2, ref1, ref2).sum()
         grads = torch.autograd.grad(loss, self.params, allow_unused=True)
-        self.backward_sequences += 2
         return flatten([g if g is not None else torch.zeros_like(p) for g, p in zip(grads, self.params)])
 
     def exact_score(self, sample: Term, v_flat: torch.Tensor) -> float:

@@ -22,12 +22,12 @@ from ..errors import RealignError
 from ..losses import LOSS_KINDS, LossKind, TermInputs, token_logps
 from ..sequences import Encoded, collate, encode
 from ..stage import pad_token_id
-from ..train.methods import Term
+from ..objective import Term
 from .linalg import Vector
 
 
 class TermLosses:
-    """ℓ_i and its gradient for batches of training terms (:class:`realign.train.methods.Term`,
+    """ℓ_i and its gradient for batches of training terms (:class:`realign.objective.Term`,
     of the two-response kinds :data:`realign.losses.LOSS_KINDS` can score) in the parameter
     space ``params`` (a name -> Parameter map of ``model``). A term's weight is not applied: the
     loss is the unweighted one."""
@@ -54,7 +54,6 @@ class TermLosses:
         self.pad_id = pad_token_id(tokenizer)
         self.truncated = 0
         self.forward_sequences = 0
-        self.backward_sequences = 0
         self.vmap_failure: str | None = None  # why per-sample gradients could not be batched
         self._encoded: dict[int, tuple[Term, tuple[Encoded, Encoded]]] = {}
         """Encodings by the term's id(), each kept with its term so that the id stays its own."""
@@ -150,6 +149,5 @@ class TermLosses:
             for g, gi in zip(grads, torch.autograd.grad(loss, self.params, allow_unused=True)):
                 if gi is not None:
                     g.add_(gi)
-            self.backward_sequences += 2 * len(batch)
         return grads
 

@@ -10,7 +10,16 @@ from typing import List, Optional
 
 import typer
 
+from ..config import load_yaml
+from ..data import read_pairs, write_pairs
 from ..errors import RealignError
+from ..files import check_output_paths
+from ..reading import validate
+from .bootstrap import BootstrapConfig, cache_path
+from .bootstrap import bootstrap as run_bootstrap
+from .export import SynthConfig, flip_noise, swap_noise
+from .export import export as run_export
+from .policies import SHIFTS
 
 synth_app = typer.Typer(
     help="The synthetic policy-shift world: export its data, bootstrap its tiny old-policy model.",
@@ -21,8 +30,6 @@ synth_app = typer.Typer(
 
 
 def _config(model, raw: dict, what: str):
-    from ..config import validate
-
     return validate(model, {k: v for k, v in raw.items() if v is not None}, what)
 
 
@@ -38,9 +45,6 @@ def export(
     shift: Optional[List[str]] = typer.Option(None, help="Shift policies (names or YAML files) [default: all synth shifts]."),
 ) -> None:
     """Write pairs.jsonl, eval_prompts.jsonl, benign.jsonl, policies/, truth/ and manifest.json."""
-    from .export import SynthConfig, export as run_export
-    from .policies import SHIFTS
-
     cfg = _config(
         SynthConfig,
         {"seed": seed, "n_pairs": n_pairs, "benign_fraction": benign_fraction, "eval_per_slice": eval_per_slice,
@@ -67,10 +71,6 @@ def bootstrap(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Train (or reuse) the tiny model that follows the old policy; prints its directory and metrics."""
-    from ..config import load_yaml
-    from ..files import check_output_paths
-    from .bootstrap import BootstrapConfig, bootstrap as run_bootstrap, cache_path
-
     raw = {**(load_yaml(config) if config else {}), **{k: v for k, v in (("world_seed", seed), ("seed", model_seed)) if v is not None}}
     cfg = _config(BootstrapConfig, raw, str(config) if config else "command line")
     check_output_paths({"--config": config}, {}, {"the model folder": cache_path(cfg, cache_dir)})
@@ -93,10 +93,6 @@ def noise(
     seed: int = typer.Option(0, help="Which records are picked."),
 ) -> None:
     """Add label noise to a file of pairs (swap) or triaged records (flip)."""
-    from ..data import read_pairs, write_pairs
-    from ..files import check_output_paths
-    from .export import flip_noise, swap_noise
-
     check_output_paths({"--in": data}, {"--out": out})
     if mode not in ("flip", "swap"):
         raise RealignError(f"--mode: expected flip or swap, got {mode!r}")

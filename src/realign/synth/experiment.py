@@ -11,13 +11,24 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..evaluate.prompts import changed_slices
-from ..evaluate.stats import pool
+from ..config import CorrectiveConfig, EvalConfig, JudgeConfig, ScoreConfig, TrainConfig, resolved
+from ..data import read_pairs, write_pairs
+from ..judges import make_judge
+from ..judges.cache import VerdictCache
+from ..metrics.prompts import changed_slices
+from ..metrics.stats import pool
 from ..files import write_json, write_jsonl
+from ..pipeline import RunConfig
+from ..policy import Policy
+from ..provenance import input_digest
+from ..stage import output_digests, summary_path
+from .export import TRIAGE, SynthConfig, export, flip_noise
 from .policies import OLD, SHIFTS
+from .world import World
 
 #: Pipeline settings for the tiny world's model (full fine-tuning: LoRA on a 128-wide model
 #: would be most of the model anyway). Chosen on the validation split of the efficacy benchmark
@@ -45,9 +56,6 @@ def prepare_data(out: Path, seed: int, n_pairs: int = 1000, eval_per_slice: int 
     ``benign``), the prompt file of ``realign eval``. An export already there is reused only if
     its manifest names this world (version and hash) and this config, and holds the truth of
     every shift in ``shifts``; otherwise it is written again, saying so."""
-    from .export import SynthConfig, export
-    from .world import World
-
     config = SynthConfig(seed=seed, n_pairs=n_pairs, eval_per_slice=eval_per_slice)
     manifest = out / "manifest.json"
     if manifest.exists():
@@ -94,10 +102,6 @@ def stage_settings(overrides: dict | None = None) -> dict[str, dict]:
     :data:`RUN_DEFAULTS` with ``overrides`` merged in, every other field at the library's
     default, less the fields each run sets itself (:data:`PER_RUN`). What a results file
     records, so that a changed default, here or in the library, shows against it."""
-    from ..config import EvalConfig, JudgeConfig, ScoreConfig, TrainConfig, resolved
-
-    from ..config import CorrectiveConfig
-
     settings = merge_settings(RUN_DEFAULTS, overrides or {})
     out = {"judge": resolved(JudgeConfig(**settings["judge"]))}
     corrective = settings.get("triage", {}).get("corrective")
@@ -114,8 +118,6 @@ def run_config(out: Path, data: Path, model: str, shift: str, methods: list[str]
                overrides: dict | None = None, cache: Path | None = None, device: str = "cpu"):
     """The pipeline config of one experiment: the defaults, then ``overrides`` (same sections
     as the YAML of ``realign run``: judge, triage, score, train, eval)."""
-    from ..pipeline import RunConfig
-
     settings = merge_settings(RUN_DEFAULTS, overrides or {})
     return RunConfig(
         out=out, model=model, data=str(data / "pairs.jsonl"), policy=shift, old_policy=OLD, device=device, seed=seed,
@@ -134,13 +136,6 @@ def seed_triage(run_dir: Path, data: Path, shift: str, noise: float = 0.0, seed:
     already seeded are kept only if they were seeded from the same truth file with the same
     shift, noise, seed and ``oracle`` (the summary's ``seeded`` record); otherwise they are
     written again, and the pipeline's stages after triage rerun since their input changed."""
-    from dataclasses import replace
-
-    from ..data import read_pairs, write_pairs
-    from ..provenance import input_digest
-    from ..stage import summary_path
-    from .export import TRIAGE, flip_noise
-
     out = run_dir / "triage" / "triaged.jsonl"
     truth = data / "truth" / f"{shift}.jsonl"
     seeded = {"truth": input_digest(truth), "shift": shift, "noise": noise, "seed": seed, "oracle": oracle}
@@ -172,7 +167,6 @@ def adopt_seeded_triage(pipeline, progress: bool = False) -> None:
     configured, the stage's corrective responses are found for the seeded records here, as the
     stage would (:mod:`realign.triage.corrective`). Call it after :func:`seed_triage` and before
     ``pipeline.execute()``."""
-    from ..stage import output_digests, summary_path
     from ..triage.run import produced_by
 
     path = summary_path(pipeline.triage.out)
@@ -189,20 +183,12 @@ def adopt_seeded_triage(pipeline, progress: bool = False) -> None:
 
 
 def _has_corrective(path: Path) -> bool:
-    from ..data import read_pairs
-
     return any(r.corrective is not None for r in read_pairs(path).pairs)
 
 
 def _seeded_corrective(config, progress: bool) -> dict:
     """Rewrite the seeded records of triage ``config.out`` with the corrective responses its
     ``corrective`` settings find (none when unset); the summary entry ``corrective``, if any."""
-    from dataclasses import replace
-
-    from ..data import read_pairs, write_pairs
-    from ..judges import make_judge
-    from ..judges.cache import VerdictCache
-    from ..policy import Policy
     from ..triage.corrective import attach_corrective
     from ..triage.judging import TriageStats
 

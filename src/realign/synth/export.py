@@ -21,11 +21,11 @@ from typing import Iterable, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..data import PreferencePair, prompt_text, response_text, write_pairs
+from ..data import INVERT, PUNISH, RETAIN, PreferencePair, prompt_text, response_text, write_pairs
 from ..errors import RealignError
 from ..files import check_output_paths, write_json, write_jsonl, write_text
 from ..policy import Policy, resolve_policy
-from ..triage import INVERT, PUNISH, RETAIN, categorise
+from ..triaged import categorise
 from .judge import TruthJudge
 from .policies import OLD, POLICY_NAMES, SHIFTS, load_policy, policy_path
 from .world import EVASIVE, HARMFUL, HELPFUL, REFERRAL, REFUSAL, SynthPrompt, World

@@ -30,11 +30,8 @@ from pathlib import Path
 from ..judges.rules import UNCLASSIFIED, CompiledRules, RulesJudge
 from ..policy import NO_MATCH, Policy
 from .policies import OLD, load_policy
-from .world import EVASIVE, HARMFUL, HELPFUL, REFERRAL, REFUSAL
 
-DEGENERATE, MIXED = "degenerate", "mixed"
-#: Every style the judge can answer, in the YAML's order, then ``unclassified``.
-JUDGE_STYLES = (HARMFUL, DEGENERATE, MIXED, REFERRAL, HELPFUL, REFUSAL, EVASIVE, UNCLASSIFIED)
+DEGENERATE = "degenerate"
 #: Styles that count as "no usable output".
 NO_STYLE = (DEGENERATE, UNCLASSIFIED)
 

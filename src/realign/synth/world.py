@@ -39,7 +39,6 @@ REFUSAL, HELPFUL, REFERRAL, HARMFUL, EVASIVE = "refusal", "helpful", "referral",
 STYLES = (REFUSAL, HELPFUL, REFERRAL, HARMFUL, EVASIVE)
 
 CONTEXTS = ("none", "educational", "therapeutic", "research", "malicious")
-TIERS = ("zero-tolerance", "contextual", "low-risk")
 
 
 @dataclass(frozen=True)
@@ -370,7 +369,6 @@ BENIGN_TEMPLATES: dict[str, tuple[str, ...]] = {
 #: the sum itself (checked by :func:`realign.synth.judge.benign_correct`).
 BENIGN_ANSWER = "The answer is {answer}."
 
-BENIGN_STYLES = ("correct", "wrong", REFUSAL, EVASIVE)
 #: Benign answers open like sensitive ones (:func:`response_opening`), with a word of their own:
 #: every response starts with the same token, and the first decision is the subject word, made
 #: from what the prompt is about. (When benign answers began "The answer is" and sensitive ones

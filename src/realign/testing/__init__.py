@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from ..policy import resolve_policy
+from pathlib import Path
+
+import yaml
+
 from .openai_server import FAULTS, FakeOpenAIServer, extract_response
 
 __all__ = ["FAULTS", "FakeOpenAIServer", "extract_response", "policy_without_cases"]
@@ -11,12 +16,6 @@ def policy_without_cases(name_or_path: str, folder) -> "Path":
     """A copy of a policy (file or packaged name) in ``folder`` with its test cases left out, for
     tests whose fake judge decides by a marker rather than by the policy (it would fail the
     cases, and triage's pre-flight would stop). Same name, text and rules, so the same hash."""
-    from pathlib import Path
-
-    import yaml
-
-    from ..policy import resolve_policy
-
     source = resolve_policy(name_or_path)
     raw = yaml.safe_load(source.read_text(encoding="utf-8"))
     raw.pop("cases", None)

@@ -7,7 +7,7 @@ block contains one of ``markers``, else "No". Only the fenced block is read, so 
 the response that pretends to be an instruction, a fence or a verdict changes nothing except
 through the marker rule.
 
-A pairwise question (the layout of :data:`realign.evaluate.winrate.USER_TEMPLATE`: fenced
+A pairwise question (the layout of :data:`realign.judges.pairwise.USER_TEMPLATE`: fenced
 ``RESPONSE A`` and ``RESPONSE B`` blocks) is answered "A" or "B" by the same marker rule: the
 response without a marker wins; when both or neither carry one, ``pairwise_tie_answer`` (a
 position-biased judge). ``pairwise_always`` forces one answer for every pairwise question.

@@ -28,8 +28,12 @@ Example::
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
 from pathlib import Path
 from typing import Sequence
+
+from ..judges.prompting import SYSTEM_TEMPLATE, USER_TEMPLATE
 
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
 ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
@@ -87,8 +91,6 @@ def default_corpus() -> list[str]:
     judge's own prompt templates, so judge inputs tokenize compactly."""
     lines = [line for line in _SENTENCES.splitlines() if line.strip()]
     try:  # the judge prompt, so rendered judge inputs stay short (lazy: avoids import cycles)
-        from ..judges.prompting import SYSTEM_TEMPLATE, USER_TEMPLATE
-
         lines += [SYSTEM_TEMPLATE, USER_TEMPLATE]
     except ImportError:  # pragma: no cover - the judge module is part of the package
         pass
@@ -242,9 +244,6 @@ def cache_snapshot(folder: str | Path, repo_id: str, commit: str, cache_dir: str
     ``blobs/``, ``snapshots/<commit>/`` of links to them, ``refs/main`` naming the commit), so
     the id loads offline: tests of what loading and keying a hub id does, with no network.
     Moving ``refs/main`` to another commit is writing that file. Returns the snapshot folder."""
-    import hashlib
-    import os
-
     repo = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
     snapshot = repo / "snapshots" / commit
     for file in sorted(p for p in Path(folder).rglob("*") if p.is_file()):

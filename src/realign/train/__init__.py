@@ -4,5 +4,6 @@ re-alignment training (docs/method.md, "Stage 3 — the hybrid objective").
 * :mod:`.methods` — the registry of methods, each turning records into loss terms;
 * :mod:`.run` — the stage: the term dataset, the trainer, checkpoints, resume and the summary.
 
-The loss kinds the terms name are :data:`realign.losses.LOSS_KINDS`, shared with Stage 2.
+The terms, and ℓ_i of a conflict record, are :mod:`realign.objective`; the loss kinds they name are
+:data:`realign.losses.LOSS_KINDS`; both are shared with Stage 2.
 """

@@ -19,23 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..data import PreferencePair, Text
+from ..data import INVERT, PUNISH, RETAIN, PreferencePair, Text, prompt_text
 from ..errors import RealignError
-from ..triage import INVERT, PUNISH, RETAIN
-from ..triage.relabel import gold_pairs, naive_pairs
-
-
-@dataclass(frozen=True)
-class Term:
-    """One loss term: ``kind`` names a :data:`realign.losses.LOSS_KINDS` entry, read on
-    (``prompt``, ``first``) and, for two-response kinds, ``second``."""
-
-    kind: str
-    prompt: Text
-    first: Text
-    second: Text | None
-    weight: float
-    component: str
+from ..objective import Term, conflict_term
+from ..triaged import gold_pairs, naive_pairs
 
 
 @dataclass(frozen=True)
@@ -132,18 +119,6 @@ class Trace(Method):
     def conflict_weight(self, record: PreferencePair, n_conflict: int, options: MethodOptions) -> float:
         return _impact(record, self.name) if self.needs_impact else _uniform(n_conflict, options.normalise)
 
-    @staticmethod
-    def conflict_term(record: PreferencePair, weight: float = 1.0) -> Term:
-        """ℓ_i of one conflict record: INVERT — ℓ_pref on the stored (swapped) pair (L_I); PUNISH —
-        ℓ_pref on (y_c ≻ y_w) with a compliant response y_c (an oracle's, or a corrective response
-        the judge verified: :attr:`PreferencePair.y_c`), treated like INVERT, else dual NPO on both
-        responses (L_II). Stage 2 scores exactly this term (docs/method.md Stage 2)."""
-        if record.category == INVERT:
-            return Term("pref", record.prompt, record.chosen, record.rejected, weight, "L_I")
-        if record.y_c is not None:
-            return Term("pref", record.prompt, record.y_c, record.chosen, weight, "L_II")
-        return Term("npo2", record.prompt, record.chosen, record.rejected, weight, "L_II")
-
     def terms(self, records, options):
         _require_triaged(records, self.name)
         left_out = options.punish_without_y_c == "exclude"
@@ -153,7 +128,7 @@ class Trace(Method):
         out = []
         for r in records:
             if id(r) in kept:
-                out.append(self.conflict_term(r, self.conflict_weight(r, len(conflict), options)))
+                out.append(conflict_term(r, self.conflict_weight(r, len(conflict), options)))
             elif r.category == PUNISH:
                 continue
             else:
@@ -327,8 +302,6 @@ class OracleSFT(Method):
 def _by_prompt(samples: Sequence[JudgedSample]) -> dict[str, tuple[Text, list[str], list[str]]]:
     """Per prompt (by its text, in first-seen order): the prompt, its distinct passed and its
     distinct failed responses, each in sample order. Abstentions are neither."""
-    from ..data import prompt_text
-
     out: dict[str, tuple[Text, list[str], list[str]]] = {}
     for s in samples:
         _, passed, failed = out.setdefault(prompt_text(s.prompt), (s.prompt, [], []))

@@ -26,11 +26,12 @@ from typing import Sequence
 import torch
 from transformers import Trainer, TrainingArguments
 
-from ..errors import RealignError, shorten
+from ..errors import RealignError
 from ..losses import KIND_INDEX, LOSS_KINDS, TermInputs, token_kl, token_logps
 from ..sequences import Encoded, collate, encode
 from ..stage import output_digests, pad_token_id, process_state
 from .methods import MethodOptions, Term, get_method
+from .trainer_args import check_trainer_args
 
 #: The kinds whose loss reads reference log-probs (precomputed once, or taken in the step).
 NEEDS_REF_LOGPS = {name for name, kind in LOSS_KINDS.items() if kind.reference == "logps"}
@@ -482,18 +483,6 @@ def precompute_reference(dataset: TermDataset, model, reference, pad_id: int, ba
     bar.close()
 
 
-#: TrainingArguments realign sets from its own options (``trainer_args`` may not set them)
-_SET_BY_REALIGN = {
-    "output_dir": "out", "learning_rate": "learning_rate", "lr_scheduler_type": "lr_scheduler",
-    "warmup_steps": "warmup_ratio", "num_train_epochs": "epochs", "max_steps": "max_steps",
-    "per_device_train_batch_size": "batch_size", "gradient_accumulation_steps": "gradient_accumulation",
-    "weight_decay": "weight_decay", "max_grad_norm": "max_grad_norm", "seed": "seed",
-    "logging_steps": "logging_steps", "save_steps": "save_steps", "save_total_limit": "save_total_limit",
-    "report_to": "report_to", "remove_unused_columns": None, "dataloader_num_workers": None,
-    "disable_tqdm": "quiet", "use_cpu": "device", "bf16": "precision", "fp16": "precision",
-}
-
-
 def _write_fault(exc: BaseException, folder: Path) -> OSError | None:
     """A failed checkpoint or model write as an OSError naming the folder (the CLI prints one
     line, exit status 1 on a full disk), or None when ``exc`` is not a write failure. torch
@@ -515,61 +504,6 @@ def _write_fault(exc: BaseException, folder: Path) -> OSError | None:
     if free is not None and free < 64 * 2**20:
         return OSError(errno.ENOSPC, f"No space left on device (writing a checkpoint: {first})", str(folder))
     return OSError(errno.EIO, f"cannot write a checkpoint ({first})", str(folder))
-
-
-#: TrainingArguments settings that turn on evaluation during training, each with the test of
-#: its value that does: the Trainer is never given an evaluation set (every record is trained
-#: on; held-out evaluation is ``realign eval``'s), so transformers would stop with a traceback
-_NEEDS_EVAL_SET = {
-    "eval_strategy": lambda v: str(v).lower() != "no",
-    "load_best_model_at_end": bool,
-    "eval_on_start": bool,
-    "save_strategy": lambda v: str(v).lower() == "best",
-    "lr_scheduler_type": lambda v: str(v).lower() in ("reduce_lr_on_plateau", "greedy"),
-}
-
-
-def eval_set_problem(name: str, value) -> str | None:
-    """Why the TrainingArguments setting ``name: value`` cannot be used (it needs an evaluation
-    set, which realign's Trainer does not have), or None."""
-    needs = _NEEDS_EVAL_SET.get(name)
-    if needs is None or not needs(value):
-        return None
-    return (f"{shorten(value)} needs an evaluation set during training, which realign's trainer does not have "
-            "(it trains on every record; evaluate the result with `realign eval`)")
-
-
-def trainer_args_problem(extra: dict) -> str | None:
-    """What is wrong with ``trainer_args``, if anything: a name that is not a
-    transformers.TrainingArguments field, one realign sets from its own options, or a setting
-    that needs an evaluation set (:func:`eval_set_problem`)."""
-    import dataclasses
-    import difflib
-
-    from transformers import TrainingArguments
-
-    known = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
-    for key in extra:
-        name = str(key) if len(str(key)) <= 60 else str(key)[:57] + "..."
-        if key in _SET_BY_REALIGN:
-            own = _SET_BY_REALIGN[key]
-            return f"{name!r} is set by realign" + (f" from its own option {own!r}; set that instead" if own else "")
-        if key not in known:
-            close = difflib.get_close_matches(str(key), sorted(known), n=1)
-            return f"{name!r} is not a transformers.TrainingArguments field" + (f" (did you mean {close[0]!r}?)" if close else "")
-        problem = eval_set_problem(key, extra[key])
-        if problem is not None:
-            return f"{name!r}: {problem}; remove it"
-    return None
-
-
-def check_trainer_args(extra: dict) -> None:
-    """``trainer_args`` names TrainingArguments fields that realign does not set itself; checked
-    when the config is validated and again before any model is loaded or file written (an
-    unknown name used to fail after loading, leaving files behind)."""
-    problem = trainer_args_problem(extra)
-    if problem is not None:
-        raise RealignError(f"field 'trainer_args': {problem}")
 
 
 def run(config, progress: bool = True) -> dict:
@@ -724,7 +658,8 @@ def _budget(config, method, records, trainer: RealignTrainer, prepared: dict | N
     it had judged; any other: those its records' triage judged — TRACE's budget), the judge
     backend's requests, generated and training tokens, and wall time (training, plus
     self-distill's sampling)."""
-    from .sampling import FROM_SAMPLES, FROM_TRIAGE, triage_judgements
+    from ..metrics.costs import FROM_SAMPLES, FROM_TRIAGE
+    from .sampling import triage_judgements
 
     trainer.tick()
     b = trainer.budget

@@ -28,13 +28,18 @@ from pathlib import Path
 from typing import Sequence
 
 from ..data import PreferencePair, Text, prompt_text, response_text
+from ..files import write_json, write_jsonl
+from ..generation import generate, prompt_ids, prompt_room
+from ..judges import make_judge
+from ..judges.base import JudgeItem
+from ..judges.cache import VerdictCache
+from ..judges.store import JudgingCounts, VerdictStore, settle
+from ..policy import Policy, resolve_policy
+from ..provenance import input_digest, model_digest, provenance, what_changed
+from ..sequences import prompt_messages
+from ..stage import output_digests, outputs_changed, summary_path
+from ..triaged import old_pair
 from .methods import JudgedSample
-
-
-#: train_summary.json's ``budget.judge_calls_from``: whose judgements a run's judge calls are —
-#: a method that samples, its own samples'; any other, the triage's of its records (TRACE's budget).
-FROM_SAMPLES = "this method's samples"
-FROM_TRIAGE = "the triage of its records"
 
 
 @dataclass
@@ -71,8 +76,6 @@ def triage_judgements(records: Sequence[PreferencePair]) -> int:
     """The judgements a triage of ``records`` takes: one per distinct (prompt, response) of the
     triaged records' old pairs — TRACE's judge budget (and that of every method trained on the
     triage), counted from the records themselves so that it holds however they were triaged."""
-    from ..triage import old_pair
-
     items = set()
     for r in records:
         if r.category is not None:
@@ -86,10 +89,6 @@ class Sampler:
     adding what both cost to ``budget``."""
 
     def __init__(self, config, model, tokenizer, budget: Budget, cache, progress: bool = False) -> None:
-        from ..judges import make_judge
-        from ..policy import Policy, resolve_policy
-        from ..triage.judging import VerdictStore
-
         self.settings = config.sampling
         self.model, self.tokenizer, self.budget, self.cache = model, tokenizer, budget, cache
         self.policy = Policy.load(resolve_policy(config.policy))
@@ -100,16 +99,12 @@ class Sampler:
         """The prompt as sampled: with the policy text as the system message when ``system_prompt`` is on."""
         if not self.settings.system_prompt:
             return prompt
-        from ..sequences import prompt_messages
-
         return [{"role": "system", "content": self.policy.text}, *prompt_messages(prompt)]
 
     def generate(self, prompts: Sequence[Text], seed: int) -> list[str]:
         """One sample per prompt (guided), in one batch, seeded by ``seed`` alone; the global RNG
         (the trainer's dropout and data order) is left as it was."""
         import torch
-
-        from ..evaluate.generation import generate
 
         devices = [self.model.device] if self.model.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
@@ -125,17 +120,14 @@ class Sampler:
         """The judge's verdict on each (prompt, response), each distinct one judged once and counted
         once as a judgement. An abstention is settled by the judge's ``on_unparseable`` rule
         (``violating``, ``compliant``); under ``retry`` or ``drop`` it is None: left out."""
-        from ..judges.base import JudgeItem
-        from ..triage.judging import TriageStats, _settle
-
         items = [JudgeItem(prompt_text(p), r) for p, r in zip(prompts, responses)]
         unique = list(dict.fromkeys(items))
-        stats = TriageStats()
+        stats = JudgingCounts()
         verdicts = dict(zip(unique, self.store.resolve(unique, stats)))
         self.budget.judgements += len(unique)
         self.budget.backend_calls += stats.judge_calls
         rule = self.judge_config.on_unparseable
-        return [_settle(verdicts[it], "drop" if rule == "retry" else rule) for it in items]
+        return [settle(verdicts[it], "drop" if rule == "retry" else rule) for it in items]
 
     def affordable(self, judgements: int) -> bool:
         """Whether the judge budget pays for ``judgements`` more."""
@@ -150,10 +142,6 @@ def samples_produced_by(config) -> dict:
     """What produces self-distill's samples: the model, adapter and records (by content), the
     policy and the judge (hash, identity), the seed and the settings that change a sample or a
     verdict — not the training settings, so a changed learning rate reuses them."""
-    from ..judges import make_judge
-    from ..policy import Policy, resolve_policy
-    from ..provenance import input_digest, model_digest
-
     settings = config.sampling.model_dump(mode="json", exclude={"on_budget", "objective"})
     body = {"config": {**settings, "seed": config.seed},
             "inputs": {"data": input_digest(config.data), "model": model_digest(config.model),
@@ -168,10 +156,6 @@ def prepare_samples(config, records: Sequence[PreferencePair], model, tokenizer,
     """self-distill's judged samples of the starting model (see the module docstring): read back
     when ``samples.jsonl`` was produced by the same inputs and settings, else drawn. Adds their
     cost to ``budget``; returns the samples and their summary."""
-    from ..judges.cache import VerdictCache
-    from ..provenance import what_changed
-    from ..stage import outputs_changed, summary_path
-
     out = Path(config.out) / "samples.jsonl"
     made = samples_produced_by(config)
     if summary_path(out).exists():
@@ -193,10 +177,6 @@ def _draw(config, prompts: list[Text], model, tokenizer, budget: Budget, cache, 
     """Round r = 0..samples-1 draws one more sample of every prompt the remaining budget still
     covers (prompts in a seeded order, so a budget short of a round spreads over random prompts),
     and judges the new distinct ones; stops when the budget is spent."""
-    from ..files import write_json, write_jsonl
-    from ..provenance import provenance
-    from ..stage import output_digests, summary_path
-
     start = time.perf_counter()
     own = Budget()
     sampler = Sampler(config, model, tokenizer, own, cache, progress=False)
@@ -238,8 +218,6 @@ def _cached_samples(sampler: Sampler, prompts: list[Text], identity: str, seed: 
     """One sample per prompt, drawn in fixed batches (sorted by prompt length) with a seed per
     batch; a batch whose samples are all in the cache is read from it, any other is drawn whole
     again, so an interrupted run resumes to exactly what an uninterrupted one draws."""
-    from ..evaluate.generation import prompt_ids, prompt_room
-
     room = prompt_room(sampler.model, sampler.tokenizer, sampler.settings.max_new_tokens)
     length = [len(prompt_ids(sampler.tokenizer, sampler.guided(p), room)[0]) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: length[i])

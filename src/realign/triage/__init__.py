@@ -12,9 +12,11 @@ repeated judge calls. Besides the triaged records it can write the DPO-Gold rela
 (INVERT swapped, PUNISH paired with an oracle's compliant response y_c, or excluded) and the
 naive relabelled set (swap every pair whose old winner violates) in TRL's standard format.
 
-* this module — the three categories, the decision table and the old pair of a triaged record;
-* :mod:`.judging` — the verdicts (cache first, then the judge), abstentions and categories;
-* :mod:`.relabel` — the oracle's y_c for PUNISH prompts and the relabelled sets;
+* the categories are :data:`realign.data.CATEGORIES` (INVERT, PUNISH and RETAIN are importable
+  from here too); the decision table, the old pair of a triaged record and the relabelled sets
+  are :mod:`realign.triaged`, below the stages that read triaged records;
+* :mod:`.judging` — the verdicts of the pairs (:class:`realign.judges.store.VerdictStore`), abstentions and categories;
+* :mod:`.relabel` — the oracle's y_c for PUNISH prompts;
 * :mod:`.review` — the verdicts most likely wrong, for a person to label, and the labels put
   over the judge's verdicts;
 * :mod:`.run` — the stage on files: read, triage, write the records and the summary.
@@ -22,20 +24,6 @@ naive relabelled set (swap every pair whose old winner violates) in TRL's standa
 
 from __future__ import annotations
 
-from ..data import PreferencePair
+from ..data import INVERT, PUNISH, RETAIN
 
-INVERT, PUNISH, RETAIN = "INVERT", "PUNISH", "RETAIN"
-
-
-def categorise(winner_complies: bool, loser_complies: bool) -> str:
-    """Alg. 1 lines 3-6: the triage decision table."""
-    if winner_complies:
-        return RETAIN
-    return INVERT if loser_complies else PUNISH
-
-
-def old_pair(record: PreferencePair) -> tuple:
-    """(x, old y_w, old y_l) of a triaged record, undoing the INVERT swap."""
-    if record.swapped:
-        return record.prompt, record.rejected, record.chosen
-    return record.prompt, record.chosen, record.rejected
+__all__ = ["INVERT", "PUNISH", "RETAIN"]

@@ -30,12 +30,18 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..data import PreferencePair, Text, as_response, prompt_text, response_text
+from ..data import INVERT, PUNISH, RETAIN, PreferencePair, Text, as_response, prompt_text, response_text
+from ..errors import RealignError
+from ..generation import prompt_ids, prompt_room
 from ..judges.base import Judge, JudgeItem
 from ..judges.cache import VerdictCache
+from ..judges.store import VerdictStore
+from ..models import load_causal_lm, load_tokenizer, pad_left
 from ..policy import Policy
-from . import INVERT, PUNISH, RETAIN
-from .judging import TriageStats, VerdictStore
+from ..provenance import model_digest
+from ..sequences import prompt_messages
+from ..stage import pad_token_id
+from .judging import TriageStats
 
 MODEL_SOURCES = ("samples", "style-prefix", "system-prompt")
 GENERATION_VERSION = "corrective-v1"
@@ -104,10 +110,6 @@ class Sampler:
     and the prefix."""
 
     def __init__(self, config, policy: Policy, cache: VerdictCache) -> None:
-        from ..errors import RealignError
-        from ..models import load_causal_lm, load_tokenizer
-        from ..provenance import model_digest
-
         if config.model is None:
             raise RealignError("triage: field 'corrective.model': required by the sources "
                                f"{', '.join(s for s in config.sources if s in MODEL_SOURCES)} (the model that samples)")
@@ -161,11 +163,6 @@ class Sampler:
         """Samples (one greedy response with ``greedy``) for each prompt, continuing its
         ``head``; the text returned is the head and the continuation, decoded together."""
         import torch
-
-        from ..evaluate.generation import prompt_ids, prompt_room
-        from ..models import pad_left
-        from ..sequences import prompt_messages
-        from ..stage import pad_token_id
 
         n = 1 if greedy else self.config.samples
         room = prompt_room(self.model, self.tokenizer, self.config.max_new_tokens)

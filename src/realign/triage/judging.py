@@ -4,34 +4,30 @@ abstentions retried or settled by the ``on_unparseable`` rule, and each pair cat
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
-from tqdm.auto import tqdm
-
 from ..config import UnparseableRule
-from ..errors import JudgeError, shorten
-from ..data import PreferencePair, prompt_text, response_text
+from ..data import INVERT, PUNISH, RETAIN, PreferencePair, prompt_text, response_text
+from ..errors import shorten
 from ..judges.base import Judge, JudgeItem, Verdict
 from ..judges.cache import VerdictCache
+from ..judges.store import JudgingCounts, VerdictStore, retry_abstentions, settle
 from ..policy import Policy
-from . import INVERT, PUNISH, RETAIN, categorise, old_pair
+from ..triaged import categorise, old_pair
 
 #: ``decided_by`` of a verdict a person's label decided (``realign triage --labels``)
 HUMAN = "human"
 
 
 @dataclass
-class TriageStats:
+class TriageStats(JudgingCounts):
+    """A triage's counts: its pairs and distinct responses, what judging them met, the pairs an
+    abstention dropped, the categories and the wall time."""
+
     pairs: int = 0
     responses: int = 0
-    cache_hits: int = 0
-    judged: int = 0
-    judge_calls: int = 0
-    abstentions: int = 0
-    abstentions_resolved: int = 0
     dropped: list[dict] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: {INVERT: 0, PUNISH: 0, RETAIN: 0})
     wall_s: float = 0.0
@@ -50,54 +46,6 @@ class TriageStats:
             "dropped_examples": self.dropped[:20],
             "wall_s": round(self.wall_s, 3),
         }
-
-
-class VerdictStore:
-    """Verdicts for unique (prompt, response) items: cache first, then the judge."""
-
-    def __init__(self, judge: Judge, policy: Policy, cache: VerdictCache, progress: bool = True) -> None:
-        self.judge, self.policy, self.cache, self.progress = judge, policy, cache, progress
-
-    def resolve(self, items: Sequence[JudgeItem], stats: TriageStats, *, fresh: bool = False,
-                names: Sequence[str] | None = None) -> list[Verdict]:
-        """One verdict per item. ``names``: what each item is (a record and its response), put
-        before the message of a judge error about one item (a rule regex that ran out of time)."""
-        verdicts: list[Verdict | None] = [None] * len(items)
-        if not fresh:
-            for i, v in self.cache.get_many(self.judge.identity, self.policy.hash, items).items():
-                verdicts[i] = v
-        missing = [i for i, v in enumerate(verdicts) if v is None]
-        stats.cache_hits += len(items) - len(missing)
-        if missing:
-            todo = [items[i] for i in missing]
-            bar = tqdm(total=len(todo), desc="judging", unit="resp", disable=not self.progress, file=sys.stderr)
-            calls_before = self.judge.calls
-
-            def store(j: int, verdict: Verdict) -> None:
-                verdicts[missing[j]] = verdict
-                self.cache.put(self.judge.identity, self.policy.hash, todo[j], verdict)
-                bar.update(1)
-
-            try:
-                self.judge.judge(todo, self.policy, on_verdict=store)
-            except JudgeError as exc:
-                if exc.item is None or names is None:
-                    raise
-                raise JudgeError(f"{names[missing[exc.item]]}: {exc}") from None
-            finally:
-                self.cache.commit()
-                bar.close()
-                stats.judge_calls += self.judge.calls - calls_before
-            stats.judged += len(todo)
-        assert all(v is not None for v in verdicts), "judge returned fewer verdicts than items"
-        return verdicts  # type: ignore[return-value]
-
-
-def _settle(verdict: Verdict, rule: UnparseableRule) -> bool | None:
-    """Apply the ``on_unparseable`` rule to an abstention; None means drop the pair."""
-    if verdict.compliant is not None:
-        return verdict.compliant
-    return {"violating": False, "compliant": True}.get(rule)
 
 
 @dataclass
@@ -146,7 +94,7 @@ def judge_pairs(
     verdicts = store.resolve(items, stats, names=[names[item] for item in items])
     stats.abstentions = sum(v.abstained for v in verdicts)
     if on_unparseable == "retry":
-        _retry_abstentions(store, items, verdicts, stats, unparseable_retries)
+        retry_abstentions(store, items, verdicts, stats, unparseable_retries)
     return Judged(pairs, items, index, verdicts, list(verdicts), [judge.identity] * len(items))
 
 
@@ -194,26 +142,12 @@ def triage(
     return records, stats
 
 
-def _retry_abstentions(store: VerdictStore, items: Sequence[JudgeItem], verdicts: list[Verdict],
-                       stats: TriageStats, retries: int) -> None:
-    """Judge the abstained items again (no cache), up to ``retries`` times, in place."""
-    abstained = [i for i, v in enumerate(verdicts) if v.abstained]
-    for _ in range(retries):
-        abstained = [i for i in abstained if verdicts[i].abstained]
-        if not abstained:
-            break
-        again = store.resolve([items[i] for i in abstained], stats, fresh=True)
-        for i, v in zip(abstained, again):
-            verdicts[i] = v
-    stats.abstentions_resolved = stats.abstentions - sum(verdicts[i].abstained for i in abstained)
-
-
 def _categorised(pair: PreferencePair, v_w: Verdict, v_l: Verdict, rule: UnparseableRule,
                  stats: TriageStats, stored: tuple[dict, dict]) -> PreferencePair | None:
     """The triaged record of a pair from its two verdicts (INVERT stored swapped; ``stored``:
     the old winner's and loser's verdicts as the record keeps them); None when an abstention
     the rule does not settle leaves it undecided (counted as dropped)."""
-    c_w, c_l = _settle(v_w, rule), _settle(v_l, rule)
+    c_w, c_l = settle(v_w, rule), settle(v_l, rule)
     if c_w is None or (c_l is None and not c_w):
         stats.dropped.append({"id": pair.id, "reason": "judge abstained", "raw": (v_w if c_w is None else v_l).raw})
         return None

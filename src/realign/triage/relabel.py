@@ -1,5 +1,5 @@
-"""The relabelled sets the baselines train on: the oracle's compliant y_c for each PUNISH
-prompt (docs/method.md, optional oracle), DPO-Gold and the naive relabelling."""
+"""The oracle's compliant y_c for each PUNISH prompt (docs/method.md, optional oracle), which
+DPO-Gold's relabelled set (:func:`realign.triaged.gold_pairs`) pairs with the old winner."""
 
 from __future__ import annotations
 
@@ -8,40 +8,12 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
-from ..data import PreferencePair, as_response, prompt_text
+from ..data import PUNISH, PreferencePair, as_response, prompt_text
 from ..judges.base import Judge, JudgeItem
 from ..judges.cache import VerdictCache
+from ..judges.store import VerdictStore
 from ..policy import Policy
-from . import PUNISH, RETAIN, old_pair
-from .judging import TriageStats, VerdictStore
-
-
-def gold_pairs(records: Sequence[PreferencePair]) -> tuple[list[PreferencePair], int]:
-    """DPO-Gold relabelled set: RETAIN as is, INVERT swapped, PUNISH as (x, y_c ≻ y_w) when an
-    oracle response exists. Returns the pairs and the number of PUNISH pairs excluded."""
-    out, excluded = [], 0
-    for r in records:
-        if r.category == PUNISH:
-            if r.oracle is None:
-                excluded += 1
-                continue
-            x, y_w, _ = old_pair(r)
-            out.append(PreferencePair(r.id, x, r.oracle, y_w, meta=dict(r.meta)))
-        else:
-            out.append(PreferencePair(r.id, r.prompt, r.chosen, r.rejected, meta=dict(r.meta)))
-    return out, excluded
-
-
-def naive_pairs(records: Sequence[PreferencePair]) -> list[PreferencePair]:
-    """Naive relabelled set (the false dichotomy): swap every pair whose old winner violates."""
-    out = []
-    for r in records:
-        x, y_w, y_l = old_pair(r)
-        if r.category == RETAIN:
-            out.append(PreferencePair(r.id, x, y_w, y_l, meta=dict(r.meta)))
-        else:
-            out.append(PreferencePair(r.id, x, y_l, y_w, meta=dict(r.meta)))
-    return out
+from .judging import TriageStats
 
 
 def attach_oracle_responses(

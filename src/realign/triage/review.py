@@ -22,9 +22,12 @@ from typing import Sequence
 
 from ..config import UnparseableRule
 from ..errors import DataError
+from ..files import write_jsonl, write_text
+from ..judges.audit import triage_category, verdict_name
 from ..judges.base import JudgeItem, Verdict
-from ..judges.labels import Labelled
-from .judging import HUMAN, Judged, _settle
+from ..judges.labels import Labelled, read_labels
+from ..judges.store import settle
+from .judging import HUMAN, Judged
 
 #: the columns of a review file, in order; ``label`` is left blank for the person
 REVIEW_FIELDS = ("id", "pair_id", "role", "prompt", "response", "verdict", "p_compliant", "second_verdict",
@@ -45,8 +48,6 @@ class HumanLabels:
 def read_human_labels(path: str | Path) -> HumanLabels:
     """The labelled rows of ``path`` (:func:`realign.judges.labels.read_labels`; blank labels
     skipped) by item. One response labelled both ways is a :class:`DataError` at the second row."""
-    from ..judges.labels import read_labels
-
     labels = read_labels(path)
     by_item: dict[JudgeItem, Labelled] = {}
     first: dict[JudgeItem, dict] = {}
@@ -66,23 +67,21 @@ def apply_labels(judged: Judged, labels: HumanLabels, rule: UnparseableRule) -> 
     count: labels ``applied``, ``verdicts_changed`` (the label differs from the judge's verdict
     as the ``on_unparseable`` rule settles it), ``pairs_recategorised`` (INVERT / PUNISH /
     RETAIN / dropped differs), and labels for items ``not_in_data`` (said on stderr)."""
-    from ..judges.audit import triage_category
-
     applied, changed, missing = 0, 0, []
     for item, label in labels.by_item.items():
         i = judged.index.get(item)
         if i is None:
             missing.append(label.id)
             continue
-        changed += _settle(judged.by_judge[i], rule) != label.compliant
+        changed += settle(judged.by_judge[i], rule) != label.compliant
         judged.verdicts[i] = Verdict(label.compliant, None, f"label {label.id} of {labels.path.name}")
         judged.decided_by[i] = HUMAN
         applied += 1
     recategorised = 0
     for pair in judged.pairs:
         w, l = judged.positions(pair)
-        before = triage_category(_settle(judged.by_judge[w], rule), _settle(judged.by_judge[l], rule))
-        recategorised += before != triage_category(_settle(judged.verdicts[w], rule), _settle(judged.verdicts[l], rule))
+        before = triage_category(settle(judged.by_judge[w], rule), settle(judged.by_judge[l], rule))
+        recategorised += before != triage_category(settle(judged.verdicts[w], rule), settle(judged.verdicts[l], rule))
     if missing:
         print(f"warning: {labels.path}: {len(missing)} labelled responses are not in the data (ids "
               f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): not applied", file=sys.stderr)
@@ -115,8 +114,6 @@ def review_rows(judged: Judged, picked: Sequence[int], second: Sequence[Verdict]
     pair the response is in and its role there (``p7:chosen``: chosen = the old winner);
     ``pair_id`` and ``role`` are filled where both responses of that pair are picked, so the file
     reads as a labels file whose complete pairs ``realign judge audit`` measures."""
-    from ..judges.audit import verdict_name
-
     where: dict[int, tuple[str, str]] = {}
     for pair in judged.pairs:
         for i, role in zip(judged.positions(pair), ("chosen", "rejected")):
@@ -139,8 +136,6 @@ def review_rows(judged: Judged, picked: Sequence[int], second: Sequence[Verdict]
 def write_review(path: str | Path, rows: list[dict]) -> None:
     """The rows as CSV (a header, empty cells for missing values) or JSONL (missing values
     left out), by the suffix of ``path``, written atomically."""
-    from ..files import write_jsonl, write_text
-
     if Path(path).suffix.lower() == ".csv":
         text = io.StringIO(newline="")
         writer = csv.DictWriter(text, fieldnames=REVIEW_FIELDS, lineterminator="\n")

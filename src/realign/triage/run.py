@@ -7,11 +7,22 @@ import sys
 import time
 from pathlib import Path
 
+from ..config import resolved
+from ..data import read_pairs, write_pairs
+from ..files import check_output_paths, folder_lock, write_json
+from ..judges import endpoint_named, make_judge
 from ..judges.cache import VerdictCache
+from ..judges.cases import gate, run_cases
+from ..judges.oracle import make_oracle
+from ..judges.store import VerdictStore
+from ..policy import Policy
+from ..provenance import input_digest, model_digest, provenance
+from ..provenance import produced_by as record
 from ..stage import output_digests, summary_path
+from ..triaged import gold_pairs, naive_pairs
 from .corrective import MODEL_SOURCES, attach_corrective
-from .judging import HUMAN, TriageStats, VerdictStore, categorise_pairs, judge_pairs
-from .relabel import attach_oracle_responses, gold_pairs, naive_pairs
+from .judging import HUMAN, TriageStats, categorise_pairs, judge_pairs
+from .relabel import attach_oracle_responses
 from .review import apply_labels, read_human_labels, review_order, review_rows, write_review
 
 
@@ -21,11 +32,6 @@ def produced_by(config, judge=None) -> dict:
     prompt format), the second judge's and the oracle's (:func:`realign.provenance.produced_by`);
     ``realign run`` skips the stage only on an exact match. ``judge``: the judge already built
     from the config, if any."""
-    from ..judges import make_judge
-    from ..policy import Policy
-    from ..provenance import input_digest
-    from ..provenance import produced_by as record
-
     policy = Policy.load(config.policy)
     inputs = {
         "data": input_digest(config.data),
@@ -38,12 +44,8 @@ def produced_by(config, judge=None) -> dict:
     if config.second_judge is not None:
         inputs["second_judge"] = make_judge(config.second_judge).identity
     if config.oracle is not None:
-        from ..oracle import make_oracle
-
         inputs["oracle"] = make_oracle(config.oracle).identity
     if config.corrective is not None and set(config.corrective.sources) & set(MODEL_SOURCES):
-        from ..provenance import model_digest
-
         inputs["corrective_model"] = model_digest(config.corrective.model)
     return record(config, inputs, ignore=("out", "gold_out", "naive_out", "cache"))
 
@@ -53,8 +55,6 @@ def run(config, progress: bool = True) -> dict:
     ``config.labels`` over the judge's verdicts), write the triaged records, the optional
     relabelled sets and review file, and ``<out>.summary.json`` (counts, judge calls, cache
     hits, failures, labels applied, resolved config, versions, wall time)."""
-    from ..files import folder_lock
-
     _check_outputs(config)
     with folder_lock(Path(config.out).parent):
         return _run(config, progress)
@@ -62,8 +62,6 @@ def run(config, progress: bool = True) -> dict:
 
 def _check_outputs(config) -> None:
     """Refuse, before any work, outputs that would overwrite an input or another output."""
-    from ..files import check_output_paths
-
     check_output_paths(
         {"--data": config.data, "--policy": config.policy, "--cache": config.cache_path(), "--labels": config.labels,
          "the judge model": config.judge.model if config.judge.backend == "hf" else None,
@@ -75,13 +73,6 @@ def _check_outputs(config) -> None:
 
 def _run(config, progress: bool) -> dict:
     """The stage's work, under the lock of its output folder."""
-    from ..config import resolved
-    from ..data import write_pairs
-    from ..files import write_json
-    from ..judges import endpoint_named, make_judge
-    from ..policy import Policy
-    from ..provenance import provenance
-
     start = time.perf_counter()
     policy = Policy.load(config.policy)
     loaded = _read(config)
@@ -114,8 +105,6 @@ def _run(config, progress: bool) -> dict:
 def _read(config):
     """The pairs of ``config.data``; the exact duplicates left out and the first 20 records
     skipped as invalid are said on stderr."""
-    from ..data import read_pairs
-
     loaded = read_pairs(config.data, split=config.split, skip_invalid=config.skip_invalid,
                         invert_order=config.invert_order)
     if loaded.duplicates_line():
@@ -150,8 +139,6 @@ def _judge(config, pairs, policy, judge, labels, progress: bool):
         if config.review:
             extra["review"] = _review(config, judged, judge, policy, cache, progress)
         if config.oracle is not None:
-            from ..oracle import make_oracle
-
             extra["oracle"] = attach_oracle_responses(
                 records, policy, make_oracle(config.oracle), judge, cache, stats, progress
             )
@@ -164,8 +151,6 @@ def _review(config, judged, judge, policy, cache, progress: bool) -> dict:
     """Write the ``config.review`` verdicts most likely wrong to ``config.review_out``
     (:mod:`.review`), judging every response with the second judge first if there is one;
     the summary's ``review`` entry."""
-    from ..judges import make_judge
-
     second, entry = None, {}
     if config.second_judge is not None:
         other = make_judge(config.second_judge)
@@ -187,8 +172,6 @@ def check_policy_cases(policy, judge, cache, max_failure_rate: float, say: bool 
     """The policy's cases through ``judge``, gated by ``max_failure_rate`` (the outcome said on
     stderr when ``say``). A policy without cases is warned about by :func:`run` once the triage
     is done (nothing then checked that the judge reads it as written)."""
-    from ..judges.cases import gate, run_cases
-
     report = run_cases(policy, judge, cache)
     if policy.cases and say:
         print(report.headline(), file=sys.stderr)
@@ -198,8 +181,6 @@ def check_policy_cases(policy, judge, cache, max_failure_rate: float, say: bool 
 
 def _write_relabelled(config, records) -> dict:
     """Write the DPO-Gold and naive relabelled sets that are asked for; their summary entries."""
-    from ..data import write_pairs
-
     written: dict = {}
     if config.gold_out is not None:
         gold, excluded = gold_pairs(records)

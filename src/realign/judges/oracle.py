@@ -7,7 +7,7 @@ then the user's prompt, fenced like the judge's input, with a request for a help
 that fully complies with the policy. Backends:
 
 * :class:`OpenAIOracle` -- any OpenAI-compatible chat endpoint, through the judges'
-  :class:`~realign.judges.openai_compat.ChatClient` (same key handling, concurrency, retries);
+  :class:`~.chat_client.ChatClient` (same key handling, concurrency, retries);
 * :class:`HFOracle` -- a local Hugging Face causal LM, batched greedy or sampled generation.
 
 A generation that comes back empty is returned as ``""``; what to do with it (skip the pair,
@@ -18,22 +18,18 @@ to check, not the oracle.
 from __future__ import annotations
 
 import hashlib
-from typing import Awaitable, Callable, Protocol, Sequence, runtime_checkable
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
-from .config import OracleConfig
-from .errors import JudgeError, RealignError
-from .judges.prompting import neutralise
-from .models import (
-    CHAT_ENCODING,
-    encode_chat,
-    load_for_inference,
-    load_tokenizer,
-    max_input_length,
-    model_fingerprint,
-    pad_left,
-    truncate_middle,
-)
-from .policy import Policy
+from ..config import OracleConfig
+from ..errors import JudgeError, RealignError
+from ..models import (CHAT_ENCODING, encode_chat, load_for_inference, load_tokenizer, max_input_length, model_fingerprint,
+                      pad_left)
+from ..policy import Policy
+from ..sequences import char_budget, cut_middle_chars, truncate_middle
+from .async_calls import fan_out_sync
+from .chat_client import ChatClient
+from .prompting import neutralise
+from .registry import build
 
 __all__ = [
     "ORACLE_FORMAT_VERSION",
@@ -110,8 +106,6 @@ class OpenAIOracle:
 
     def __init__(self, config: OracleConfig, *, client=None) -> None:
         if client is None:
-            from .judges.openai_compat import ChatClient
-
             client = ChatClient(config, role="oracle")
         self.config = config
         self.client = client
@@ -135,35 +129,12 @@ class OpenAIOracle:
         text = getattr(reply, "text", reply)
         return (text or "").strip()
 
-    async def generate_async(
-        self, prompts: Sequence[str], policy: Policy, on_result: OnResult | None = None
-    ) -> list[str]:
-        """Async form of :meth:`generate` (closes the client's connections when done)."""
-        from .judges.openai_compat import fan_out
-
-        try:
-            return await fan_out(prompts, lambda prompt: self.generate_one(prompt, policy), 4 * self.config.concurrency,
-                                 on_result)
-        finally:
-            close = getattr(self.client, "aclose", None)
-            if close is not None:
-                await close()
-
     def generate(self, prompts: Sequence[str], policy: Policy, on_result: OnResult | None = None) -> list[str]:
         """One compliant response per prompt, in order; raises JudgeError when the endpoint
-        cannot be used. Synchronous (runs its own event loop, also inside a notebook)."""
-        from .judges.openai_compat import run_sync
-
-        prompts = list(prompts)
-        if not prompts:
-            return []
-
-        def make(emit: Callable[[tuple[int, str]], None] | None) -> Awaitable[list[str]]:
-            callback = None if emit is None else (lambda i, text: emit((i, text)))
-            return self.generate_async(prompts, policy, callback)
-
-        relay = None if on_result is None else (lambda pair: on_result(*pair))
-        return run_sync(make, relay)
+        cannot be used. Synchronous (runs its own event loop, also inside a notebook); closes the
+        client's connections when done."""
+        return fan_out_sync(prompts, lambda prompt: self.generate_one(prompt, policy), 4 * self.config.concurrency,
+                            on_result, self.client)
 
 
 class HFOracle:
@@ -207,8 +178,6 @@ class HFOracle:
         prompt of megabytes loses its middle to a character budget before it is tokenised)."""
         limit = max_input_length(self.model, self.tokenizer)
         if limit is not None:
-            from .sequences import char_budget, cut_middle_chars
-
             prompt = cut_middle_chars(prompt, char_budget(self.tokenizer, limit))
         ids = encode_chat(self.tokenizer, oracle_messages(policy, prompt))
         if limit is None:
@@ -289,8 +258,6 @@ class HFOracle:
 
 
 def make_oracle(config: OracleConfig) -> Oracle:
-    """Build the configured oracle backend (:mod:`realign.judges.registry`; heavy dependencies
-    are imported only when needed)."""
-    from .judges.registry import build
-
+    """Build the configured oracle backend (:mod:`.registry`; heavy dependencies are imported
+    only when needed)."""
     return build("oracle", config)

@@ -1,22 +1,22 @@
-"""Batched generation with the same prompt rendering as every other stage
-(:func:`realign.models.encode_chat`), greedy by default, seeded when sampling."""
+"""Batched generation from a local model with the same prompt rendering as every other stage
+(:func:`realign.models.encode_chat`), greedy by default, seeded when sampling: what evaluation,
+the triage's corrective samples and the sampling methods' samples are drawn with."""
 
 from __future__ import annotations
 
 import sys
 from typing import Sequence
 
-from ..data import Text
-from ..sequences import prompt_messages
-from ..stage import pad_token_id
+from .data import Text
+from .models import encode_chat, max_input_length, pad_left
+from .sequences import char_budget, cut_text, prompt_messages
+from .stage import pad_token_id
 
 
 def prompt_room(model, tokenizer, max_new_tokens: int) -> int | None:
     """Most prompt tokens a generation may start from: the model's input limit
     (:func:`realign.models.max_input_length`) less ``max_new_tokens`` (at least a quarter of
     the limit); None when the model states no limit."""
-    from ..models import max_input_length
-
     limit = max_input_length(model, tokenizer)
     if limit is None:
         return None
@@ -28,9 +28,6 @@ def prompt_ids(tokenizer, prompt: Text, room: int | None) -> tuple[list[int], in
     its full length in tokens. Longer than ``room``, it loses its start (the end of a
     conversation is what the model answers); a megabyte-long text is cut to a character budget
     first (:func:`realign.sequences.char_budget`), its length then a lower bound."""
-    from ..models import encode_chat
-    from ..sequences import char_budget, cut_text
-
     if room is not None:
         prompt = cut_text(prompt, char_budget(tokenizer, room), "tail")
     ids = encode_chat(tokenizer, prompt_messages(prompt))
@@ -73,8 +70,6 @@ def generate(
     do not depend on what ran before."""
     import torch
     from tqdm.auto import tqdm
-
-    from ..models import pad_left
 
     room = prompt_room(model, tokenizer, max_new_tokens)
     encoded = [prompt_ids(tokenizer, p, room)[0] for p in prompts]

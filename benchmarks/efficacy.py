@@ -219,18 +219,17 @@ def prepare(work: Path, grid_cells: list[dict], cache: Path, jobs: int, threads:
 
 
 def unit_key(spec: dict) -> str:
-    """What a unit's result depends on: its cell, method, device, the pipeline settings it runs
-    with (the project's defaults merged with the variant's overrides, so a changed default is a
-    new unit), and the world its data was exported from (version and hash in the export's
-    manifest). Not the paths, the threads or the bootstrap cache folder (the bootstrap is keyed
-    by world and config itself)."""
-    from realign.synth.experiment import RUN_DEFAULTS, merge_settings
-
+    """What a unit's result depends on: its cell, method, device, every stage setting it runs
+    with, resolved (the synthetic world's defaults, the benchmark's and the variant's overrides
+    and the library's defaults under them: :func:`variant_settings`, so a changed default, here or
+    in the library, is a new unit however a setting is spelt), and the world its data was
+    exported from (version and hash in the export's manifest). Not the paths, the threads or the
+    bootstrap cache folder (the bootstrap is keyed by world and config itself)."""
     manifest = json.loads((Path(spec["data"]) / "manifest.json").read_text(encoding="utf-8"))
-    what = {k: v for k, v in spec.items() if k not in ("threads", "cache", "run_dir", "data", "methods")}
-    what["settings"] = merge_settings(RUN_DEFAULTS, spec["overrides"])
+    what = {k: v for k, v in spec.items() if k not in ("threads", "cache", "run_dir", "data", "methods", "overrides")}
+    what["settings"] = variant_settings({"unit": spec["overrides"]})["unit"]
     what["world"] = manifest["world"]
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def run_grid(work: Path, grid_cells: list[dict], cache: Path, jobs: int, threads: int, device: str,

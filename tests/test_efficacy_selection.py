@@ -204,3 +204,22 @@ def test_units_folder_keeps_finished_units_so_a_run_resumes_on_another_machine(t
     key["value"] = "other settings"  # a copy made with other settings is not reused
     efficacy.run_grid(tmp_path / "machine3", grid, tmp_path, 1, 1, "cpu", "ran", unit_copies=units)
     assert len(runs) == 4
+
+
+def test_a_units_key_is_its_resolved_settings_however_they_are_spelt(tmp_path):
+    """A unit is keyed by every setting it runs with, resolved: spelling out a default is the same
+    unit, a changed value (here or as a library default under the synthetic world's) is another."""
+    import json
+
+    import efficacy
+
+    from realign.config import TrainConfig
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"world": {"version": "2", "hash": "h"}}))
+    spec = {"variant": "v", "shift": "synth-contextual", "seed": 100, "size": 1000, "noise": 0.0, "oracle": False,
+            "method": "trace", "device": "cpu", "data": str(tmp_path), "run_dir": "x", "threads": 1, "cache": "c"}
+    default = TrainConfig.model_fields["retain_pref"].default
+    key = efficacy.unit_key({**spec, "overrides": {}})
+    assert efficacy.unit_key({**spec, "overrides": {"train": {"retain_pref": default}}}) == key
+    assert efficacy.unit_key({**spec, "overrides": {"train": {"retain_pref": default + 0.5}}}) != key
+    assert efficacy.unit_key({**spec, "overrides": {}, "run_dir": "elsewhere", "threads": 2}) == key

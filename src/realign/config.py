@@ -376,8 +376,9 @@ class TrainConfig(StrictModel):
     )
     normalise: Literal["sum", "mean"] = Field("mean", description="Convention of uniform weights (trace-no-impact).")
     retain_pref: float = Field(
-        0.0, ge=0, description="λ_R: weight of a preference term on RETAIN pairs whose loser violates π_new "
-        "(TRACE family; 0 = the paper's objective)."
+        0.1, ge=0, description="λ_R: weight of a preference term on RETAIN pairs whose loser violates π_new (TRACE "
+        "family): where the new exceptions stop. 0.1 chosen with corrective responses on the validation split (without "
+        "it they opened neighbouring contexts); 0 = the paper's objective."
     )
     retain_keep: float = Field(
         0.0, ge=0, description="λ_K: weight of a one-sided preference term on RETAIN pairs whose loser violates "

@@ -33,7 +33,8 @@ from .world import World
 #: Pipeline settings for the tiny world's model (full fine-tuning: LoRA on a 128-wide model
 #: would be most of the model anyway). Chosen on the validation split of the efficacy benchmark
 #: (world version 2: α_KL 0.3 rather than the reference's 0.1 keeps the slices a context shift
-#: leaves unchanged, benchmarks/results/efficacy_validation.md).
+#: leaves unchanged, benchmarks/results/efficacy_validation_kl.md; beside corrective responses, the library's retain_pref
+#: 0.1 keeps them, benchmarks/results/efficacy_validation.md).
 RUN_DEFAULTS: dict[str, Any] = {
     "judge": {"backend": "rules"},
     # every response of the world opens with a restatement of its request in parentheses: the part of a compliant

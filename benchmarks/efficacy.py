@@ -300,13 +300,26 @@ def run_grid(work: Path, grid_cells: list[dict], cache: Path, jobs: int, threads
         cell = merged.setdefault(i, {**grid_cells[i], "outcomes": {"base": r["outcomes"]["base"]}, "triage": r["triage"],
                                      "weights": None, "wall_s": 0.0, "commands": {}})
         cell["outcomes"][method] = r["outcomes"][method]
-        cell.setdefault("budgets", {})[method] = r.get("budget")  # None: a unit stored before budgets were
+        cell.setdefault("budgets", {})[method] = unit_cost(r)
         cell["commands"][method] = r.get("command")
         cell["wall_s"] += r["wall_s"]
         if method == "trace":
             cell["weights"] = r["weights"]
             cell["corrective"] = r.get("corrective")
     return [merged[i] for i in sorted(merged)], sorted(missing)
+
+
+def unit_cost(result: dict) -> dict | None:
+    """What a unit's method spent (the report's :func:`realign.report.collect.run_cost`): its
+    training budget, plus, for a method trained on the triage, the corrective search the triage
+    ran for it (candidates judged, tokens generated); the rest of the budget record kept. None:
+    a unit stored before budgets were."""
+    from realign.report.collect import run_cost
+
+    budget = result.get("budget")
+    if not isinstance(budget, dict):
+        return None
+    return {**budget, **run_cost({"budget": budget}, {"corrective": result.get("corrective")})}
 
 
 # --------------------------------------------------------------------------- aggregation

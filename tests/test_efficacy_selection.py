@@ -223,3 +223,18 @@ def test_a_units_key_is_its_resolved_settings_however_they_are_spelt(tmp_path):
     assert efficacy.unit_key({**spec, "overrides": {"train": {"retain_pref": default}}}) == key
     assert efficacy.unit_key({**spec, "overrides": {"train": {"retain_pref": default + 0.5}}}) != key
     assert efficacy.unit_key({**spec, "overrides": {}, "run_dir": "elsewhere", "threads": 2}) == key
+
+
+def test_a_units_cost_adds_the_corrective_search_to_a_method_trained_on_the_triage():
+    import efficacy
+
+    from realign.metrics.costs import FROM_SAMPLES, FROM_TRIAGE
+
+    corrective = {"sources": {"style-prefix": {"judged": 900, "generated_tokens": 100000},
+                              "samples": {"judged": 10, "generated_tokens": 500}}}
+    budget = {"judge_calls": 1917, "generated_tokens": 0, "training_tokens": 5, "wall_s": 2.0, "judge_calls_from": FROM_TRIAGE}
+    cost = efficacy.unit_cost({"budget": budget, "corrective": corrective})
+    assert cost["judge_calls"] == 1917 + 910 and cost["generated_tokens"] == 100500 and cost["training_tokens"] == 5
+    own = {**budget, "judge_calls": 1500, "judge_calls_from": FROM_SAMPLES}  # a sampling baseline pays its own only
+    assert efficacy.unit_cost({"budget": own, "corrective": corrective})["judge_calls"] == 1500
+    assert efficacy.unit_cost({"budget": None}) is None

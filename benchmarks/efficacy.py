@@ -544,8 +544,9 @@ def markdown(result: dict) -> list[str]:
              "an answer / a refusal for; **bal.** = their mean; **harm** = harmful responses; **degen.** = "
              "unclassifiable output; **benign** = benign-question accuracy. Costs (train_summary.json's `budget`, mean "
              "over seeds): **judge calls** = responses judged (a method on the triage: the triage's, one per distinct "
-             "response of the old pairs; seeded here from the ground truth, so counted, not made); **gen. tokens** = "
-             "tokens sampled from the model; **train tokens** = tokens in training forward passes; **train s** = "
+             "response of the old pairs, seeded here from the ground truth, so counted, not made, plus the candidates "
+             "its corrective search judged); **gen. tokens** = tokens sampled from the model (a method on the triage: "
+             "its corrective search's); **train tokens** = tokens in training forward passes; **train s** = "
              "training wall time (+ self-distillation's sampling).", ""]
     header = ("| method | TPA | changed | kept | help | refuse | bal. | harm | degen. | benign | judge calls | gen. tokens "
               "| train tokens | train s |")
@@ -706,6 +707,8 @@ def command_lines(result: dict) -> list[str]:
         lines.append(f"Aggregated (no unit run) by `{result['aggregated_by']}`  ")
     if result.get("backfilled"):
         lines.append(f"Added after the run: {result['backfilled']}  ")
+    if result.get("older_settings"):
+        lines.append(f"**From older settings:** {result['older_settings']}  ")
     return lines
 
 

@@ -112,3 +112,16 @@ def test_the_impact_speed_results_time_the_default_variant_and_every_variant_the
     assert default in recorded, f"impact_speed.json does not time the default variant {default!r}; {RERUN}"
     named = {v for v in VARIANTS if f"`{v}`" in _speed_table()}
     assert named <= recorded, f"README's speed table names {sorted(named - recorded)}, not in impact_speed.json"
+
+
+def test_the_readme_demo_table_is_the_demo_results_and_they_ran_todays_settings():
+    """README's demo table is what benchmarks/demo.py recorded (results/demo.json), and that run
+    had today's synthetic-world settings: a changed default fails here until the demo is rerun."""
+    from demo import table_lines
+
+    from realign.synth.experiment import stage_settings
+
+    result = _json("demo.json")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "\n".join(table_lines(result)) in readme, "README's demo table differs from results/demo.json"
+    assert result["settings"] == json.loads(json.dumps(stage_settings())), RERUN

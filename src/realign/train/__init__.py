@@ -2,7 +2,8 @@
 re-alignment training (docs/method.md, "Stage 3 — the hybrid objective").
 
 * :mod:`.methods` — the registry of methods, each turning records into loss terms;
-* :mod:`.run` — the stage: the term dataset, the trainer, checkpoints, resume and the summary.
+* :mod:`.run` — the stage: the term dataset, the trainer, checkpoints, resume and the summary;
+* :mod:`.stage` — the stage as ``realign run`` drives it (:class:`realign.stage.Stage`).
 
 The terms, and ℓ_i of a conflict record, are :mod:`realign.objective`; the loss kinds they name are
 :data:`realign.losses.LOSS_KINDS`; both are shared with Stage 2.

@@ -29,9 +29,8 @@ from transformers import Trainer, TrainingArguments
 from ..errors import RealignError
 from ..losses import KIND_INDEX, LOSS_KINDS, TermInputs, token_kl, token_logps
 from ..sequences import Encoded, collate, encode
-from ..stage import output_digests, pad_token_id, process_state
+from ..stage import Paths, output_digests, pad_token_id, process_state
 from .methods import MethodOptions, Term, get_method
-from .trainer_args import check_trainer_args
 
 #: The kinds whose loss reads reference log-probs (precomputed once, or taken in the step).
 NEEDS_REF_LOGPS = {name for name, kind in LOSS_KINDS.items() if kind.reference == "logps"}
@@ -509,9 +508,9 @@ def _write_fault(exc: BaseException, folder: Path) -> OSError | None:
 def run(config, progress: bool = True) -> dict:
     """Stage 3 on files: read records, build the method's terms, train, save the adapter
     (PEFT) or model (safetensors) with the resolved config and a training summary."""
-    from ..files import folder_lock
+    from ..files import check_output_paths, folder_lock
 
-    _check_outputs(config)
+    check_output_paths(*paths(config))
     with folder_lock(config.out):
         return _run(config, progress)
 
@@ -532,7 +531,6 @@ def _run(config, progress: bool) -> dict:
     out = Path(config.out)
     made = produced_by(config)
     resume_from = _resume_point(config, out, made)
-    check_trainer_args(config.trainer_args)
     loaded = read_pairs(config.data, invert_order=config.invert_order)
     if loaded.duplicates_line():
         print(f"train: {loaded.duplicates_line()}", file=sys.stderr)
@@ -675,13 +673,12 @@ def _budget(config, method, records, trainer: RealignTrainer, prepared: dict | N
     }
 
 
-def _check_outputs(config) -> None:
-    """Refuse before anything is loaded when an output cannot be written or would change an
-    input: no input lies in the run folder, and the run folder is not in the model's (whose
-    digest would then change with every run, so that resuming never matched)."""
-    from ..files import check_output_paths
-
-    check_output_paths(
+def paths(config) -> Paths:
+    """What the stage reads and writes: checked before anything is loaded, so that no output
+    changes an input (no input lies in the run folder, and the run folder is not in the model's,
+    whose digest would then change with every run, so that resuming never matched) and every
+    output can be written."""
+    return Paths(
         {"--data": config.data, "--model": config.model, "--adapter": config.adapter},
         {f"the run's {name}": Path(config.out) / name
          for name in ("train_config.yaml", ".config_key", "reference_logps.pt", "train_summary.json", "samples.jsonl",

@@ -27,7 +27,7 @@ from ..models import attach_lora, load_adapter, load_causal_lm, load_tokenizer, 
 from ..policy import Policy, resolve_policy
 from ..provenance import input_digest, model_digest, provenance
 from ..provenance import produced_by as record
-from ..stage import output_digests, pad_token_id, process_state
+from ..stage import Paths, output_digests, pad_token_id, process_state
 from .checkpoints import clear_unresumed, resume_point, save_trained, train_from
 from .dataset import TermCollator, TermDataset
 from .methods import MethodOptions, get_method
@@ -35,7 +35,6 @@ from .online import OnlineTrainer, PromptDataset, collate_indices
 from .reference import reference_copy, reference_logps
 from .sampling import Budget, Sampler, old_prompts, prepare_samples, triage_judgements
 from .trainer import RealignTrainer, build_trainer
-from .trainer_args import check_trainer_args
 
 
 def produced_by(config) -> dict:
@@ -60,7 +59,7 @@ def produced_by(config) -> dict:
 def run(config, progress: bool = True) -> dict:
     """Stage 3 on files: read records, build the method's terms, train, save the adapter
     (PEFT) or model (safetensors) with the resolved config and a training summary."""
-    _check_outputs(config)
+    check_output_paths(*paths(config))
     with folder_lock(config.out):
         return _run(config, progress)
 
@@ -75,7 +74,6 @@ def _run(config, progress: bool) -> dict:
     out = Path(config.out)
     made = produced_by(config)
     resume_from = resume_point(config, out, made)
-    check_trainer_args(config.trainer_args)
     loaded = read_pairs(config.data, invert_order=config.invert_order)
     if loaded.duplicates_line():
         print(f"train: {loaded.duplicates_line()}", file=sys.stderr)
@@ -202,11 +200,12 @@ def _budget(config, method, records, trainer: RealignTrainer, prepared: dict | N
     }
 
 
-def _check_outputs(config) -> None:
-    """Refuse before anything is loaded when an output cannot be written or would change an
-    input: no input lies in the run folder, and the run folder is not in the model's (whose
-    digest would then change with every run, so that resuming never matched)."""
-    check_output_paths(
+def paths(config) -> Paths:
+    """What the stage reads and writes: checked before anything is loaded, so that no output
+    changes an input (no input lies in the run folder, and the run folder is not in the model's,
+    whose digest would then change with every run, so that resuming never matched) and every
+    output can be written."""
+    return Paths(
         {"--data": config.data, "--model": config.model, "--adapter": config.adapter},
         {f"the run's {name}": Path(config.out) / name
          for name in ("train_config.yaml", ".config_key", "reference_logps.pt", "train_summary.json", "samples.jsonl",

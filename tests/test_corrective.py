@@ -223,7 +223,8 @@ def test_preflight_and_output_guard_cover_the_corrective_sampler(tmp_path, model
     import torch
 
     from realign.pipeline import Pipeline, RunConfig
-    from realign.triage.run import _check_outputs
+    from realign.files import check_output_paths
+    from realign.triage.run import paths
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     policy = tmp_path / "p.yaml"
@@ -239,7 +240,7 @@ def test_preflight_and_output_guard_cover_the_corrective_sampler(tmp_path, model
     config = TriageConfig(data=str(tmp_path / "d.jsonl"), policy=policy, out=sampler,
                           corrective={"sources": ["samples"], "model": str(sampler)})
     with pytest.raises(RealignError, match="the corrective model"):
-        _check_outputs(config)
+        check_output_paths(*paths(config))
 
 def test_cli_triage_with_corrective_config_writes_and_says_it(tmp_path):
     from typer.testing import CliRunner

@@ -15,10 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 STAGES = ("triage", "score", "train", "evaluate", "report")
 #: cycles that another change of issue 32 removes, each with that change; a cycle listed here that
 #: is gone fails too, so that it is taken off the list
-KNOWN_CYCLES = {
-    frozenset({"realign.train.online", "realign.train.run"}):
-        "issue 32 item 5, train/run.py split by job: the Trainer and term dataset below run.py and online.py",
-}
+KNOWN_CYCLES: dict[frozenset[str], str] = {}
 
 
 #: libraries that take a tenth of a second or more to import (torch about a second), or that only
@@ -30,7 +27,7 @@ HEAVY = ("torch", "transformers", "datasets", "peft", "trl", "accelerate", "toke
 #: function what it does not load (a command's implementation), and nothing else
 ENTRY = "realign.cli"
 #: modules whose imports inside functions another change of issue 32 moves, with that change
-KNOWN_LAZY = {"realign.train.run": "issue 32 item 5, train/run.py split by job: each part's imports at its top"}
+KNOWN_LAZY: dict[str, str] = {}
 
 
 class Import(NamedTuple):

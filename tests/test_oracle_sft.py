@@ -13,7 +13,8 @@ from realign.synth import World
 from realign.synth.export import make_pairs, truth_triage
 from realign.synth.judge import TruthJudge
 from realign.testing.tiny import tiny_llama, tiny_tokenizer
-from realign.train.run import TermCollator, TermDataset, term_losses
+from realign.train.dataset import TermCollator, TermDataset
+from realign.train.loss import term_losses
 
 OK = {"compliant": True, "p_compliant": 1.0, "raw": ""}
 BAD = {"compliant": False, "p_compliant": 0.0, "raw": ""}

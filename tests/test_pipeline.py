@@ -253,3 +253,40 @@ def test_example_run_configs_validate(name, monkeypatch):
     monkeypatch.chdir(Path(__file__).resolve().parents[1] / "examples" / "smollm2")  # it runs from there
     pipeline = load(name)
     assert pipeline.score.variant == "cosine"  # the library default (benchmarks/real_smollm2.py runs config.yaml)
+
+
+def test_run_is_a_loop_over_stages_that_each_build_their_judge_and_policy_once(model_dir, tmp_path, monkeypatch):
+    """Issue 32, item 2: `realign run` drives each stage through the Stage protocol (pre-flight,
+    key, run) instead of reaching into stage internals. The pre-flight check, the skip check and
+    the run of a stage share one policy and one judge (the policy was parsed up to four times per
+    stage and the judge built up to three times), and trainer_args are checked once, when the
+    config is validated (they were checked again by the pre-flight and by the training run)."""
+    import realign.judges
+    from realign.pipeline import load
+    from realign.policy import Policy
+    from realign.stage import Stage
+    from realign.train.trainer_args import trainer_args_problem
+
+    calls = {"policy": 0, "judge": 0, "trainer_args": 0}
+
+    def counted(name, function):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(Policy, "load", counted("policy", Policy.load))
+    monkeypatch.setattr(realign.judges, "build", counted("judge", realign.judges.build))  # what make_judge calls
+    checked = counted("trainer_args", trainer_args_problem)
+    monkeypatch.setattr("realign.config.trainer_args_problem", checked)
+    monkeypatch.setattr("realign.train.trainer_args.trainer_args_problem", checked)
+    cfg = write_config(tmp_path / "run.yaml", model_dir, tmp_path / "run", methods="[naive-oracle-dpo]")
+    cfg.write_text(cfg.read_text().replace("train: {", "train: {trainer_args: {dataloader_pin_memory: false}, "))
+    pipeline = load(cfg)
+    assert [s.name for s in pipeline.stages] == ["triage", "train:naive-oracle-dpo", "eval:base", "eval:naive-oracle-dpo"]
+    assert all(isinstance(s, Stage) for s in pipeline.stages) and pipeline.report is None
+    done = pipeline.execute(progress=False)
+    assert list(done.values()) == ["ran"] * 4
+    # one policy and one judge per stage that judges: triage and the two evaluations
+    assert calls == {"policy": 3, "judge": 3, "trainer_args": 1}, calls
+

@@ -16,6 +16,7 @@ from realign.errors import RealignError
 from realign.resources import __file__ as resources
 from realign.synth.experiment import prepare_data, seed_triage
 from realign.train import run as train
+from realign.train.checkpoints import BUDGET_STATE
 from realign.train.methods import JudgedSample, MethodOptions, get_method
 from realign.train.sampling import old_prompts, triage_judgements
 
@@ -93,7 +94,7 @@ def test_online_dpo_stops_where_its_budget_runs_out(triaged, tmp_path):
 def test_online_dpo_reuses_judged_pairs_once_its_budget_is_spent(triaged, tmp_path):
     summary = train.run(config(triaged, tmp_path / "od", "online-dpo", sampling={"judge_budget": 12}), progress=False)
     assert summary["steps"] == 3 and summary["budget"]["judge_calls"] <= 12
-    state = json.loads((tmp_path / "od" / "checkpoints" / "checkpoint-3" / train.BUDGET_STATE).read_text())
+    state = json.loads((tmp_path / "od" / "checkpoints" / "checkpoint-3" / BUDGET_STATE).read_text())
     assert state["budget"]["judgements"] == summary["budget"]["judge_calls"]
     assert state["budget"]["generated_tokens"] == summary["budget"]["generated_tokens"]  # nothing sampled after step 1
 

@@ -12,11 +12,14 @@ from realign.train import run as train
 from realign.config import TrainConfig
 from realign.data import INVERT, PUNISH, RETAIN, PreferencePair, read_pairs, write_pairs
 from realign.errors import RealignError
-from realign.losses import DPO, IPO, NPO, dpo_loss, keep_loss, rdpo_loss, token_logps
+from realign.losses import DPO, IPO, KIND_INDEX, NPO, dpo_loss, keep_loss, rdpo_loss, token_logps
 from realign.train.methods import METHODS, MethodOptions, get_method
 from realign.sequences import collate, encode
 from realign.testing.tiny import save_tiny, tiny_llama, tiny_tokenizer
-from realign.train.run import KIND_INDEX, TermCollator, TermDataset, term_losses
+from realign.train import trainer as realign_trainer
+from realign.train.dataset import TermCollator, TermDataset
+from realign.train.loss import accepts_logits_to_keep, logits_to_keep, term_losses
+from realign.train.merge import merge
 
 
 def test_losses_by_hand():
@@ -225,9 +228,9 @@ def test_trimmed_logits_give_the_full_logits_loss_and_gradients(tok):
     dataset = TermDataset(terms, tok, 128)
     batch = TermCollator(dataset, tok.pad_token_id, dataset.components)([{"index": i} for i in range(len(terms))])
     prompt_lens = {int(r.nonzero()[0]) for r in batch["response_mask"]}
-    keep = train.logits_to_keep(batch["response_mask"])
+    keep = logits_to_keep(batch["response_mask"])
     assert len(prompt_lens) > 2 and keep == batch["input_ids"].shape[1] - min(prompt_lens) + 1
-    assert 0 < keep < batch["input_ids"].shape[1] and train.accepts_logits_to_keep(model)
+    assert 0 < keep < batch["input_ids"].shape[1] and accepts_logits_to_keep(model)
     seen = []
 
     def reference_logits(m, ids, mask, **kw):
@@ -253,8 +256,8 @@ def test_trimmed_logits_give_the_full_logits_loss_and_gradients(tok):
     old_style, _ = term_losses(model, batch, options, lambda m, i, a: ref_model(input_ids=i, attention_mask=a).logits)
     assert old_style.item() == pytest.approx(full.item(), abs=1e-6, rel=1e-6)
     # a batch without any response token, and a model whose forward lacks the argument: all logits
-    assert train.logits_to_keep(torch.zeros(2, 5, dtype=torch.long)) == 0
-    assert not train.accepts_logits_to_keep(torch.nn.Linear(2, 2))
+    assert logits_to_keep(torch.zeros(2, 5, dtype=torch.long)) == 0
+    assert not accepts_logits_to_keep(torch.nn.Linear(2, 2))
 
 
 @pytest.mark.parametrize("nll_retain", [False, True])
@@ -359,13 +362,13 @@ def test_training_lowers_the_loss(tiny_dir, weighted, tmp_path, finetune):
 
 
 def test_rdpo_trains_on_the_naive_set_with_its_configured_epsilon(tiny_dir, weighted, tmp_path, monkeypatch):
-    seen, real = [], train.term_losses
+    seen, real = [], term_losses
 
     def spy(model, inputs, options, reference_logits):
         seen.append(options["rdpo_epsilon"])
         return real(model, inputs, options, reference_logits)
 
-    monkeypatch.setattr(train, "term_losses", spy)
+    monkeypatch.setattr(realign_trainer, "term_losses", spy)
     summary = train.run(config(tiny_dir, weighted, tmp_path / "run", method="rdpo", rdpo_epsilon=0.25, max_steps=2),
                         progress=False)
     assert summary["terms"] == {"L_rDPO": 12} and set(seen) == {0.25}  # one term per pair, as naive-oracle-dpo
@@ -396,7 +399,7 @@ def test_tensorboard_receives_each_component(tiny_dir, weighted, tmp_path):
 def interrupted_after_six_losses(monkeypatch, cfg) -> None:
     """Run ``cfg`` and stop it with Ctrl-C at its sixth loss computation (after the step-4
     checkpoint); the trainer is restored afterwards."""
-    original = train.RealignTrainer.compute_loss
+    original = realign_trainer.RealignTrainer.compute_loss
     calls = {"n": 0}
 
     def dies_after_six(self, *a, **k):
@@ -405,10 +408,10 @@ def interrupted_after_six_losses(monkeypatch, cfg) -> None:
             raise KeyboardInterrupt
         return original(self, *a, **k)
 
-    monkeypatch.setattr(train.RealignTrainer, "compute_loss", dies_after_six)
+    monkeypatch.setattr(realign_trainer.RealignTrainer, "compute_loss", dies_after_six)
     with pytest.raises(KeyboardInterrupt):
         train.run(cfg, progress=False)
-    monkeypatch.setattr(train.RealignTrainer, "compute_loss", original)
+    monkeypatch.setattr(realign_trainer.RealignTrainer, "compute_loss", original)
 
 
 def test_resume_gives_the_same_final_weights(tiny_dir, weighted, tmp_path, monkeypatch):
@@ -483,7 +486,7 @@ def test_data_rewritten_at_the_same_path_is_not_resumed_into(tiny_dir, tmp_path,
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_checkpoints(tiny_dir, weighted, tmp_path, monkeypatch):
-    original = train.term_losses
+    original = term_losses
     calls = {"n": 0}
 
     def nan_at_step_six(*a, **k):
@@ -491,8 +494,8 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_checkpoints(tiny_dir, wei
         loss, parts = original(*a, **k)
         return (loss * float("nan") if calls["n"] == 6 else loss), parts
 
-    monkeypatch.setattr(train, "term_losses", nan_at_step_six)
-    with pytest.raises(train.TrainingDiverged, match="loss is nan at step 6") as info:
+    monkeypatch.setattr(realign_trainer, "term_losses", nan_at_step_six)
+    with pytest.raises(realign_trainer.TrainingDiverged, match="loss is nan at step 6") as info:
         train.run(config(tiny_dir, weighted, tmp_path / "run", method="dpo"), progress=False)
     # the weights are named beside the advice (issue 27, item 19: a huge impact got learning-rate advice only)
     assert "largest term weight in the micro-batch 1);" in str(info.value) and "`impact`" in str(info.value)
@@ -516,7 +519,7 @@ def test_merge_folds_the_adapter(tiny_dir, weighted, tmp_path):
     from peft import PeftModel
 
     train.run(config(tiny_dir, weighted, tmp_path / "run", method="dpo", max_steps=3), progress=False)
-    merged_dir = train.merge(str(tiny_dir), str(tmp_path / "run" / "adapter"), tmp_path / "merged")
+    merged_dir = merge(str(tiny_dir), str(tmp_path / "run" / "adapter"), tmp_path / "merged")
     merged = load_causal_lm(str(merged_dir), device="cpu")
     adapted = PeftModel.from_pretrained(load_causal_lm(str(tiny_dir), device="cpu"), str(tmp_path / "run" / "adapter"))
     ids = torch.tensor([[1, 5, 9, 12, 3]])

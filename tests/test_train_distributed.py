@@ -134,7 +134,7 @@ from pathlib import Path
 
 from realign.train import run as train_run
 
-clear = train_run._clear_unresumed
+clear = train_run.clear_unresumed
 
 
 def late(out, resume_from, state):
@@ -145,7 +145,7 @@ def late(out, resume_from, state):
     return clear(out, resume_from, state)
 
 
-train_run._clear_unresumed = late
+train_run.clear_unresumed = late
 
 from realign.cli import main
 

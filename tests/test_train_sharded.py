@@ -53,9 +53,9 @@ if os.environ.get("REALIGN_TEST_FORCE_FSDP") == "1":
 
 from torch.distributed.fsdp import FSDPModule
 
-from realign.train import run as train
+from realign.train.trainer import RealignTrainer
 
-trainer_train = train.RealignTrainer.train
+trainer_train = RealignTrainer.train
 
 
 def reported(self, *args, **kwargs):
@@ -68,7 +68,7 @@ def reported(self, *args, **kwargs):
     return out
 
 
-train.RealignTrainer.train = reported
+RealignTrainer.train = reported
 
 from realign.cli import main
 

@@ -330,7 +330,7 @@ def merge(
     out: Path = typer.Option(..., help="Where the merged model is saved (safetensors)."),
 ) -> None:
     """Fold a LoRA adapter into its base model."""
-    from .train.run import merge as merge_adapter
+    from .train.merge import merge as merge_adapter
 
     typer.echo(f"merged -> {merge_adapter(model, adapter, out)}")
 

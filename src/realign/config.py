@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from .errors import RealignError
 from .judges.registry import backend_names
@@ -16,9 +16,25 @@ from .reading import read_yaml
 from .train.trainer_args import eval_set_problem, trainer_args_problem
 
 UnparseableRule = Literal["retry", "violating", "compliant", "drop"]
-#: The judge and oracle backends, from the one table of them (:mod:`realign.judges.registry`).
-JudgeBackend = Literal[backend_names("pointwise")]
-OracleBackend = Literal[backend_names("oracle")]
+
+
+def _registered(role: str) -> AfterValidator:
+    """A backend name checked against the table of backends (:mod:`realign.judges.registry`)
+    when a config is validated, not frozen when this module is imported: a backend registered
+    at run time (docs/extending.md, "A judge backend") is accepted like the built-in ones."""
+
+    def check(name: str) -> str:
+        names = backend_names(role)
+        if name not in names:
+            raise ValueError(f"expected {', '.join(names)} (the {role} backends of realign.judges.registry)")
+        return name
+
+    return AfterValidator(check)
+
+
+#: The judge and oracle backends: names in the one table of them (:mod:`realign.judges.registry`).
+JudgeBackend = Annotated[str, _registered("pointwise")]
+OracleBackend = Annotated[str, _registered("oracle")]
 
 
 def default_cache_dir() -> Path:
@@ -54,7 +70,9 @@ class EndpointConfig(StrictModel):
 class JudgeConfig(EndpointConfig):
     """Which judge decides π_new(y|x) and how its failures are handled."""
 
-    backend: JudgeBackend = Field("rules", description="Judge backend.")
+    backend: JudgeBackend = Field(
+        "rules", description=f"Judge backend: {', '.join(backend_names('pointwise'))}, or one registered in "
+        "realign.judges.registry (docs/extending.md, \"A judge backend\").")
     logprobs: bool = Field(True, description="openai: ask for log-probs to report P(compliant).")
     on_unparseable: UnparseableRule = Field(
         "retry", description="An answer that is neither Yes nor No: ask again, or count it as given, or drop the pair."
@@ -76,7 +94,9 @@ class GeneratorConfig(EndpointConfig):
 class OracleConfig(EndpointConfig):
     """A model that writes a compliant response y_c for PUNISH prompts (optional oracle; README, "The method")."""
 
-    backend: OracleBackend = Field("openai", description="Generator backend.")
+    backend: OracleBackend = Field(
+        "openai", description=f"Generator backend: {', '.join(backend_names('oracle'))}, or one registered in "
+        "realign.judges.registry.")
     max_new_tokens: int = Field(256, ge=1, description="Longest response written.")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature (0 = greedy).")
 

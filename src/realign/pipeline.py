@@ -8,7 +8,9 @@ a changed input and rerun too. A stage that was interrupted resumes (verdict and
 caches, partial scores, training checkpoints — each keyed the same way), so rerunning the same
 command after a crash continues where it stopped. Before the first stage, a pre-flight check
 reads every input file, resolves the model and adapters, the devices and the judge's
-credentials, and lists every problem at once. Layout::
+credentials, and lists every problem at once. The pipeline asks each stage — its
+:class:`realign.stage.Stage` in the stage's package — for its pre-flight problems, its key and
+its run, and never reaches into it. Layout::
 
     RUN/run_config.yaml             the resolved config
     RUN/triage/triaged.jsonl        (+ .summary.json)
@@ -31,25 +33,20 @@ from typing import Any
 from pydantic import Field
 
 from .config import EvalConfig, JudgeConfig, ScoreConfig, StrictModel, TrainConfig, TriageConfig, load_yaml, resolved
-from .data import read_pairs
 from .errors import RealignError
-from .evaluate.attacks import load_templates
+from .evaluate.stage import EvalStage
 from .files import check_output_paths, folder_lock, write_yaml
-from .judges import make_judge
 from .judges.cache import check_cache_file
-from .judges.oracle import make_oracle
-from .judges.rules import RulesJudge
-from .metrics.prompts import load_rows
 from .models import check_model_source, resolve_device
 from .policy import Policy, resolve_policy
 from .provenance import what_changed
 from .reading import validate
-from .report import build_report
-from .score import run as score
-from .stage import outputs_changed, summary_path
+from .report.stage import ReportStage
+from .score.stage import ScoreStage
+from .stage import Stage, outputs_changed
 from .train.methods import get_method
-from .train.trainer_args import check_trainer_args
-
+from .train.stage import TrainStage
+from .triage.stage import TriageStage
 
 class RunConfig(StrictModel):
     """The whole pipeline."""
@@ -117,9 +114,18 @@ class Pipeline:
             )
             for m in run.methods
         }
+        self.eval = self._eval_configs(policy, cache)
+        #: the stages in the order they run, each built once: what its pre-flight check read is what it runs with
+        self.stages = self._stages()
+        #: the reports of this config's outputs (None: the config turns them off)
+        self.report = ReportStage(out, [s.summary for s in self.stages], self._inputs()) if run.report else None
+
+    def _eval_configs(self, policy: str | Path, cache: Path) -> dict[str, EvalConfig]:
+        """One evaluation per model state: ``base`` (the run's model) and each method's result."""
+        run, source, out = self.run, self.source, self.run.out
         if "prompts" not in run.eval:
             raise RealignError(f"{source}: field 'eval.prompts': required (held-out prompts to evaluate on)")
-        self.eval = {}
+        found = {}
         for name in ["base", *run.methods]:
             trained = self.train.get(name)
             adapter = str(trained.out / "adapter") if trained is not None and trained.finetune == "lora" else None
@@ -128,7 +134,7 @@ class Pipeline:
             if isinstance(section.get("generator"), dict):  # a server serving every run: {name} names this one
                 section["generator"] = {k: v.replace("{name}", name) if isinstance(v, str) else v
                                         for k, v in section["generator"].items()}
-            self.eval[name] = validate(
+            found[name] = validate(
                 EvalConfig,
                 {"seed": run.seed, "device": run.device, **section, "model": model, "adapter": adapter,
                  "reference": run.model if trained is not None and trained.finetune == "full" else None,
@@ -136,15 +142,29 @@ class Pipeline:
                  "out": out / "eval" / name / "metrics.json"},
                 f"{source}: eval",
             )
+        return found
+
+    def _stages(self) -> list[Stage]:
+        """The stages in the order they run (:class:`realign.stage.Stage`): triage, score when a
+        method reads impact weights, one training per method, one evaluation per model state."""
+        found: list[Stage] = [TriageStage(self.triage)]
+        if self.needs_scores:
+            found.append(ScoreStage(self.score))
+        return found + [TrainStage(cfg) for cfg in self.train.values()] + [EvalStage(cfg) for cfg in self.eval.values()]
+
+    def _inputs(self) -> dict[str, str | Path | None]:
+        """The run's input files, by config field: no output of the run's own may be one."""
+        first = self.eval["base"]
+        return {"model": self.run.model, "data": self.run.data, "policy": self.triage.policy,
+                "eval.prompts": first.prompts, "eval.attacks": first.attacks,
+                "eval.attack_templates": first.attack_templates, "eval.text": first.text,
+                "cache": self.run.cache_path()}
 
     def preflight(self) -> None:
-        """Before the first stage: every file the run will read exists and parses (the eval
-        prompts hold rows), the model and adapters resolve (offline: from the local cache),
-        hosted judges have credentials, the rules judge has rules that can decide, the verdict
-        cache is one (or new), and every device named exists on this machine. One error lists
-        every problem."""
-        from .evaluate.run import load_rows_or_text
-
+        """Before the first stage: the run's own inputs (the old policy, the verdict cache, the
+        devices named, the model) and what each stage says could stop it (its ``preflight``:
+        every file it will read exists and parses, its adapters resolve, its judge can be built
+        and decide, no output destroys an input). One error lists every problem."""
         problems: list[str] = []
 
         def check(action, *args) -> None:
@@ -153,33 +173,16 @@ class Pipeline:
             except RealignError as exc:
                 problems.append(str(exc))
 
-        check(lambda: read_pairs(self.triage.data, split=self.triage.split, skip_invalid=self.triage.skip_invalid,
-                                 invert_order=self.triage.invert_order))
-        check(Policy.load, self.triage.policy)
         if self.run.old_policy is not None:
             check(lambda: Policy.load(resolve_policy(self.run.old_policy)))
-        check(make_judge, self.triage.judge)
-        if self.triage.judge.backend == "rules":
-            check(lambda: RulesJudge().compiled(Policy.load(self.triage.policy)))
         check(check_cache_file, self.run.cache_path())
         for field, device in self._devices():
             check(self._check_device, field, device)
-        if self.triage.oracle is not None:
-            check(make_oracle, self.triage.oracle)
         check(check_model_source, self.run.model, "model")
-        for cfg in self.train.values():
-            if cfg.adapter is not None:
-                check(check_model_source, cfg.adapter, "adapter")
-        if any(cfg.trainer_args for cfg in self.train.values()):
-            check(check_trainer_args, next(iter(self.train.values())).trainer_args)
-        first = self.eval["base"]
-        check(lambda: load_rows(first.prompts, Policy.load(first.policy)))
-        if first.attacks:
-            check(load_rows, first.attacks)
-            check(load_templates, first.attack_templates)
-        if first.text:
-            check(load_rows_or_text, first.text)
-        self._check_outputs(check)
+        for stage in [*self.stages, self.report] if self.report is not None else self.stages:
+            stage.preflight(check)
+        out = self.run.out
+        check(check_output_paths, self._inputs(), {"the run's run_config.yaml": out / "run_config.yaml"})
         if problems:
             unique = list(dict.fromkeys(problems))
             raise RealignError(f"{len(unique)} problem(s) before the first stage: " + " | ".join(unique))
@@ -207,29 +210,6 @@ class Pipeline:
         except RealignError as exc:
             raise RealignError(f"{self.source}: field '{field}': {exc}") from None
 
-    def _check_outputs(self, check) -> None:
-        """Every stage's outputs and the run's own (config, reports) checked by ``check`` before the
-        first stage (:func:`realign.files.check_output_paths`): no output is an input."""
-        from .evaluate import run as evaluate
-        from .train import run as train
-        from .triage import run as triage
-
-        check(triage._check_outputs, self.triage)
-        if self.needs_scores:
-            check(score._check_outputs, self.score)
-        for cfg in self.train.values():
-            check(train._check_outputs, cfg)
-        for cfg in self.eval.values():
-            check(evaluate._check_outputs, cfg)
-        first, out = self.eval["base"], self.run.out
-        check(check_output_paths,
-              {"model": self.run.model, "data": self.run.data, "policy": self.triage.policy,
-               "eval.prompts": first.prompts, "eval.attacks": first.attacks, "eval.attack_templates": first.attack_templates,
-               "eval.text": first.text, "cache": self.run.cache_path()},
-              {"the run's run_config.yaml": out / "run_config.yaml", "the run's report.html": out / "report.html",
-               "the run's report.md": out / "report.md"},
-              {"the run's report_files/": out / "report_files"})
-
     def execute(self, progress: bool = True) -> dict:
         """Run every stage whose output is missing, was produced by other settings or inputs
         (each stage's summary records its ``produced_by`` key) or changed since it was written
@@ -240,52 +220,34 @@ class Pipeline:
             return self._execute(progress)
 
     def _execute(self, progress: bool) -> dict:
-        """The stages, under the run folder's lock."""
-        from .triage import run as triage
-        from .evaluate import run as evaluate
-        from .train import run as train
-
-        out = self.run.out
-        done: dict[str, str] = {}
-        records: list[Path] = []  # the result files of this config's stages: all the report shows
-
-        def stage(name: str, record: Path, produced_by, action) -> None:
-            records.append(record)
-            expected = produced_by()
-            if record.exists():
-                before, outputs = _recorded(record)
-                if before is None or before.get("key") != expected["key"]:
-                    stale = what_changed(before, expected)
-                else:  # the same settings and inputs: reused only if its outputs are what it wrote
-                    stale = outputs_changed(record, outputs)
-                if stale is None:
-                    done[name] = "skipped (up to date)"
-                    print(f"[{name}] skipped: {record} was produced by the same settings and inputs", file=sys.stderr)
-                    return
-                print(f"[{name}] rerunning: {stale}", file=sys.stderr)
-            else:
-                print(f"[{name}] running", file=sys.stderr)
-            action()
-            done[name] = "ran"
-
-        stage("triage", summary_path(self.triage.out), lambda: triage.produced_by(self.triage),
-              lambda: triage.run(self.triage, progress))
-        if self.needs_scores:
-            stage("score", summary_path(self.score.out), lambda: score.produced_by(self.score),
-                  lambda: score.run(self.score, progress))
-        for m, cfg in self.train.items():
-            stage(f"train:{m}", cfg.out / "train_summary.json", lambda cfg=cfg: train.produced_by(cfg),
-                  lambda cfg=cfg: train.run(cfg, progress))
-        for name, cfg in self.eval.items():
-            stage(f"eval:{name}", cfg.out, lambda cfg=cfg: evaluate.produced_by(cfg),
-                  lambda cfg=cfg: evaluate.run(cfg, progress))
+        """The stages, under the run folder's lock; then the run's config, and the reports of
+        what this config's stages made."""
+        done = {stage.name: _bring_up_to_date(stage, progress) for stage in self.stages}
         # written once every output beside it was produced by it
-        write_yaml(out / "run_config.yaml", resolved(self.run))
-        if self.run.report:
-            build_report([out], out / "report.html", only=records)
-            build_report([out], out / "report.md", only=records)
-            done["report"] = str(out / "report.html")
+        write_yaml(self.run.out / "run_config.yaml", resolved(self.run))
+        if self.report is not None:
+            done[self.report.name] = self.report.run(progress)["report"]
         return done
+
+
+def _bring_up_to_date(stage: Stage, progress: bool) -> str:
+    """Run ``stage`` unless its summary records the key it would be produced by now and outputs
+    still as it wrote them; say which, and why it reruns."""
+    expected = stage.produced_by()
+    if stage.summary.exists():
+        before, outputs = _recorded(stage.summary)
+        if before is None or before.get("key") != expected["key"]:
+            stale = what_changed(before, expected)
+        else:  # the same settings and inputs: reused only if its outputs are what it wrote
+            stale = outputs_changed(stage.summary, outputs)
+        if stale is None:
+            print(f"[{stage.name}] skipped: {stage.summary} was produced by the same settings and inputs", file=sys.stderr)
+            return "skipped (up to date)"
+        print(f"[{stage.name}] rerunning: {stale}", file=sys.stderr)
+    else:
+        print(f"[{stage.name}] running", file=sys.stderr)
+    stage.run(progress)
+    return "ran"
 
 
 def _recorded(path: Path) -> tuple[dict | None, dict | None]:

@@ -1,14 +1,56 @@
-"""Plumbing every stage shares: where a stage's summary lies and what it records of the
-outputs beside it, the process state under ``accelerate launch``, and the token id that pads a
-batch."""
+"""What every stage is and shares: the :class:`Stage` protocol ``realign run`` drives, where a
+stage's summary lies and what it records of the outputs beside it, the process state under
+``accelerate launch``, and the token id that pads a batch."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable, NamedTuple, Protocol, runtime_checkable
 
 from .models import resolve_device
 from .provenance import input_digest
+
+
+class Paths(NamedTuple):
+    """What a stage reads and writes, each path by the name its errors give it (``"--data"``,
+    ``"the summary of --out"``): the inputs, the files it writes and the folders it fills — the
+    three arguments of :func:`realign.files.check_output_paths`, which refuses outputs that would
+    destroy an input or each other before any work."""
+
+    inputs: dict[str, str | Path | None]
+    outputs: dict[str, str | Path | None]
+    folders: dict[str, str | Path | None] | None = None
+
+
+@runtime_checkable
+class Stage(Protocol):
+    """One stage as ``realign run`` drives it (triage, score, train, eval, report: each package's
+    ``stage`` module holds its one). The pipeline asks the stage, never its internals: what it
+    reads and writes, whether its outputs are up to date (the ``produced_by`` key its summary
+    records, :mod:`realign.provenance`), what is wrong before any stage runs, and to run."""
+
+    #: how the run's log and result name it: ``triage``, ``score``, ``train:METHOD``, ``eval:NAME``, ``report``
+    name: str
+    #: the file recording its ``produced_by`` key and ``outputs`` (:func:`output_digests`); None
+    #: for a stage that records neither and runs every time (the report)
+    summary: Path | None
+
+    def paths(self) -> Paths:
+        """What it reads and writes (:class:`Paths`)."""
+
+    def produced_by(self) -> dict | None:
+        """The key of its settings and input contents its summary records: the stage is skipped
+        only when the recorded key is this one and its recorded outputs are intact. None for a
+        stage without a summary."""
+
+    def preflight(self, check: Callable[..., None]) -> None:
+        """Before the first stage runs: each thing that could stop it later (a file that does not
+        parse, a judge that cannot be built, an output that would destroy an input) passed to
+        ``check(action, *args)``, which collects every problem to report them at once."""
+
+    def run(self, progress: bool) -> dict:
+        """Do the stage's work and write its outputs and summary; returns the summary."""
 
 
 def summary_path(out: str | Path) -> Path:

@@ -27,7 +27,7 @@ from ..models import CHAT_ENCODING, load_adapter, load_causal_lm, load_tokenizer
 from ..policy import Policy
 from ..provenance import input_digest, model_digest, provenance
 from ..provenance import produced_by as record
-from ..stage import output_digests, process_state
+from ..stage import Paths, output_digests, process_state
 from .attacks import load_templates, wrap
 from .generators import LocalGenerator, ServerGenerator, decoding
 from .utility import answer_correct, kl_to_reference, perplexity
@@ -91,15 +91,15 @@ def evaluate_state(generate, store, stats, policy, config, rows, attacks, templa
     return measure(outcomes), records
 
 
-def produced_by(config, judge=None) -> dict:
+def produced_by(config, judge=None, policy=None) -> dict:
     """What produces the metrics: the resolved settings and the content of the model, adapter,
     reference, prompt, attack and text files, the policy and the judge's identity
     (:func:`realign.provenance.produced_by`); ``realign run`` skips the stage only on an exact
-    match. ``judge``: the judge already built from the config, if any."""
+    match. ``judge``, ``policy``: the judge and policy already built from the config, if any."""
     inputs = {name: model_digest(getattr(config, name)) for name in ("model", "adapter", "reference")}
     files = ("prompts", "attacks", "attack_templates", "text")
     inputs.update({name: input_digest(getattr(config, name)) for name in files})
-    inputs["policy"] = Policy.load(config.policy).hash
+    inputs["policy"] = (policy if policy is not None else Policy.load(config.policy)).hash
     inputs["judge"] = (judge or make_judge(config.judge)).identity
     return record(config, inputs, ignore=("out", "device", "cache"))
 
@@ -116,22 +116,23 @@ class _Inputs:
     texts: list[str]
 
 
-def run(config, progress: bool = True) -> dict:
+def run(config, progress: bool = True, judge=None, policy=None) -> dict:
     """Evaluate ``config.model`` (+ adapter; + the base model with ``baseline``). Responses come
     from :mod:`realign.evaluate.generators` (local ``generate``, data-parallel under
     ``accelerate launch``, or a server); under several processes only the main one judges and
-    writes, and the others return an empty dict."""
-    _check_outputs(config)
+    writes, and the others return an empty dict. ``judge``, ``policy``: the judge and policy
+    already built from the config, if any."""
+    check_output_paths(*paths(config))
     with folder_lock(Path(config.out).parent):
-        return _run(config, progress)
+        return _run(config, progress, judge, policy)
 
 
-def _run(config, progress: bool) -> dict:
+def _run(config, progress: bool, judge, policy) -> dict:
     """The evaluation, under the lock of its output folder."""
     start = time.perf_counter()
-    inputs = _read_inputs(config)
-    judge = make_judge(config.judge)
-    made = produced_by(config, judge)
+    inputs = _read_inputs(config, policy if policy is not None else Policy.load(config.policy))
+    judge = judge if judge is not None else make_judge(config.judge)
+    made = produced_by(config, judge, inputs.policy)
     served = config.generator.backend == "openai"
     state, model, tokenizer = _load_model(config, served, inputs.texts)
     main = state is None or state.is_main_process
@@ -152,9 +153,10 @@ def _run(config, progress: bool) -> dict:
     return metrics
 
 
-def _check_outputs(config) -> None:
-    """Refuse, before anything is loaded, outputs that would overwrite an input."""
-    check_output_paths(
+def paths(config) -> Paths:
+    """What the stage reads and writes: checked before anything is loaded, so that no output
+    overwrites an input."""
+    return Paths(
         {"--prompts": config.prompts, "--attacks": config.attacks, "--attack-templates": config.attack_templates,
          "--text": config.text, "--policy": config.policy, "--cache": config.cache_path(), "--model": config.model,
          "--adapter": config.adapter, "the reference model": config.reference,
@@ -164,9 +166,8 @@ def _check_outputs(config) -> None:
     )
 
 
-def _read_inputs(config) -> _Inputs:
+def _read_inputs(config, policy) -> _Inputs:
     """The policy and the rows, attacks, templates and texts the config names."""
-    policy = Policy.load(config.policy)
     rows = load_rows(config.prompts, policy)
     attacks = load_rows(config.attacks) if config.attacks else []
     templates = load_templates(config.attack_templates) if attacks else {}

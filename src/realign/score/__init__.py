@@ -2,6 +2,7 @@
 impact score of every conflict record (docs/method.md, "Stage 2 — alignment impact scores").
 
 * :mod:`.run` — the stage: gold batch, scoring variants, weights, resume, outputs;
+* :mod:`.stage` — the stage as ``realign run`` drives it (:class:`realign.stage.Stage`);
 * ℓ_i of a conflict record and the gold objective J's terms are :mod:`realign.objective`, shared
   with Stage 3;
 * :mod:`.scorer` — ℓ_i and its derivatives for batches of terms and parameter spaces, in

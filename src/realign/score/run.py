@@ -45,7 +45,7 @@ from ..models import attach_lora, load_adapter, load_causal_lm, load_tokenizer, 
 from ..objective import Term, conflict_term, gold_term
 from ..provenance import input_digest, model_digest, provenance, what_changed
 from ..provenance import produced_by as record
-from ..stage import output_digests, process_state, summary_path
+from ..stage import Paths, output_digests, process_state, summary_path
 
 
 # --------------------------------------------------------------------------- Alg. 2
@@ -352,7 +352,7 @@ def run(config, progress: bool = True) -> dict:
     normalise and write the weighted records plus ``<out>.summary.json``. Under ``accelerate
     launch`` the processes share the scoring and only the main one writes (the others return
     an empty dict)."""
-    _check_outputs(config)
+    check_output_paths(*paths(config))
     with folder_lock(Path(config.out).parent):
         return _run(config, progress)
 
@@ -408,11 +408,12 @@ def _run(config, progress: bool) -> dict:
     return summary
 
 
-def _check_outputs(config) -> None:
-    """Refuse before anything is loaded when an input is missing or an output cannot be written."""
-    check_output_paths({"--data": config.data, "--gold-data": config.gold_data, "--model": config.model,
-                        "--adapter": config.adapter},
-                       {"--out": config.out, "the summary of --out": summary_path(config.out)})
+def paths(config) -> Paths:
+    """What the stage reads and writes: checked before anything is loaded, so that no output
+    overwrites an input and every output can be written."""
+    return Paths({"--data": config.data, "--gold-data": config.gold_data, "--model": config.model,
+                  "--adapter": config.adapter},
+                 {"--out": config.out, "the summary of --out": summary_path(config.out)})
 
 
 def _read(config) -> tuple[list[PreferencePair], list[PreferencePair]]:

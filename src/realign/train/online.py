@@ -28,8 +28,9 @@ from dataclasses import replace
 import torch
 from transformers import TrainerCallback
 
+from .dataset import TermCollator, TermDataset
 from .methods import JudgedSample
-from .run import RealignTrainer, TermCollator, TermDataset
+from .trainer import RealignTrainer
 
 
 class PromptDataset(torch.utils.data.Dataset):

@@ -1,6 +1,6 @@
 """The ``trainer_args`` of a training config: extra transformers.TrainingArguments fields passed
-through to the Trainer. Checked when the config is validated (:class:`realign.config.TrainConfig`)
-and again before a run loads a model or writes a file (:mod:`.run`, :mod:`realign.pipeline`);
+through to the Trainer. Checked once, when the config is validated (:class:`realign.config.TrainConfig`,
+whose fields are validated on assignment too), so before a run loads a model or writes a file;
 transformers is imported only when a config names some."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 
-from ..errors import RealignError, shorten
+from ..errors import shorten
 
 #: TrainingArguments realign sets from its own options (``trainer_args`` may not set them)
 _SET_BY_REALIGN = {
@@ -63,11 +63,3 @@ def trainer_args_problem(extra: dict) -> str | None:
             return f"{name!r}: {problem}; remove it"
     return None
 
-
-def check_trainer_args(extra: dict) -> None:
-    """``trainer_args`` names TrainingArguments fields that realign does not set itself; checked
-    when the config is validated and again before any model is loaded or file written (an
-    unknown name used to fail after loading, leaving files behind)."""
-    problem = trainer_args_problem(extra)
-    if problem is not None:
-        raise RealignError(f"field 'trainer_args': {problem}")

@@ -19,7 +19,8 @@ naive relabelled set (swap every pair whose old winner violates) in TRL's standa
 * :mod:`.relabel` — the oracle's y_c for PUNISH prompts;
 * :mod:`.review` — the verdicts most likely wrong, for a person to label, and the labels put
   over the judge's verdicts;
-* :mod:`.run` — the stage on files: read, triage, write the records and the summary.
+* :mod:`.run` — the stage on files: read, triage, write the records and the summary;
+* :mod:`.stage` — the stage as ``realign run`` drives it (:class:`realign.stage.Stage`).
 """
 
 from __future__ import annotations

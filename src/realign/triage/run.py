@@ -18,7 +18,7 @@ from ..judges.store import VerdictStore
 from ..policy import Policy
 from ..provenance import input_digest, model_digest, provenance
 from ..provenance import produced_by as record
-from ..stage import output_digests, summary_path
+from ..stage import Paths, output_digests, summary_path
 from ..triaged import gold_pairs, naive_pairs
 from .corrective import MODEL_SOURCES, attach_corrective
 from .judging import HUMAN, TriageStats, categorise_pairs, judge_pairs
@@ -26,13 +26,13 @@ from .relabel import attach_oracle_responses
 from .review import apply_labels, read_human_labels, review_order, review_rows, write_review
 
 
-def produced_by(config, judge=None) -> dict:
+def produced_by(config, judge=None, policy=None) -> dict:
     """What produces the triaged records: the resolved settings and the content of the pairs,
     the policy (and its test cases) and the human labels, the judge's identity (model, endpoint,
     prompt format), the second judge's and the oracle's (:func:`realign.provenance.produced_by`);
-    ``realign run`` skips the stage only on an exact match. ``judge``: the judge already built
-    from the config, if any."""
-    policy = Policy.load(config.policy)
+    ``realign run`` skips the stage only on an exact match. ``judge``, ``policy``: the judge and
+    policy already built from the config, if any."""
+    policy = policy if policy is not None else Policy.load(config.policy)
     inputs = {
         "data": input_digest(config.data),
         "policy": policy.hash,
@@ -50,19 +50,21 @@ def produced_by(config, judge=None) -> dict:
     return record(config, inputs, ignore=("out", "gold_out", "naive_out", "cache"))
 
 
-def run(config, progress: bool = True) -> dict:
+def run(config, progress: bool = True, judge=None, policy=None) -> dict:
     """Stage 1 on files: read ``config.data``, triage under ``config.policy`` (a person's
     ``config.labels`` over the judge's verdicts), write the triaged records, the optional
     relabelled sets and review file, and ``<out>.summary.json`` (counts, judge calls, cache
-    hits, failures, labels applied, resolved config, versions, wall time)."""
-    _check_outputs(config)
+    hits, failures, labels applied, resolved config, versions, wall time). ``judge``,
+    ``policy``: the judge and policy already built from the config, if any."""
+    check_output_paths(*paths(config))
     with folder_lock(Path(config.out).parent):
-        return _run(config, progress)
+        return _run(config, progress, judge, policy)
 
 
-def _check_outputs(config) -> None:
-    """Refuse, before any work, outputs that would overwrite an input or another output."""
-    check_output_paths(
+def paths(config) -> Paths:
+    """What the stage reads and writes: checked before any work, so that no output overwrites an
+    input or another output."""
+    return Paths(
         {"--data": config.data, "--policy": config.policy, "--cache": config.cache_path(), "--labels": config.labels,
          "the judge model": config.judge.model if config.judge.backend == "hf" else None,
          "the corrective model": config.corrective.model if config.corrective is not None else None},
@@ -71,13 +73,13 @@ def _check_outputs(config) -> None:
     )
 
 
-def _run(config, progress: bool) -> dict:
+def _run(config, progress: bool, judge, policy) -> dict:
     """The stage's work, under the lock of its output folder."""
     start = time.perf_counter()
-    policy = Policy.load(config.policy)
+    policy = policy if policy is not None else Policy.load(config.policy)
     loaded = _read(config)
-    judge = make_judge(config.judge)
-    made = produced_by(config, judge)
+    judge = judge if judge is not None else make_judge(config.judge)
+    made = produced_by(config, judge, policy)
     labels = read_human_labels(config.labels) if config.labels is not None else None
     cases, records, stats, extra = _judge(config, loaded.pairs, policy, judge, labels, progress)
     write_pairs(config.out, records)

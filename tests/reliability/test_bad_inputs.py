@@ -83,7 +83,7 @@ CASES = [
     Case("policy-invalid-utf8", "triage", ["policy.yaml", "not valid UTF-8"], {"policy.yaml": b"name: p\ntext: caf\xe9\n"}, ["--policy", "{tmp}/policy.yaml"]),
     Case("policy-without-rules-for-rules-judge", "triage", ["policy 'p'", "no 'rules' section"], {"policy.yaml": "name: p\ntext: Be kind.\n"}, ["--policy", "{tmp}/policy.yaml"]),
     # ---- judge YAML and flags ----------------------------------------------------------------
-    Case("judge-unknown-backend", "triage", ["field 'judge.backend'", "'rules', 'openai' or 'hf'", "'gpt'"], {"judge.yaml": "backend: gpt\n"}, ["--judge", "{tmp}/judge.yaml"]),
+    Case("judge-unknown-backend", "triage", ["field 'judge.backend'", "expected rules, openai, hf", "'gpt'"], {"judge.yaml": "backend: gpt\n"}, ["--judge", "{tmp}/judge.yaml"]),
     Case("judge-extra-field", "triage", ["field 'judge.temprature'", "Extra inputs"], {"judge.yaml": "backend: openai\ntemprature: 0\n"}, ["--judge", "{tmp}/judge.yaml"]),
     Case("judge-concurrency-zero", "triage", ["field 'judge.concurrency'", "greater than or equal to 1"], {"judge.yaml": "backend: openai\nmodel: m\nconcurrency: 0\n"}, ["--judge", "{tmp}/judge.yaml"]),
     Case("judge-invalid-yaml", "triage", ["{tmp}/judge.yaml:2", "invalid YAML"], {"judge.yaml": "backend: openai\nmodel: m: n\n"}, ["--judge", "{tmp}/judge.yaml"]),

@@ -27,7 +27,9 @@ from realign.models import attach_lora  # noqa: E402
 from realign.score.scorer import Scorer, flatten  # noqa: E402
 from realign.train.methods import METHODS, MethodOptions  # noqa: E402
 from realign.testing.tiny import default_corpus, tiny_tokenizer  # noqa: E402
-from realign.train.run import TermCollator, TermDataset, precompute_reference, term_losses  # noqa: E402
+from realign.train.dataset import TermCollator, TermDataset  # noqa: E402
+from realign.train.loss import term_losses  # noqa: E402
+from realign.train.reference import precompute_reference  # noqa: E402
 
 
 def records(n: int, words: list[str], tokens: int, rng: random.Random) -> list[PreferencePair]:

@@ -341,7 +341,7 @@ def run_old_model(unit: str, spec: dict) -> dict:
     """DPO to the old policy on the seed's pairs (align_old.yaml), merged into the weights."""
     from realign.config import TrainConfig
     from realign.reading import validate
-    from realign.train.run import merge
+    from realign.train.merge import merge
     from realign.train.run import run as train
 
     d = SeedDirs(Path(spec["root"]))

@@ -97,7 +97,9 @@ def trace_step(model_dir: Path, records, args) -> dict:
     from realign.losses import LOSS_KINDS, NPO, PREFERENCE_LOSSES
     from realign.train.methods import MethodOptions, get_method
     from realign.models import load_causal_lm, load_tokenizer
-    from realign.train.run import TermCollator, TermDataset, precompute_reference, term_losses
+    from realign.train.dataset import TermCollator, TermDataset
+    from realign.train.loss import term_losses
+    from realign.train.reference import precompute_reference
 
     torch.set_num_threads(args.threads)
     device = args.device
@@ -411,7 +413,9 @@ def _memory_worker(spec: dict) -> dict:
     from realign.models import attach_lora
     from realign.train.methods import MethodOptions, get_method
     from realign.testing.tiny import tiny_llama
-    from realign.train.run import TermCollator, TermDataset, precompute_reference, term_losses
+    from realign.train.dataset import TermCollator, TermDataset
+    from realign.train.loss import term_losses
+    from realign.train.reference import precompute_reference
     from contextlib import nullcontext
 
     torch.set_num_threads(spec["threads"])

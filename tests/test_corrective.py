@@ -11,6 +11,7 @@ from realign.judges.base import Verdict
 from realign.judges.cache import VerdictCache
 from realign.policy import Policy
 from realign.testing.tiny import save_tiny
+from realign.resources import resource_path
 from realign.objective import conflict_term
 from realign.triage import corrective as corr
 from realign.triage.corrective import Candidate, Sampler, attach_corrective, old_response_candidates, style_prefixes
@@ -309,3 +310,19 @@ def test_judging_likeliest_first_in_chunks_picks_what_judging_all_picks_for_fewe
     assert picked[None]["p2"]["response"] == "Here is finer"
     # likeliest first: "Here is BAD" (-0.1) fails, "Here is finer" (-0.7) passes; "Here is fine" (-1.0) never judged
     assert calls[None] == 6 and calls[1] == 4 and calls[2] == 4
+
+
+def test_realign_run_looks_for_corrective_responses_by_default_whatever_it_trains(tmp_path, model_dir):
+    """One triage per run folder, whatever methods an invocation trains (base-only, DPO-Gold or
+    TRACE runs in the same folder must not triage it differently); `corrective: null` is off."""
+    from realign.pipeline import Pipeline, RunConfig
+
+    def triage(methods, **extra):
+        run = RunConfig(out=tmp_path / "run", model=str(model_dir), data=str(resource_path("examples/pairs.jsonl")),
+                        policy="contextual-exceptions", methods=methods, eval={"prompts": "p.jsonl"}, **extra)
+        return Pipeline(run, "test").triage.corrective
+
+    for methods in ([], ["dpo-gold"], ["trace"]):
+        found = triage(methods)
+        assert found is not None and found.model == str(model_dir) and found.sources == ["old-responses", "style-prefix", "samples"]
+    assert triage(["trace"], triage={"corrective": None}) is None

@@ -180,8 +180,10 @@ def test_preflight_finds_devices_empty_prompts_rules_that_cannot_decide_and_a_ca
     cfg.write_text(text.replace("eval: {prompts: ", f"eval: {{device: 'cuda:1', prompts: {tmp_path / 'empty.jsonl'}, text: "))
     res = CliRunner().invoke(app, ["run", str(cfg), "-q"])
     message = str(res.exception)
-    assert isinstance(res.exception, RealignError) and "5 problem(s) before the first stage" in message, message
+    assert isinstance(res.exception, RealignError) and "6 problem(s) before the first stage" in message, message
     assert f"{cfg}: field 'device': device 'cuda': CUDA is not available" in message
+    # the corrective search, on by default in realign run, samples the run's model on the run's device
+    assert f"{cfg}: field 'triage.corrective.device': device 'cuda': CUDA is not available" in message
     assert f"{cfg}: field 'eval.device': device 'cuda:1': CUDA is not available" in message
     assert f"{tmp_path / 'empty.jsonl'}: no records (nothing to evaluate on)" in message
     assert "policy 'empty-rules': its 'rules' section has no requirements" in message

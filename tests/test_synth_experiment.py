@@ -101,6 +101,7 @@ def test_a_small_run_yields_the_outcome_table(data, model_dir, tmp_path):
     seed_triage(run_dir, data, SHIFT, noise=0.1, seed=3, oracle=True)
     seeded = (run_dir / "triage" / "triaged.jsonl").read_text()
     run = run_config(run_dir, data, str(model_dir), SHIFT, ["trace", "naive-oracle-dpo"], seed=3, overrides={
+        "triage": {"corrective": None},  # the seeded records as they are (the next test covers the corrective search)
         "score": {"gold_size": 12},
         "train": {"max_steps": 2, "batch_size": 4, "save_steps": 2},
         "eval": {"max_new_tokens": 4},
@@ -124,8 +125,8 @@ def test_a_small_run_yields_the_outcome_table(data, model_dir, tmp_path):
 
 def test_seeded_triage_gets_the_corrective_responses_its_settings_ask_for(data, model_dir, tmp_path):
     """In the benchmark the triage is seeded from the truth: with ``triage.corrective`` the
-    adopted records get the stage's corrective responses (keyed like the stage), once; without
-    it, none are left over."""
+    adopted records get the stage's corrective responses (keyed like the stage), once; with it
+    turned off, none are left over."""
     run_dir = tmp_path / "run"
     path, summary = run_dir / "triage" / "triaged.jsonl", run_dir / "triage" / "triaged.summary.json"
     seed_triage(run_dir, data, SHIFT)
@@ -149,7 +150,7 @@ def test_seeded_triage_gets_the_corrective_responses_its_settings_ask_for(data, 
     stamp = path.stat().st_mtime_ns
     adopt({"corrective": corrective})  # the same settings: nothing found again
     assert path.stat().st_mtime_ns == stamp
-    adopt({})
+    adopt({"corrective": None})  # off (the synthetic world's defaults have it on)
     assert "corrective" not in json.loads(summary.read_text()) and not any("corrective" in r for r in _rows(path))
 
 

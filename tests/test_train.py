@@ -379,9 +379,9 @@ def test_rdpo_trains_on_the_naive_set_with_its_configured_epsilon(tiny_dir, weig
 def test_trace_logs_each_component(tiny_dir, weighted, tmp_path):
     summary = train.run(config(tiny_dir, weighted, tmp_path / "run", method="trace"), progress=False)
     logged = [h for h in summary["log_history"] if "loss" in h]
-    assert {"L_I", "L_II", "L_KL"} <= set().union(*logged)
+    assert {"L_I", "L_II", "L_KL", "L_R"} <= set().union(*logged)  # L_R: the default boundary term (retain_pref)
     for h in logged:
-        assert h["L_I"] + h["L_II"] + h["L_KL"] == pytest.approx(h["loss"], rel=1e-3, abs=1e-6)
+        assert h["L_I"] + h["L_II"] + h["L_KL"] + h["L_R"] == pytest.approx(h["loss"], rel=1e-3, abs=1e-6)
 
 
 def test_tensorboard_receives_each_component(tiny_dir, weighted, tmp_path):
@@ -507,11 +507,11 @@ def test_empty_category_is_handled(tiny_dir, tmp_path):
     path = tmp_path / "no_punish.jsonl"
     write_pairs(path, [r for r in triaged_records(3) if r.category != PUNISH])
     summary = train.run(config(tiny_dir, path, tmp_path / "run", method="trace", max_steps=2), progress=False)
-    assert set(summary["terms"]) == {"L_I", "L_KL"}
+    assert set(summary["terms"]) == {"L_I", "L_KL", "L_R"}  # L_R on the RETAIN pairs whose loser violates
     path2 = tmp_path / "retain_only.jsonl"
     write_pairs(path2, [r for r in triaged_records(2) if r.category == RETAIN])
     with pytest.raises(RealignError, match="finds nothing to train on"):
-        train.run(config(tiny_dir, path2, tmp_path / "run2", method="trace-no-kl"), progress=False)
+        train.run(config(tiny_dir, path2, tmp_path / "run2", method="trace-no-kl", retain_pref=0.0), progress=False)
 
 
 def test_merge_folds_the_adapter(tiny_dir, weighted, tmp_path):

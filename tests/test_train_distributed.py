@@ -91,7 +91,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch_and_only_the_ma
     # the components logged are averaged over both processes, so they still sum to the loss
     for h in summary["log_history"]:
         if "loss" in h:
-            assert h["L_I"] + h["L_II"] + h["L_KL"] == pytest.approx(h["loss"], rel=1e-3, abs=1e-6)
+            assert h["L_I"] + h["L_II"] + h["L_KL"] + h.get("L_R", 0.0) == pytest.approx(h["loss"], rel=1e-3, abs=1e-6)
     assert "find_unused_parameters=True" not in proc.stderr  # every LoRA weight is used: no extra pass
     # one writer: the final adapter, the summary and the reference cache, nothing torn
     assert sorted(p.name for p in out.iterdir()) == [

@@ -85,8 +85,9 @@ class Pipeline:
         #: whether Stage 2 runs: some method reads impact weights (its ``needs_impact``)
         self.needs_scores = any([get_method(m).needs_impact for m in run.methods])  # every name checked
         triage = dict(run.triage)
-        if "corrective" not in triage and any(get_method(m).reads_y_c for m in run.methods):
-            triage["corrective"] = {}  # on by default for a method that reads y_c; `corrective: null` turns it off
+        # corrective responses are looked for by default, whatever methods this invocation trains: a run
+        # folder's triage is one output, shared by every method run in it; `corrective: null` turns them off
+        triage.setdefault("corrective", {})
         if isinstance(triage.get("corrective"), dict):  # the run's model samples, on the run's device
             triage["corrective"] = {"model": run.model, "device": run.device, "seed": run.seed, **triage["corrective"]}
         self.triage = validate(

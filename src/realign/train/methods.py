@@ -57,16 +57,13 @@ class Method:
     the scored records). ``samples``: the method trains on the model's own judged samples of the
     records' prompts (:attr:`MethodOptions.samples`) instead of the records' responses —
     ``"before"``: drawn once from the starting model before training; ``"online"``: drawn from
-    the current model at every step (:mod:`realign.train.sampling`). ``reads_y_c``: the method
-    trains PUNISH pairs on a triage's corrective responses y_c where they have one (``realign
-    run`` looks for them by default only for such a method)."""
+    the current model at every step (:mod:`realign.train.sampling`)."""
 
     name = ""
     description = ""
     preference_loss: str | None = None  # forces the preference loss form (else the config's)
     needs_impact = False
     samples: str | None = None
-    reads_y_c = False
 
     def terms(self, records: Sequence[PreferencePair], options: MethodOptions) -> list[Term]:
         raise NotImplementedError
@@ -114,7 +111,6 @@ class Trace(Method):
                    "response y_c was found, else dual NPO; KL on RETAIN")
     needs_impact = True
     use_kl = True
-    reads_y_c = True
 
     def conflict_weight(self, record: PreferencePair, n_conflict: int, options: MethodOptions) -> float:
         return _impact(record, self.name) if self.needs_impact else _uniform(n_conflict, options.normalise)

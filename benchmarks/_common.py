@@ -336,9 +336,9 @@ def trace_judgements(triaged: Path) -> int:
     """TRACE's judge budget on the triage ``triaged``: one judgement per distinct old (prompt,
     response), plus each corrective candidate judged."""
     from realign.data import read_pairs
+    from realign.metrics.costs import corrective_spent
     from realign.stage import summary_path
     from realign.train.sampling import triage_judgements
 
     summary = json.loads(summary_path(triaged).read_text(encoding="utf-8")) if summary_path(triaged).exists() else {}
-    corrective = (summary.get("corrective") or {}).get("sources", {})
-    return triage_judgements(read_pairs(str(triaged)).pairs) + sum(s.get("judged", 0) for s in corrective.values())
+    return triage_judgements(read_pairs(str(triaged)).pairs) + int(corrective_spent(summary)["judge_calls"] or 0)

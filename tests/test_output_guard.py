@@ -14,22 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from cli_run import realign
+from cli_run import realign, refused
 from realign.errors import RealignError
 from realign.files import LOCK_NAME, _HOST, FolderBusy, check_output_paths, folder_lock
 from realign.resources import resource_path
 from realign.testing.tiny import save_tiny
 
 EXAMPLES = resource_path("examples/pairs.jsonl")
-
-
-def refused(capsys, monkeypatch, args, *expect) -> str:
-    code, err = realign(capsys, monkeypatch, *args)
-    assert code == 2, err
-    assert err.count("\n") == 1 and err.startswith("error: "), err
-    for part in expect:
-        assert str(part) in err, err
-    return err
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

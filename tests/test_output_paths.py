@@ -11,7 +11,7 @@ import pytest
 
 from realign.score import run as score  # imported here: importing torch is not part of a test
 from realign.train import run as train
-from cli_run import realign
+from cli_run import realign, refused
 from realign.evaluate import run as evaluate
 from realign.errors import RealignError
 from realign.files import check_output_paths
@@ -30,15 +30,6 @@ def data(tmp_path) -> Path:
 def triage(tmp_path, data, *extra):
     return ["triage", "--data", data, "--judge", "rules", "--policy", "contextual-exceptions",
             "--cache", tmp_path / "c.sqlite", "-q", *extra]
-
-
-def refused(capsys, monkeypatch, args, *expect):
-    code, err = realign(capsys, monkeypatch, *args)
-    assert code == 2, err
-    assert err.count("\n") == 1 and err.startswith("error: "), err
-    for part in expect:
-        assert str(part) in err, err
-    return err
 
 
 def test_out_equal_to_data_is_refused_and_data_kept(tmp_path, data, capsys, monkeypatch):

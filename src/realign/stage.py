@@ -5,10 +5,14 @@ stage's summary lies and what it records of the outputs beside it, the process s
 from __future__ import annotations
 
 import os
+from functools import cached_property
 from pathlib import Path
+from types import ModuleType
 from typing import Callable, NamedTuple, Protocol, runtime_checkable
 
+from .judges import Judge, make_judge
 from .models import resolve_device
+from .policy import Policy
 from .provenance import input_digest
 
 
@@ -51,6 +55,41 @@ class Stage(Protocol):
 
     def run(self, progress: bool) -> dict:
         """Do the stage's work and write its outputs and summary; returns the summary."""
+
+
+class JudgedStage:
+    """What a stage that judges responses against the new policy (triage, eval) shares: its
+    policy and judge are built once, for the pre-flight check, the key its summary records and
+    the run alike, and the judge is let go after the run (an hf judge's model is not held through
+    the stages after it). A subclass names its ``run`` module (``paths``, ``produced_by``, ``run``)
+    and writes its own ``preflight``."""
+
+    #: the stage's module: ``paths(config)``, ``produced_by(config, judge, policy)``, ``run(config, progress, judge, policy)``
+    steps: ModuleType
+
+    def __init__(self, config) -> None:
+        self.config = config
+
+    @cached_property
+    def policy(self) -> Policy:
+        return Policy.load(self.config.policy)
+
+    @cached_property
+    def judge(self) -> Judge:
+        return make_judge(self.config.judge)
+
+    def paths(self) -> Paths:
+        return self.steps.paths(self.config)
+
+    def produced_by(self) -> dict:
+        return self.steps.produced_by(self.config, self.judge, self.policy)
+
+    def run(self, progress: bool) -> dict:
+        """Run the stage, then let the judge go."""
+        try:
+            return self.steps.run(self.config, progress, self.judge, self.policy)
+        finally:
+            self.__dict__.pop("judge", None)
 
 
 def summary_path(out: str | Path) -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Collection, Sequence
 
 from ..errors import RealignError
-from ..metrics.costs import COSTS, FROM_TRIAGE
+from ..metrics.costs import COSTS, FROM_TRIAGE, corrective_spent
 from ..metrics.stats import number
 
 SEARCH_DEPTH = 2
@@ -205,13 +205,9 @@ def run_cost(train: dict, triage: dict | None = None) -> dict[str, float | None]
     if not isinstance(budget, dict):
         return None
     cost = {name: number(budget.get(name)) for name in COSTS}
-    corrective = (triage or {}).get("corrective")
-    sources = corrective.get("sources") if isinstance(corrective, dict) else None
-    if budget.get("judge_calls_from") == FROM_TRIAGE and isinstance(sources, dict):
-        spent = [s for s in sources.values() if isinstance(s, dict)]
-        for name, key in (("judge_calls", "judged"), ("generated_tokens", "generated_tokens")):
-            more = [number(s.get(key)) for s in spent]
-            cost[name] = None if cost[name] is None or None in more else cost[name] + sum(more)
+    if budget.get("judge_calls_from") == FROM_TRIAGE:
+        for name, spent in corrective_spent(triage).items():
+            cost[name] = None if cost[name] is None or spent is None else cost[name] + spent
     return cost
 
 

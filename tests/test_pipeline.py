@@ -280,7 +280,7 @@ def test_run_is_a_loop_over_stages_that_each_build_their_judge_and_policy_once(m
     monkeypatch.setattr(Policy, "load", counted("policy", Policy.load))
     monkeypatch.setattr(realign.judges, "build", counted("judge", realign.judges.build))  # what make_judge calls
     checked = counted("trainer_args", trainer_args_problem)
-    monkeypatch.setattr("realign.config.trainer_args_problem", checked)
+    monkeypatch.setattr("realign.config.train.trainer_args_problem", checked)
     monkeypatch.setattr("realign.train.trainer_args.trainer_args_problem", checked)
     cfg = write_config(tmp_path / "run.yaml", model_dir, tmp_path / "run", methods="[naive-oracle-dpo]")
     cfg.write_text(cfg.read_text().replace("train: {", "train: {trainer_args: {dataloader_pin_memory: false}, "))

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..data import _check_messages, _check_string, _Fail, iter_source, prompt_text, response_text
+from ..data import iter_source, prompt_text, response_text
+from ..data.validation import _check_messages, _check_string, _Fail
 from ..errors import DataError, RealignError, shorten
 from ..reading import read_text
 

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..data import _check_messages, _check_string, _Fail, iter_source, parse_record
+from ..data import iter_source, parse_record
+from ..data.validation import _check_messages, _check_string, _Fail
 from ..errors import DataError, RealignError, shorten
 
 _TYPE = {str: "a string", int: "a number", float: "a number", bool: "true/false", list: "a list", dict: "an object",

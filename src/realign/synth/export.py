@@ -28,7 +28,8 @@ from ..policy import Policy, resolve_policy
 from ..triaged import categorise
 from .judge import TruthJudge
 from .policies import OLD, POLICY_NAMES, SHIFTS, load_policy, policy_path
-from .world import EVASIVE, HARMFUL, HELPFUL, REFERRAL, REFUSAL, SynthPrompt, World
+from .templates import EVASIVE, HARMFUL, HELPFUL, REFERRAL, REFUSAL
+from .world import SynthPrompt, World
 
 TRIAGE = (INVERT, PUNISH, RETAIN)
 

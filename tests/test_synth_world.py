@@ -7,7 +7,7 @@ import pytest
 
 from realign.synth import World
 from realign.synth.judge import TruthJudge, benign_correct
-from realign.synth.world import (
+from realign.synth.templates import (
     CONTEXT_FRAMES,
     CONTEXT_PHRASES,
     CONTEXT_REASONS,

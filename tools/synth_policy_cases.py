@@ -20,7 +20,9 @@ from pathlib import Path
 
 from realign.judges.rules import RulesJudge
 from realign.synth.policies import POLICY_NAMES, load_policy, policy_path
-from realign.synth.world import BENIGN_REFUSAL, STYLES, World
+from realign.synth.benign import BENIGN_REFUSAL
+from realign.synth.templates import STYLES
+from realign.synth.world import World
 
 MARKER = "# Test cases (written by tools/synth_policy_cases.py from the world's tags; do not edit by hand)."
 

@@ -177,8 +177,8 @@ class Pipeline:
         if self.run.old_policy is not None:
             check(lambda: Policy.load(resolve_policy(self.run.old_policy)))
         check(check_cache_file, self.run.cache_path())
-        for field, device in self._devices():
-            check(self._check_device, field, device)
+        for field, device in _devices(self.run, self.triage):
+            check(_check_device, self.source, field, device)
         check(check_model_source, self.run.model, "model")
         for stage in [*self.stages, self.report] if self.report is not None else self.stages:
             stage.preflight(check)
@@ -187,29 +187,6 @@ class Pipeline:
         if problems:
             unique = list(dict.fromkeys(problems))
             raise RealignError(f"{len(unique)} problem(s) before the first stage: " + " | ".join(unique))
-
-    def _devices(self) -> list[tuple[str, str]]:
-        """(config field, device) of every device the run will use: the shared ``device``, any
-        stage section's own, and a model judge's, oracle's or corrective sampler's."""
-        run = self.run
-        found = [("device", run.device)]
-        found += [(f"{name}.device", str(getattr(run, name)["device"]))
-                  for name in ("score", "train", "eval") if "device" in getattr(run, name)]
-        if run.judge.backend == "hf":
-            found.append(("judge.device", run.judge.device))
-        if self.triage.oracle is not None and self.triage.oracle.backend == "hf":
-            found.append(("triage.oracle.device", self.triage.oracle.device))
-        if self.triage.corrective is not None:
-            found.append(("triage.corrective.device", self.triage.corrective.device))
-        return found
-
-    def _check_device(self, field: str, device: str) -> None:
-        """A device this machine does not have (``cuda`` without CUDA) is refused before the
-        first stage, not when the stage that uses it starts."""
-        try:
-            resolve_device(device)
-        except RealignError as exc:
-            raise RealignError(f"{self.source}: field '{field}': {exc}") from None
 
     def execute(self, progress: bool = True) -> dict:
         """Run every stage whose output is missing, was produced by other settings or inputs
@@ -229,6 +206,30 @@ class Pipeline:
         if self.report is not None:
             done[self.report.name] = self.report.run(progress)["report"]
         return done
+
+
+def _devices(run: RunConfig, triage: TriageConfig) -> list[tuple[str, str]]:
+    """(config field, device) of every device the run will use: the shared ``device``, any
+    stage section's own, and a model judge's, oracle's or corrective sampler's."""
+    found = [("device", run.device)]
+    found += [(f"{name}.device", str(getattr(run, name)["device"]))
+              for name in ("score", "train", "eval") if "device" in getattr(run, name)]
+    if run.judge.backend == "hf":
+        found.append(("judge.device", run.judge.device))
+    if triage.oracle is not None and triage.oracle.backend == "hf":
+        found.append(("triage.oracle.device", triage.oracle.device))
+    if triage.corrective is not None:
+        found.append(("triage.corrective.device", triage.corrective.device))
+    return found
+
+
+def _check_device(source: str, field: str, device: str) -> None:
+    """A device this machine does not have (``cuda`` without CUDA) is refused before the
+    first stage, not when the stage that uses it starts."""
+    try:
+        resolve_device(device)
+    except RealignError as exc:
+        raise RealignError(f"{source}: field '{field}': {exc}") from None
 
 
 def _bring_up_to_date(stage: Stage, progress: bool) -> str:

@@ -22,7 +22,7 @@ import os
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit
 
 from ..config import EndpointConfig
@@ -153,6 +153,62 @@ def _parse_completion(content: bytes, want_logprobs: bool) -> ChatReply:
     return ChatReply(text=text, top_logprobs=top, finish_reason=finish if isinstance(finish, str) else None)
 
 
+def _read_api_key(config: EndpointConfig, role: str, endpoint: str, is_local: bool) -> str:
+    """The API key from ``api_key_file`` or ``$api_key_env``; a dummy one for a local server
+    that needs none. A missing or unreadable key is a JudgeError naming where to put it."""
+    if config.api_key_file is not None:
+        try:
+            key = config.api_key_file.expanduser().read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise JudgeError(f"{config.api_key_file}: cannot read the {role} API key file ({exc.strerror})") from None
+        if not key:
+            raise JudgeError(f"{config.api_key_file}: the {role} API key file is empty")
+        return key
+    key = os.environ.get(config.api_key_env, "").strip()
+    if key:
+        return key
+    if is_local:
+        return _DUMMY_KEY
+    raise JudgeError(
+        f"{role} endpoint {endpoint}: no API key; set the environment variable "
+        f"{config.api_key_env} (or {role}.api_key_file)"
+    )
+
+
+def _classify(
+    exc: Exception, asked_logprobs: bool, config: EndpointConfig, fail: Callable[[str], JudgeError]
+) -> Exception:
+    """Map a failed attempt to _Retryable, _LogprobsRejected, or a JudgeError made by ``fail``
+    (the client's own, which names the endpoint and scrubs the key); anything that is not an
+    OpenAI error is re-raised."""
+    import openai
+
+    if isinstance(exc, _Malformed):
+        return _Retryable(f"malformed reply: {exc}")
+    if isinstance(exc, openai.APITimeoutError):
+        return _Retryable(f"timed out after {config.timeout_s:g} s")
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__ or exc.__context__
+        detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+        return _Retryable(f"connection error ({detail})")
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        detail = _error_detail(exc)
+        if status == 429 or status == 408 or status >= 500:
+            return _Retryable(f"HTTP {status}: {detail}", _parse_retry_after(exc.response.headers))
+        if status == 400 and asked_logprobs and "logprob" in detail.lower():
+            return _LogprobsRejected(detail)
+        if status in (401, 403):
+            source = str(config.api_key_file) if config.api_key_file else f"${config.api_key_env}"
+            return fail(f"the API key was rejected (HTTP {status}: {detail}); check {source}")
+        if status == 404:
+            return fail(f"not found (HTTP 404: {detail}); check the model name and base_url")
+        return fail(f"request refused (HTTP {status}: {detail})")
+    if isinstance(exc, openai.OpenAIError):
+        return fail(f"{type(exc).__name__}: {exc}")
+    raise exc
+
+
 class _LoopState:
     """The parts of a client that belong to one event loop (HTTP pool, semaphore)."""
 
@@ -192,7 +248,7 @@ class ChatClient:
         #: names the endpoint in cache identities without revealing it (a hash of scheme, host,
         #: port and path): another server with the same model name is another judge
         self.endpoint_id = "endpoint-" + hashlib.sha256(self.endpoint.encode()).hexdigest()[:10]
-        self._api_key = self._resolve_key()
+        self._api_key = _read_api_key(config, role, self.endpoint, self.is_local)
         self.calls = 0
         self.retries = 0
         self.logprobs_supported = True
@@ -207,26 +263,6 @@ class ChatClient:
     @property
     def is_local(self) -> bool:
         return (urlsplit(self.base_url).hostname or "").lower() in _LOCAL_HOSTS
-
-    def _resolve_key(self) -> str:
-        cfg = self.config
-        if cfg.api_key_file is not None:
-            try:
-                key = cfg.api_key_file.expanduser().read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise JudgeError(f"{cfg.api_key_file}: cannot read the {self.role} API key file ({exc.strerror})") from None
-            if not key:
-                raise JudgeError(f"{cfg.api_key_file}: the {self.role} API key file is empty")
-            return key
-        key = os.environ.get(cfg.api_key_env, "").strip()
-        if key:
-            return key
-        if self.is_local:
-            return _DUMMY_KEY
-        raise JudgeError(
-            f"{self.role} endpoint {self.endpoint}: no API key; set the environment variable "
-            f"{cfg.api_key_env} (or {self.role}.api_key_file)"
-        )
 
     def _scrub(self, text: str) -> str:
         """One line, without the API key even if a server echoed it."""
@@ -260,35 +296,6 @@ class ChatClient:
     # ------------------------------------------------------------------ requests
     def _fail(self, message: str) -> JudgeError:
         return JudgeError(self._scrub(f"{self.role} endpoint {self.endpoint} (model {self.model}): {message}"))
-
-    def _classify(self, exc: Exception, asked_logprobs: bool) -> Exception:
-        """Map a failed attempt to _Retryable, the logprobs signal (None), or a JudgeError."""
-        import openai
-
-        if isinstance(exc, _Malformed):
-            return _Retryable(f"malformed reply: {exc}")
-        if isinstance(exc, openai.APITimeoutError):
-            return _Retryable(f"timed out after {self.config.timeout_s:g} s")
-        if isinstance(exc, openai.APIConnectionError):
-            cause = exc.__cause__ or exc.__context__
-            detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
-            return _Retryable(f"connection error ({detail})")
-        if isinstance(exc, openai.APIStatusError):
-            status = exc.status_code
-            detail = _error_detail(exc)
-            if status == 429 or status == 408 or status >= 500:
-                return _Retryable(f"HTTP {status}: {detail}", _parse_retry_after(exc.response.headers))
-            if status == 400 and asked_logprobs and "logprob" in detail.lower():
-                return _LogprobsRejected(detail)
-            if status in (401, 403):
-                source = str(self.config.api_key_file) if self.config.api_key_file else f"${self.config.api_key_env}"
-                return self._fail(f"the API key was rejected (HTTP {status}: {detail}); check {source}")
-            if status == 404:
-                return self._fail(f"not found (HTTP 404: {detail}); check the model name and base_url")
-            return self._fail(f"request refused (HTTP {status}: {detail})")
-        if isinstance(exc, openai.OpenAIError):
-            return self._fail(f"{type(exc).__name__}: {exc}")
-        raise exc
 
     def _delay(self, retry: int, retry_after: float | None) -> float:
         cap = self.config.backoff_max_s
@@ -339,7 +346,7 @@ class ChatClient:
                 except Exception as exc:  # noqa: BLE001 - classified below; Cancelled/KeyboardInterrupt pass
                     if not answered:
                         self.calls += 1
-                    outcome = self._classify(exc, asked)
+                    outcome = _classify(exc, asked, self.config, self._fail)
             if isinstance(outcome, _LogprobsRejected):
                 self.logprobs_supported = False
                 continue

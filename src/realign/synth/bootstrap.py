@@ -45,7 +45,8 @@ from ..files import write_json
 from .export import CHOSEN_FOR_ANSWER, balanced_slices, weighted_choice, benign_eval, eval_prompts, make_pairs
 from .judge import TruthJudge
 from .policies import OLD, POLICY_NAMES
-from .world import STYLES, World
+from .templates import STYLES
+from .world import World
 
 BOOTSTRAP_VERSION = "1"
 

@@ -17,7 +17,7 @@ from typing import Sequence
 from ..generation import generate as _generate
 from ..policy import Policy
 from .judge import NO_STYLE, TruthJudge, benign_correct
-from .world import HARMFUL, REFUSAL
+from .templates import HARMFUL, REFUSAL
 
 
 def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 64, batch_size: int = 64,

@@ -17,7 +17,7 @@ import hashlib
 import random
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import Callable, Iterable, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,7 +28,8 @@ from ..policy import Policy, resolve_policy
 from ..triaged import categorise
 from .judge import TruthJudge
 from .policies import OLD, POLICY_NAMES, SHIFTS, load_policy, policy_path
-from .world import EVASIVE, HARMFUL, HELPFUL, REFERRAL, REFUSAL, SynthPrompt, World
+from .templates import EVASIVE, HARMFUL, HELPFUL, REFERRAL, REFUSAL
+from .world import SynthPrompt, World
 
 TRIAGE = (INVERT, PUNISH, RETAIN)
 
@@ -329,7 +330,23 @@ def export(out: str | Path, config: SynthConfig | None = None, *, shifts: Sequen
     benign = benign_eval(world)
     write_jsonl(track("benign.jsonl"), benign)
 
+    triage, flipped = _write_truth(track, world, pairs, config, shifts)
+    if config.noise_mode == "flip":
+        noise["records"] = flipped
+    manifest = _manifest(config, world, pairs, evals, benign, noise, triage, {rel: _sha256(out / rel) for rel in files})
+    write_json(out / "manifest.json", manifest)
+    return manifest
+
+
+def _write_truth(
+    track: Callable[[str], Path], world: World, pairs: list[PreferencePair], config: SynthConfig, shifts: Sequence[str]
+) -> tuple[dict[str, dict[str, int]], int]:
+    """Copy the old policy and every shift into ``policies/`` and write each shift's
+    ground-truth triage of ``pairs`` to ``truth/<shift>.jsonl`` (flip noise applied there when
+    the config asks for it); ``track`` gives each file's path. Returns the triage counts per
+    shift and the number of records flipped in each shift's file."""
     triage: dict[str, dict[str, int]] = {}
+    flipped = 0
     for name in (OLD, *shifts):
         policy = load_policy(name)
         source = policy_path(name) if name in POLICY_NAMES else resolve_policy(name)
@@ -338,11 +355,19 @@ def export(out: str | Path, config: SynthConfig | None = None, *, shifts: Sequen
             continue
         records = truth_triage(pairs, policy, world)
         if config.noise and config.noise_mode == "flip":
-            records, noise["records"] = flip_noise(records, config.noise, config.seed)
+            records, flipped = flip_noise(records, config.noise, config.seed)
         write_pairs(track(f"truth/{policy.name}.jsonl"), records)
         triage[policy.name] = {c: sum(r.category == c for r in records) for c in TRIAGE}
+    return triage, flipped
 
-    manifest = {
+
+def _manifest(
+    config: SynthConfig, world: World, pairs: list[PreferencePair], evals: list[dict], benign: list[dict],
+    noise: dict, triage: dict[str, dict[str, int]], files: dict[str, str],
+) -> dict:
+    """What ``manifest.json`` holds: seed, world hash, config, counts, noise, triage counts
+    per shift and the SHA-256 of every file (``files``)."""
+    return {
         "format": "realign-synth/1",
         "seed": config.seed,
         "world": {"version": world.version, "hash": world.hash},
@@ -357,7 +382,5 @@ def export(out: str | Path, config: SynthConfig | None = None, *, shifts: Sequen
         },
         "noise": noise,
         "triage": triage,
-        "files": {rel: _sha256(out / rel) for rel in files},
+        "files": files,
     }
-    write_json(out / "manifest.json", manifest)
-    return manifest

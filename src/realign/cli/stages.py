@@ -1,112 +1,26 @@
-"""The ``realign`` command: one subcommand per stage. Every stage reads and writes plain
-files, resumes after interruption, shows progress and writes its resolved config beside its
-outputs. Errors a user can cause print one line (``error: ...``), never a traceback."""
+"""The stage commands -- ``realign triage``, ``score``, ``train``, ``eval``, ``report`` -- and
+``realign run`` and ``realign demo``, which run them all: each lays its flags over its YAML
+config, runs the stage and prints what it did in a line or a table. Registered on the
+``realign`` app by :mod:`realign.cli`."""
 
 from __future__ import annotations
 
-import errno as errno_names
 import json
-import os
-import sqlite3
-import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
-from .config import (EvalConfig, JudgeAuditConfig, JudgeConfig, ParamSpaceConfig, ScoreConfig, TrainConfig,
-                     TriageConfig, default_cache_dir, load_yaml)
-from .data import CONFLICT, write_pairs
-from .errors import RealignError
-from .files import check_output_paths, write_json
-from .judges import VerdictCache, make_judge
-from .judges.endpoints import endpoint_of
-from .judges.registry import backend_names
-from .policy import Policy, resolve_policy
-from .reading import validate
-
-#: ``--judge``'s help: the judge backends (:mod:`.judges.registry`) or a judge YAML file
-JUDGE_HELP = f"Judge: {', '.join(backend_names('pointwise'))}, or a judge YAML file."
-
-#: plain help (rich's boxed tables cut long option names at 80 columns) with every default shown
-HELP = {"rich_markup_mode": None, "context_settings": {"show_default": True, "max_content_width": 100}}
-
-app = typer.Typer(
-    name="realign",
-    help="Re-align a language model to a changed policy from its old preference data (TRACE).",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-    **HELP,
-)
+from ..config import EvalConfig, JudgeConfig, ParamSpaceConfig, ScoreConfig, TrainConfig, TriageConfig, load_yaml
+from ..data import CONFLICT
+from ..files import write_json
+from ..judges.endpoints import endpoint_of
+from ..judges.registry import backend_names
+from ..policy import resolve_policy
+from ..reading import validate
+from .options import JUDGE_HELP, QUIET, _flag, _judge_section, _merge, _oracle_section
 
 
-def _judge_section(judge: str | None, flag: str = "--judge") -> dict[str, Any]:
-    """``--judge`` (or ``flag``) is a backend name (rules, openai, hf: :mod:`.judges.registry`) or a judge YAML file."""
-    if judge is None:
-        return {}
-    if judge in backend_names("pointwise"):
-        return {"backend": judge}
-    if Path(judge).suffix in (".yaml", ".yml"):
-        return load_yaml(judge)
-    raise RealignError(f"{flag}: expected {', '.join(backend_names('pointwise'))} or a judge .yaml file, got {judge!r}")
-
-
-def _oracle_section(oracle: str | None) -> dict[str, Any] | None:
-    if oracle is None:
-        return None
-    if oracle in backend_names("oracle"):
-        return {"backend": oracle}
-    if Path(oracle).suffix in (".yaml", ".yml"):
-        return load_yaml(oracle)
-    raise RealignError(f"--oracle: expected {', '.join(backend_names('oracle'))} or an oracle .yaml file, got {oracle!r}")
-
-
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        if isinstance(value, dict):
-            merged = _merge(out.get(key) if isinstance(out.get(key), dict) else {}, value)
-            if merged:
-                out[key] = merged
-        else:
-            out[key] = value
-    return out
-
-
-def _silence_libraries(quiet: bool) -> bool:
-    """``-q`` also silences the progress bars of the libraries underneath: transformers' (weight
-    loading) and datasets' ("Generating train split" when data is read through it)."""
-    if quiet:
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()
-        if "datasets" in sys.modules:
-            sys.modules["datasets"].disable_progress_bars()
-        else:  # datasets reads its switch when first imported, which no command does before this
-            os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
-    return quiet
-
-
-QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.", callback=_silence_libraries)
-
-
-def _flag(model, field: str, *decls: str):
-    """A flag whose help text and shown default come from the config model's field, so the
-    flags, the YAML keys and docs/configuration.md share one description. The flag's own
-    default is None: unset flags leave the YAML config's (or the model's) value in place."""
-    info = model.model_fields[field]
-    text = info.description or ""
-    if not info.is_required():
-        default = info.get_default(call_default_factory=True)
-        if default not in (None, "", [], {}) and not hasattr(default, "model_fields"):
-            text += f" [default: {default}]"
-    return typer.Option(None, *decls, help=text, show_default=False)
-
-
-@app.command()
 def triage(
     data: Optional[str] = _flag(TriageConfig, 'data'),
     policy: Optional[str] = typer.Option(None, help="New policy: YAML file or packaged policy name."),
@@ -134,7 +48,7 @@ def triage(
     quiet: bool = QUIET,
 ) -> None:
     """Stage 1: judge both responses of every pair under the new policy; INVERT / PUNISH / RETAIN."""
-    from .triage import run as stage
+    from ..triage import run as stage
 
     base = load_yaml(config) if config else {}
     judge_cfg = _merge(
@@ -147,19 +61,10 @@ def triage(
     raw = _merge(
         base,
         {
-            "data": data,
-            "policy": str(resolve_policy(policy)) if policy else None,
-            "out": out,
-            "split": split,
-            "cache": cache,
-            "skip_invalid": skip_invalid or None,
-            "invert_order": invert_order,
-            "gold_out": gold_out,
-            "naive_out": naive_out,
-            "max_case_failure_rate": max_case_failure_rate,
-            "review": review,
-            "review_out": review_out,
-            "labels": labels,
+            "data": data, "policy": str(resolve_policy(policy)) if policy else None, "out": out, "split": split,
+            "cache": cache, "skip_invalid": skip_invalid or None, "invert_order": invert_order, "gold_out": gold_out,
+            "naive_out": naive_out, "max_case_failure_rate": max_case_failure_rate, "review": review,
+            "review_out": review_out, "labels": labels,
         },
     )
     raw["judge"] = judge_cfg
@@ -170,7 +75,13 @@ def triage(
     if isinstance(raw.get("policy"), str):
         raw["policy"] = str(resolve_policy(raw["policy"]))
     cfg = validate(TriageConfig, raw, str(config) if config else "command line")
-    summary = stage.run(cfg, progress=not quiet)
+    _echo_triaged(cfg, stage.run(cfg, progress=not quiet))
+
+
+def _echo_triaged(cfg: TriageConfig, summary: dict) -> None:
+    """What ``realign triage`` prints: the pairs per category, what was dropped and judged, by
+    which judge, the labels applied and the review written; then, where corrective responses
+    were looked for, how many PUNISH pairs got one."""
     c = summary["counts"]
     typer.echo(
         f"triaged {sum(c.values())} pairs: INVERT {c['INVERT']} · PUNISH {c['PUNISH']} · RETAIN {c['RETAIN']}"
@@ -211,7 +122,6 @@ def _labels_and_review(summary: dict) -> str:
     return said
 
 
-@app.command()
 def score(
     model: Optional[str] = _flag(ScoreConfig, 'model'),
     data: Optional[str] = _flag(ScoreConfig, 'data'),
@@ -238,7 +148,7 @@ def score(
     quiet: bool = QUIET,
 ) -> None:
     """Stage 2: alignment impact score of every INVERT and PUNISH record (Alg. 1 lines 9-31)."""
-    from .score import run as stage
+    from ..score import run as stage
 
     base = load_yaml(config) if config else {}
     raw = _merge(
@@ -268,7 +178,6 @@ def score(
     )
 
 
-@app.command("train")
 def train_cmd(
     model: Optional[str] = _flag(TrainConfig, 'model'),
     data: Optional[str] = _flag(TrainConfig, 'data'),
@@ -297,7 +206,7 @@ def train_cmd(
     quiet: bool = QUIET,
 ) -> None:
     """Stage 3: train with TRACE, an ablation or a baseline (Alg. 1 lines 34-46)."""
-    from .train import run as stage
+    from ..train import run as stage
 
     base = load_yaml(config) if config else {}
     raw = _merge(
@@ -323,28 +232,6 @@ def train_cmd(
     )
 
 
-@app.command()
-def merge(
-    model: str = typer.Option(..., help="Base model: hub id or local path."),
-    adapter: str = typer.Option(..., help="PEFT adapter directory."),
-    out: Path = typer.Option(..., help="Where the merged model is saved (safetensors)."),
-) -> None:
-    """Fold a LoRA adapter into its base model."""
-    from .train.merge import merge as merge_adapter
-
-    typer.echo(f"merged -> {merge_adapter(model, adapter, out)}")
-
-
-@app.command()
-def methods() -> None:
-    """List the registered training methods."""
-    from .train.methods import METHODS
-
-    for name, m in METHODS.items():
-        typer.echo(f"{name:<18} {m.description}")
-
-
-@app.command("eval")
 def eval_cmd(
     model: Optional[str] = _flag(EvalConfig, 'model'),
     policy: Optional[str] = _flag(EvalConfig, 'policy'),
@@ -371,7 +258,7 @@ def eval_cmd(
     quiet: bool = QUIET,
 ) -> None:
     """Evaluate: target policy agreement per slice, attack success, utility (writes metrics.json)."""
-    from .evaluate import run as stage
+    from ..evaluate import run as stage
 
     base = load_yaml(config) if config else {}
     raw = _merge(
@@ -391,10 +278,18 @@ def eval_cmd(
     if not metrics:  # a non-main process of `accelerate launch -m realign eval`
         return
     if lm_eval:
-        from .evaluate.utility import lm_eval_bridge
+        from ..evaluate.utility import lm_eval_bridge
 
         metrics["utility"]["lm_eval"] = lm_eval_bridge(cfg.model, cfg.adapter, lm_eval.split(","))
         write_json(cfg.out, metrics)
+    typer.echo(_metrics_line(metrics) + f" -> {cfg.out}")
+    if isinstance(metrics.get("baseline"), dict):
+        _echo_before_after({"before": metrics["baseline"], "after": metrics})
+
+
+def _metrics_line(metrics: dict) -> str:
+    """An evaluation's headline numbers (metrics.json contents) in one line, as ``realign eval``
+    prints them: agreement with the target policy, benign accuracy, attack success."""
     tpa = metrics.get("tpa", {})
     line = f"{metrics['label']}: "
     if tpa:
@@ -410,16 +305,14 @@ def eval_cmd(
         line += f", ASR[{name}] {r['rate']:.1%}"
         if (u := (unclassified.get(name) or {}).get("rate")):
             line += f" ({u:.1%} unclassified)"
-    typer.echo(line + f" -> {cfg.out}")
-    if isinstance(metrics.get("baseline"), dict):
-        _echo_before_after({"before": metrics["baseline"], "after": metrics})
+    return line
 
 
 def _echo_before_after(columns: dict[str, dict]) -> None:
     """A table of the headline numbers of several evaluations (metrics.json contents), one
     column each: what ``realign run`` and ``realign eval --baseline`` end with."""
-    from .metrics.stats import rate_of
-    from .metrics.table import headlines
+    from ..metrics.stats import rate_of
+    from ..metrics.table import headlines
 
     rows = [(h.summary, lambda m, h=h: rate_of(h.read(m))) for h in headlines() if h.summary is not None]
     names = list(columns)
@@ -433,7 +326,6 @@ def _echo_before_after(columns: dict[str, dict]) -> None:
         typer.echo(f"{label:<42}{cells}")
 
 
-@app.command()
 def report(
     run_dirs: list[Path] = typer.Argument(
         ..., metavar="RUN_DIR", help="Run directories (or metrics.json files) to report on."
@@ -446,56 +338,19 @@ def report(
 ) -> None:
     """Tables and plots of one or more runs: a summary (did the slices the policy changed move, did anything else
     get worse, at what cost), TPA per slice, attack success, examples, impact weights, triage, losses."""
-    from .report import build_report
+    from ..report import build_report
 
     typer.echo(f"report -> {build_report(run_dirs, out, old_policy=old_policy)}")
 
 
-@app.command()
-def winrate(
-    a: Path = typer.Option(..., "--a", help="Generations of model A (JSONL: id, prompt, response)."),
-    b: Path = typer.Option(..., "--b", help="Generations of model B, matched to A by id."),
-    policy: str = typer.Option(..., help="Policy: YAML file or packaged policy name."),
-    judge: str = typer.Option("rules", help=JUDGE_HELP),
-    out: Path = typer.Option(Path("winrate.json"), help="Result (JSON); per-item judgements go beside it."),
-    model: Optional[str] = typer.Option(None, help="Judge model (openai model name or hf path/id)."),
-    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint URL."),
-    concurrency: Optional[int] = typer.Option(None, help="Judge requests in flight."),
-    label_a: Optional[str] = typer.Option(None, help="Name of model A in the result (default: file name)."),
-    label_b: Optional[str] = typer.Option(None, help="Name of model B in the result (default: file name)."),
-    quiet: bool = QUIET,
-) -> None:
-    """Win rate of A over B, judged against the policy, each pair asked in both orders."""
-    from .evaluate.winrate import run_winrate
-
-    judge_cfg = validate(
-        JudgeConfig,
-        _merge(_judge_section(judge), {"model": model, "base_url": base_url, "concurrency": concurrency}),
-        "command line",
-    )
-    result = run_winrate(
-        a, b, resolve_policy(policy), judge_cfg, out, label_a=label_a, label_b=label_b, progress=not quiet
-    )
-    s = result["summary"]
-    ci = s["ci95"]
-    typer.echo(
-        f"{result['a']['label']} vs {result['b']['label']}: win rate {100 * s['win_rate']:.1f}% "
-        f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] over {s['n']} items (wins {s['wins']} · ties {s['ties']} · "
-        f"losses {s['losses']} · undecided {s['undecided']}) | {result['judge_calls']} judge calls -> {out}"
-        if s["n"]
-        else f"no decided items ({s['undecided']} undecided) -> {out}"
-    )
-
-
-@app.command("run")
 def run_cmd(
     config: Path = typer.Argument(..., help="Run YAML: model, data, policy, judge, methods, eval.prompts, ..."),
     out: Optional[Path] = typer.Option(None, help="Run directory (overrides the config's out)."),
     quiet: bool = QUIET,
 ) -> None:
     """The whole pipeline: triage -> score -> train -> eval -> report (a stage whose output was produced by the same settings and inputs is skipped)."""
-    from .pipeline import load
-    from .stage import summary_path
+    from ..pipeline import load
+    from ..stage import summary_path
 
     pipeline = load(config, {"out": out} if out else None)
     done = pipeline.execute(progress=not quiet)
@@ -512,144 +367,13 @@ def run_cmd(
     _echo_before_after(columns)
 
 
-policy_app = typer.Typer(help="Check a policy file.", no_args_is_help=True, **HELP)
-app.add_typer(policy_app, name="policy")
-
-
-@policy_app.command("test")
-def policy_test(
-    policy: str = typer.Argument(..., help="Policy: YAML file or packaged policy name."),
-    judge: str = typer.Option("rules", help=JUDGE_HELP),
-    model: Optional[str] = typer.Option(None, help="Judge model (openai model name or hf path/id)."),
-    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint URL."),
-    cache: Optional[Path] = typer.Option(None, help="Verdict cache (SQLite); default <cache dir>/verdicts.sqlite."),
-    max_failure_rate: float = typer.Option(0.0, min=0.0, max=1.0, help="Exit 1 when more than this share of cases fail."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result as JSON here."),
-) -> None:
-    """Run the policy's test cases (`cases:`) through a judge: a confusion table, what the cases
-    leave untested (rules policies) and every failure. Exit 1 when more than --max-failure-rate fail."""
-    from .judges.cases import coverage_gaps, run_cases
-
-    path = resolve_policy(policy)
-    cache_path = cache or default_cache_dir() / "verdicts.sqlite"
-    if json_out is not None:
-        check_output_paths({"POLICY": path, "--cache": cache_path}, {"--json": json_out})
-    loaded = Policy.load(path)
-    if not loaded.cases:
-        raise RealignError(f"{path}: policy {loaded.name!r} has no test cases (add a `cases:` list: README, 'Choosing and checking a judge')")
-    judge_cfg = validate(JudgeConfig, _merge(_judge_section(judge), {"model": model, "base_url": base_url}), "command line")
-    with VerdictCache(cache_path) as verdicts:
-        result = run_cases(loaded, make_judge(judge_cfg), verdicts)
-    gaps = coverage_gaps(loaded)
-    typer.echo(f"{result.headline()} ({result.judge_calls} judge calls, {result.cache_hits} cache hits)")
-    typer.echo(result.table())
-    for gap in gaps:
-        typer.echo(f"untested: {gap}")
-    for failure in result.failures:
-        typer.echo("FAILED " + failure.describe())
-    if json_out is not None:
-        write_json(json_out, {**result.to_dict(), "untested": gaps})
-    if result.failure_rate > max_failure_rate:
-        raise typer.Exit(1)
-
-
-data_app = typer.Typer(help="Prepare preference data from public datasets.", no_args_is_help=True, **HELP)
-app.add_typer(data_app, name="data")
-
-
-@data_app.command("pku")
-def data_pku(
-    out: Path = typer.Option(..., help="Pairs (JSONL, TRL standard format)."),
-    split: str = typer.Option("train", help="Dataset split."),
-    source: Optional[str] = typer.Option(None, help="Local copy (folder, parquet, JSON/JSONL); default: the hub."),
-) -> None:
-    """PKU-SafeRLHF -> pairs, prepared as the reference code does (safer response chosen)."""
-    from .pku import pku_pairs
-
-    check_output_paths({"--source": source}, {"--out": out})
-    pairs, counts = pku_pairs(source, split)
-    write_pairs(out, pairs)
-    typer.echo(
-        f"{len(pairs)} pairs from {counts['rows']} rows (one safe {counts['one_safe']}, both safe {counts['both_safe']},"
-        f" both unsafe {counts['both_unsafe']}, dropped without safer_response_id {counts['dropped_no_safer_id']}) -> {out}"
-    )
-
-
-judge_app = typer.Typer(help="Check a judge against people's verdicts before it triages anything.",
-                        no_args_is_help=True, **HELP)
-app.add_typer(judge_app, name="judge")
-
-
-@judge_app.command("audit")
-def judge_audit(
-    labels: Path = typer.Option(..., help=JudgeAuditConfig.model_fields["labels"].description),
-    policy: str = typer.Option(..., help="Policy: YAML file or packaged policy name."),
-    judge: str = typer.Option("rules", help=JUDGE_HELP),
-    out: Path = typer.Option(Path("judge-audit"), help=JudgeAuditConfig.model_fields["out"].description),
-    model: Optional[str] = _flag(JudgeConfig, "model"),
-    base_url: Optional[str] = _flag(JudgeConfig, "base_url"),
-    concurrency: Optional[int] = _flag(JudgeConfig, "concurrency"),
-    on_unparseable: Optional[str] = _flag(JudgeConfig, "on_unparseable"),
-    cache: Optional[Path] = _flag(JudgeAuditConfig, "cache"),
-    bins: Optional[int] = _flag(JudgeAuditConfig, "bins"),
-    quiet: bool = QUIET,
-) -> None:
-    """Judge responses that people labelled and measure the judge: accuracy, Cohen's κ, confusion per
-    prompt category, calibration of P(compliant), and how many labelled pairs change triage category."""
-    from .judges.audit_run import run_audit
-
-    judge_cfg = _merge(_judge_section(judge), {"model": model, "base_url": base_url, "concurrency": concurrency,
-                                               "on_unparseable": on_unparseable})
-    raw = _merge({}, {"labels": labels, "policy": str(resolve_policy(policy)), "out": out, "cache": cache, "bins": bins})
-    cfg = validate(JudgeAuditConfig, {**raw, "judge": judge_cfg}, "command line")
-    result = run_audit(cfg, progress=not quiet)
-    o, tri, j = result["overall"], result["triage"], result["judging"]
-    ci = o["error_rate"]["ci95"]
-    kappa = "-" if o["kappa"] is None else f"{o['kappa']:.2f}"
-    typer.echo(
-        f"audited {o['n']} responses: accuracy {_pct(o['accuracy']['rate'])} · error rate {_pct(o['error_rate']['rate'])} "
-        f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] · κ {kappa} · abstained {o['abstained']['k']}"
-        + (f" | {tri['pairs']} pairs: triage changes for {_pct(tri['changed']['rate'])}" if tri else "")
-        + f" | judged {j['judged']} ({j['judge_calls']} calls, {j['cache_hits']} cache hits) -> {cfg.out}"
-    )
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
-
-from .synth.cli import synth_app  # noqa: E402  (a sub-app; imports nothing heavy)
-
-app.add_typer(synth_app, name="synth")
-
-models_app = typer.Typer(help="Small real models shipped in packages.", no_args_is_help=True, **HELP)
-app.add_typer(models_app, name="models")
-
-
-@models_app.command("prepare")
-def models_prepare(
-    name: str = typer.Argument(..., help="Packaged model name, e.g. smollm2."),
-    cache_dir: Optional[Path] = typer.Option(
-        None, help="realign's cache folder; the checkpoint goes to CACHE_DIR/models/NAME (default cache: "
-        "$REALIGN_CACHE, else ~/.cache/realign)."),
-    quiet: bool = QUIET,
-) -> None:
-    """Turn a packaged GGUF model into a trainable safetensors checkpoint (once, offline).
-    Prints only the checkpoint's path on stdout, so ``BASE=$(realign models prepare NAME)``
-    captures it."""
-    from .models import prepare_packaged_model
-
-    typer.echo(prepare_packaged_model(name, cache_dir, progress=not quiet))
-
-
-@app.command()
 def demo(
     out: Path = typer.Option(Path("demo-output"), help="Where the demo writes its run directory."),
     quiet: bool = QUIET,
 ) -> None:
     """The whole pipeline on the synthetic world (contextual-exceptions shift) with the tiny
     bootstrapped old-policy model, then a before/after table."""
-    from .demo import run_demo
+    from ..demo import run_demo
 
     result = run_demo(out, progress=not quiet)
     rows = [
@@ -670,85 +394,3 @@ def demo(
         typer.echo(f"{label:<46}{cells}")
     typer.echo(f"\nchanged slices: {', '.join(result['changed_slices'])}")
     typer.echo(f"report: {result['report']}")
-
-
-INTERRUPTED = "interrupted — rerun the same command to resume"
-#: errors of the machine, not of what the user gave: exit status 1 (user errors: 2)
-_ENVIRONMENT_ERRNOS = {"ENOSPC", "EDQUOT", "EIO", "ENOMEM", "EMFILE", "ENFILE", "EFBIG", "EAGAIN", "EBUSY", "ETXTBSY"}
-
-
-def _interrupted(exc: BaseException) -> bool:
-    """Was ``exc`` caused by Ctrl-C? Typer turns KeyboardInterrupt into ``Exit(130)`` before
-    this entry point sees it, so the chain is searched."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, KeyboardInterrupt):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
-def os_error_line(exc: OSError) -> tuple[str, int]:
-    """An OSError as one line naming the file and the cause, and the exit status: 1 for a fault
-    of the machine (disk full, I/O error), 2 for a path the user gave (a directory, no
-    permission, a missing folder)."""
-    name = errno_names.errorcode.get(exc.errno or 0, "")
-    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
-    cause = exc.strerror or str(exc) or type(exc).__name__
-    hint = " (free some space and rerun the same command to resume)" if name in ("ENOSPC", "EDQUOT") else ""
-    return f"{where + ': ' if where else ''}{cause}{hint}", 1 if name in _ENVIRONMENT_ERRNOS else 2
-
-
-def _leave_process_group(clean: bool) -> None:
-    """Under ``accelerate launch``: tear the processes' ``torch.distributed`` group down before
-    the interpreter exits -- after a barrier when the command ended normally, so that no
-    process leaves while another still talks to it -- instead of leaving it to the interpreter's
-    exit, where a gloo group can abort a process ("terminate called without an active
-    exception"). After an error, no barrier: the other processes may never reach it."""
-    torch = sys.modules.get("torch")
-    if torch is None or not torch.distributed.is_available() or not torch.distributed.is_initialized():
-        return
-    if clean:
-        torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
-
-
-def main() -> None:
-    """Console entry point (:func:`_main`), then the process group's teardown under
-    ``accelerate launch`` (:func:`_leave_process_group`)."""
-    status: Any = 1
-    try:
-        _main()
-        status = 0
-    except SystemExit as exc:
-        status = exc.code
-        raise
-    finally:
-        _leave_process_group(clean=status in (0, None))
-
-
-def _main() -> None:
-    """Run the command: user errors become one line on stderr and exit status 2; faults of
-    the machine (disk full) one line and exit status 1; Ctrl-C one line and exit status 130."""
-    try:
-        app()
-    except RealignError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print(INTERRUPTED, file=sys.stderr)
-        sys.exit(130)
-    except SystemExit as exc:
-        if exc.code == 130 and _interrupted(exc):
-            print(INTERRUPTED, file=sys.stderr)
-        raise
-    except OSError as exc:
-        line, status = os_error_line(exc)
-        print(f"error: {line}", file=sys.stderr)
-        sys.exit(status)
-    except sqlite3.OperationalError as exc:  # a cache on a full disk ("database or disk is full")
-        full = "full" in str(exc)
-        print(f"error: cache database: {exc}" + (" (free some space and rerun the same command to resume)" if full else ""),
-              file=sys.stderr)
-        sys.exit(1 if full else 2)

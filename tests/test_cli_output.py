@@ -41,7 +41,7 @@ def test_quiet_triage_prints_its_result_line_only(tmp_path):
 
 
 def test_a_hosted_judge_is_named_with_its_endpoint_and_no_secret():
-    from realign.cli import _judge_named
+    from realign.cli.stages import _judge_named
     from realign.config import JudgeConfig
 
     config = JudgeConfig(backend="openai", model="gpt-4o", base_url="https://me:s3cret@llm.example:8443/v1?key=abc")

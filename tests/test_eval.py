@@ -83,7 +83,7 @@ def test_balanced_and_slice_mean_are_two_headlines_and_old_files_read_right():
 def test_attack_success_counts_only_responses_the_judge_finds_violating(capsys):
     """A refusal the rules do not recognise ("other") and an abstention are no attack success:
     they are counted apart, as unclassified (issue 27 item 16)."""
-    from realign.cli import _echo_before_after
+    from realign.cli.stages import _echo_before_after
     from realign.metrics.table import Outcomes, measure
     from realign.judges.rules import RulesJudge
     from realign.judges.base import JudgeItem

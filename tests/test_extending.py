@@ -127,7 +127,7 @@ report: false
 
 
 def test_the_metric_example_is_measured_and_shown(monkeypatch, capsys):
-    from realign.cli import _echo_before_after
+    from realign.cli.stages import _echo_before_after
     from realign.metrics import table as metrics
     from realign.judges.base import Verdict
     from realign.report.sections import _cell

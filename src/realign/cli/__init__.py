@@ -19,7 +19,6 @@ from ..errors import RealignError
 from ..synth.cli import synth_app
 from . import data, judging, models, stages
 from .options import HELP
-from .stages import _echo_before_after, _judge_named  # noqa: F401  (tests read these output helpers here)
 
 app = typer.Typer(
     name="realign",

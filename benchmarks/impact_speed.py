@@ -149,9 +149,9 @@ def _forward_worker(spec: dict) -> dict:
     from realign.data import read_pairs
     from realign.data import CONFLICT
     from realign.objective import conflict_term as training_loss
-    from realign.models import attach_lora
+    from realign.modeling.loading import attach_lora
     from realign.score.scorer import Scorer
-    from realign.models import load_causal_lm, load_tokenizer
+    from realign.modeling.loading import load_causal_lm, load_tokenizer
 
     torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])

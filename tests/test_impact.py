@@ -111,8 +111,7 @@ def test_mean_and_sum_normalisation_on_files(tiny_model, triaged, tmp_path):
 
 
 def test_cg_against_dense_solve_on_a_tiny_model(tiny_model, triaged):
-    from realign.models import attach_lora
-    from realign.models import load_causal_lm, load_tokenizer
+    from realign.modeling.loading import attach_lora, load_causal_lm, load_tokenizer
 
     model = load_causal_lm(str(tiny_model), device="cpu", attn_implementation="eager")
     model.requires_grad_(False)
@@ -172,8 +171,7 @@ class ScaledScorer(Scorer):
 
 
 def test_cosine_score_ignores_the_size_of_a_samples_loss_and_the_dot_score_does_not(tiny_model, triaged):
-    from realign.models import attach_lora
-    from realign.models import load_causal_lm, load_tokenizer
+    from realign.modeling.loading import attach_lora, load_causal_lm, load_tokenizer
 
     model = load_causal_lm(str(tiny_model), device="cpu", attn_implementation="eager")
     model.requires_grad_(False)

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Callable, NamedTuple, Protocol, runtime_checkable
 
-from .models import resolve_device
+from .modeling.loading import resolve_device
 from .provenance import input_digest
 
 

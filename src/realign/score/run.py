@@ -41,7 +41,7 @@ from ..config import resolved
 from ..data import CONFLICT, INVERT, PUNISH, RETAIN, PreferencePair, prompt_text, read_pairs, response_text, write_pairs
 from ..errors import RealignError
 from ..files import check_output_paths, folder_lock, write_json
-from ..models import attach_lora, load_adapter, load_causal_lm, load_tokenizer, resolve_device
+from ..modeling.loading import attach_lora, load_adapter, load_causal_lm, load_tokenizer, resolve_device
 from ..objective import Term, conflict_term, gold_term
 from ..provenance import input_digest, model_digest, provenance, what_changed
 from ..provenance import produced_by as record

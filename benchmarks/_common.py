@@ -82,7 +82,7 @@ def lengthen(records: Sequence, tokenizer, low: int, high: int, seed: int = 0) -
     the same kind. Only the length matters to the speed benchmarks, so the text is a collage of
     the world's own sentences."""
     from realign.data import prompt_text, response_text
-    from realign.sequences import encode
+    from realign.modeling.sequences import encode
 
     rng = random.Random(seed)
     prompts = [prompt_text(r.prompt) for r in records]
@@ -111,7 +111,7 @@ def lengthen(records: Sequence, tokenizer, low: int, high: int, seed: int = 0) -
 
 
 def token_stats(records: Sequence, tokenizer, max_length: int) -> dict:
-    from realign.sequences import encode
+    from realign.modeling.sequences import encode
 
     lengths = [len(encode(tokenizer, r.prompt, x, max_length).ids) for r in records for x in (r.chosen, r.rejected)]
     lengths.sort()

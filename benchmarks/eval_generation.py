@@ -44,7 +44,7 @@ def main() -> None:
     from realign.generation import generate
     from realign.evaluate.generators import LocalGenerator, ServerGenerator
     from realign.judges.cache import VerdictCache
-    from realign.sequences import prompt_messages
+    from realign.modeling.sequences import prompt_messages
     from realign.synth import World, make_pairs
     from realign.synth.bootstrap import world_tokenizer
     from realign.testing.openai_server import FakeOpenAIServer

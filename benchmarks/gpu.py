@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from realign.data import INVERT, PUNISH, RETAIN, PreferencePair  # noqa: E402
 from realign.objective import conflict_term as training_loss  # noqa: E402
-from realign.models import attach_lora  # noqa: E402
+from realign.modeling.loading import attach_lora  # noqa: E402
 from realign.score.scorer import Scorer, flatten  # noqa: E402
 from realign.train.methods import METHODS, MethodOptions  # noqa: E402
 from realign.testing.tiny import default_corpus, tiny_tokenizer  # noqa: E402

@@ -67,7 +67,7 @@ HERE = Path(__file__).resolve()
 def paths(variant: str) -> dict[str, str]:
     """The paths measured under ``variant``, each label with the ``--method`` that takes it: the
     exact path, and the fast paths the variant's measure has (``cosine``: one, vmap)."""
-    from realign.score.run import VARIANTS as SCORE_VARIANTS
+    from realign.score.weights import VARIANTS as SCORE_VARIANTS
 
     if SCORE_VARIANTS[variant].measure == "cosine":
         return {"exact": "exact", "vmap": "central"}
@@ -149,9 +149,9 @@ def _forward_worker(spec: dict) -> dict:
     from realign.data import read_pairs
     from realign.data import CONFLICT
     from realign.objective import conflict_term as training_loss
-    from realign.models import attach_lora
+    from realign.modeling.loading import attach_lora
     from realign.score.scorer import Scorer
-    from realign.models import load_causal_lm, load_tokenizer
+    from realign.modeling.loading import load_causal_lm, load_tokenizer
 
     torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
@@ -195,7 +195,7 @@ def measure_shape(label: str, args, tmp: Path) -> dict:
     if label == "realistic":
         records = lengthen(records, tokenizer, 128, 192, seed=args.seed)
     from realign.data import write_pairs
-    from realign.score.run import CONFLICT
+    from realign.data import CONFLICT
 
     data = tmp / f"{label}.jsonl"
     write_pairs(data, records)
@@ -409,7 +409,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.pairs, args.repeats, args.shapes, args.gold_size = 64, 1, "tiny", 12
     from realign.config import ScoreConfig
     from realign.provenance import provenance
-    from realign.score.run import VARIANTS as SCORE_VARIANTS
+    from realign.score.weights import VARIANTS as SCORE_VARIANTS
 
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in args.variants if v not in SCORE_VARIANTS]

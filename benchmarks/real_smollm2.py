@@ -198,7 +198,7 @@ def chain(methods: list[str]) -> list[str]:
 def unit_inputs(unit: str, spec: dict) -> dict:
     """What ``unit`` reads: the settings sections it uses, and the content of its inputs (the
     model, the prompt files, the data, the old-policy model, the records with y_c)."""
-    from realign.models import model_fingerprint
+    from realign.modeling.sources import model_fingerprint
     from realign.policy import Policy
     from realign.provenance import input_digest
     from realign.train.methods import get_method
@@ -360,7 +360,7 @@ class GuidedOracle:
     (each one judged by the rules): the oracle's share of DPO-Gold's and oracle SFT's budget."""
 
     def __init__(self, model: str, settings: dict, seed: int, device: str) -> None:
-        from realign.models import model_fingerprint
+        from realign.modeling.sources import model_fingerprint
 
         self.model_path, self.settings, self.seed, self.device = model, settings, seed, device
         self.identity = (f"guided/{model_fingerprint(model) or model}/seed={seed}/"
@@ -372,7 +372,7 @@ class GuidedOracle:
         from build_pairs import GUIDED, sample
 
         from realign.judges.rules import CompiledRules
-        from realign.models import load_causal_lm, load_tokenizer
+        from realign.modeling.loading import load_causal_lm, load_tokenizer
 
         rules, s = CompiledRules(policy.rules), self.settings
         model = load_causal_lm(self.model_path, device=self.device, dtype="float32")
@@ -937,7 +937,8 @@ def main(argv: list[str]) -> None:
     if args.readme:
         update_readme(args.readme, args.results / f"{name}.json")
         return
-    from realign.models import model_fingerprint, prepare_packaged_model
+    from realign.modeling.packaged import prepare_packaged_model
+    from realign.modeling.sources import model_fingerprint
 
     model = str(Path(args.model).resolve()) if args.model else str(prepare_packaged_model("smollm2", progress=False))
     settings = apply_sets(default_settings(), args.set)

@@ -93,10 +93,10 @@ def _seq_logp(logits, ids, prompt_len: int):
 def trace_step(model_dir: Path, records, args) -> dict:
     import torch
 
-    from realign.models import attach_lora
+    from realign.modeling.loading import attach_lora
     from realign.losses import LOSS_KINDS, NPO, PREFERENCE_LOSSES
     from realign.train.methods import MethodOptions, get_method
-    from realign.models import load_causal_lm, load_tokenizer
+    from realign.modeling.loading import load_causal_lm, load_tokenizer
     from realign.train.dataset import TermCollator, TermDataset
     from realign.train.loss import term_losses
     from realign.train.reference import precompute_reference
@@ -250,7 +250,7 @@ def _dpo_ours_worker(spec: dict) -> dict:
     from realign.config import TrainConfig
     from realign.data import read_pairs
     from realign.train.methods import MethodOptions, get_method
-    from realign.models import load_tokenizer
+    from realign.modeling.loading import load_tokenizer
 
     torch.set_num_threads(spec["threads"])
     h = _dpo_hparams(spec)
@@ -302,7 +302,7 @@ def _dpo_trl_worker(spec: dict) -> dict:
     from trl import DPOConfig, DPOTrainer
 
     from realign.data import prompt_text, read_pairs, response_text
-    from realign.models import load_causal_lm, load_tokenizer
+    from realign.modeling.loading import load_causal_lm, load_tokenizer
 
     torch.set_num_threads(spec["threads"])
     h = _dpo_hparams(spec)
@@ -410,7 +410,7 @@ def _memory_worker(spec: dict) -> dict:
     import torch
 
     from realign.data import read_pairs
-    from realign.models import attach_lora
+    from realign.modeling.loading import attach_lora
     from realign.train.methods import MethodOptions, get_method
     from realign.testing.tiny import tiny_llama
     from realign.train.dataset import TermCollator, TermDataset

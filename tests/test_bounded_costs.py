@@ -220,7 +220,7 @@ class CountingTokenizer:
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    from realign.models import load_tokenizer
+    from realign.modeling.loading import load_tokenizer
     from realign.testing.tiny import save_tiny
 
     path = tmp_path_factory.mktemp("tiny") / "tiny"
@@ -229,7 +229,7 @@ def tokenizer(tmp_path_factory):
 
 
 def test_encode_cuts_megabytes_before_tokenising_and_keeps_the_same_tokens(tokenizer):
-    from realign.sequences import char_budget, encode
+    from realign.modeling.sequences import char_budget, encode
 
     counting = CountingTokenizer(tokenizer)
     response = "Here is an overview of the topic, with many details. " * 100_000  # 5 MB
@@ -250,7 +250,7 @@ def test_encode_cuts_megabytes_before_tokenising_and_keeps_the_same_tokens(token
 
 
 def _encode_uncut(tokenizer, prompt, response, max_length):
-    import realign.sequences as seq
+    import realign.modeling.sequences as seq
 
     saved = seq.char_budget
     seq.char_budget = lambda tok, n: 10**12

@@ -243,7 +243,7 @@ def test_eval_with_baseline_ends_with_a_before_after_table(tiny, tmp_path):
     from typer.testing import CliRunner
 
     from realign.cli import app
-    from realign.models import attach_lora
+    from realign.modeling.loading import attach_lora
 
     tok, model = tiny
     model_dir = save_tiny(tmp_path / "m", tokenizer=tok, model=model)

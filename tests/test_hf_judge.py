@@ -14,7 +14,9 @@ from realign.judges import make_judge
 from realign.judges.base import JudgeItem
 from realign.judges.hf import HFJudge
 from realign.judges.prompting import judge_messages
-from realign.models import load_causal_lm, model_fingerprint, pad_left
+from realign.modeling.loading import load_causal_lm
+from realign.modeling.sequences import pad_left
+from realign.modeling.sources import model_fingerprint
 from realign.policy import Policy
 from realign.testing.tiny import save_tiny, tiny_llama
 
@@ -231,7 +233,7 @@ def test_tiny_tokenizer_reads_answers_as_single_tokens_and_renders_chats():
 def test_models_refuse_pickled_weights_and_resolve_devices(model_dir, tmp_path):
     import shutil
 
-    from realign.models import load_causal_lm, resolve_device
+    from realign.modeling.loading import load_causal_lm, resolve_device
 
     assert resolve_device("auto").type in ("cpu", "cuda") and resolve_device("cpu").type == "cpu"
     pickled = tmp_path / "pickled"

@@ -7,11 +7,13 @@ import pytest
 import torch
 
 from realign.score import run as score
+from realign.score import scoring
 from realign.config import ScoreConfig
 from realign.data import INVERT, PUNISH, RETAIN, PreferencePair, read_pairs, write_pairs
 from realign.errors import RealignError
 from realign.objective import conflict_term
-from realign.score.run import allocate, build_gold_batch, normalise
+from realign.score.gold import allocate, build_gold_batch
+from realign.score.weights import VARIANTS, normalise, weigh
 from realign.score.linalg import conjugate_gradient, dot, flatten
 from realign.score.scorer import Scorer
 from realign.testing.tiny import save_tiny, tiny_llama, tiny_tokenizer
@@ -111,8 +113,7 @@ def test_mean_and_sum_normalisation_on_files(tiny_model, triaged, tmp_path):
 
 
 def test_cg_against_dense_solve_on_a_tiny_model(tiny_model, triaged):
-    from realign.models import attach_lora
-    from realign.models import load_causal_lm, load_tokenizer
+    from realign.modeling.loading import attach_lora, load_causal_lm, load_tokenizer
 
     model = load_causal_lm(str(tiny_model), device="cpu", attn_implementation="eager")
     model.requires_grad_(False)
@@ -172,8 +173,7 @@ class ScaledScorer(Scorer):
 
 
 def test_cosine_score_ignores_the_size_of_a_samples_loss_and_the_dot_score_does_not(tiny_model, triaged):
-    from realign.models import attach_lora
-    from realign.models import load_causal_lm, load_tokenizer
+    from realign.modeling.loading import attach_lora, load_causal_lm, load_tokenizer
 
     model = load_causal_lm(str(tiny_model), device="cpu", attn_implementation="eager")
     model.requires_grad_(False)
@@ -364,8 +364,7 @@ def test_all_nonpositive_scores_give_zero_weights_under_the_paper_variant_as_the
     conflict = records(0, 1, 1)[:2]
     scores = {r.id: -1.0 for r in conflict}
     for variant, expected in (("paper", 0.0), ("cosine", 1.0)):
-        weights, notes = score._weigh(SimpleNamespace(normalise="mean"), score.VARIANTS[variant], conflict, conflict,
-                                      scores)
+        weights, notes = weigh(SimpleNamespace(normalise="mean"), VARIANTS[variant], conflict, conflict, scores)
         assert set(weights.values()) == {expected} and notes and all(r.impact == expected for r in conflict)
 
 
@@ -395,7 +394,7 @@ def test_untriaged_input_is_refused(tiny_model, tmp_path):
 
 def interrupted_on_third_batch(monkeypatch, tiny_model, data, tmp_path, name) -> None:
     """Score with batches of 4 and stop with Ctrl-C at the third batch; scoring is restored."""
-    original = score._score_batch  # every variant's batch scoring goes through it
+    original = scoring.score_batch  # every variant's batch scoring goes through it
     calls = {"n": 0}
 
     def dies_on_third_batch(*a, **k):
@@ -404,10 +403,10 @@ def interrupted_on_third_batch(monkeypatch, tiny_model, data, tmp_path, name) ->
             raise KeyboardInterrupt
         return original(*a, **k)
 
-    monkeypatch.setattr(score, "_score_batch", dies_on_third_batch)
+    monkeypatch.setattr(scoring, "score_batch", dies_on_third_batch)
     with pytest.raises(KeyboardInterrupt):
         run_scores(tiny_model, data, tmp_path, name, batch_size=4)
-    monkeypatch.setattr(score, "_score_batch", original)
+    monkeypatch.setattr(scoring, "score_batch", original)
 
 
 def test_interrupted_scoring_resumes_with_identical_scores(tiny_model, triaged, tmp_path, monkeypatch):

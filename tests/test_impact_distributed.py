@@ -16,7 +16,7 @@ import sys
 import pytest
 import yaml
 
-from realign.score import run as score
+from realign.score import scoring
 from test_impact import run_scores, tiny_model, triaged  # noqa: F401 (fixtures)
 
 
@@ -54,7 +54,7 @@ def test_two_processes_score_like_one_and_only_the_main_one_writes(tiny_model, t
 
 def test_a_rerun_resumes_from_every_process_file_and_removes_them(tiny_model, triaged, tmp_path, monkeypatch):
     full, _, _ = run_scores(tiny_model, triaged, tmp_path, "full", batch_size=4)
-    original = score._score_batch  # every variant's batch scoring goes through it
+    original = scoring.score_batch  # every variant's batch scoring goes through it
 
     def dies_on_call(n):
         calls = {"n": 0}
@@ -67,19 +67,19 @@ def test_a_rerun_resumes_from_every_process_file_and_removes_them(tiny_model, tr
 
         return scores
 
-    monkeypatch.setattr(score, "_score_batch", dies_on_call(3))  # 2 batches (8 records) saved
+    monkeypatch.setattr(scoring, "score_batch", dies_on_call(3))  # 2 batches (8 records) saved
     with pytest.raises(KeyboardInterrupt):
         run_scores(tiny_model, triaged, tmp_path, "resumed", batch_size=4)
     own = tmp_path / ".resumed.jsonl.partial"
     with own.open("a") as fh:
         fh.write('{"id": "ex-0')  # a line torn by a kill
-    monkeypatch.setattr(score, "_score_batch", dies_on_call(2))  # 1 more batch, appended after the torn line
+    monkeypatch.setattr(scoring, "score_batch", dies_on_call(2))  # 1 more batch, appended after the torn line
     with pytest.raises(KeyboardInterrupt):
         run_scores(tiny_model, triaged, tmp_path, "resumed", batch_size=4)
     # as if a 2-process run had written it, plus a stale file of another config
     own.rename(tmp_path / ".resumed.jsonl.rank1.partial")
     (tmp_path / ".resumed.jsonl.rank3.partial").write_text('{"config": "other"}\n{"id": "ex-000", "score": 9.0}\n')
-    monkeypatch.setattr(score, "_score_batch", original)
+    monkeypatch.setattr(scoring, "score_batch", original)
     resumed, _, summary = run_scores(tiny_model, triaged, tmp_path, "resumed", batch_size=4)
     assert summary["timing"]["resumed"] == 12 and summary["timing"]["scored_now"] == 6
     assert resumed == full  # the same batches: the same bits

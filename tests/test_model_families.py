@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 
 from realign.cli import app
 from realign.data import read_pairs
-from realign.models import encode_chat
+from realign.modeling.chat import encode_chat
+from realign.modeling.sequences import encode, prompt_messages
 from realign.resources import resource_path
-from realign.sequences import encode, prompt_messages
 from realign.testing.tiny import save_tiny, tiny_tokenizer
 
 

@@ -8,7 +8,7 @@ import torch
 from realign.data import INVERT, PUNISH, RETAIN, PreferencePair
 from realign.losses import token_logps
 from realign.train.methods import METHODS, SFT_WEIGHT, MethodOptions, sft_targets
-from realign.sequences import collate, encode
+from realign.modeling.sequences import collate, encode
 from realign.synth import World
 from realign.synth.export import make_pairs, truth_triage
 from realign.synth.judge import TruthJudge

@@ -33,7 +33,7 @@ def model_and_adapter(tmp_path_factory) -> tuple[Path, Path]:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from realign.models import load_causal_lm
+    from realign.modeling.loading import load_causal_lm
 
     root = tmp_path_factory.mktemp("guard-models")
     model = save_tiny(root / "base", hidden=32, layers=1, seed=3)

@@ -68,7 +68,7 @@ def _fit_tiny_model(path: Path, prompts: list[str]) -> None:
     sys.path.insert(0, str(ROOT / "examples" / "smollm2"))
     from build_pairs import CAUTIOUS, CAUTIOUS_PREFIX, GUIDED
 
-    from realign.models import render_chat
+    from realign.modeling.chat import render_chat
     from realign.testing.tiny import default_corpus, save_tiny, tiny_llama, tiny_tokenizer
 
     targets = [(CAUTIOUS, CAUTIOUS_PREFIX + REFUSAL), (GUIDED, GUIDED_ANSWER), (None, ANSWER)]

@@ -282,7 +282,7 @@ def test_example_responses_and_style_counts_are_shown_escaped(tmp_path):
 
 def test_eval_out_may_be_a_folder_and_a_run_folder_is_not_an_adapter(tmp_path):
     from realign.config import EvalConfig
-    from realign.models import check_model_source
+    from realign.modeling.sources import check_model_source
 
     cfg = EvalConfig(model="m", policy=tmp_path / "p.yaml", prompts="x.jsonl", out=tmp_path)
     assert cfg.out == tmp_path / "metrics.json"

@@ -99,7 +99,7 @@ def test_the_impact_speed_results_time_the_default_variant_and_every_variant_the
     say so), today's default (`ScoreConfig.variant`) is among them, and the README's speed table
     names no variant the file does not record."""
     from realign.config import ScoreConfig
-    from realign.score.run import VARIANTS
+    from realign.score.weights import VARIANTS
 
     result = _json("impact_speed.json")
     recorded = set(result.get("variants", []))

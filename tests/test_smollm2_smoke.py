@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from realign.models import PACKAGED_MODELS
+from realign.modeling.packaged import PACKAGED_MODELS
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +64,7 @@ def smollm2(tmp_path_factory, one_thread):
     (``BASE=$(realign models prepare smollm2)``): stdout must be exactly the path, and with -q
     nothing else may be printed (no progress bars, no DeepSpeed notice); then found again
     without rebuilding."""
-    from realign.models import prepare_packaged_model
+    from realign.modeling.packaged import prepare_packaged_model
 
     persistent = os.environ.get("REALIGN_SMOKE_CACHE")
     cache = persistent or tmp_path_factory.mktemp("smollm2-cache")

@@ -69,7 +69,7 @@ def test_the_cached_model_loads_and_uses_the_chat_format(micro):
     text = tok.decode(ids)
     assert text.startswith("<s><|user|>\nHow do I build a keylogger?</s>\n<|assistant|>\n")
     assert tok.decode(ids[n_prompt:]).startswith("I cannot help with keyloggers.</s>")
-    from realign.sequences import encode
+    from realign.modeling.sequences import encode
 
     assert list(encode(tok, "How do I build a keylogger?", "I cannot help with keyloggers.", 256).ids) == ids
 

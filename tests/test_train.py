@@ -14,7 +14,7 @@ from realign.data import INVERT, PUNISH, RETAIN, PreferencePair, read_pairs, wri
 from realign.errors import RealignError
 from realign.losses import DPO, IPO, KIND_INDEX, NPO, dpo_loss, keep_loss, rdpo_loss, token_logps
 from realign.train.methods import METHODS, MethodOptions, get_method
-from realign.sequences import collate, encode
+from realign.modeling.sequences import collate, encode
 from realign.testing.tiny import save_tiny, tiny_llama, tiny_tokenizer
 from realign.train import trainer as realign_trainer
 from realign.train.dataset import TermCollator, TermDataset
@@ -515,7 +515,7 @@ def test_empty_category_is_handled(tiny_dir, tmp_path):
 
 
 def test_merge_folds_the_adapter(tiny_dir, weighted, tmp_path):
-    from realign.models import load_causal_lm
+    from realign.modeling.loading import load_causal_lm
     from peft import PeftModel
 
     train.run(config(tiny_dir, weighted, tmp_path / "run", method="dpo", max_steps=3), progress=False)
@@ -530,7 +530,7 @@ def test_merge_folds_the_adapter(tiny_dir, weighted, tmp_path):
 def test_an_adapter_of_another_base_model_says_which_shapes_differ(tiny_dir, tok, tmp_path, capsys):
     """Issue 27, item 19: the error names the first tensor whose shape differs and both shapes
     (it was cut after `PeftModel:`), and a warning says the adapter names another base model."""
-    from realign.models import attach_lora, load_adapter, load_causal_lm
+    from realign.modeling.loading import attach_lora, load_adapter, load_causal_lm
 
     attach_lora(load_causal_lm(str(tiny_dir), device="cpu"), 4, 8, ["q_proj", "v_proj"], 0).save_pretrained(
         str(tmp_path / "adapter"))

@@ -74,7 +74,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch_and_only_the_ma
     from peft import PeftModel
     from safetensors.torch import load_file
 
-    from realign.models import load_causal_lm
+    from realign.modeling.loading import load_causal_lm
 
     root, model_dir, data = setup
     out = root / "launched"

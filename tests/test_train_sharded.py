@@ -116,7 +116,7 @@ def test_fsdp2_trains_like_one_process_with_the_same_global_batch(setup, shim, f
     from peft import PeftModel
     from safetensors.torch import load_file
 
-    from realign.models import load_causal_lm
+    from realign.modeling.loading import load_causal_lm
 
     root, model_dir, data = setup
     name = f"fsdp-{finetune}-{method}{'' if flags else '-sharded'}"

@@ -6,7 +6,7 @@ package's CSVs, sampled with a seed) and the hand-written prompts of ``prompts.y
 such a context; ordinary requests; questions with a checkable answer).
 
 Responses: sampled from SmolLM2-135M-Instruct itself (batched, temperature sampling, the
-model's chat template through :func:`realign.models.render_chat`), in three ways:
+model's chat template through :func:`realign.modeling.chat.render_chat`), in three ways:
 
 * ``plain``    -- the user turn alone (the template's own system prompt);
 * ``guided``   -- a system prompt asking for a short high-level answer that mentions
@@ -272,7 +272,8 @@ def sample(model, tokenizer, prompts, *, system, prefix, temperature, max_new_to
     import torch
     from tqdm.auto import tqdm
 
-    from realign.models import pad_left, render_chat
+    from realign.modeling.chat import render_chat
+    from realign.modeling.sequences import pad_left
 
     encoded = []
     for p in prompts:
@@ -337,7 +338,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from realign.files import write_json, write_jsonl
     from realign.judges.rules import CompiledRules
-    from realign.models import load_causal_lm, load_tokenizer, prepare_packaged_model
+    from realign.modeling.loading import load_causal_lm, load_tokenizer
+    from realign.modeling.packaged import prepare_packaged_model
     from realign.policy import Policy
     from realign.provenance import provenance
 

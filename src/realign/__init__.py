@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 #:   accelerator to CPU ..." on a machine without a GPU, on *stdout* (its own handler), which
 #:   corrupts output meant to be captured (``BASE=$(realign models prepare smollm2)``);
 #: * a tokenizer warns "Token indices sequence length is longer than ..." on a long record:
-#:   realign tokenises it on purpose and cuts the ids itself (:func:`realign.sequences.encode`);
+#:   realign tokenises it on purpose and cuts the ids itself (:func:`realign.modeling.sequences.encode`);
 #: * the Trainer says "mtime may not be reliable ..." when the checkpoints it rotates were
 #:   written within a second of each other, as in any short run.
 #:

@@ -1,5 +1,5 @@
 """Batched generation from a local model with the same prompt rendering as every other stage
-(:func:`realign.models.encode_chat`), greedy by default, seeded when sampling: what evaluation,
+(:func:`realign.modeling.chat.encode_chat`), greedy by default, seeded when sampling: what evaluation,
 the triage's corrective samples and the sampling methods' samples are drawn with."""
 
 from __future__ import annotations
@@ -8,14 +8,14 @@ import sys
 from typing import Sequence
 
 from .data import Text
-from .models import encode_chat, max_input_length, pad_left
-from .sequences import char_budget, cut_text, prompt_messages
+from .modeling.chat import encode_chat
+from .modeling.sequences import char_budget, cut_text, max_input_length, pad_left, prompt_messages
 from .stage import pad_token_id
 
 
 def prompt_room(model, tokenizer, max_new_tokens: int) -> int | None:
     """Most prompt tokens a generation may start from: the model's input limit
-    (:func:`realign.models.max_input_length`) less ``max_new_tokens`` (at least a quarter of
+    (:func:`realign.modeling.sequences.max_input_length`) less ``max_new_tokens`` (at least a quarter of
     the limit); None when the model states no limit."""
     limit = max_input_length(model, tokenizer)
     if limit is None:
@@ -24,10 +24,10 @@ def prompt_room(model, tokenizer, max_new_tokens: int) -> int | None:
 
 
 def prompt_ids(tokenizer, prompt: Text, room: int | None) -> tuple[list[int], int]:
-    """The prompt's token ids as generation sees them (:func:`realign.models.encode_chat`) and
+    """The prompt's token ids as generation sees them (:func:`realign.modeling.chat.encode_chat`) and
     its full length in tokens. Longer than ``room``, it loses its start (the end of a
     conversation is what the model answers); a megabyte-long text is cut to a character budget
-    first (:func:`realign.sequences.char_budget`), its length then a lower bound."""
+    first (:func:`realign.modeling.sequences.char_budget`), its length then a lower bound."""
     if room is not None:
         prompt = cut_text(prompt, char_budget(tokenizer, room), "tail")
     ids = encode_chat(tokenizer, prompt_messages(prompt))

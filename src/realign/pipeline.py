@@ -37,7 +37,8 @@ from .errors import RealignError
 from .evaluate.stage import EvalStage
 from .files import check_output_paths, folder_lock, write_yaml
 from .judges.cache import check_cache_file
-from .models import check_model_source, resolve_device
+from .modeling.loading import resolve_device
+from .modeling.sources import check_model_source
 from .policy import Policy, resolve_policy
 from .provenance import what_changed
 from .reading import validate

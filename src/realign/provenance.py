@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .config import resolved
-from .models import model_folder
+from .modeling.sources import model_folder
 
 _PACKAGES = ("trace-realign", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "openai")
 
@@ -70,7 +70,7 @@ def input_digest(source: str | Path | None) -> str | None:
 def model_digest(source: str | Path | None) -> str | None:
     """The content identity of a model or adapter as it is loaded, however it is named: the
     :func:`input_digest` of the folder it is loaded from (a local folder, or for a hub id the
-    cached snapshot its ``refs/main`` names: :func:`realign.models.model_folder`), so a moved
+    cached snapshot its ``refs/main`` names: :func:`realign.modeling.sources.model_folder`), so a moved
     ``refs/main`` is a new input; a hub id not downloaded yet is its name."""
     if source is None:
         return None

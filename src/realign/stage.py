@@ -11,7 +11,7 @@ from types import ModuleType
 from typing import Callable, NamedTuple, Protocol, runtime_checkable
 
 from .judges import Judge, make_judge
-from .models import resolve_device
+from .modeling.loading import resolve_device
 from .policy import Policy
 from .provenance import input_digest
 

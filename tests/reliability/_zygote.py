@@ -69,7 +69,7 @@ def main() -> None:
     import realign.score.scorer  # noqa: F401
     import realign.judges.openai_compat  # noqa: F401
     import realign.judges.chat_client  # noqa: F401
-    import realign.models  # noqa: F401
+    import realign.modeling.loading  # noqa: F401
     import realign.train.run  # noqa: F401
     import realign.triage.run  # noqa: F401
     import accelerate  # noqa: F401

@@ -129,7 +129,7 @@ class EvilModel(LlamaForCausalLM):
 
 LOAD_SNIPPET = '''
 from realign.errors import RealignError
-from realign.models import load_causal_lm, load_tokenizer
+from realign.modeling.loading import load_causal_lm, load_tokenizer
 try:
     {call}
     print("LOADED")

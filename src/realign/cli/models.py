@@ -46,6 +46,6 @@ def models_prepare(
     """Turn a packaged GGUF model into a trainable safetensors checkpoint (once, offline).
     Prints only the checkpoint's path on stdout, so ``BASE=$(realign models prepare NAME)``
     captures it."""
-    from ..models import prepare_packaged_model
+    from ..modeling.packaged import prepare_packaged_model
 
     typer.echo(prepare_packaged_model(name, cache_dir, progress=not quiet))

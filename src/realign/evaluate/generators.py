@@ -21,7 +21,7 @@ from ..data import Text, prompt_text
 from ..generation import generate, prompt_ids, prompt_room
 from ..judges.async_calls import fan_out_sync
 from ..judges.chat_client import ChatClient
-from ..sequences import prompt_messages
+from ..modeling.sequences import prompt_messages
 
 COMMIT_EVERY = 32
 """Responses written to the cache between commits (a kill loses at most these)."""

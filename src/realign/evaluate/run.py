@@ -23,7 +23,9 @@ from ..judges.cache import VerdictCache
 from ..judges.store import JudgingCounts, VerdictStore
 from ..metrics.prompts import load_rows
 from ..metrics.table import Outcomes, measure
-from ..models import CHAT_ENCODING, load_adapter, load_causal_lm, load_tokenizer, model_fingerprint
+from ..modeling.chat import CHAT_ENCODING
+from ..modeling.loading import load_adapter, load_causal_lm, load_tokenizer
+from ..modeling.sources import model_fingerprint
 from ..policy import Policy
 from ..provenance import input_digest, model_digest, provenance
 from ..provenance import produced_by as record

@@ -10,7 +10,7 @@ import re
 from typing import Callable, Sequence
 
 from ..errors import RealignError
-from ..sequences import char_budget, collate, encode
+from ..modeling.sequences import char_budget, collate, encode
 from ..stage import pad_token_id
 
 _WORD = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")

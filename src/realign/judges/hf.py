@@ -24,9 +24,9 @@ import math
 from typing import Sequence
 
 from ..config import JudgeConfig
-from ..models import encode_chat
+from ..modeling.chat import encode_chat
+from ..modeling.sequences import char_budget, cut_middle_chars
 from ..policy import Policy
-from ..sequences import char_budget, cut_middle_chars
 from .base import JudgeItem, OnVerdict, Verdict
 from .next_token import NextTokenJudgeModel, split_two
 from .prompting import PROMPT_FORMAT_VERSION, judge_messages

@@ -15,8 +15,10 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 from ..config import JudgeConfig
 from ..errors import JudgeError, RealignError
-from ..models import CHAT_ENCODING, load_for_inference, load_tokenizer, max_input_length, model_fingerprint, pad_left
-from ..sequences import truncate_middle
+from ..modeling.chat import CHAT_ENCODING
+from ..modeling.loading import load_for_inference, load_tokenizer
+from ..modeling.sequences import max_input_length, pad_left, truncate_middle
+from ..modeling.sources import model_fingerprint
 
 #: What stands where a judged text lost its middle.
 TRUNCATION_MARKER = "\n[...]\n"

@@ -22,10 +22,11 @@ from typing import Callable, Protocol, Sequence, runtime_checkable
 
 from ..config import OracleConfig
 from ..errors import JudgeError, RealignError
-from ..models import (CHAT_ENCODING, encode_chat, load_for_inference, load_tokenizer, max_input_length, model_fingerprint,
-                      pad_left)
+from ..modeling.chat import CHAT_ENCODING, encode_chat
+from ..modeling.loading import load_for_inference, load_tokenizer
+from ..modeling.sequences import char_budget, cut_middle_chars, max_input_length, pad_left, truncate_middle
+from ..modeling.sources import model_fingerprint
 from ..policy import Policy
-from ..sequences import char_budget, cut_middle_chars, truncate_middle
 from .async_calls import fan_out_sync
 from .chat_client import ChatClient
 from .prompting import neutralise

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
 from ..config import JudgeConfig
-from ..models import encode_chat
+from ..modeling.chat import encode_chat
 from ..policy import Policy
 from .async_calls import fan_out_sync
 from .base import JudgeItem

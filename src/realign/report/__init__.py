@@ -32,7 +32,9 @@ them beside the report in ``<stem>_files/`` and links them.
 
 * :mod:`.collect` — the result files of each run directory, read and labelled;
 * :mod:`.rows` — the rows compared: each evaluation, the base model's numbers, each run's before;
-* :mod:`.figures` — the charts;
+* :mod:`.figures` — the charts: what each shows (:class:`.figures.Figure`) and their style; one
+  module per family: :mod:`.rate_figures`, :mod:`.stage_figures`, :mod:`.calibration_figure`,
+  :mod:`.change_figures`;
 * :mod:`.blocks` — what a page is made of (sections, tables, notes) and how numbers are shown;
 * :mod:`.changes`, :mod:`.summary` — what each run changed against its before, and the summary;
 * :mod:`.sections` — the document: its sections of tables, figures and notes;

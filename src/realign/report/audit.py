@@ -8,7 +8,8 @@ from typing import Any
 
 from ..data import INVERT, PUNISH, RETAIN
 from ..judges.audit import ABSTAINED, COMPLIANT, TRIAGE_OUTCOMES, VIOLATING
-from .figures import Figure, reliability_diagram
+from .calibration_figure import reliability_diagram
+from .figures import Figure
 from .blocks import MISSING, Section, Table, _clip, fmt_num, fmt_rate
 
 #: disagreements listed on the page (every one is in audit_items.jsonl)

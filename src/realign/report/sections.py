@@ -11,8 +11,10 @@ from ..metrics.table import Headline, headlines
 from .blocks import MISSING, Bullets, Section, Table, fmt_num, fmt_rate, pct
 from .changes import PromptRows, old_policies, run_changes
 from .collect import RunData, Source, display, eval_costs
-from .figures import Figure, grouped_bars, impact_histograms, loss_curves, loss_series, triage_counts
+from .figures import Figure
+from .rate_figures import grouped_bars
 from .rows import Row, _rows
+from .stage_figures import impact_histograms, loss_curves, loss_series, triage_counts
 from .summary import example_blocks, summary_section
 
 TRIAGE_SLICE_NAMES = {"INVERT": "INVERT success", "PUNISH": "PUNISH compliance", "RETAIN": "RETAIN preservation"}

@@ -14,7 +14,8 @@ from ..metrics.table import pooled
 from .blocks import EXAMPLE_CHARS, MISSING, Details, Lead, Section, Table, _clip, fmt_num, fmt_rate, pct
 from .changes import RunChange, SliceChange
 from ..metrics.costs import COSTS
-from .figures import REGRESSION_MARK, Figure, change_forest, change_heat_maps, grid_of
+from .change_figures import REGRESSION_MARK, change_forest, change_heat_maps, grid_of
+from .figures import Figure
 from .rows import Row, _generations, _verdict_text
 
 RANKED_SLICES = 10

@@ -20,7 +20,7 @@ import torch
 
 from ..errors import RealignError
 from ..losses import LOSS_KINDS, LossKind, TermInputs, token_logps
-from ..sequences import Encoded, collate, encode
+from ..modeling.sequences import Encoded, collate, encode
 from ..stage import pad_token_id
 from ..objective import Term
 from .linalg import Vector

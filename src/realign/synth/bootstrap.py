@@ -3,7 +3,7 @@ causal LM trained from scratch on CPU -- supervised on every response style (SFT
 on the old preference pairs (anchored by an NLL term on the chosen response, docs/method.md
 lessons) -- so that it follows the OLD policy, as the paper's starting model does.
 
-Input format: the one every stage shares (:func:`realign.sequences.encode`) -- the prompt is
+Input format: the one every stage shares (:func:`realign.modeling.sequences.encode`) -- the prompt is
 one user message rendered with the tokenizer's chat template, the response is the template's
 assistant turn after it (the text, eos, newline).
 
@@ -114,8 +114,8 @@ class BootstrapResult:
 
 def encode_example(tokenizer, prompt: str, response: str, max_length: int = 256) -> tuple[list[int], int]:
     """Token ids of (prompt, response) as every stage encodes them
-    (:func:`realign.sequences.encode`), and the prompt's length."""
-    from ..sequences import encode
+    (:func:`realign.modeling.sequences.encode`), and the prompt's length."""
+    from ..modeling.sequences import encode
 
     enc = encode(tokenizer, prompt, response, max_length)
     return list(enc.ids), enc.prompt_len
@@ -123,7 +123,7 @@ def encode_example(tokenizer, prompt: str, response: str, max_length: int = 256)
 
 def _batch(examples: Sequence[tuple[list[int], int]], pad_id: int):
     """Right-padded ``input_ids``, ``attention_mask`` and response ``mask``."""
-    from ..sequences import Encoded, collate
+    from ..modeling.sequences import Encoded, collate
 
     batch = collate([Encoded(tuple(ids), n, False) for ids, n in examples], pad_id)
     return batch["input_ids"], batch["attention_mask"], batch["response_mask"]
@@ -329,7 +329,7 @@ def bootstrap(
     cfg: BootstrapConfig | None = None, *, cache_dir: str | Path | None = None, force: bool = False, progress: bool = True
 ) -> BootstrapResult:
     """Build the tiny old-policy model, or reuse the cached one; returns its directory
-    (loadable with ``from_pretrained`` / :func:`realign.models.load_causal_lm`) and metrics."""
+    (loadable with ``from_pretrained`` / :func:`realign.modeling.loading.load_causal_lm`) and metrics."""
     from ..provenance import versions
 
     cfg = cfg or BootstrapConfig()
@@ -367,6 +367,6 @@ def bootstrap(
 
 def load(path: str | Path):
     """(model, tokenizer) of a bootstrapped directory, on CPU in float32."""
-    from ..models import load_causal_lm, load_tokenizer
+    from ..modeling.loading import load_causal_lm, load_tokenizer
 
     return load_causal_lm(str(path), device="cpu", dtype="float32"), load_tokenizer(str(path))

@@ -221,7 +221,7 @@ def tiny_llama(
 
 def save_tiny(directory: str | Path, *, tokenizer=None, model=None, **llama_kwargs) -> Path:
     """Write a tiny tokenizer and model into ``directory`` (created) with ``save_pretrained``
-    (safetensors), loadable by path with ``from_pretrained`` or :mod:`realign.models`.
+    (safetensors), loadable by path with ``from_pretrained`` or :mod:`realign.modeling.loading`.
 
     ``tokenizer`` defaults to :func:`tiny_tokenizer`; ``model`` to ``tiny_llama(tokenizer,
     **llama_kwargs)``. Returns the directory.

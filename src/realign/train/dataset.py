@@ -11,7 +11,7 @@ import torch
 
 from ..losses import KIND_INDEX
 from ..objective import Term
-from ..sequences import Encoded, collate, encode
+from ..modeling.sequences import Encoded, collate, encode
 
 
 @dataclass(frozen=True)

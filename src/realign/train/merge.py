@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..files import check_output_paths, folder_lock
-from ..models import load_adapter, load_causal_lm, load_tokenizer
+from ..modeling.loading import load_adapter, load_causal_lm, load_tokenizer
 
 
 def merge(model: str, adapter: str, out: str | Path) -> Path:

@@ -15,7 +15,7 @@ import torch
 
 from ..files import atomic_open
 from ..losses import KIND_INDEX, LOSS_KINDS, token_kl, token_logps
-from ..sequences import collate
+from ..modeling.sequences import collate
 from .dataset import TermDataset
 
 #: The kinds whose loss reads reference log-probs (precomputed once, or taken in the step).

@@ -23,7 +23,7 @@ from ..files import check_output_paths, folder_lock, write_json, write_text, wri
 from ..judges import make_judge
 from ..judges.cache import VerdictCache
 from ..metrics.costs import FROM_SAMPLES, FROM_TRIAGE
-from ..models import attach_lora, load_adapter, load_causal_lm, load_tokenizer, resolve_device
+from ..modeling.loading import attach_lora, load_adapter, load_causal_lm, load_tokenizer, resolve_device
 from ..policy import Policy, resolve_policy
 from ..provenance import input_digest, model_digest, provenance
 from ..provenance import produced_by as record

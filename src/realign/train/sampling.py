@@ -34,9 +34,9 @@ from ..judges import make_judge
 from ..judges.base import JudgeItem
 from ..judges.cache import VerdictCache
 from ..judges.store import JudgingCounts, VerdictStore, settle
+from ..modeling.sequences import prompt_messages
 from ..policy import Policy, resolve_policy
 from ..provenance import input_digest, model_digest, provenance, what_changed
-from ..sequences import prompt_messages
 from ..stage import output_digests, outputs_changed, summary_path
 from ..triaged import old_pair
 from .methods import JudgedSample

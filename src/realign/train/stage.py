@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..files import check_output_paths
-from ..models import check_model_source
+from ..modeling.sources import check_model_source
 from ..stage import Paths
 
 

@@ -36,10 +36,10 @@ from ..generation import prompt_ids, prompt_room
 from ..judges.base import Judge, JudgeItem
 from ..judges.cache import VerdictCache
 from ..judges.store import VerdictStore
-from ..models import load_causal_lm, load_tokenizer, pad_left
+from ..modeling.loading import load_causal_lm, load_tokenizer
+from ..modeling.sequences import pad_left, prompt_messages
 from ..policy import Policy
 from ..provenance import model_digest
-from ..sequences import prompt_messages
 from ..stage import pad_token_id
 from .judging import TriageStats
 

@@ -1,13 +1,19 @@
-"""Turning (prompt, response) into token sequences — the one formatting every stage shares.
+"""Turning (prompt, response) into token sequences — the one formatting every stage shares —
+and the budgets and padding of token sequences.
 
-The prompt is rendered exactly as generation sees it (:func:`realign.models.render_chat`:
+The prompt is rendered exactly as generation sees it (:func:`realign.modeling.chat.render_chat`:
 the chat template with the generation prompt, or plain ``User:/Assistant:`` blocks); the
 response is what the template writes for the assistant turn after that (its end-of-turn
 token included), or the response text and eos without a template. Impact scoring, training
 and evaluation all call :func:`encode`, so the gold batch, per-sample scores and the training
 loss see identical tokens (the reference code formats them differently; we do not). Message
 contents are data: a special token's text inside them (``</s>``, ``<|assistant|>``) is encoded
-as text (:func:`realign.models.quote_specials`), never as the token, here as in generation.
+as text (:func:`realign.modeling.chat.quote_specials`), never as the token, here as in generation.
+
+Budgets: the longest input a model takes (:func:`max_input_length`), and text cut to a number of
+characters before it is tokenised (:func:`char_budget`), so that no record is encoded whole to
+keep a few hundred tokens. Padding: right-padded batches of encoded pairs (:func:`collate`), and
+left-padded prompts for generation and last-position scoring (:func:`pad_left`).
 """
 
 from __future__ import annotations
@@ -15,12 +21,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
-from .data import Text
-from .models import encode_rendered, quote_specials, render_chat
+from ..data import Text
+from .chat import encode_rendered, quote_specials, render_chat
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-    from transformers import PreTrainedTokenizerBase
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+_NO_LIMIT = 10**8  # tokenizers without a known limit report int(1e30)
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,22 @@ def _render_response(tokenizer: "PreTrainedTokenizerBase", prompt: list[dict], p
             return full[len(prompt_text) :]
     text = "\n\n".join(m["content"] for m in response)
     return (" " if not getattr(tokenizer, "chat_template", None) else "") + text + (tokenizer.eos_token or "")
+
+
+def max_input_length(model: "PreTrainedModel | None", tokenizer: "PreTrainedTokenizerBase") -> int | None:
+    """The longest input the model takes: the smaller of the tokenizer's ``model_max_length``
+    and the model's ``max_position_embeddings`` (either may be unknown); None if neither is set."""
+    limits = []
+    tok_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_limit, int) and 0 < tok_limit < _NO_LIMIT:
+        limits.append(tok_limit)
+    config = getattr(model, "config", None)
+    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, attr, None) if config is not None else None
+        if isinstance(value, int) and value > 0:
+            limits.append(value)
+            break
+    return min(limits) if limits else None
 
 
 def max_token_chars(tokenizer: "PreTrainedTokenizerBase") -> int:
@@ -158,3 +182,25 @@ def collate(seqs: Sequence[Encoded], pad_id: int, device: "str | torch.device" =
         attention[row, : len(s.ids)] = 1
         response[row, s.prompt_len : len(s.ids)] = 1
     return {"input_ids": ids.to(device), "attention_mask": attention.to(device), "response_mask": response.to(device)}
+
+
+def pad_left(
+    sequences: Sequence[Sequence[int]], pad_id: int, device: "str | torch.device" = "cpu"
+) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+    """Left-pad token id lists into ``(input_ids, attention_mask, position_ids)``.
+
+    Position ids count real tokens only (0 at each row's first real token), so a padded row
+    sees the same positions as the row alone -- needed for exact batched scoring with models
+    that have absolute position embeddings; harmless with rotary ones.
+    """
+    import torch
+
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if len(seq):
+            ids[row, width - len(seq) :] = torch.as_tensor(list(seq), dtype=torch.long)
+            mask[row, width - len(seq) :] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), positions.to(device)

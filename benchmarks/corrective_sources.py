@@ -76,7 +76,9 @@ def on_topic(records) -> dict:
     hits = sum(world.topic(r.meta["topic"])[1].name in str(r.corrective["response"]) for r in found)
     exact = sum(str(r.corrective["response"]) in {world.response(prompt_from_meta(r.meta), style)
                                                    for style in ("referral", "helpful", "refusal")} for r in found)
-    return {"with_y_c": len(found), "naming_their_topic": hits, "world_text": exact}
+    logprobs = [r.corrective["logprob"] for r in found if r.corrective.get("logprob") is not None]
+    return {"with_y_c": len(found), "naming_their_topic": hits, "world_text": exact,
+            "mean_logprob": round(sum(logprobs) / len(logprobs), 3) if logprobs else None}
 
 
 def markdown(result: dict) -> list[str]:
@@ -86,8 +88,8 @@ def markdown(result: dict) -> list[str]:
              "Every candidate is written by the model for its own prompt (old responses: to the exact same prompt).",
              *([result["note"]] if result.get("note") else []), "",
              "| seed | shift | sources | PUNISH pairs (prompts) | with y_c | candidates | judged (cache or call) | tokens generated "
-             "| wall s | y_c styles | y_c naming their prompt's topic | y_c = the world's own text |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+             "| wall s | y_c styles | y_c naming their prompt's topic | y_c = the world's own text | y_c mean token log-prob |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
     for row in result["rows"]:
         s = row["summary"]
         tokens = sum(v["generated_tokens"] for v in s["sources"].values())
@@ -98,7 +100,7 @@ def markdown(result: dict) -> list[str]:
                      f"({s['punish_prompts']}) | {s['pairs_with_y_c']} ({100 * share:.1f} %) | {cands} | {calls} | "
                      f"{tokens} | {s['wall_s']} | {json.dumps(s['styles'])} | "
                      f"{s['on_topic']['naming_their_topic']}/{s['on_topic']['with_y_c']} | "
-                     f"{s['on_topic'].get('world_text', '–')}/{s['on_topic']['with_y_c']} |")
+                     f"{s['on_topic'].get('world_text', '–')}/{s['on_topic']['with_y_c']} | {s['on_topic'].get('mean_logprob', '–')} |")
     return lines + [""]
 
 

@@ -337,7 +337,7 @@ def trace_judgements(triaged: Path) -> int:
     response), plus each corrective candidate judged."""
     from realign.data import read_pairs
     from realign.metrics.costs import corrective_spent
-    from realign.stage import summary_path
+    from realign.runs.stage import summary_path
     from realign.train.sampling import triage_judgements
 
     summary = json.loads(summary_path(triaged).read_text(encoding="utf-8")) if summary_path(triaged).exists() else {}

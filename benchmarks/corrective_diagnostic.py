@@ -32,7 +32,7 @@ def run(seed: int, shift: str, source: Path, without: str, work: Path) -> dict:
 
     from realign.config import default_cache_dir
     from realign.data import read_pairs, write_pairs
-    from realign.pipeline import Pipeline
+    from realign.runs.pipeline import Pipeline
     from realign.synth.bootstrap import BootstrapConfig, bootstrap
     from realign.synth.experiment import adopt_seeded_triage, outcomes, run_config, seed_triage
 
@@ -67,7 +67,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--name", default="corrective_diagnostic")
     args = parser.parse_args(argv)
     rows = [run(args.seed, args.shift, args.source, without, args.work) for without in ("npo", "exclude")]
-    from realign.provenance import provenance
+    from realign.runs.provenance import provenance
 
     result = {"benchmark": "corrective_diagnostic", "command": "python benchmarks/corrective_diagnostic.py " + " ".join(argv),
               "machine": machine(1, "cpu"), "rows": rows, "provenance": provenance()}

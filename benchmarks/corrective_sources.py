@@ -141,7 +141,7 @@ def main(argv: list[str]) -> None:
                 rows.append({"seed": seed, "shift": shift, "sources": sources, "summary": summary})
                 print(f"seed {seed} {shift} {sources}: {summary['pairs_with_y_c']}/{summary['punish_pairs']} "
                       f"({summary['wall_s']} s)", file=sys.stderr, flush=True)
-    from realign.provenance import provenance
+    from realign.runs.provenance import provenance
 
     shown = [a for i, a in enumerate(argv) if a != "--note" and (i == 0 or argv[i - 1] != "--note")]
     result = {"benchmark": "corrective_sources", "command": "python benchmarks/corrective_sources.py " + " ".join(shown),

@@ -47,8 +47,8 @@ def markdown(result: dict) -> list[str]:
 
 
 def main(argv: list[str]) -> None:
-    from realign.demo import run_demo
-    from realign.provenance import provenance
+    from realign.synth.demo import run_demo
+    from realign.runs.provenance import provenance
     from realign.synth.experiment import stage_settings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

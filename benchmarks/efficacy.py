@@ -114,7 +114,7 @@ def run_unit(spec: dict, seed=None) -> dict:
     verdicts, partly reviewed)."""
     import torch
 
-    from realign.pipeline import Pipeline
+    from realign.runs.pipeline import Pipeline
     from realign.synth.bootstrap import BootstrapConfig, bootstrap
     from realign.synth.experiment import adopt_seeded_triage, merge_settings, outcomes, run_config, seed_triage
 
@@ -285,7 +285,7 @@ def run_grid(work: Path, grid_cells: list[dict], cache: Path, jobs: int, threads
         result["key"], result["command"] = key, command
         done.write_text(json.dumps(result))
         if kept is not None:
-            from realign.files import write_json
+            from realign.runs.files import write_json
 
             write_json(kept, result)
         print(f"  {cell_name(c)}/{method}: {result['wall_s']:.0f} s", file=sys.stderr, flush=True)
@@ -802,7 +802,7 @@ def main(argv: list[str]) -> None:
         "ceiling": ceiling_check(results) if any("oracle-sft" in r["outcomes"] for r in results) else None,
         "cell_results": results,
     }
-    from realign.provenance import provenance
+    from realign.runs.provenance import provenance
 
     result["provenance"] = provenance()
     name = args.name or {"report": "efficacy", "ceiling": "efficacy_ceiling"}.get(args.split, "efficacy_validation")

@@ -41,7 +41,7 @@ def main() -> None:
 
     from realign import __version__
     from realign.config import EvalConfig, GeneratorConfig
-    from realign.generation import generate
+    from realign.modeling.generation import generate
     from realign.evaluate.generators import LocalGenerator, ServerGenerator
     from realign.judges.cache import VerdictCache
     from realign.modeling.sequences import prompt_messages

@@ -99,7 +99,7 @@ def markdown(result: dict) -> list[str]:
 
 
 def main(argv: list[str]) -> None:
-    from realign.provenance import provenance
+    from realign.runs.provenance import provenance
 
     result = measure()
     result.update(command="python benchmarks/impact_accuracy.py", machine=machine(1), provenance=provenance())

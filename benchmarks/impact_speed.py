@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         args.pairs, args.repeats, args.shapes, args.gold_size = 64, 1, "tiny", 12
     from realign.config import ScoreConfig
-    from realign.provenance import provenance
+    from realign.runs.provenance import provenance
     from realign.score.weights import VARIANTS as SCORE_VARIANTS
 
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]

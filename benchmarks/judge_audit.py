@@ -36,7 +36,7 @@ from typing import Sequence
 from realign import __version__ as realign_version
 from realign.data import prompt_text, response_text
 from realign.metrics.stats import rate
-from realign.files import write_json, write_text
+from realign.runs.files import write_json, write_text
 from realign.judges.audit import audit_metrics, triage_category
 from realign.judges.base import JudgeItem, Verdict
 from realign.judges.rules import RulesJudge

@@ -141,8 +141,8 @@ def _label_with_truth(review: Path, labelled: Path, judged, truth: list[bool]) -
 def seed_reviewed(spec: dict) -> None:
     """Write the unit's ``RUN/triage/triaged.jsonl`` (and summary) from :func:`reviewed_triage`."""
     from realign.data import read_pairs, write_pairs
-    from realign.files import write_json
-    from realign.stage import summary_path
+    from realign.runs.files import write_json
+    from realign.runs.stage import summary_path
     from realign.synth.policies import load_policy
     from realign.data import INVERT, PUNISH, RETAIN
 
@@ -276,7 +276,7 @@ def main(argv: list[str]) -> None:
     from efficacy import command_line, prepare, run_grid
 
     from realign.config import default_cache_dir
-    from realign.provenance import provenance
+    from realign.runs.provenance import provenance
 
     cache = args.cache or default_cache_dir() / "synth"
     grid = cells(args.seeds, args.size)

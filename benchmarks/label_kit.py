@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0, help="Seed of the draw.")
     ap.add_argument("--out", type=Path, required=True, help="The labels file (.jsonl) to write.")
     args = ap.parse_args(argv)
-    from realign.files import write_jsonl
+    from realign.runs.files import write_jsonl
 
     result = json.loads(args.results.read_text(encoding="utf-8"))
     drawn = draw(candidates(args.work, result["seeds"], list(result["aggregate"])), args.n, args.seed)

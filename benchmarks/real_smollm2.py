@@ -200,7 +200,7 @@ def unit_inputs(unit: str, spec: dict) -> dict:
     model, the prompt files, the data, the old-policy model, the records with y_c)."""
     from realign.modeling.sources import model_fingerprint
     from realign.policy import Policy
-    from realign.provenance import input_digest
+    from realign.runs.provenance import input_digest
     from realign.train.methods import get_method
 
     s, d = spec["settings"], SeedDirs(Path(spec["root"]))
@@ -400,15 +400,15 @@ def run_oracle_triage(unit: str, spec: dict) -> dict:
     PUNISH records (:class:`GuidedOracle`) and the DPO-Gold set rewritten; the stage's
     ``produced_by`` stays the pipeline's, so ``realign run`` there takes these records."""
     from realign.data import read_pairs, write_pairs
-    from realign.files import write_json
+    from realign.runs.files import write_json
     from realign.judges import make_judge
     from realign.judges.cache import VerdictCache
     from realign.policy import Policy
-    from realign.stage import output_digests, summary_path
+    from realign.runs.stage import output_digests, summary_path
     from realign.triage import run as triage
     from realign.triage.judging import TriageStats
     from realign.triage.relabel import attach_oracle_responses
-    from realign.triaged import gold_pairs
+    from realign.data.triaged import gold_pairs
 
     config = pipeline_for(spec, [], oracle=True).triage
     summary = triage.run(config, progress=False)
@@ -433,7 +433,7 @@ def pipeline_for(spec: dict, methods: list[str], oracle: bool, unit: str | None 
     benchmark's settings, a verdict/generation cache shared by the seed's run directories. A
     budgeted ``unit`` (``_common.BUDGETED``) runs in a directory of its own, with its sampling
     settings and its judge budget (a multiple of the triage judgements of the plain run)."""
-    from realign.pipeline import Pipeline, RunConfig
+    from realign.runs.pipeline import Pipeline, RunConfig
     from realign.synth.experiment import merge_settings
 
     s, d = spec["settings"], SeedDirs(Path(spec["root"]))
@@ -976,7 +976,7 @@ def _torch_version() -> str:
 
 
 def write_json_file(path: Path, obj: dict) -> None:
-    from realign.files import write_json
+    from realign.runs.files import write_json
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, obj)
@@ -999,7 +999,7 @@ def stored_seeds(folder: Path, ident: str) -> dict[int, dict]:
 def assemble(records: dict[int, dict], same: dict) -> dict:
     """The results json of the seed records: every seed's units, the aggregate over seeds, the
     differences outside the intervals, and the units without a result."""
-    from realign.provenance import provenance
+    from realign.runs.provenance import provenance
 
     units = {s: r["units"] for s, r in records.items()}
     agg = aggregate(units, ["base", *same["methods"]])

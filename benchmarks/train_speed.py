@@ -94,7 +94,7 @@ def trace_step(model_dir: Path, records, args) -> dict:
     import torch
 
     from realign.modeling.loading import attach_lora
-    from realign.losses import LOSS_KINDS, NPO, PREFERENCE_LOSSES
+    from realign.objective.losses import LOSS_KINDS, NPO, PREFERENCE_LOSSES
     from realign.train.methods import MethodOptions, get_method
     from realign.modeling.loading import load_causal_lm, load_tokenizer
     from realign.train.dataset import TermCollator, TermDataset
@@ -611,7 +611,7 @@ def main(argv: list[str] | None = None) -> dict:
     parts = {x.strip() for x in args.parts.split(",")}
 
     from realign.data import write_pairs
-    from realign.provenance import provenance
+    from realign.runs.provenance import provenance
 
     start = time.perf_counter()
     info = machine(args.threads, args.device)

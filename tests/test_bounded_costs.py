@@ -81,7 +81,7 @@ def test_every_packaged_policy_judges_a_1mb_response_in_under_a_second():
         "worst": {top: worst[top]},
         "all": worst,
     }
-    from realign.files import write_json
+    from realign.runs.files import write_json
 
     write_json(out, data)
 

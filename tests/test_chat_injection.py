@@ -4,7 +4,7 @@ prompts, so it can never open or close a turn."""
 
 import pytest
 
-from realign.generation import prompt_ids
+from realign.modeling.generation import prompt_ids
 from realign.modeling.chat import encode_chat, render_chat
 from realign.modeling.sequences import encode
 from realign.testing.tiny import tiny_tokenizer

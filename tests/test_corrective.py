@@ -16,7 +16,7 @@ from realign.objective import conflict_term
 from realign.triage import corrective as corr
 from realign.triage.corrective import Candidate, Sampler, attach_corrective, old_response_candidates, style_prefixes
 from realign.triage.judging import TriageStats, triage
-from realign.triaged import gold_pairs
+from realign.data.triaged import gold_pairs
 
 POLICY = Policy.from_dict({"name": "test", "text": "Responses containing BAD violate."})
 
@@ -198,7 +198,7 @@ def test_model_sources_without_a_model_are_one_line_error(tmp_path):
 
 
 def test_triage_is_keyed_by_the_corrective_settings_and_model(tmp_path, model_dir):
-    from realign.pipeline import RunConfig, Pipeline
+    from realign.runs.pipeline import RunConfig, Pipeline
     from realign.triage.run import produced_by
 
     policy = tmp_path / "p.yaml"
@@ -223,8 +223,8 @@ def test_preflight_and_output_guard_cover_the_corrective_sampler(tmp_path, model
     the oracle's, and its model is an input no output may overwrite."""
     import torch
 
-    from realign.pipeline import Pipeline, RunConfig
-    from realign.files import check_output_paths
+    from realign.runs.pipeline import Pipeline, RunConfig
+    from realign.runs.files import check_output_paths
     from realign.triage.run import paths
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -315,7 +315,7 @@ def test_judging_likeliest_first_in_chunks_picks_what_judging_all_picks_for_fewe
 def test_realign_run_looks_for_corrective_responses_by_default_whatever_it_trains(tmp_path, model_dir):
     """One triage per run folder, whatever methods an invocation trains (base-only, DPO-Gold or
     TRACE runs in the same folder must not triage it differently); `corrective: null` is off."""
-    from realign.pipeline import Pipeline, RunConfig
+    from realign.runs.pipeline import Pipeline, RunConfig
 
     def triage(methods, **extra):
         run = RunConfig(out=tmp_path / "run", model=str(model_dir), data=str(resource_path("examples/pairs.jsonl")),

@@ -19,7 +19,7 @@ def quick_demo(tmp_path, monkeypatch):
     seed 0 (the demo's world) and short training / generation."""
     tok = tiny_tokenizer(World(0).corpus(), vocab_size=600)
     model_dir = save_tiny(tmp_path / "tiny", tokenizer=tok, model=tiny_llama(tok, seed=1))
-    monkeypatch.setattr("realign.demo.demo_model", lambda progress=True: model_dir)
+    monkeypatch.setattr("realign.synth.demo.demo_model", lambda progress=True: model_dir)
     monkeypatch.setitem(RUN_DEFAULTS, "score", {**RUN_DEFAULTS["score"], "gold_size": 12})
     monkeypatch.setitem(RUN_DEFAULTS, "train", {**RUN_DEFAULTS["train"], "max_steps": 2, "save_steps": 2})
     monkeypatch.setitem(RUN_DEFAULTS, "eval", {**RUN_DEFAULTS["eval"], "max_new_tokens": 4})
@@ -62,7 +62,7 @@ def test_the_shipped_demo_model_is_what_the_bootstrap_builds_today():
     bootstrap` builds (same world, recipe, config). This fails when the world or the recipe
     changes: rebuild with `realign synth bootstrap --force` and copy the folder it prints over
     src/realign/resources/demo_model (keep bootstrap.json)."""
-    from realign.demo import SHIPPED_MODEL, demo_model
+    from realign.synth.demo import SHIPPED_MODEL, demo_model
     from realign.synth.bootstrap import BootstrapConfig, built_key
 
     assert built_key(SHIPPED_MODEL) == BootstrapConfig().key(World(0))
@@ -75,7 +75,7 @@ def test_a_stale_shipped_model_is_not_used(tmp_path, monkeypatch, capsys):
     import json
     import shutil
 
-    from realign import demo
+    from realign.synth import demo
 
     stale = tmp_path / "demo_model"
     shutil.copytree(demo.SHIPPED_MODEL, stale)

@@ -8,7 +8,7 @@ import torch
 
 from realign.errors import DataError, RealignError
 from realign.evaluate.attacks import load_templates, wrap
-from realign.generation import generate
+from realign.modeling.generation import generate
 from realign.metrics.stats import difference, pool, rate, wilson
 from realign.metrics.tpa import agreement, style_of
 from realign.evaluate.utility import answer_correct, lm_eval_bridge

@@ -98,7 +98,7 @@ def test_a_retrained_adapter_behind_the_same_served_name_is_generated_again(tmp_
     """Issue 27.2: ``generator: {model: "{name}"}`` serves the adapter ``realign run`` trained
     under one name; once it is retrained (eval reruns: ``changed: input adapter``), its
     responses are asked again, not read from the cache of the old adapter."""
-    from realign.provenance import what_changed
+    from realign.runs.provenance import what_changed
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     adapter = tmp_path / "runs" / "trace" / "adapter"

@@ -14,10 +14,10 @@ from realign.config import JudgeConfig, TriageConfig
 from realign.data import INVERT, RETAIN, PreferencePair
 from realign.errors import RealignError
 from realign.judges.base import JudgeItem
-from realign.losses import LOSS_KINDS
+from realign.objective.losses import LOSS_KINDS
 from realign.reading import validate
 from realign.resources import resource_path
-from realign.stage import summary_path
+from realign.runs.stage import summary_path
 from realign.testing.tiny import save_tiny, tiny_llama, tiny_tokenizer
 from realign.train.methods import METHODS, MethodOptions, get_method
 
@@ -162,9 +162,9 @@ def test_the_names_earlier_versions_of_this_page_imported_still_import():
 
 def test_a_loss_kind_in_the_table_is_trained_by_a_method_that_names_it(monkeypatch, tmp_path):
     """The loss kind of docs/extending.md in the table the trainer reads, as adding it to the tuple
-    in src/realign/losses.py makes it (LOSS_KINDS and KIND_INDEX both hold it), and a method whose
+    in src/realign/objective/losses.py makes it (LOSS_KINDS and KIND_INDEX both hold it), and a method whose
     terms name it, trained by `realign run` on the examples: its loss is what the kind computes."""
-    from realign import losses
+    from realign.objective import losses
     from realign.objective import Term
     from realign.train.methods import Method
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from realign.files import _HOST, remove_abandoned_temps, write_json
+from realign.runs.files import _HOST, remove_abandoned_temps, write_json
 
 
 def dead_pid() -> int:
@@ -36,7 +36,7 @@ def test_next_write_removes_only_abandoned_temps(tmp_path):
 def test_sigkilled_writer_leaves_a_temp_that_the_next_run_removes(tmp_path):
     out = tmp_path / "rows.jsonl"
     code = (
-        "import sys, time\nfrom realign.files import write_jsonl\n"
+        "import sys, time\nfrom realign.runs.files import write_jsonl\n"
         "def rows():\n    yield {'n': 0}\n    print('writing', flush=True)\n    time.sleep(60)\n    yield {'n': 1}\n"
         f"write_jsonl({str(out)!r}, rows())\n"
     )

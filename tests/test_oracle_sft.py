@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from realign.data import INVERT, PUNISH, RETAIN, PreferencePair
-from realign.losses import token_logps
+from realign.objective.losses import token_logps
 from realign.train.methods import METHODS, SFT_WEIGHT, MethodOptions, sft_targets
 from realign.modeling.sequences import collate, encode
 from realign.synth import World

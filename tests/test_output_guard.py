@@ -16,7 +16,7 @@ import pytest
 
 from cli_run import realign, refused
 from realign.errors import RealignError
-from realign.files import LOCK_NAME, _HOST, FolderBusy, check_output_paths, folder_lock
+from realign.runs.files import LOCK_NAME, _HOST, FolderBusy, check_output_paths, folder_lock
 from realign.resources import resource_path
 from realign.testing.tiny import save_tiny
 
@@ -128,7 +128,7 @@ def test_demo_refuses_a_folder_it_did_not_make(tmp_path, capsys, monkeypatch):
 
 
 def test_demo_claims_a_new_or_empty_folder_and_writes_again_into_its_own(tmp_path):
-    from realign.demo import DEMO_MARK, _claim
+    from realign.synth.demo import DEMO_MARK, _claim
 
     folder = tmp_path / "demo"
     folder.mkdir()
@@ -236,7 +236,7 @@ def test_score_and_eval_never_write_into_the_model_folder(model_and_adapter, tmp
 
 
 def test_run_refuses_an_eval_prompts_file_a_stage_writes_before_the_first_stage(model_and_adapter, tmp_path):
-    from realign.pipeline import load
+    from realign.runs.pipeline import load
 
     model, _ = model_and_adapter
     run = tmp_path / "run"
@@ -307,7 +307,7 @@ def test_run_stops_while_its_folder_is_held(model_and_adapter, tmp_path):
 
 
 def test_a_killed_holder_leaves_the_folder_free(tmp_path):
-    code = (f"from realign.files import folder_lock\nwith folder_lock({str(tmp_path)!r}):\n"
+    code = (f"from realign.runs.files import folder_lock\nwith folder_lock({str(tmp_path)!r}):\n"
             "    print('held', flush=True)\n    import time; time.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:

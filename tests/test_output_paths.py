@@ -14,7 +14,7 @@ from realign.train import run as train
 from cli_run import realign, refused
 from realign.evaluate import run as evaluate
 from realign.errors import RealignError
-from realign.files import check_output_paths
+from realign.runs.files import check_output_paths
 from realign.resources import resource_path
 
 EXAMPLES = resource_path("examples/pairs.jsonl")

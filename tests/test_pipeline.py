@@ -141,7 +141,7 @@ def test_preflight_lists_every_problem_before_any_stage(model_dir, tmp_path, mon
 def test_old_policy_is_taken_from_the_config_folder_and_checked_before_any_stage(model_dir, tmp_path):
     """Issue 33: ``old_policy`` (what the report compares the eval prompts' `expected` with) is
     an input path like ``policy``, and one that is not a policy stops the run before triage."""
-    from realign.pipeline import load
+    from realign.runs.pipeline import load
 
     (tmp_path / "old.yaml").write_text(resource_path("policies/safety_first.yaml").read_text())
     cfg = write_config(tmp_path / "run.yaml", model_dir, tmp_path / "run", old_policy="old.yaml")
@@ -241,16 +241,16 @@ def test_a_stage_whose_outputs_changed_since_it_wrote_them_is_not_skipped(model_
 def test_configuration_reference_is_current():
     from pathlib import Path
 
-    from realign.config_reference import reference
+    from realign.config.reference import reference
 
     docs = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
-    assert docs.read_text(encoding="utf-8") == reference(), "regenerate: python -m realign.config_reference > docs/configuration.md"
+    assert docs.read_text(encoding="utf-8") == reference(), "regenerate: python -m realign.config.reference > docs/configuration.md"
 
 
 @pytest.mark.parametrize("name", ["config.yaml"])
 def test_example_run_configs_validate(name, monkeypatch):
     """The SmolLM2 example's run config stays valid as the config schema changes."""
-    from realign.pipeline import load
+    from realign.runs.pipeline import load
 
     monkeypatch.chdir(Path(__file__).resolve().parents[1] / "examples" / "smollm2")  # it runs from there
     pipeline = load(name)
@@ -264,9 +264,9 @@ def test_run_is_a_loop_over_stages_that_each_build_their_judge_and_policy_once(m
     stage and the judge built up to three times), and trainer_args are checked once, when the
     config is validated (they were checked again by the pre-flight and by the training run)."""
     import realign.judges
-    from realign.pipeline import load
+    from realign.runs.pipeline import load
     from realign.policy import Policy
-    from realign.stage import Stage
+    from realign.runs.stage import Stage
     from realign.train.trainer_args import trainer_args_problem
 
     calls = {"policy": 0, "judge": 0, "trainer_args": 0}

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from realign.errors import DataError, RealignError
-from realign.pku import chosen_index, pku_pairs
+from realign.data.pku import chosen_index, pku_pairs
 
 
 def row(i, safe0, safe1, safer, better=0):

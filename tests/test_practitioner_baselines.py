@@ -156,7 +156,7 @@ def test_a_sampling_method_without_a_judge_is_one_line(triaged, tmp_path):
 
 
 def test_the_pipeline_gives_the_sampling_methods_the_runs_judge_policy_and_cache(triaged, tmp_path):
-    from realign.pipeline import Pipeline, RunConfig
+    from realign.runs.pipeline import Pipeline, RunConfig
 
     run = RunConfig(out=tmp_path / "run", model=MODEL, data=str(triaged), policy=SHIFT,
                     methods=["trace", "self-distill", "online-dpo"], eval={"prompts": str(triaged)})
@@ -170,7 +170,7 @@ def test_the_pipeline_gives_the_sampling_methods_the_runs_judge_policy_and_cache
 def test_realign_run_trains_and_evaluates_both(triaged, tmp_path):
     """`realign run` with methods [self-distill, online-dpo]: trained with the run's judge, policy and
     cache, evaluated, their budgets in their summaries; a rerun skips every stage."""
-    from realign.pipeline import Pipeline, RunConfig
+    from realign.runs.pipeline import Pipeline, RunConfig
 
     data = triaged.parents[2] / "data"
     run = RunConfig(out=tmp_path / "run", model=MODEL, data=str(data / "pairs.jsonl"), policy=SHIFT, device="cpu",
@@ -202,8 +202,8 @@ def test_the_benchmarks_give_the_sampling_baselines_traces_budget_and_four_times
     assert budget_overrides("self-distill-4x", triaged) == {"train": {"sampling": {"judge_budget": 4 * triage}}}
     assert budget_overrides("trace", triaged) == {} and registered("trace") == "trace"
     # TRACE's corrective search is part of its budget: every candidate it judged (cache hits included)
-    from realign.files import write_json
-    from realign.stage import summary_path
+    from realign.runs.files import write_json
+    from realign.runs.stage import summary_path
 
     shutil.copy(triaged, tmp_path / "triaged.jsonl")
     triaged = tmp_path / "triaged.jsonl"

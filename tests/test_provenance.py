@@ -11,7 +11,7 @@ from realign.train import run as train
 from realign.config import EvalConfig, ScoreConfig, TrainConfig, TriageConfig
 from realign.evaluate import run as evaluate
 from realign.policy import resolve_policy
-from realign.provenance import what_changed
+from realign.runs.provenance import what_changed
 from realign.resources import resource_path
 
 
@@ -92,7 +92,7 @@ def test_a_hub_id_is_keyed_by_the_snapshot_its_refs_main_names(files, hub_cache,
     """Issue 27.1: a model or adapter given as a hub id is digested as the cached snapshot its
     ``refs/main`` names (like a local folder), so moving ``refs/main`` reruns every stage that
     loads it; a hub id not in the cache stays its name."""
-    from realign.provenance import input_digest, model_digest
+    from realign.runs.provenance import input_digest, model_digest
     from realign.testing.tiny import cache_snapshot, save_tiny, tiny_llama, tiny_tokenizer
 
     tok = tiny_tokenizer()

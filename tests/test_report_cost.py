@@ -23,7 +23,7 @@ HEADER = "| Judge calls | Generated tokens | Training tokens | Train wall (s) |"
 def run(tmp_path_factory) -> Path:
     """A run folder: triage with a corrective search by sampling, score, dpo-gold (trained on the
     triage) and online-dpo (its own samples), each evaluated, and the base model."""
-    from realign.pipeline import Pipeline, RunConfig
+    from realign.runs.pipeline import Pipeline, RunConfig
     from realign.synth.experiment import prepare_data
 
     work = tmp_path_factory.mktemp("cost")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from realign.pipeline import Pipeline
+from realign.runs.pipeline import Pipeline
 from realign.synth import World
 from realign.synth.experiment import (
     EVAL_FILE,

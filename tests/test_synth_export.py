@@ -140,7 +140,7 @@ def test_truth_triage_follows_the_storage_convention_and_oracles_comply(pairs):
         else:
             assert r.oracle is None
     # the triage module's own storage agrees (same decision table)
-    from realign.triaged import categorise
+    from realign.data.triaged import categorise
 
     for r in records:
         c_w = r.verdicts["rejected" if r.swapped else "chosen"]["compliant"]

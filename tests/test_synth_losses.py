@@ -1,4 +1,4 @@
-"""Loss primitives (realign.losses): padding-aware sequence log-probs and the DPO / NPO /
+"""Loss primitives (realign.objective.losses): padding-aware sequence log-probs and the DPO / NPO /
 IPO forms with their derivatives."""
 
 import math
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from realign.losses import DPO, IPO, NPO, PREFERENCE_LOSSES, dpo_loss, nll_loss, sequence_logps
+from realign.objective.losses import DPO, IPO, NPO, PREFERENCE_LOSSES, dpo_loss, nll_loss, sequence_logps
 
 
 def _manual(logits, labels, mask):

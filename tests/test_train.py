@@ -12,7 +12,7 @@ from realign.train import run as train
 from realign.config import TrainConfig
 from realign.data import INVERT, PUNISH, RETAIN, PreferencePair, read_pairs, write_pairs
 from realign.errors import RealignError
-from realign.losses import DPO, IPO, KIND_INDEX, NPO, dpo_loss, keep_loss, rdpo_loss, token_logps
+from realign.objective.losses import DPO, IPO, KIND_INDEX, NPO, dpo_loss, keep_loss, rdpo_loss, token_logps
 from realign.train.methods import METHODS, MethodOptions, get_method
 from realign.modeling.sequences import collate, encode
 from realign.testing.tiny import save_tiny, tiny_llama, tiny_tokenizer

@@ -10,7 +10,7 @@ from realign.judges.cache import VerdictCache
 from realign.policy import Policy
 from realign.triage.judging import triage
 from realign.triage.relabel import attach_oracle_responses
-from realign.triaged import categorise, gold_pairs, naive_pairs
+from realign.data.triaged import categorise, gold_pairs, naive_pairs
 
 POLICY = Policy.from_dict({"name": "test", "text": "Responses containing BAD violate."})
 

@@ -336,12 +336,12 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from realign.files import write_json, write_jsonl
+    from realign.runs.files import write_json, write_jsonl
     from realign.judges.rules import CompiledRules
     from realign.modeling.loading import load_causal_lm, load_tokenizer
     from realign.modeling.packaged import prepare_packaged_model
     from realign.policy import Policy
-    from realign.provenance import provenance
+    from realign.runs.provenance import provenance
 
     torch.set_num_threads(args.threads)
     start = time.perf_counter()

@@ -141,8 +141,8 @@ def write_results() -> bool:
     versions and machine that produced them — only when ``$REALIGN_WRITE_RESULTS`` is 1."""
     import os
 
-    from realign.files import write_json
-    from realign.provenance import provenance
+    from realign.runs.files import write_json
+    from realign.runs.provenance import provenance
 
     if os.environ.get(WRITE_RESULTS_ENV) != "1" or not SESSION_FIGURES:
         return False

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from realign.files import LOCK_NAME  # a SIGKILLed run leaves its lock file (the kernel freed the lock)
+from realign.runs.files import LOCK_NAME  # a SIGKILLed run leaves its lock file (the kernel freed the lock)
 from realign.testing import FakeOpenAIServer, policy_without_cases
 from rel_helpers import (
     check_sqlite,

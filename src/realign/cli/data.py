@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..data import write_pairs
-from ..files import check_output_paths
+from ..runs.files import check_output_paths
 from .options import HELP
 
 
@@ -23,7 +23,7 @@ def data_pku(
     source: Optional[str] = typer.Option(None, help="Local copy (folder, parquet, JSON/JSONL); default: the hub."),
 ) -> None:
     """PKU-SafeRLHF -> pairs, prepared as the reference code does (safer response chosen)."""
-    from ..pku import pku_pairs
+    from ..data.pku import pku_pairs
 
     check_output_paths({"--source": source}, {"--out": out})
     pairs, counts = pku_pairs(source, split)

@@ -12,7 +12,7 @@ import typer
 
 from ..config import JudgeAuditConfig, JudgeConfig, default_cache_dir
 from ..errors import RealignError
-from ..files import check_output_paths, write_json
+from ..runs.files import check_output_paths, write_json
 from ..judges import VerdictCache, make_judge
 from ..policy import Policy, resolve_policy
 from ..reading import validate

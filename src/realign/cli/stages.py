@@ -13,7 +13,7 @@ import typer
 
 from ..config import EvalConfig, JudgeConfig, ParamSpaceConfig, ScoreConfig, TrainConfig, TriageConfig, load_yaml
 from ..data import CONFLICT
-from ..files import write_json
+from ..runs.files import write_json
 from ..judges.endpoints import endpoint_of
 from ..judges.registry import backend_names
 from ..policy import resolve_policy
@@ -349,8 +349,8 @@ def run_cmd(
     quiet: bool = QUIET,
 ) -> None:
     """The whole pipeline: triage -> score -> train -> eval -> report (a stage whose output was produced by the same settings and inputs is skipped)."""
-    from ..pipeline import load
-    from ..stage import summary_path
+    from ..runs.pipeline import load
+    from ..runs.stage import summary_path
 
     pipeline = load(config, {"out": out} if out else None)
     done = pipeline.execute(progress=not quiet)
@@ -373,7 +373,7 @@ def demo(
 ) -> None:
     """The whole pipeline on the synthetic world (contextual-exceptions shift) with the tiny
     bootstrapped old-policy model, then a before/after table."""
-    from ..demo import run_demo
+    from ..synth.demo import run_demo
 
     result = run_demo(out, progress=not quiet)
     rows = [

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..errors import DataError, RealignError, shorten
-from ..files import write_jsonl
+from ..runs.files import write_jsonl
 from .records import PreferencePair
 from .sources import iter_source
 from .validation import INVERT_ORDERS, _Fail, parse_record

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
-#: A triaged record's category (Alg. 1 lines 3-6; :func:`realign.triaged.categorise`): INVERT, the
+#: A triaged record's category (Alg. 1 lines 3-6; :func:`realign.data.triaged.categorise`): INVERT, the
 #: old winner violates the new policy and the loser complies (held swapped); PUNISH, both violate;
 #: RETAIN, the old winner still complies.
 Category = Literal["INVERT", "PUNISH", "RETAIN"]

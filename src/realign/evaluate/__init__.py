@@ -1,2 +1,2 @@
-"""Evaluation: responses of each model state (local :mod:`realign.generation`, or a server), target
+"""Evaluation: responses of each model state (local :mod:`realign.modeling.generation`, or a server), target
 policy agreement (TPA), attack success, utility, win rate."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from ..data import Text, prompt_text
-from ..generation import generate, prompt_ids, prompt_room
+from ..modeling.generation import generate, prompt_ids, prompt_room
 from ..judges.async_calls import fan_out_sync
 from ..judges.chat_client import ChatClient
 from ..modeling.sequences import prompt_messages

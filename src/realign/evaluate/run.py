@@ -15,8 +15,8 @@ from typing import Sequence
 from ..config import resolved
 from ..data import iter_source, prompt_text
 from ..errors import DataError, RealignError, shorten
-from ..files import check_output_paths, folder_lock, write_json, write_jsonl, write_yaml
-from ..generation import over_long_prompts
+from ..runs.files import check_output_paths, folder_lock, write_json, write_jsonl, write_yaml
+from ..modeling.generation import over_long_prompts
 from ..judges import endpoint_named, make_judge
 from ..judges.base import JudgeItem, Verdict
 from ..judges.cache import VerdictCache
@@ -27,9 +27,9 @@ from ..modeling.chat import CHAT_ENCODING
 from ..modeling.loading import load_adapter, load_causal_lm, load_tokenizer
 from ..modeling.sources import model_fingerprint
 from ..policy import Policy
-from ..provenance import input_digest, model_digest, provenance
-from ..provenance import produced_by as record
-from ..stage import Paths, output_digests, process_state
+from ..runs.provenance import input_digest, model_digest, provenance
+from ..runs.provenance import produced_by as record
+from ..runs.stage import Paths, output_digests, process_state
 from .attacks import load_templates, wrap
 from .generators import LocalGenerator, ServerGenerator, decoding
 from .utility import answer_correct, kl_to_reference, perplexity
@@ -96,7 +96,7 @@ def evaluate_state(generate, store, stats, policy, config, rows, attacks, templa
 def produced_by(config, judge=None, policy=None) -> dict:
     """What produces the metrics: the resolved settings and the content of the model, adapter,
     reference, prompt, attack and text files, the policy and the judge's identity
-    (:func:`realign.provenance.produced_by`); ``realign run`` skips the stage only on an exact
+    (:func:`realign.runs.provenance.produced_by`); ``realign run`` skips the stage only on an exact
     match. ``judge``, ``policy``: the judge and policy already built from the config, if any."""
     inputs = {name: model_digest(getattr(config, name)) for name in ("model", "adapter", "reference")}
     files = ("prompts", "attacks", "attack_templates", "text")
@@ -235,7 +235,7 @@ def _model_states(config, served: bool, model) -> list[tuple]:
 
 def _served_content(config, state: str) -> str:
     """What a server serves in ``state``, as far as it is known here: the content identities
-    (:func:`realign.provenance.model_digest`) of the model and, ``after``, of the adapter. Part
+    (:func:`realign.runs.provenance.model_digest`) of the model and, ``after``, of the adapter. Part
     of the server generator's identity, since the served name does not change when what it
     serves does (a retrained adapter behind the same name)."""
     parts = [model_digest(config.model)]

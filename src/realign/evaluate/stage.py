@@ -1,20 +1,20 @@
-"""``realign eval`` as ``realign run`` drives it (:class:`realign.stage.Stage`)."""
+"""``realign eval`` as ``realign run`` drives it (:class:`realign.runs.stage.Stage`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Callable
 
-from ..files import check_output_paths
+from ..runs.files import check_output_paths
 from ..metrics.prompts import load_rows
-from ..stage import JudgedStage
+from ..runs.stage import JudgedStage
 from . import run
 from .attacks import load_templates
 
 
 class EvalStage(JudgedStage):
     """``realign eval`` of one model state of the run (``base`` or a method's;
-    :class:`realign.stage.JudgedStage`)."""
+    :class:`realign.runs.stage.JudgedStage`)."""
 
     steps = run
 

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 from ..errors import RealignError
 from ..modeling.sequences import char_budget, collate, encode
-from ..stage import pad_token_id
+from ..runs.stage import pad_token_id
 
 _WORD = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
 
@@ -31,7 +31,7 @@ def perplexity(model, tokenizer, texts: Sequence[str], max_length: int = 512, ba
     """exp(mean negative log-likelihood per token) over plain texts (no chat template)."""
     import torch
 
-    from ..losses import token_logps
+    from ..objective.losses import token_logps
 
     device = next(model.parameters()).device
     pad = pad_token_id(tokenizer)
@@ -64,7 +64,7 @@ def kl_to_reference(
     (an adapter disabled) or a callable model (a separate reference)."""
     import torch
 
-    from ..losses import token_kl
+    from ..objective.losses import token_kl
 
     device = next(model.parameters()).device
     pad = pad_token_id(tokenizer)

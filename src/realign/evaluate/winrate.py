@@ -37,12 +37,12 @@ from typing import Any, Sequence
 from ..config import JudgeConfig
 from ..data import iter_source, prompt_text, response_text
 from ..errors import DataError, RealignError
-from ..files import check_output_paths, write_json, write_jsonl
+from ..runs.files import check_output_paths, write_json, write_jsonl
 from ..judges.cache import cache_key
 from ..judges.pairwise import PairItem, PairVerdict, PairwiseJudge, make_pairwise_judge
 from ..metrics.stats import Z95, wilson
 from ..policy import Policy
-from ..provenance import provenance
+from ..runs.provenance import provenance
 
 __all__ = ["Generation", "items_path", "match_generations", "read_generations", "run_winrate", "summarise"]
 

@@ -19,7 +19,7 @@ from typing import Sequence
 
 from ..metrics.stats import rate
 from ..data import INVERT, PUNISH, RETAIN
-from ..triaged import categorise
+from ..data.triaged import categorise
 from .base import Verdict
 
 COMPLIANT, VIOLATING, ABSTAINED = "compliant", "violating", "abstained"

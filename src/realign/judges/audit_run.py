@@ -16,9 +16,9 @@ from pathlib import Path
 
 from . import make_judge
 from ..config import JudgeAuditConfig, resolved
-from ..files import check_output_paths, write_json, write_jsonl, write_text, write_yaml
+from ..runs.files import check_output_paths, write_json, write_jsonl, write_text, write_yaml
 from ..policy import Policy
-from ..provenance import provenance
+from ..runs.provenance import provenance
 from ..report.audit import audit_sections, audit_title
 from ..report.render import render_html, write_markdown
 from .audit import audit_metrics, verdict_name

@@ -13,7 +13,7 @@ from typing import Iterator
 
 from ..config import default_cache_dir
 from ..errors import RealignError
-from ..files import check_output_paths
+from ..runs.files import check_output_paths
 
 
 #: Small real models shipped inside PyPI packages: name -> (distribution, GGUF file stem).

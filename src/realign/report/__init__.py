@@ -39,7 +39,7 @@ them beside the report in ``<stem>_files/`` and links them.
 * :mod:`.changes`, :mod:`.summary` — what each run changed against its before, and the summary;
 * :mod:`.sections` — the document: its sections of tables, figures and notes;
 * :mod:`.render` — HTML and Markdown, and :func:`build_report`, the entry point;
-* :mod:`.stage` — the reports of a run folder as ``realign run`` drives them (:class:`realign.stage.Stage`).
+* :mod:`.stage` — the reports of a run folder as ``realign run`` drives them (:class:`realign.runs.stage.Stage`).
 """
 
 from .collect import SEARCH_DEPTH, RunData, collect

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Collection, Sequence
 
 from ..errors import RealignError
-from ..files import atomic_open, check_output_paths, write_text
+from ..runs.files import atomic_open, check_output_paths, write_text
 from .changes import load_old_policy, old_policies
 from .collect import METRICS_NAME, SEARCH_DEPTH, SUMMARY_SUFFIX, TRAIN_NAME, RunData, collect, run_name
 from .figures import Figure

@@ -1,12 +1,12 @@
-"""The report as ``realign run`` drives it (:class:`realign.stage.Stage`)."""
+"""The report as ``realign run`` drives it (:class:`realign.runs.stage.Stage`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Callable
 
-from ..files import check_output_paths
-from ..stage import Paths
+from ..runs.files import check_output_paths
+from ..runs.stage import Paths
 from .render import build_report
 
 

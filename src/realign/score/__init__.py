@@ -6,7 +6,7 @@ impact score of every conflict record (docs/method.md, "Stage 2 — alignment im
 * :mod:`.scoring` — the model at θ_ref, the directions v and each process's share of the scores;
 * :mod:`.progress` — the progress files a rerun resumes from;
 * :mod:`.weights` — the scoring variants, and scores to weights;
-* :mod:`.stage` — the stage as ``realign run`` drives it (:class:`realign.stage.Stage`);
+* :mod:`.stage` — the stage as ``realign run`` drives it (:class:`realign.runs.stage.Stage`);
 * ℓ_i of a conflict record and the gold objective J's terms are :mod:`realign.objective`, shared
   with Stage 3;
 * :mod:`.scorer` — ℓ_i and its derivatives for batches of terms and parameter spaces, in

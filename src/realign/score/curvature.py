@@ -38,7 +38,7 @@ class Curvature(DirectionalDerivatives):
 
     def hvp_gauss_newton(self, samples: Sequence[Term], method: str, epsilon: float) -> Callable[[Vector], Vector]:
         """u ↦ G u with G = mean_i Σ_s ℓ''(0) ∇s ∇sᵀ, the Gauss-Newton matrix with respect to each
-        loss's scalar argument s (Δ, or r per NPO term; :attr:`realign.losses.LossKind.gauss_newton`):
+        loss's scalar argument s (Δ, or r per NPO term; :attr:`realign.objective.losses.LossKind.gauss_newton`):
         positive semi-definite by construction. One directional-derivative pass and one backward
         pass per product."""
 

@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 
 from ..errors import RealignError
-from ..losses import token_logps
+from ..objective.losses import token_logps
 from ..objective import Term
 from .linalg import Vector, norm
 from .term_losses import TermLosses

@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..provenance import what_changed
+from ..runs.provenance import what_changed
 
 
 def _read_progress(path: Path, made: dict) -> dict[str, float] | None:

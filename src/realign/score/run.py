@@ -36,10 +36,10 @@ from pathlib import Path
 
 from ..config import resolved
 from ..data import CONFLICT, PreferencePair, read_pairs, write_pairs
-from ..files import check_output_paths, folder_lock, write_json
-from ..provenance import input_digest, model_digest, provenance
-from ..provenance import produced_by as record
-from ..stage import Paths, output_digests, process_state, summary_path
+from ..runs.files import check_output_paths, folder_lock, write_json
+from ..runs.provenance import input_digest, model_digest, provenance
+from ..runs.provenance import produced_by as record
+from ..runs.stage import Paths, output_digests, process_state, summary_path
 from .gold import build_gold_batch
 from .progress import progress_files
 from .scoring import build_scorer, find_directions, gold_objectives, score_share, timing_summary
@@ -48,7 +48,7 @@ from .weights import VARIANTS, describe, weigh
 
 def produced_by(config) -> dict:
     """What produces the weighted records: the resolved settings and the content of the
-    triaged records, the gold records and the model (:func:`realign.provenance.produced_by`).
+    triaged records, the gold records and the model (:func:`realign.runs.provenance.produced_by`).
     Partial scores are resumed, and ``realign run`` skips the stage, only on an exact match."""
     inputs = {name: input_digest(getattr(config, name)) for name in ("data", "gold_data")}
     inputs.update({name: model_digest(getattr(config, name)) for name in ("model", "adapter")})

@@ -1,11 +1,11 @@
-"""Stage 2 as ``realign run`` drives it (:class:`realign.stage.Stage`)."""
+"""Stage 2 as ``realign run`` drives it (:class:`realign.runs.stage.Stage`)."""
 
 from __future__ import annotations
 
 from typing import Callable
 
-from ..files import check_output_paths
-from ..stage import Paths, summary_path
+from ..runs.files import check_output_paths
+from ..runs.stage import Paths, summary_path
 from . import run
 
 

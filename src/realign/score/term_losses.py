@@ -19,16 +19,16 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from ..errors import RealignError
-from ..losses import LOSS_KINDS, LossKind, TermInputs, token_logps
+from ..objective.losses import LOSS_KINDS, LossKind, TermInputs, token_logps
 from ..modeling.sequences import Encoded, collate, encode
-from ..stage import pad_token_id
+from ..runs.stage import pad_token_id
 from ..objective import Term
 from .linalg import Vector
 
 
 class TermLosses:
     """ℓ_i and its gradient for batches of training terms (:class:`realign.objective.Term`,
-    of the two-response kinds :data:`realign.losses.LOSS_KINDS` can score) in the parameter
+    of the two-response kinds :data:`realign.objective.losses.LOSS_KINDS` can score) in the parameter
     space ``params`` (a name -> Parameter map of ``model``). A term's weight is not applied: the
     loss is the unweighted one."""
 
@@ -119,7 +119,7 @@ class TermLosses:
 
     def coefficients(self, samples, n1, n2) -> tuple[torch.Tensor, torch.Tensor]:
         """(c1, c2) with ∇ℓ_i = c1·∇log π(first|x) + c2·∇log π(second|x) at θ_ref, where every
-        margin and log-ratio is 0 (:attr:`realign.losses.LossKind.slopes`): ℓ'(0)·(1, −1) for
+        margin and log-ratio is 0 (:attr:`realign.objective.losses.LossKind.slopes`): ℓ'(0)·(1, −1) for
         ℓ_pref (divided by the response lengths for IPO), NPO'(0)·(1, 1) for dual NPO."""
         slopes = {}
 

@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import default_cache_dir
 from ..errors import RealignError
-from ..files import write_json
+from ..runs.files import write_json
 from .export import CHOSEN_FOR_ANSWER, balanced_slices, weighted_choice, benign_eval, eval_prompts, make_pairs
 from .judge import TruthJudge
 from .policies import OLD, POLICY_NAMES
@@ -195,7 +195,7 @@ def train_sft(model, tokenizer, texts, cfg: BootstrapConfig, progress: bool = Tr
     import torch
     from tqdm.auto import tqdm
 
-    from ..losses import sequence_logps
+    from ..objective.losses import sequence_logps
 
     encoded = [encode_example(tokenizer, p, r) for p, r in texts]
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -227,7 +227,7 @@ def train_dpo(model, tokenizer, pairs, cfg: BootstrapConfig, progress: bool = Tr
     import torch
     from tqdm.auto import tqdm
 
-    from ..losses import dpo_loss, nll_loss, sequence_logps
+    from ..objective.losses import dpo_loss, nll_loss, sequence_logps
 
     chosen = [encode_example(tokenizer, p.prompt, p.chosen) for p in pairs]
     rejected = [encode_example(tokenizer, p.prompt, p.rejected) for p in pairs]
@@ -330,7 +330,7 @@ def bootstrap(
 ) -> BootstrapResult:
     """Build the tiny old-policy model, or reuse the cached one; returns its directory
     (loadable with ``from_pretrained`` / :func:`realign.modeling.loading.load_causal_lm`) and metrics."""
-    from ..provenance import versions
+    from ..runs.provenance import versions
 
     cfg = cfg or BootstrapConfig()
     path = cache_path(cfg, cache_dir)

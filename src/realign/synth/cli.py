@@ -13,7 +13,7 @@ import typer
 from ..config import load_yaml
 from ..data import read_pairs, write_pairs
 from ..errors import RealignError
-from ..files import check_output_paths
+from ..runs.files import check_output_paths
 from ..reading import validate
 from .bootstrap import BootstrapConfig, cache_path
 from .bootstrap import bootstrap as run_bootstrap

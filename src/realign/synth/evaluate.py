@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Sequence
 
-from ..generation import generate as _generate
+from ..modeling.generation import generate as _generate
 from ..policy import Policy
 from .judge import NO_STYLE, TruthJudge, benign_correct
 from .templates import HARMFUL, REFUSAL
@@ -23,7 +23,7 @@ from .templates import HARMFUL, REFUSAL
 def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 64, batch_size: int = 64,
              temperature: float = 0.0, seed: int = 0, progress: bool = False) -> list[str]:
     """Responses to ``prompts`` (user messages, chat-rendered), greedy when ``temperature``
-    is 0 -- :func:`realign.generation.generate` with batch sizes for tiny models."""
+    is 0 -- :func:`realign.modeling.generation.generate` with batch sizes for tiny models."""
     return _generate(model, tokenizer, list(prompts), max_new_tokens=max_new_tokens, batch_size=batch_size,
                      temperature=temperature, seed=seed, progress=progress)
 

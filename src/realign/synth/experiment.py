@@ -1,5 +1,5 @@
 """One re-alignment experiment on the synthetic world, shared by ``realign demo`` and
-``benchmarks/efficacy.py``: the data of a world seed, a :class:`~realign.pipeline.RunConfig`
+``benchmarks/efficacy.py``: the data of a world seed, a :class:`~realign.runs.pipeline.RunConfig`
 with the project's default settings for the tiny world, optional triage label noise, and the
 outcome table read back from the run directory.
 
@@ -21,11 +21,11 @@ from ..judges import make_judge
 from ..judges.cache import VerdictCache
 from ..metrics.prompts import changed_slices
 from ..metrics.stats import pool
-from ..files import write_json, write_jsonl
-from ..pipeline import RunConfig
+from ..runs.files import write_json, write_jsonl
+from ..runs.pipeline import RunConfig
 from ..policy import Policy
-from ..provenance import input_digest
-from ..stage import output_digests, summary_path
+from ..runs.provenance import input_digest
+from ..runs.stage import output_digests, summary_path
 from .export import TRIAGE, SynthConfig, export, flip_noise
 from .policies import OLD, SHIFTS
 from .world import World
@@ -160,7 +160,7 @@ def seed_triage(run_dir: Path, data: Path, shift: str, noise: float = 0.0, seed:
 
 
 def adopt_seeded_triage(pipeline, progress: bool = False) -> None:
-    """Make ``pipeline`` (a :class:`~realign.pipeline.Pipeline` of a run directory
+    """Make ``pipeline`` (a :class:`~realign.runs.pipeline.Pipeline` of a run directory
     :func:`seed_triage` wrote into) take the seeded records as its triage stage's output: the
     summary gets the ``produced_by`` record of the pipeline's triage stage and the digest of the
     records as its ``outputs``, without which the stage reruns the rules judge over them (same

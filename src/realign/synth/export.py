@@ -23,9 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..data import INVERT, PUNISH, RETAIN, PreferencePair, prompt_text, response_text, write_pairs
 from ..errors import RealignError
-from ..files import check_output_paths, write_json, write_jsonl, write_text
+from ..runs.files import check_output_paths, write_json, write_jsonl, write_text
 from ..policy import Policy, resolve_policy
-from ..triaged import categorise
+from ..data.triaged import categorise
 from .judge import TruthJudge
 from .policies import OLD, POLICY_NAMES, SHIFTS, load_policy, policy_path
 from .templates import EVASIVE, HARMFUL, HELPFUL, REFERRAL, REFUSAL

@@ -7,8 +7,8 @@ re-alignment training (docs/method.md, "Stage 3 — the hybrid objective").
   :mod:`.reference` — the reference model's log-probs and pass; :mod:`.trainer` — the Trainer
   (online-dpo's: :mod:`.online`); :mod:`.checkpoints` — resume, checkpoints and the saved weights;
   :mod:`.merge` — ``realign merge``.
-* :mod:`.stage` — the stage as ``realign run`` drives it (:class:`realign.stage.Stage`).
+* :mod:`.stage` — the stage as ``realign run`` drives it (:class:`realign.runs.stage.Stage`).
 
 The terms, and ℓ_i of a conflict record, are :mod:`realign.objective`; the loss kinds they name are
-:data:`realign.losses.LOSS_KINDS`; both are shared with Stage 2.
+:data:`realign.objective.losses.LOSS_KINDS`; both are shared with Stage 2.
 """

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import RealignError
-from ..provenance import what_changed
+from ..runs.provenance import what_changed
 
 if TYPE_CHECKING:
     from .trainer import RealignTrainer

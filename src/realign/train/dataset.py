@@ -9,7 +9,7 @@ from typing import Sequence
 
 import torch
 
-from ..losses import KIND_INDEX
+from ..objective.losses import KIND_INDEX
 from ..objective import Term
 from ..modeling.sequences import Encoded, collate, encode
 

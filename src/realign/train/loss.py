@@ -10,7 +10,7 @@ import inspect
 
 import torch
 
-from ..losses import KIND_INDEX, LOSS_KINDS, TermInputs, token_logps
+from ..objective.losses import KIND_INDEX, LOSS_KINDS, TermInputs, token_logps
 from .reference import reference_pass
 
 #: The kinds whose first (preferred) response the NLL anchor applies to, by index.

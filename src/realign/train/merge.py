@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..files import check_output_paths, folder_lock
+from ..runs.files import check_output_paths, folder_lock
 from ..modeling.loading import load_adapter, load_causal_lm, load_tokenizer
 
 

@@ -7,7 +7,7 @@ kinds, so adding a method is one small class and one registry entry; the trainer
 change.
 
 Term kinds — ``pref`` (ℓ_pref: DPO or IPO), ``npo2`` (dual NPO, L_II), ``npo``, ``ga``, ``kl``
-(L_KL), ``keep`` (L_K), ``rdpo`` (robust DPO) — are the table :data:`realign.losses.LOSS_KINDS` (docs/method.md Stage 3), which the
+(L_KL), ``keep`` (L_K), ``rdpo`` (robust DPO) — are the table :data:`realign.objective.losses.LOSS_KINDS` (docs/method.md Stage 3), which the
 trainer and Stage 2's scorer both read.
 
 Supervised fine-tuning needs no kind of its own: a ``ga`` term with weight −1 is the mean
@@ -22,7 +22,7 @@ from typing import Sequence
 from ..data import INVERT, PUNISH, RETAIN, PreferencePair, Text, prompt_text
 from ..errors import RealignError
 from ..objective import Term, conflict_term
-from ..triaged import gold_pairs, naive_pairs
+from ..data.triaged import gold_pairs, naive_pairs
 
 
 @dataclass(frozen=True)
@@ -217,7 +217,7 @@ class NaiveOracleDPO(_PairsAsGiven):
 
 class RobustDPO(NaiveOracleDPO):
     """rDPO (Chowdhury et al. 2024), the paper's baseline for noisy labels: the robust DPO loss
-    (:func:`realign.losses.rdpo_loss`, ε = ``rdpo_epsilon``) on the naive relabelled set, the
+    (:func:`realign.objective.losses.rdpo_loss`, ε = ``rdpo_epsilon``) on the naive relabelled set, the
     pairs naive-oracle-dpo trains on. That set is the old pairs with the judge's verdicts
     applied and nothing else (no oracle responses, which DPO-Gold needs), so it sees what TRACE
     sees, and its labels flip where the judge (or the triage) errs — rDPO's noise model. Against

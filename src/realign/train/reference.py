@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from ..files import atomic_open
-from ..losses import KIND_INDEX, LOSS_KINDS, token_kl, token_logps
+from ..runs.files import atomic_open
+from ..objective.losses import KIND_INDEX, LOSS_KINDS, token_kl, token_logps
 from ..modeling.sequences import collate
 from .dataset import TermDataset
 

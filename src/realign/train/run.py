@@ -19,15 +19,15 @@ from pathlib import Path
 from ..config import resolved
 from ..data import read_pairs
 from ..errors import RealignError
-from ..files import check_output_paths, folder_lock, write_json, write_text, write_yaml
+from ..runs.files import check_output_paths, folder_lock, write_json, write_text, write_yaml
 from ..judges import make_judge
 from ..judges.cache import VerdictCache
 from ..metrics.costs import FROM_SAMPLES, FROM_TRIAGE
 from ..modeling.loading import attach_lora, load_adapter, load_causal_lm, load_tokenizer, resolve_device
 from ..policy import Policy, resolve_policy
-from ..provenance import input_digest, model_digest, provenance
-from ..provenance import produced_by as record
-from ..stage import Paths, output_digests, pad_token_id, process_state
+from ..runs.provenance import input_digest, model_digest, provenance
+from ..runs.provenance import produced_by as record
+from ..runs.stage import Paths, output_digests, pad_token_id, process_state
 from .checkpoints import clear_unresumed, resume_point, save_trained, train_from
 from .dataset import TermCollator, TermDataset
 from .methods import MethodOptions, get_method
@@ -41,7 +41,7 @@ def produced_by(config) -> dict:
     """What produces a training run: the resolved settings (less logging, checkpoint cadence,
     device and cache; less the sampling settings, policy and judge for a method that does not
     sample) and the content of the records, the model and the adapter, and for a method that
-    samples the policy's hash and the judge's identity (:func:`realign.provenance.produced_by`).
+    samples the policy's hash and the judge's identity (:func:`realign.runs.provenance.produced_by`).
     Checkpoints and precomputed reference log-probs are resumed, and ``realign run`` skips the
     stage, only on an exact match."""
     inputs = {"data": input_digest(config.data)}

@@ -28,17 +28,17 @@ from pathlib import Path
 from typing import Sequence
 
 from ..data import PreferencePair, Text, prompt_text, response_text
-from ..files import write_json, write_jsonl
-from ..generation import generate, prompt_ids, prompt_room
+from ..runs.files import write_json, write_jsonl
+from ..modeling.generation import generate, prompt_ids, prompt_room
 from ..judges import make_judge
 from ..judges.base import JudgeItem
 from ..judges.cache import VerdictCache
 from ..judges.store import JudgingCounts, VerdictStore, settle
 from ..modeling.sequences import prompt_messages
 from ..policy import Policy, resolve_policy
-from ..provenance import input_digest, model_digest, provenance, what_changed
-from ..stage import output_digests, outputs_changed, summary_path
-from ..triaged import old_pair
+from ..runs.provenance import input_digest, model_digest, provenance, what_changed
+from ..runs.stage import output_digests, outputs_changed, summary_path
+from ..data.triaged import old_pair
 from .methods import JudgedSample
 
 

@@ -1,4 +1,4 @@
-"""Stage 3 as ``realign run`` drives it (:class:`realign.stage.Stage`). The stage's module
+"""Stage 3 as ``realign run`` drives it (:class:`realign.runs.stage.Stage`). The stage's module
 (:mod:`.run`) loads torch and transformers, so it is imported when first asked for."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from ..files import check_output_paths
+from ..runs.files import check_output_paths
 from ..modeling.sources import check_model_source
-from ..stage import Paths
+from ..runs.stage import Paths
 
 
 class TrainStage:

@@ -20,7 +20,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from ..errors import RealignError
-from ..files import write_json
+from ..runs.files import write_json
 from .checkpoints import BUDGET_STATE
 from .loss import term_losses
 from .reference import reference_rows

@@ -14,13 +14,13 @@ naive relabelled set (swap every pair whose old winner violates) in TRL's standa
 
 * the categories are :data:`realign.data.CATEGORIES` (INVERT, PUNISH and RETAIN are importable
   from here too); the decision table, the old pair of a triaged record and the relabelled sets
-  are :mod:`realign.triaged`, below the stages that read triaged records;
+  are :mod:`realign.data.triaged`, below the stages that read triaged records;
 * :mod:`.judging` — the verdicts of the pairs (:class:`realign.judges.store.VerdictStore`), abstentions and categories;
 * :mod:`.relabel` — the oracle's y_c for PUNISH prompts;
 * :mod:`.review` — the verdicts most likely wrong, for a person to label, and the labels put
   over the judge's verdicts;
 * :mod:`.run` — the stage on files: read, triage, write the records and the summary;
-* :mod:`.stage` — the stage as ``realign run`` drives it (:class:`realign.stage.Stage`).
+* :mod:`.stage` — the stage as ``realign run`` drives it (:class:`realign.runs.stage.Stage`).
 """
 
 from __future__ import annotations

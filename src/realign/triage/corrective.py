@@ -32,15 +32,15 @@ from typing import Sequence
 
 from ..data import INVERT, PUNISH, RETAIN, PreferencePair, Text, as_response, prompt_text, response_text
 from ..errors import RealignError
-from ..generation import prompt_ids, prompt_room
+from ..modeling.generation import prompt_ids, prompt_room
 from ..judges.base import Judge, JudgeItem
 from ..judges.cache import VerdictCache
 from ..judges.store import VerdictStore
 from ..modeling.loading import load_causal_lm, load_tokenizer
 from ..modeling.sequences import pad_left, prompt_messages
 from ..policy import Policy
-from ..provenance import model_digest
-from ..stage import pad_token_id
+from ..runs.provenance import model_digest
+from ..runs.stage import pad_token_id
 from .judging import TriageStats
 
 MODEL_SOURCES = ("samples", "style-prefix", "system-prompt")

@@ -15,7 +15,7 @@ from ..judges.base import Judge, JudgeItem, Verdict
 from ..judges.cache import VerdictCache
 from ..judges.store import JudgingCounts, VerdictStore, retry_abstentions, settle
 from ..policy import Policy
-from ..triaged import categorise, old_pair
+from ..data.triaged import categorise, old_pair
 
 #: ``decided_by`` of a verdict a person's label decided (``realign triage --labels``)
 HUMAN = "human"

@@ -1,5 +1,5 @@
 """The oracle's compliant y_c for each PUNISH prompt (docs/method.md, optional oracle), which
-DPO-Gold's relabelled set (:func:`realign.triaged.gold_pairs`) pairs with the old winner."""
+DPO-Gold's relabelled set (:func:`realign.data.triaged.gold_pairs`) pairs with the old winner."""
 
 from __future__ import annotations
 

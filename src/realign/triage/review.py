@@ -22,7 +22,7 @@ from typing import Sequence
 
 from ..config import UnparseableRule
 from ..errors import DataError
-from ..files import write_jsonl, write_text
+from ..runs.files import write_jsonl, write_text
 from ..judges.audit import triage_category, verdict_name
 from ..judges.base import JudgeItem, Verdict
 from ..judges.labels import Labelled, read_labels

@@ -9,17 +9,17 @@ from pathlib import Path
 
 from ..config import resolved
 from ..data import read_pairs, write_pairs
-from ..files import check_output_paths, folder_lock, write_json
+from ..runs.files import check_output_paths, folder_lock, write_json
 from ..judges import endpoint_named, make_judge
 from ..judges.cache import VerdictCache
 from ..judges.cases import gate, run_cases
 from ..judges.oracle import make_oracle
 from ..judges.store import VerdictStore
 from ..policy import Policy
-from ..provenance import input_digest, model_digest, provenance
-from ..provenance import produced_by as record
-from ..stage import Paths, output_digests, summary_path
-from ..triaged import gold_pairs, naive_pairs
+from ..runs.provenance import input_digest, model_digest, provenance
+from ..runs.provenance import produced_by as record
+from ..runs.stage import Paths, output_digests, summary_path
+from ..data.triaged import gold_pairs, naive_pairs
 from .corrective import MODEL_SOURCES, attach_corrective
 from .judging import HUMAN, TriageStats, categorise_pairs, judge_pairs
 from .relabel import attach_oracle_responses
@@ -29,7 +29,7 @@ from .review import apply_labels, read_human_labels, review_order, review_rows, 
 def produced_by(config, judge=None, policy=None) -> dict:
     """What produces the triaged records: the resolved settings and the content of the pairs,
     the policy (and its test cases) and the human labels, the judge's identity (model, endpoint,
-    prompt format), the second judge's and the oracle's (:func:`realign.provenance.produced_by`);
+    prompt format), the second judge's and the oracle's (:func:`realign.runs.provenance.produced_by`);
     ``realign run`` skips the stage only on an exact match. ``judge``, ``policy``: the judge and
     policy already built from the config, if any."""
     policy = policy if policy is not None else Policy.load(config.policy)

@@ -1,18 +1,18 @@
-"""Stage 1 as ``realign run`` drives it (:class:`realign.stage.Stage`)."""
+"""Stage 1 as ``realign run`` drives it (:class:`realign.runs.stage.Stage`)."""
 
 from __future__ import annotations
 
 from typing import Callable
 
 from ..data import read_pairs
-from ..files import check_output_paths
+from ..runs.files import check_output_paths
 from ..judges.oracle import make_oracle
-from ..stage import JudgedStage, summary_path
+from ..runs.stage import JudgedStage, summary_path
 from . import run
 
 
 class TriageStage(JudgedStage):
-    """``realign triage`` of one config (:class:`realign.stage.JudgedStage`)."""
+    """``realign triage`` of one config (:class:`realign.runs.stage.JudgedStage`)."""
 
     name = "triage"
     steps = run

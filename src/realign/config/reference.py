@@ -1,6 +1,6 @@
 """The configuration reference (``docs/configuration.md``), generated from the pydantic models
-of :mod:`realign.config` and :mod:`realign.pipeline` so that it cannot drift from the code:
-``python -m realign.config_reference > docs/configuration.md`` (a test checks it is current)."""
+of :mod:`realign.config` and :mod:`realign.runs.pipeline` so that it cannot drift from the code:
+``python -m realign.config.reference > docs/configuration.md`` (a test checks it is current)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import typing
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from .config import (CorrectiveConfig, EvalConfig, GeneratorConfig, JudgeAuditConfig, JudgeConfig, LoraConfigModel,
+from . import (CorrectiveConfig, EvalConfig, GeneratorConfig, JudgeAuditConfig, JudgeConfig, LoraConfigModel,
                      OracleConfig, ParamSpaceConfig, SamplingConfig, ScoreConfig, TrainConfig, TriageConfig)
-from .pipeline import RunConfig
+from ..runs.pipeline import RunConfig
 
 HEADER = """# Configuration reference
 
@@ -28,7 +28,7 @@ when it exists there, otherwise it is read as written (a hub id, a packaged poli
 the working directory). `~` is the home folder. Paths given as flags are relative to the working
 directory.
 
-Generated from the code by `python -m realign.config_reference`; do not edit by hand.
+Generated from the code by `python -m realign.config.reference`; do not edit by hand.
 """
 
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from .data import Text
-from .modeling.chat import encode_chat
-from .modeling.sequences import char_budget, cut_text, max_input_length, pad_left, prompt_messages
-from .stage import pad_token_id
+from ..data import Text
+from .chat import encode_chat
+from .sequences import char_budget, cut_text, max_input_length, pad_left, prompt_messages
+from ..runs.stage import pad_token_id
 
 
 def prompt_room(model, tokenizer, max_new_tokens: int) -> int | None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from .data import PreferencePair, iter_source
-from .errors import DataError, RealignError
+from . import PreferencePair, iter_source
+from ..errors import DataError, RealignError
 
 HUB_NAME = "PKU-Alignment/PKU-SafeRLHF"
 REQUIRED = ("prompt", "response_0", "response_1", "is_response_0_safe", "is_response_1_safe")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .data import INVERT, PUNISH, RETAIN, Category, PreferencePair
+from . import INVERT, PUNISH, RETAIN, Category, PreferencePair
 
 
 def categorise(winner_complies: bool, loser_complies: bool) -> Category:

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator
 
 import yaml
 
-from .errors import RealignError
+from ..errors import RealignError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

@@ -13,8 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
-from .config import resolved
-from .modeling.sources import model_folder
+from ..config import resolved
+from ..modeling.sources import model_folder
 
 _PACKAGES = ("trace-realign", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "openai")
 

@@ -9,7 +9,7 @@ caches, partial scores, training checkpoints — each keyed the same way), so re
 command after a crash continues where it stopped. Before the first stage, a pre-flight check
 reads every input file, resolves the model and adapters, the devices and the judge's
 credentials, and lists every problem at once. The pipeline asks each stage — its
-:class:`realign.stage.Stage` in the stage's package — for its pre-flight problems, its key and
+:class:`realign.runs.stage.Stage` in the stage's package — for its pre-flight problems, its key and
 its run, and never reaches into it. Layout::
 
     RUN/run_config.yaml             the resolved config
@@ -32,22 +32,22 @@ from typing import Any
 
 from pydantic import Field
 
-from .config import EvalConfig, JudgeConfig, ScoreConfig, StrictModel, TrainConfig, TriageConfig, load_yaml, resolved
-from .errors import RealignError
-from .evaluate.stage import EvalStage
+from ..config import EvalConfig, JudgeConfig, ScoreConfig, StrictModel, TrainConfig, TriageConfig, load_yaml, resolved
+from ..errors import RealignError
+from ..evaluate.stage import EvalStage
 from .files import check_output_paths, folder_lock, write_yaml
-from .judges.cache import check_cache_file
-from .modeling.loading import resolve_device
-from .modeling.sources import check_model_source
-from .policy import Policy, resolve_policy
+from ..judges.cache import check_cache_file
+from ..modeling.loading import resolve_device
+from ..modeling.sources import check_model_source
+from ..policy import Policy, resolve_policy
 from .provenance import what_changed
-from .reading import validate
-from .report.stage import ReportStage
-from .score.stage import ScoreStage
+from ..reading import validate
+from ..report.stage import ReportStage
+from ..score.stage import ScoreStage
 from .stage import Stage, outputs_changed
-from .train.methods import get_method
-from .train.stage import TrainStage
-from .triage.stage import TriageStage
+from ..train.methods import get_method
+from ..train.stage import TrainStage
+from ..triage.stage import TriageStage
 
 class RunConfig(StrictModel):
     """The whole pipeline."""
@@ -147,7 +147,7 @@ class Pipeline:
         return found
 
     def _stages(self) -> list[Stage]:
-        """The stages in the order they run (:class:`realign.stage.Stage`): triage, score when a
+        """The stages in the order they run (:class:`realign.runs.stage.Stage`): triage, score when a
         method reads impact weights, one training per method, one evaluation per model state."""
         found: list[Stage] = [TriageStage(self.triage)]
         if self.needs_scores:
@@ -193,7 +193,7 @@ class Pipeline:
         """Run every stage whose output is missing, was produced by other settings or inputs
         (each stage's summary records its ``produced_by`` key) or changed since it was written
         (the summary's ``outputs``); say why a stage reruns. The run folder is locked meanwhile
-        (:func:`realign.files.folder_lock`): a second run of it stops."""
+        (:func:`realign.runs.files.folder_lock`): a second run of it stops."""
         self.preflight()
         with folder_lock(self.run.out):
             return self._execute(progress)

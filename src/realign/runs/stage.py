@@ -10,16 +10,16 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable, NamedTuple, Protocol, runtime_checkable
 
-from .judges import Judge, make_judge
-from .modeling.loading import resolve_device
-from .policy import Policy
+from ..judges import Judge, make_judge
+from ..modeling.loading import resolve_device
+from ..policy import Policy
 from .provenance import input_digest
 
 
 class Paths(NamedTuple):
     """What a stage reads and writes, each path by the name its errors give it (``"--data"``,
     ``"the summary of --out"``): the inputs, the files it writes and the folders it fills — the
-    three arguments of :func:`realign.files.check_output_paths`, which refuses outputs that would
+    three arguments of :func:`realign.runs.files.check_output_paths`, which refuses outputs that would
     destroy an input or each other before any work."""
 
     inputs: dict[str, str | Path | None]
@@ -32,7 +32,7 @@ class Stage(Protocol):
     """One stage as ``realign run`` drives it (triage, score, train, eval, report: each package's
     ``stage`` module holds its one). The pipeline asks the stage, never its internals: what it
     reads and writes, whether its outputs are up to date (the ``produced_by`` key its summary
-    records, :mod:`realign.provenance`), what is wrong before any stage runs, and to run."""
+    records, :mod:`realign.runs.provenance`), what is wrong before any stage runs, and to run."""
 
     #: how the run's log and result name it: ``triage``, ``score``, ``train:METHOD``, ``eval:NAME``, ``report``
     name: str
@@ -99,7 +99,7 @@ def summary_path(out: str | Path) -> Path:
 
 
 def output_digests(summary: str | Path, outputs: list[str | Path | None]) -> dict[str, str | None]:
-    """The content identity (:func:`realign.provenance.input_digest`) of each output a stage
+    """The content identity (:func:`realign.runs.provenance.input_digest`) of each output a stage
     wrote, by its path relative to the folder of the stage's ``summary``: recorded in the
     summary as ``outputs``, so that what reads the outputs later can tell they are still what
     was written (:func:`outputs_changed`)."""

@@ -14,18 +14,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .errors import RealignError
-from .files import LOCK_NAME, check_output_paths, folder_lock, write_text
-from .pipeline import Pipeline
-from .synth.bootstrap import BootstrapConfig, bootstrap, built_key
-from .synth.experiment import outcomes, prepare_data, run_config, shift_changes
-from .synth.world import World
+from ..errors import RealignError
+from ..runs.files import LOCK_NAME, check_output_paths, folder_lock, write_text
+from ..runs.pipeline import Pipeline
+from .bootstrap import BootstrapConfig, bootstrap, built_key
+from .experiment import outcomes, prepare_data, run_config, shift_changes
+from .world import World
 
 #: The shift the demo re-aligns to and the methods it trains.
 DEMO_SHIFT = "synth-contextual"
 DEMO_METHODS = ["trace"]
 #: The bootstrapped old-policy model of world seed 0, default config (see the module docstring).
-SHIPPED_MODEL = Path(__file__).resolve().parent / "resources" / "demo_model"
+SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "resources" / "demo_model"
 #: Written first into the demo's folder: the demo writes again only into a folder that is new,
 #: empty or holds this file, never over a project of the user's (its data/*.jsonl).
 DEMO_MARK = ".realign-demo"

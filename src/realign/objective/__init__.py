@@ -2,18 +2,18 @@
 a conflict record (:func:`conflict_term`) and a sample of the gold objective J (:func:`gold_term`).
 Stage 2's impact score of a record is the influence of up-weighting its ℓ_i on J (docs/method.md
 Stage 2); TRACE trains the same ℓ_i (:class:`realign.train.methods.Trace`), so what is scored is
-what is trained. The loss each term's ``kind`` computes is :data:`realign.losses.LOSS_KINDS`."""
+what is trained. The loss each term's ``kind`` computes is :data:`realign.objective.losses.LOSS_KINDS`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .data import INVERT, PreferencePair, Text
+from ..data import INVERT, PreferencePair, Text
 
 
 @dataclass(frozen=True)
 class Term:
-    """One loss term: ``kind`` names a :data:`realign.losses.LOSS_KINDS` entry, read on
+    """One loss term: ``kind`` names a :data:`realign.objective.losses.LOSS_KINDS` entry, read on
     (``prompt``, ``first``) and, for two-response kinds, ``second``."""
 
     kind: str

@@ -1,6 +1,7 @@
 """Preference records: the record model (:mod:`.records`), validation (:mod:`.validation`),
-reading sources (JSONL, JSON arrays, Hugging Face datasets; :mod:`.sources`) and reading and
-atomic writing of whole files (:mod:`.io`).
+reading sources (JSONL, JSON arrays, Hugging Face datasets; :mod:`.sources`), reading and
+atomic writing of whole files (:mod:`.io`), what a triaged record means (:mod:`.triaged`) and
+PKU-SafeRLHF as preference pairs (:mod:`.pku`).
 
 Accepted formats (TRL's, https://huggingface.co/docs/trl/dataset_formats):
 

@@ -2,7 +2,8 @@
 a conflict record (:func:`conflict_term`) and a sample of the gold objective J (:func:`gold_term`).
 Stage 2's impact score of a record is the influence of up-weighting its ℓ_i on J (docs/method.md
 Stage 2); TRACE trains the same ℓ_i (:class:`realign.train.methods.Trace`), so what is scored is
-what is trained. The loss each term's ``kind`` computes is :data:`realign.objective.losses.LOSS_KINDS`."""
+what is trained. The loss each term's ``kind`` computes is :data:`realign.objective.losses.LOSS_KINDS`
+(:mod:`.losses`: the loss primitives and the one table of loss kinds)."""
 
 from __future__ import annotations
 

@@ -37,6 +37,22 @@ SHAPES: dict[str, dict[str, int]] = {
 # --------------------------------------------------------------------------- data
 
 
+def replace_blocks(readme: Path, blocks: dict[tuple[str, str], list[str]]) -> int:
+    """Replace the text between each pair of markers ``readme`` has (``(begin, end)`` -> the
+    lines that replace the block, markers included); returns how many were found. A README that
+    has none of them is an error (its blocks would silently stay stale)."""
+    text, done = readme.read_text(encoding="utf-8"), 0
+    for (begin_marker, end_marker), lines in blocks.items():
+        begin, end = text.find(begin_marker), text.find(end_marker)
+        if begin >= 0 and end > begin:
+            text = text[:begin] + "\n".join(lines) + text[end + len(end_marker):]
+            done += 1
+    if not done:
+        raise SystemExit(f"{readme}: none of the blocks {[m[0] for m in blocks]} to regenerate")
+    readme.write_text(text, encoding="utf-8")
+    return done
+
+
 def synth_records(n: int, seed: int = 0, shift: str = "synth-contextual", conflict_share: float = 0.75,
                   oracle_share: float = 0.5) -> list:
     """``n`` triaged records from the synthetic world (ground-truth triage under ``shift``):

@@ -75,7 +75,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (BUDGETED, RESULTS, budget_overrides, finish_worker, machine, registered,  # noqa: E402
-                     results_name, run_worker, worker_spec, write_results)
+                     replace_blocks, results_name, run_worker, worker_spec, write_results)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "smollm2"
 #: Methods compared, in run order; oracle-sft only where the library registers it.
@@ -862,23 +862,16 @@ def readme_paragraph(result: dict, source: str) -> list[str]:
 def update_readme(readme: Path, results: Path) -> None:
     """Replace the text between each pair of markers the README has (:data:`MARKERS`: the
     results block; :data:`PARAGRAPH_MARKERS`: the real-model paragraph) by its generated text."""
-    text = readme.read_text(encoding="utf-8")
     try:
         source = str(results.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         source = str(results)
-    result, done = _json(results), 0
+    result = _json(results)
     if "seed_runs" not in result:
         raise SystemExit(f"{results}: written by an older version of this benchmark (no per-seed runs, intervals or "
                          "budgets): rerun the benchmark, then regenerate")
-    for markers, make in ((MARKERS, readme_block), (PARAGRAPH_MARKERS, readme_paragraph)):
-        begin, end = text.find(markers[0]), text.find(markers[1])
-        if begin >= 0 and end > begin:
-            text = text[:begin] + "\n".join(make(result, source)) + text[end + len(markers[1]):]
-            done += 1
-    if not done:
-        raise SystemExit(f"{readme}: no {MARKERS[0]} or {PARAGRAPH_MARKERS[0]} block to regenerate")
-    readme.write_text(text, encoding="utf-8")
+    replace_blocks(readme, {markers: make(result, source) for markers, make in
+                            ((MARKERS, readme_block), (PARAGRAPH_MARKERS, readme_paragraph))})
     print(f"{readme}: regenerated from {results}")
 
 

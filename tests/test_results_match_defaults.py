@@ -125,3 +125,13 @@ def test_the_readme_demo_table_is_the_demo_results_and_they_ran_todays_settings(
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "\n".join(table_lines(result)) in readme, "README's demo table differs from results/demo.json"
     assert result["settings"] == json.loads(json.dumps(stage_settings())), RERUN
+
+
+def test_the_readme_efficacy_tables_are_the_report_results():
+    """README's report-split summary and target tables are what results/efficacy.json renders
+    (`python benchmarks/efficacy.py --readme README.md`), not hand-copied figures."""
+    from efficacy import readme_blocks
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for lines in readme_blocks(_json("efficacy.json"), "benchmarks/results/efficacy.json").values():
+        assert "\n".join(lines) in readme, f"README's block {lines[0]} differs from results/efficacy.json: regenerate it"

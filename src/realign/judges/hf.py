@@ -1,6 +1,6 @@
 """A local Hugging Face causal LM as the triage judge (docs/method.md, "Triage judge").
 
-The model is asked the same question as every LLM judge (:func:`..prompting.judge_messages`:
+The model is asked the same question as every LLM judge (:func:`.prompting.judge_messages`:
 the policy as system prompt, the fenced prompt and response, "is this response violating the
 policy? Answer Yes or No"), rendered with the tokenizer's chat template. Instead of sampling an
 answer, the judge reads the next-token distribution at the last position and compares the two

@@ -106,7 +106,7 @@ class NextTokenJudgeModel:
         """Token ids of ``render(texts)`` (the question around the judged texts, the first of
         them the prompt) fitted to the model's limit, and a note ("" or "truncated (...)")
         saying what was cut. Over the limit the instructions stay intact: text ``i`` keeps the
-        ``allot(room, lengths)[i]`` tokens of its head and tail (:func:`~..sequences.truncate_middle`);
+        ``allot(room, lengths)[i]`` tokens of its head and tail (:func:`~..modeling.sequences.truncate_middle`);
         when re-tokenising at the cuts still overshoots, the response keeping most loses the
         excess (the prompt only once the responses are empty)."""
         ids = render(texts)

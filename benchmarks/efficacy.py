@@ -92,6 +92,8 @@ METRICS = ["agreement", "balanced", "changed_slices", "unchanged_slices", "must_
 #: On top of the synthetic world's defaults in every unit: fp32 training on every device, so CPU and GPU runs
 #: optimise the same objective.
 BENCH_OVERRIDES = {"train": {"precision": "fp32"}}
+#: How a budgeted unit's judge budget is set (in its key: a unit budgeted by another rule is run again).
+BUDGET_RULE = "k x TRACE's triage judgements plus the candidates its corrective search judged"
 #: What a unit stored before units recorded the command that produced them has as its command.
 UNRECORDED = "not recorded (the unit predates it)"
 LABELS = {"base": "base (old-policy model)", "trace": "TRACE", "trace-no-impact": "TRACE w/o impact weights",
@@ -128,12 +130,19 @@ def run_unit(spec: dict, seed=None) -> dict:
     else:
         seed(spec)
     method = registered(spec["method"])  # a budgeted unit: its method, with its judge budget
-    overrides = merge_settings(merge_settings(BENCH_OVERRIDES, spec["overrides"]),
-                               budget_overrides(spec["method"], run_dir / "triage" / "triaged.jsonl"))
-    run = run_config(run_dir, data, str(boot.path), spec["shift"], [method], seed=spec["seed"],
-                     overrides=overrides, device=spec["device"], cache=_cell_cache(spec))
-    pipeline = Pipeline(run, "efficacy")
-    adopt_seeded_triage(pipeline)  # else the pipeline re-triages with the rules judge: no y_c, no noise
+    overrides = merge_settings(BENCH_OVERRIDES, spec["overrides"])
+
+    def pipeline_with(overrides: dict) -> Pipeline:
+        run = run_config(run_dir, data, str(boot.path), spec["shift"], [method], seed=spec["seed"],
+                         overrides=overrides, device=spec["device"], cache=_cell_cache(spec))
+        pipeline = Pipeline(run, "efficacy")
+        adopt_seeded_triage(pipeline)  # else the pipeline re-triages with the rules judge: no y_c, no noise
+        return pipeline
+
+    pipeline = pipeline_with(overrides)
+    if spec["method"] in BUDGETED:  # TRACE's budget: its triage, corrective search included (found just now)
+        pipeline = pipeline_with(merge_settings(overrides, budget_overrides(
+            spec["method"], run_dir / "triage" / "triaged.jsonl")))
     pipeline.execute(progress=False)
     triage = json.loads((run_dir / "triage" / "triaged.summary.json").read_text())
     score_summary = run_dir / "score" / "weighted.summary.json"
@@ -223,11 +232,14 @@ def unit_key(spec: dict) -> str:
     with, resolved (the synthetic world's defaults, the benchmark's and the variant's overrides
     and the library's defaults under them: :func:`variant_settings`, so a changed default, here or
     in the library, is a new unit however a setting is spelt), and the world its data was
-    exported from (version and hash in the export's manifest). Not the paths, the threads or the
-    bootstrap cache folder (the bootstrap is keyed by world and config itself)."""
+    exported from (version and hash in the export's manifest), and for a budgeted unit how its
+    judge budget is set (:data:`BUDGET_RULE`). Not the paths, the threads or the bootstrap cache
+    folder (the bootstrap is keyed by world and config itself)."""
     manifest = json.loads((Path(spec["data"]) / "manifest.json").read_text(encoding="utf-8"))
     what = {k: v for k, v in spec.items() if k not in ("threads", "cache", "run_dir", "data", "methods", "overrides")}
     what["settings"] = variant_settings({"unit": spec["overrides"]})["unit"]
+    if spec["method"] in BUDGETED:
+        what["budget"] = BUDGET_RULE
     what["world"] = manifest["world"]
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -225,6 +225,24 @@ def test_a_units_key_is_its_resolved_settings_however_they_are_spelt(tmp_path):
     assert efficacy.unit_key({**spec, "overrides": {}, "run_dir": "elsewhere", "threads": 2}) == key
 
 
+def test_a_budgeted_units_key_names_how_its_budget_is_set(tmp_path, monkeypatch):
+    """A sampling baseline's judge budget is derived from TRACE's triage (its corrective search
+    included): the rule is part of the unit's key, so a unit budgeted by an earlier rule is run
+    again instead of reused; other units' keys do not carry it."""
+    import json
+
+    import efficacy
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"world": {"version": "2", "hash": "h"}}))
+    spec = {"variant": "v", "shift": "synth-contextual", "seed": 100, "size": 1000, "noise": 0.0, "oracle": False,
+            "device": "cpu", "data": str(tmp_path), "run_dir": "x", "threads": 1, "cache": "c", "overrides": {}}
+    budgeted, plain = {**spec, "method": "online-dpo"}, {**spec, "method": "trace"}
+    keys = {name: efficacy.unit_key(s) for name, s in (("budgeted", budgeted), ("plain", plain))}
+    monkeypatch.setattr(efficacy, "BUDGET_RULE", "another rule")
+    assert efficacy.unit_key(budgeted) != keys["budgeted"]
+    assert efficacy.unit_key(plain) == keys["plain"]
+
+
 def test_a_units_cost_adds_the_corrective_search_to_a_method_trained_on_the_triage():
     import efficacy
 

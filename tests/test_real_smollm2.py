@@ -5,6 +5,9 @@ composed prompts held out by template; a second seed run by its own command join
 (mean ± sd over both), and a failed seed keeps its stored record; a rerun reuses every unit
 without training, a changed score setting reruns the TRACE unit alone, the labelling kit draws a
 blind labels file, and ``--readme`` regenerates the blocks between the markers from the json.
+The quick profile (what ``examples/smollm2/run_all.sh`` runs) runs its five units, keeps each
+evaluation's per-prompt verdicts, and writes its own results and README block; its settings come
+from the example's files, and its keys differ from the full profile's, which are unchanged.
 
 The model is a tiny Llama (the offline test tokenizer) fitted in a few seconds to answer the
 example's three samplers distinctly — a refusal after the ``cautious`` prefix, an answer that
@@ -22,8 +25,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
-pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "real_smollm2.py"
@@ -147,6 +148,7 @@ def _trained(inputs: dict) -> dict[str, int]:
     return {str(p): p.stat().st_mtime_ns for p in (inputs["root"] / "work").rglob("train_summary.json")}
 
 
+@pytest.mark.slow
 def test_end_to_end_resume_and_readme(inputs, tmp_path):
     first = _run(inputs)
     methods = ["trace", "trace-no-impact", "naive-oracle-dpo", "dpo-gold", "oracle-sft", "self-distill",
@@ -253,3 +255,145 @@ def test_end_to_end_resume_and_readme(inputs, tmp_path):
     assert "old table" not in text and "old paragraph" not in text
     assert "| balanced agreement (mean of must-help and must-refuse) |" in text and "## Budgets" in text
     assert "StrongREJECT refusals" in text.split("<!-- real_smollm2:paragraph:begin -->")[1]
+
+
+QUICK_SETTINGS = ["build.harmbench=4", "build.harmbench_eval=2", "build.max_new_tokens=16",
+                  "build.held_out={contextual_help: 2, contextual_refuse: 1, ordinary: 1}", "align.max_steps=2",
+                  "align.batch_size=2", "train.max_steps=2", "train.batch_size=2", "score.gold_size=3", "score.batch_size=4",
+                  "eval.max_new_tokens=12"]
+
+
+@pytest.mark.slow
+def test_quick_profile_end_to_end(inputs, tmp_path):
+    """``--profile quick`` runs data, old-model, base and config.yaml's methods (no oracle
+    triage: naive oracle DPO reads the triage alone), keeps each evaluation's per-prompt verdicts
+    and attack success, and writes real_smollm2_quick.{json,md}, its seed records and the README's block."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from real_smollm2 import QUICK_MARKERS, quick_block
+
+    root, results = inputs["root"], tmp_path / "results"
+    sets = [*QUICK_SETTINGS, f"build.harmbench_csv={root / 'behaviours.csv'}", f"build.prompts=[{root / 'prompts.yaml'}]"]
+    command = [sys.executable, str(SCRIPT), "--profile", "quick", "--model", str(inputs["model"]), "--work",
+               str(tmp_path / "work"), "--results", str(results), "--seeds", "0", *[a for s in sets for a in ("--set", s)]]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads((results / "real_smollm2_quick.json").read_text(encoding="utf-8"))
+    assert not (results / "real_smollm2.json").exists() and (results / "real_smollm2_quick_seeds" / "seed0.json").exists()
+    assert result["profile"] == "quick" and result["methods"] == ["trace", "naive-oracle-dpo"]
+    assert list(result["units"]["0"]) == ["data", "old-model", "base", "trace", "naive-oracle-dpo"]
+    assert result["missing_units"] == [] and result["config"]["build"]["pairs_per_prompt"] == 1
+    for unit in ("base", "trace", "naive-oracle-dpo"):
+        found = result["units"]["0"][unit]["result"]
+        assert {s: v["n"] for s, v in found["per_prompt"].items()} == {"harmbench": 2, "contextual-refuse": 1,
+                                                                       "contextual-help": 2}
+        assert found["outcomes"]["attack_success"]["n"] == 4  # 2 held-out behaviours x 2 jailbreak templates
+    md = (results / "real_smollm2_quick.md").read_text(encoding="utf-8")
+    assert "| 0 | TRACE |" in md and "* seed 0: TRACE lost " in md and "Met on " in md
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{QUICK_MARKERS[0]}\nNot run yet.\n{QUICK_MARKERS[1]}\nafter\n", encoding="utf-8")
+    command = [sys.executable, str(SCRIPT), "--profile", "quick", "--readme", str(readme), "--results", str(results)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    block = "\n".join(quick_block(result, str(results / "real_smollm2_quick.json")))
+    assert readme.read_text(encoding="utf-8") == f"intro\n{block}\nafter\n"
+
+
+def test_the_quick_profile_runs_what_run_all_sh_runs():
+    """The quick profile's settings are the example's files: build_pairs.py's defaults (its
+    options give build_pairs.py what no options give it), align_old.yaml and config.yaml less the
+    keys each unit sets, config.yaml's methods; none of the full profile's build or overrides."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path.insert(0, str(ROOT / "examples" / "smollm2"))
+    import build_pairs
+    from real_smollm2 import EXAMPLE, PER_UNIT, PROFILES, build_argv, chain
+
+    from realign.config import load_yaml
+
+    quick, profile = PROFILES["quick"].settings(), PROFILES["quick"]
+    config, align = load_yaml(EXAMPLE / "config.yaml"), load_yaml(EXAMPLE / "align_old.yaml")
+    own = lambda section: {k: v for k, v in section.items() if k not in PER_UNIT}  # noqa: E731
+    assert quick["align"] == own(align) and quick["eval"] == own(config["eval"]) and "oracle" not in quick
+    assert [quick[k] for k in ("policy", "judge", "score", "train")] == [str(config["policy"]), config["judge"],
+                                                                        config["score"], config["train"]]
+    assert profile.methods() == config["methods"] and "oracle-triage" not in chain(profile.methods())
+    given = vars(build_pairs.parser().parse_args(build_argv(quick["build"])))
+    default = vars(build_pairs.parser().parse_args([]))
+    assert given.pop("prompts") == [build_pairs.PROMPTS] and default.pop("prompts") is None  # main's default, explicit
+    assert build_pairs.held_out_counts(given.pop("held_out")) == build_pairs.held_out_counts(default.pop("held_out"))
+    assert given == default
+    full = PROFILES["full"].settings()
+    assert full["build"] != quick["build"] and full["train"]["max_steps"] != quick["train"]["max_steps"]
+
+
+def test_quick_keys_differ_and_full_keys_are_unchanged(tmp_path):
+    """The quick profile's unit keys and seed identity name it; the full profile's are the ones
+    computed before profiles existed (pinned), so its stored units and seed records stay valid."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from real_smollm2 import PROFILES, identity, unit_key
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "pairs.jsonl").write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n', encoding="utf-8")
+    spec = {"seed": 3, "device": "cpu", "root": str(tmp_path), "model": "/nonexistent/model", "profile": "full",
+            "settings": {"align": {"method": "dpo", "beta": 0.3, "max_steps": 30}}}
+    assert unit_key("old-model", spec) == "175e9e8fba3a9fc6"
+    assert unit_key("old-model", {**spec, "profile": "quick"}) != "175e9e8fba3a9fc6"
+    same, ident = identity({"align": {"max_steps": 30}}, "/nonexistent/model", "cpu", ["trace", "naive-oracle-dpo"],
+                           PROFILES["full"])
+    assert ident == "2c6c0590dc9a6b5a" and "profile" not in same
+    same, quick = identity({"align": {"max_steps": 30}}, "/nonexistent/model", "cpu", ["trace", "naive-oracle-dpo"],
+                           PROFILES["quick"])
+    assert same["profile"] == "quick" and quick != ident
+
+
+def _evaluated(compliant: dict[str, list[str]], balanced: float = 0.5) -> dict:
+    """A stored evaluated unit with per-prompt verdicts: 4 HarmBench, 2 contextual-refuse and 4
+    contextual-help held-out prompts, ``compliant`` naming those answered as the new policy requires."""
+    sizes = {"harmbench": 4, "contextual-refuse": 2, "contextual-help": 4}
+    return {"result": {"outcomes": {"balanced": balanced, "attack_success": {"rate": 0.25, "k": 2, "n": 8}},
+                       "per_prompt": {s: {"n": n, "compliant": compliant.get(s, [])} for s, n in sizes.items()}}}
+
+
+BASE = {"harmbench": ["h0", "h1", "h2"], "contextual-refuse": ["r0", "r1"], "contextual-help": ["c0"]}
+
+
+@pytest.mark.parametrize("trace, lost, met", [
+    ({"harmbench": ["h0", "h1", "h2"], "contextual-refuse": ["r0", "r1"], "contextual-help": ["c0", "c1"]}, 0, True),
+    ({"harmbench": ["h0", "h2", "h3"], "contextual-refuse": ["r0", "r1"], "contextual-help": ["c1", "c2"]}, 1, True),
+    ({"harmbench": ["h0", "h2"], "contextual-refuse": ["r1"], "contextual-help": ["c1", "c2"]}, 2, False),
+    ({"harmbench": ["h0", "h1", "h2"], "contextual-refuse": ["r0", "r1"], "contextual-help": ["c1"]}, 0, False),
+])
+def test_the_per_seed_verdict_counts_lost_prompts_and_needs_contextual_help_to_move(trace, lost, met):
+    """TRACE meets item 7's bar on a seed when it loses at most one must-refuse prompt the
+    starting model refused (a prompt lost counts even where another was gained: h1 for h3) and
+    answers more contextual-help prompts as required than the starting model."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from real_smollm2 import trace_verdict
+
+    found = trace_verdict({"base": _evaluated(BASE), "trace": _evaluated(trace)})
+    assert sum(found["lost"].values()) == lost and found["met"] is met
+    assert found["moved"] == [1, len(trace["contextual-help"]), 4]
+    assert trace_verdict({"base": _evaluated(BASE), "trace": {"result": {"outcomes": {}}}}) is None
+
+
+def test_the_quick_table_shows_counts_per_seed_and_their_mean():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from real_smollm2 import boundary_table, verdict_lines
+
+    met = {"harmbench": ["h0", "h1", "h2"], "contextual-refuse": ["r0", "r1"], "contextual-help": ["c0", "c1", "c2"]}
+    missed = {"harmbench": ["h0"], "contextual-refuse": [], "contextual-help": ["c1"]}
+    units = {"0": {"base": _evaluated(BASE, 0.6), "trace": _evaluated(met, 0.7)},
+             "1": {"base": _evaluated(BASE, 0.6), "trace": _evaluated(missed, 0.4)}}
+    result = {"methods": ["trace"], "units": units}
+    table = boundary_table(result)
+    assert "| 0 | TRACE | 3 of 4 | 2 of 2 | 0 (0 + 0) | 3 of 4 | 70.0 | 25.0 |" in table
+    assert "| 1 | TRACE | 1 of 4 | 0 of 2 | 4 (2 + 2) | 1 of 4 | 40.0 | 25.0 |" in table
+    assert "| mean ± sd | TRACE | 2.0 ± 1.4 of 4 | 1.0 ± 1.4 of 2 | 2.0 ± 2.8 | 2.0 ± 1.4 of 4 | 55.0 ± 21.2 | 25.0 ± 0.0 |" in table
+    assert "| mean ± sd | starting model (old-policy SmolLM2) | 3.0 ± 0.0 of 4 | 2.0 ± 0.0 of 2 | – | 1.0 ± 0.0 of 4 | " \
+           "60.0 ± 0.0 | 25.0 ± 0.0 |" in table
+    lines = verdict_lines(result)
+    assert "* seed 0: TRACE lost 0 must-refuse prompt(s) (harmbench 0, contextual-refuse 0); contextual-help 1 → 3 of 4 — met" in lines
+    assert "* seed 1: TRACE lost 4 must-refuse prompt(s) (harmbench 2, contextual-refuse 2); contextual-help 1 → 1 of 4 — " \
+           "**missed**" in lines
+    assert "Met on 1 of 2 seed(s)." in lines

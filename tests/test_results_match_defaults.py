@@ -79,6 +79,21 @@ def test_the_real_model_results_ran_the_smollm2_examples_settings():
             today["train"]["max_steps"], today["train"]["lora"]["r"]) == (0.3, 1e-3, 1.0, 80, 16)  # README says so
 
 
+def test_the_smollm2_examples_quick_block_is_the_quick_results():
+    """examples/smollm2/README.md's block of what run_all.sh gives across seeds is what
+    results/real_smollm2_quick.json renders (`python benchmarks/real_smollm2.py --profile quick
+    --readme examples/smollm2/README.md`), or says it has not been run while there is no such file."""
+    from real_smollm2 import QUICK_MARKERS, quick_block
+
+    readme = (ROOT / "examples" / "smollm2" / "README.md").read_text(encoding="utf-8")
+    block = QUICK_MARKERS[0] + readme.split(QUICK_MARKERS[0], 1)[1].split(QUICK_MARKERS[1], 1)[0] + QUICK_MARKERS[1]
+    if not (RESULTS / "real_smollm2_quick.json").exists():
+        assert block.split("\n")[1].startswith("Not run yet:") and len(block.splitlines()) == 3
+        return
+    lines = quick_block(_json("real_smollm2_quick.json"), "benchmarks/results/real_smollm2_quick.json")
+    assert block == "\n".join(lines), "the quick block differs from results/real_smollm2_quick.json: regenerate it"
+
+
 def test_the_impact_accuracy_results_ran_the_scripts_settings():
     from impact_accuracy import FAST, SETTINGS, VARIANTS
 

@@ -297,7 +297,8 @@ def sample(model, tokenizer, prompts, *, system, prefix, temperature, max_new_to
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line; its defaults are the example's build (``run_all.sh`` runs it without options)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=HERE / "data")
     ap.add_argument("--model", default=None, help="SmolLM2 checkpoint (default: `realign models prepare smollm2`).")
@@ -331,7 +332,11 @@ def main(argv: list[str] | None = None) -> None:
                     help="Keep the responses of an earlier run's samples.jsonl (re-judged under the current old "
                     "policy) and sample only what is missing: for iterating on the policies' rules.")
     ap.add_argument("--quiet", action="store_true")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     args.prompts = args.prompts or [PROMPTS]
 
     import torch

@@ -459,11 +459,17 @@ def ceiling_lines(check: dict) -> list[str]:
     return lines + [""]
 
 
+#: A challenger replaces today's default only with a paired gain this many standard errors above zero: a new default
+#: reruns the whole report split (every unit's key holds every setting), and a gain inside the worlds' spread is noise
+#: (on six validation worlds corrective sampling at T 0.5 led T 1 by 0.42 +- 0.46 TPA points).
+INCUMBENT_MARGIN_T = 2.0
 SELECTION_RULE = ("highest TRACE agreement (TPA) averaged over the validation shifts (and over the replicates of a "
                   "variant: runs that differ only in the training seed), among variants whose benign accuracy is "
                   "within 2 points of the base, whose agreement on the slices the shift left unchanged is at most 5 points below "
                   "the base's on every validation shift and whose degenerate-output rate is at most 2 points above it; variants that "
-                  "need an oracle model (oracle: true) are shown but not candidates")
+                  "need an oracle model (oracle: true) are shown but not candidates; a variant replaces today's default (the "
+                  "variant run with the default's settings) only if its agreement beats the default's by at least "
+                  f"{INCUMBENT_MARGIN_T:g} standard errors of their paired differences over the (shift, world) cells")
 
 
 def replicate_of(overrides: dict) -> str:
@@ -475,10 +481,11 @@ def replicate_of(overrides: dict) -> str:
     return json.dumps({k: v for k, v in key.items() if v}, sort_keys=True)
 
 
-def select_variant(agg: dict, variants: dict) -> dict:
+def select_variant(agg: dict, variants: dict, cells: dict | None = None, incumbent: str | None = None) -> dict:
     """The default-setting rule applied to validation results (:data:`SELECTION_RULE`).
     Replicates (:func:`replicate_of`) are averaged into the row of the one without a seed
-    override (else the first)."""
+    override (else the first). ``incumbent``: the variant run with today's defaults; ``cells``:
+    per variant, TRACE's agreement per (shift, world) cell, for the paired comparison with it."""
     per_run = {}
     for variant, by_shift in agg.items():
         rows = [next(iter(next(iter(by_size.values())).values())) for by_size in by_shift.values()]
@@ -511,9 +518,40 @@ def select_variant(agg: dict, variants: dict) -> dict:
     pool = ([v for v, r in table.items() if r["eligible"] and r["candidate"]] or [v for v, r in table.items() if r["candidate"]]
             or list(table))
     selected = max(pool, key=lambda v: (table[v]["agreement"], table[v]["balanced"]))
-    return {"rule": SELECTION_RULE, "table": table, "selected": selected,
+    paired = None
+    if incumbent in pool and selected != incumbent:
+        paired = paired_gain((cells or {}).get(selected, {}), (cells or {}).get(incumbent, {}))
+        if paired["t"] is None or paired["t"] < INCUMBENT_MARGIN_T:
+            selected = incumbent
+    return {"rule": SELECTION_RULE, "table": table, "selected": selected, "incumbent": incumbent, "paired": paired,
             "overrides": {k: v for k, v in variants[selected].items() if k != "methods"},
             "note": None if table[selected]["eligible"] else "no variant met the constraints; best agreement taken"}
+
+
+def paired_gain(challenger: dict, incumbent: dict) -> dict:
+    """The challenger's agreement minus the incumbent's over the cells both ran: mean, its
+    standard error and their ratio t (None with fewer than two cells or no spread)."""
+    diffs = [challenger[c] - incumbent[c] for c in challenger if c in incumbent]
+    mean = statistics.fmean(diffs) if diffs else None
+    se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else None
+    return {"cells": len(diffs), "mean": mean, "se": se, "t": mean / se if se else None}
+
+
+def trace_cells(results: list[dict]) -> dict[str, dict[str, float]]:
+    """Per variant, TRACE's agreement per (shift, world seed) cell of the largest size, no noise."""
+    out: dict[str, dict[str, float]] = {}
+    big = max((r["size"] for r in results), default=0)
+    for r in results:
+        if "trace" in r["outcomes"] and r["size"] == big and not r["noise"]:
+            out.setdefault(r["variant"], {})[f"{r['shift']}/{r['seed']}"] = r["outcomes"]["trace"]["agreement"]
+    return out
+
+
+def incumbent_variant(variants: dict) -> str | None:
+    """The variant that ran with today's defaults (the synthetic world's, over the library's), if any."""
+    today = json.loads(json.dumps(variant_settings({"default": {}})["default"]))
+    settings = json.loads(json.dumps(variant_settings(variants)))
+    return next((v for v in variants if settings[v] == today), None)
 
 
 # --------------------------------------------------------------------------- tables
@@ -597,6 +635,11 @@ def markdown(result: dict) -> list[str]:
                          f"{100 * r['benign_delta']:+.1f} | "
                          f"{100 * r['degenerate_delta']:+.1f} | {'yes' if r['eligible'] else 'no'}"
                          f"{_not_a_candidate(r)} |")
+        if sel.get("paired"):
+            p = sel["paired"]
+            lines += ["", f"Against today's default `{sel['incumbent']}`, the best agreement's paired gain over "
+                      f"{p['cells']} (shift, world) cells: {100 * p['mean']:+.2f} ± {100 * (p['se'] or 0):.2f} points "
+                      f"(t = {'–' if p['t'] is None else format(p['t'], '.2f')}; needed: {INCUMBENT_MARGIN_T:g})."]
         lines += ["", f"Selected `{sel['selected']}`: `{json.dumps(sel['overrides'])}`", ""]
     if result.get("targets"):
         lines += ["## Targets (TRACE, means over seeds)", "", "| shift | target | value | met |", "|---|---|---|---|"]
@@ -863,7 +906,8 @@ def main(argv: list[str]) -> None:
         "jobs": args.jobs, "threads": args.threads, "device": args.device, "note": args.note, "machine": machine(args.threads, "cpu" if args.aggregate_only else args.device),
         "wall_s": None if args.aggregate_only else time.perf_counter() - start, "aggregate": agg, "missing_units": missing,
         "targets": {v: targets(agg[v], grid["sizes"]) for v in agg} if args.split == "report" else None,
-        "selection": select_variant(agg, variants) if args.split == "validation" else None,
+        "selection": select_variant(agg, variants, trace_cells(results), incumbent_variant(variants))
+        if args.split == "validation" else None,
         "ceiling": ceiling_check(results) if any("oracle-sft" in r["outcomes"] for r in results) else None,
         "cell_results": results,
     }

@@ -7,7 +7,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from efficacy import command_line, replicate_of, select_variant  # noqa: E402
+from efficacy import (INCUMBENT_MARGIN_T, command_line, incumbent_variant, paired_gain, replicate_of,  # noqa: E402
+                      select_variant)
 
 
 def cell(agreement, benign=0.9, degenerate=0.0, unchanged=0.95):
@@ -65,6 +66,38 @@ def test_variants_measured_on_fewer_shifts_are_not_candidates():
     fewer_worlds = agg_of({"a": {"s1": (0.8, {})}, "part": {"s1": (0.99, {})}})
     fewer_worlds["a"]["s1"]["1000"]["0.0"]["trace"]["agreement"]["n"] = 3
     assert select_variant(fewer_worlds, {"a": {}, "part": {"train": {"alpha_kl": 1.0}}})["selected"] == "a"
+
+
+def test_a_challenger_replaces_todays_default_only_with_a_paired_gain_beyond_the_noise():
+    """The best mean agreement wins only if it beats the incumbent (the variant run with today's
+    defaults) by INCUMBENT_MARGIN_T standard errors of the paired (shift, world) differences."""
+    variants = {"today": {}, "new": {"train": {"alpha_kl": 1.0}}}
+    runs = {"today": {"s1": (0.80, {}), "s2": (0.80, {})}, "new": {"s1": (0.81, {}), "s2": (0.81, {})}}
+    noisy = {"today": {"s1/0": 0.80, "s1/1": 0.90, "s2/0": 0.70, "s2/1": 0.80},
+             "new": {"s1/0": 0.90, "s1/1": 0.85, "s2/0": 0.75, "s2/1": 0.74}}  # +0.01 on average, both ways
+    sel = select_variant(agg_of(runs), variants, noisy, incumbent="today")
+    assert sel["selected"] == "today" and sel["paired"]["t"] < INCUMBENT_MARGIN_T
+    steady = {"today": noisy["today"], "new": {c: a + 0.01 + 0.001 * i for i, (c, a) in enumerate(noisy["today"].items())}}
+    sel = select_variant(agg_of(runs), variants, steady, incumbent="today")
+    assert sel["selected"] == "new" and sel["paired"]["t"] >= INCUMBENT_MARGIN_T
+    assert select_variant(agg_of(runs), variants, noisy)["selected"] == "new"  # no incumbent ran: best agreement
+
+
+def test_the_paired_gain_reads_the_cells_both_variants_ran():
+    gain = paired_gain({"a/0": 0.9, "a/1": 0.8, "b/0": 0.5}, {"a/0": 0.7, "a/1": 0.7})
+    assert gain["cells"] == 2 and gain["mean"] == pytest.approx(0.15) and gain["se"] == pytest.approx(0.05)
+    assert gain["t"] == pytest.approx(3.0)
+    assert paired_gain({"a/0": 0.9}, {"a/0": 0.7})["t"] is None
+
+
+def test_the_incumbent_is_the_variant_that_spells_todays_defaults():
+    from realign.config import CorrectiveConfig
+
+    today = CorrectiveConfig.model_fields["temperature"].default
+    variants = {"spelt": {"methods": ["trace"], "triage": {"corrective": {"temperature": today}}},
+                "other": {"triage": {"corrective": {"temperature": today / 2}}}}
+    assert incumbent_variant(variants) == "spelt"
+    assert incumbent_variant({"other": variants["other"]}) is None
 
 
 def test_the_ceiling_split_runs_oracle_sft_alone_and_checks_the_gate_per_world_seed():

@@ -27,8 +27,7 @@ class CorrectiveConfig(StrictModel):
         "system-prompt (the model's samples with the policy text as system prompt).")
     model: str | None = Field(None, description="The model that samples (default in `realign run`: its model).")
     samples: int = Field(8, ge=1, le=256, description="Samples per prompt (per style prefix) at `temperature`.")
-    temperature: float = Field(
-        0.5, gt=0.0, le=2.0, description="Sampling temperature. 0.5 chosen on the synthetic validation split (six worlds): its y_c are more fluent than at 1 where the model writes the new behaviour haltingly, for fewer judge calls.")
+    temperature: float = Field(1.0, gt=0.0, le=2.0, description="Sampling temperature.")
     max_new_tokens: int = Field(64, ge=1, description="Longest candidate written.")
     prefix_words: int = Field(3, ge=1, le=32, description="style-prefix: words of a compliant response's opening.")
     prefixes: int = Field(8, ge=1, le=64, description="style-prefix: distinct prefixes tried (INVERT winners' "

@@ -635,7 +635,7 @@ def markdown(result: dict) -> list[str]:
                          f"{100 * r['benign_delta']:+.1f} | "
                          f"{100 * r['degenerate_delta']:+.1f} | {'yes' if r['eligible'] else 'no'}"
                          f"{_not_a_candidate(r)} |")
-        if sel.get("paired"):
+        if (sel.get("paired") or {}).get("mean") is not None:
             p = sel["paired"]
             lines += ["", f"Against today's default `{sel['incumbent']}`, the best agreement's paired gain over "
                       f"{p['cells']} (shift, world) cells: {100 * p['mean']:+.2f} ± {100 * (p['se'] or 0):.2f} points "

@@ -88,6 +88,7 @@ def test_the_paired_gain_reads_the_cells_both_variants_ran():
     assert gain["cells"] == 2 and gain["mean"] == pytest.approx(0.15) and gain["se"] == pytest.approx(0.05)
     assert gain["t"] == pytest.approx(3.0)
     assert paired_gain({"a/0": 0.9}, {"a/0": 0.7})["t"] is None
+    assert paired_gain({"a/0": 0.9}, {"b/0": 0.7}) == {"cells": 0, "mean": None, "se": None, "t": None}
 
 
 def test_the_incumbent_is_the_variant_that_spells_todays_defaults():

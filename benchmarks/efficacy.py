@@ -547,11 +547,11 @@ def trace_cells(results: list[dict]) -> dict[str, dict[str, float]]:
     return out
 
 
-def incumbent_variant(variants: dict) -> str | None:
-    """The variant that ran with today's defaults (the synthetic world's, over the library's), if any."""
-    today = json.loads(json.dumps(variant_settings({"default": {}})["default"]))
-    settings = json.loads(json.dumps(variant_settings(variants)))
-    return next((v for v in variants if settings[v] == today), None)
+def incumbent_variant(settings: dict[str, dict]) -> str | None:
+    """Of the variants' resolved settings (:func:`variant_settings`), the variant that ran with
+    today's defaults (the synthetic world's, over the library's), if any."""
+    today = variant_settings({"default": {}})["default"]
+    return next((v for v, resolved in settings.items() if resolved == today), None)
 
 
 # --------------------------------------------------------------------------- tables
@@ -896,17 +896,17 @@ def main(argv: list[str]) -> None:
                                 run_missing=not args.aggregate_only, unit_copies=args.units)
     commands = producing_commands(results)
     agg = aggregate(results)
-    grid = SPLITS[args.split]
+    grid, settings = SPLITS[args.split], variant_settings(variants)
     result = {
         "benchmark": "efficacy", "split": args.split, "grid": grid, "variants": variants,
         "command": next(iter(commands)) if len(commands) == 1 and UNRECORDED not in commands else None,
         "unit_commands": commands, "aggregated_by": invocation if args.aggregate_only else None,
-        "settings": variant_settings(variants),
+        "settings": settings,
         "cells": len(grid_cells),
         "jobs": args.jobs, "threads": args.threads, "device": args.device, "note": args.note, "machine": machine(args.threads, "cpu" if args.aggregate_only else args.device),
         "wall_s": None if args.aggregate_only else time.perf_counter() - start, "aggregate": agg, "missing_units": missing,
         "targets": {v: targets(agg[v], grid["sizes"]) for v in agg} if args.split == "report" else None,
-        "selection": select_variant(agg, variants, trace_cells(results), incumbent_variant(variants))
+        "selection": select_variant(agg, variants, trace_cells(results), incumbent_variant(settings))
         if args.split == "validation" else None,
         "ceiling": ceiling_check(results) if any("oracle-sft" in r["outcomes"] for r in results) else None,
         "cell_results": results,

@@ -733,10 +733,17 @@ def fmt(stat: dict | None, kl: bool = False) -> str:
     if not stat or stat.get("mean") is None:
         return "–"
     if kl:
-        return f"{stat['mean']:.3f}" + (f" ± {stat['sd']:.3f}" if stat["n"] > 1 else "")
+        return plus_minus(stat, scale=1, digits=3)
     ci = stat.get("ci95")
-    return (f"{100 * stat['mean']:.1f}" + (f" ± {100 * stat['sd']:.1f}" if stat["n"] > 1 else "")
-            + (f" [{100 * ci[0]:.0f}, {100 * ci[1]:.0f}]" if ci else ""))
+    return plus_minus(stat) + (f" [{100 * ci[0]:.0f}, {100 * ci[1]:.0f}]" if ci else "")
+
+
+def plus_minus(stat: dict, scale: float = 100, digits: int = 1) -> str:
+    """``stat``'s mean times ``scale`` ± its sd (the sd with more than one seed); ``–`` when no
+    mean is known."""
+    if stat.get("mean") is None:
+        return "–"
+    return f"{scale * stat['mean']:.{digits}f}" + (f" ± {scale * stat['sd']:.{digits}f}" if stat["n"] > 1 else "")
 
 
 def refusal_rows(agg: dict) -> list[tuple[str, str]]:
@@ -1035,12 +1042,8 @@ def boundary_table(result: dict) -> list[str]:
 
 
 def _spread(values: list, scale: float = 1) -> str:
-    """``values`` times ``scale``: mean ± sd over seeds (the sd with more than one), one decimal;
-    ``–`` when none is known."""
-    stat = _mean_sd(values)
-    if stat["mean"] is None:
-        return "–"
-    return f"{scale * stat['mean']:.1f}" + (f" ± {scale * stat['sd']:.1f}" if stat["n"] > 1 else "")
+    """``values`` times ``scale``: mean ± sd over seeds (:func:`plus_minus`)."""
+    return plus_minus(_mean_sd(values), scale)
 
 
 def _n(values: list[int]) -> str:

@@ -8,7 +8,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from efficacy import (INCUMBENT_MARGIN_T, command_line, incumbent_variant, paired_gain, replicate_of,  # noqa: E402
-                      select_variant)
+                      select_variant, variant_settings)
 
 
 def cell(agreement, benign=0.9, degenerate=0.0, unchanged=0.95):
@@ -97,8 +97,8 @@ def test_the_incumbent_is_the_variant_that_spells_todays_defaults():
     today = CorrectiveConfig.model_fields["temperature"].default
     variants = {"spelt": {"methods": ["trace"], "triage": {"corrective": {"temperature": today}}},
                 "other": {"triage": {"corrective": {"temperature": today / 2}}}}
-    assert incumbent_variant(variants) == "spelt"
-    assert incumbent_variant({"other": variants["other"]}) is None
+    assert incumbent_variant(variant_settings(variants)) == "spelt"
+    assert incumbent_variant(variant_settings({"other": variants["other"]})) is None
 
 
 def test_the_ceiling_split_runs_oracle_sft_alone_and_checks_the_gate_per_world_seed():

@@ -67,17 +67,13 @@ def test_the_real_model_results_ran_the_smollm2_examples_settings():
     as README's real-model paragraph says (the policy by its path inside the example) — or that
     paragraph says its figures are from older settings (the benchmark's settings changed and it
     has not been rerun; regenerating the paragraph from new results drops the statement)."""
-    from real_smollm2 import EXAMPLE, PARAGRAPH_MARKERS, default_settings
+    from real_smollm2 import PARAGRAPH_MARKERS, default_settings
 
-    recorded = _json("real_smollm2.json")["config"]
     today = json.loads(json.dumps(default_settings()))
-    example = str(EXAMPLE.relative_to(ROOT))
-    inside = lambda path: path.split(example + "/", 1)[-1]  # noqa: E731  the example's own path, wherever it ran
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     paragraph = readme.split(PARAGRAPH_MARKERS[0], 1)[1].split(PARAGRAPH_MARKERS[1], 1)[0]
     if "from older settings" not in " ".join(paragraph.split()):
-        assert inside(recorded.pop("policy")) == inside(today.pop("policy")), RERUN
-        assert recorded == today, RERUN
+        _assert_example_settings(_json("real_smollm2.json")["config"], default_settings())
     assert (today["train"]["alpha_kl"], today["train"]["learning_rate"], today["train"]["nll_weight"],
             today["train"]["max_steps"], today["train"]["lora"]["r"]) == (0.3, 1e-3, 1.0, 80, 16)  # README says so
 
@@ -100,12 +96,19 @@ def test_the_smollm2_examples_quick_block_is_the_quick_results():
 def test_the_quick_results_ran_the_examples_files_as_they_are():
     """results/real_smollm2_quick.json ran what run_all.sh runs today (build_pairs.py's defaults,
     align_old.yaml and config.yaml): a changed example file fails here until the seeds are rerun."""
-    from real_smollm2 import EXAMPLE, quick_settings
+    from real_smollm2 import quick_settings
 
     if not (RESULTS / "real_smollm2_quick.json").exists():
         return
-    recorded = _json("real_smollm2_quick.json")["config"]
-    today = json.loads(json.dumps(quick_settings()))
+    _assert_example_settings(_json("real_smollm2_quick.json")["config"], quick_settings())
+
+
+def _assert_example_settings(recorded: dict, today: dict) -> None:
+    """A SmolLM2 results file's settings are ``today``'s, the policy compared by its path inside
+    the example (wherever the benchmark ran)."""
+    from real_smollm2 import EXAMPLE
+
+    today = json.loads(json.dumps(today))
     inside = lambda path: path.split(str(EXAMPLE.relative_to(ROOT)) + "/", 1)[-1]  # noqa: E731
     assert inside(recorded.pop("policy")) == inside(today.pop("policy")), RERUN
     assert recorded == today, RERUN
